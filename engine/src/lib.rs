@@ -3,5 +3,28 @@
 //! Three exchange servers hold 2-out-of-3 replicated boolean shares (Araki et al., CCS
 //! 2016). This crate holds everything they compute over those shares; it never performs
 //! network I/O itself and talks through the [`channel::Channel`] trait.
+//!
+//! - [`share`]: shares, bitsliced; users' XOR sharing and reconstruction.
+//! - [`party`]: one party, its pairwise random streams, the AND gate.
+//! - [`circuits`]: batched less-than, equality, multiplexer.
+//! - [`declassify`]: the only way to open values, with a reason, logged and cross-checked.
+//! - [`shuffle`]: oblivious shuffle of shared rows.
+//! - [`sort`]: oblivious quicksort and the bitonic baseline.
 
 pub mod channel;
+pub mod circuits;
+pub mod declassify;
+pub mod error;
+pub mod party;
+pub mod prg;
+pub mod share;
+pub mod shuffle;
+pub mod sort;
+pub mod testing;
+pub mod transpose;
+
+pub use channel::{Channel, ChannelError, PartyId, Peer};
+pub use declassify::Reason;
+pub use error::EngineError;
+pub use party::{CommStats, Party};
+pub use share::{Shared, SharedKeys};

@@ -1,0 +1,276 @@
+//! One party of the three-party computation: its link to the other two, its pairwise
+//! random streams, its communication counters, and the AND gate.
+//!
+//! AND on replicated shares (Araki et al., CCS 2016): party `i` computes
+//! `z_i = x_i y_i ^ x_i y_{i+1} ^ x_{i+1} y_i ^ α_i`, where `α_0 ^ α_1 ^ α_2 = 0` comes
+//! from the pairwise streams (`α_i = F(s_i) ^ F(s_{i+1})`, `s_i` held by `i` and `i-1`),
+//! sends `z_i` to party `i-1` and receives `z_{i+1}` from party `i+1`: one bit per gate
+//! per party, one round per batch however many gates it holds.
+
+use crate::channel::{Channel, PartyId, Peer};
+use crate::declassify::AuditLog;
+use crate::error::EngineError;
+use crate::prg::{Prg, Purpose, Seed};
+use crate::share::Shared;
+use rayon::prelude::*;
+
+/// Words per parallel work unit in local gate evaluation (even, so each unit starts on a
+/// PRG block boundary).
+pub(crate) const CHUNK_WORDS: usize = 2048;
+
+/// Communication counters of one party.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CommStats {
+    /// Payload bytes this party sent.
+    pub bytes_sent: u64,
+    /// Messages this party sent.
+    pub messages_sent: u64,
+    /// Communication rounds (synchronous steps) this party took part in.
+    pub rounds: u64,
+}
+
+/// The pairwise streams of one party: `prev` is shared with party `i-1` (seed `s_i`),
+/// `next` with party `i+1` (seed `s_{i+1}`).
+#[derive(Debug)]
+pub(crate) struct Streams {
+    pub(crate) prev: Prg,
+    pub(crate) next: Prg,
+}
+
+impl Streams {
+    fn new(with_prev: &Seed, with_next: &Seed, purpose: Purpose) -> Self {
+        Streams {
+            prev: Prg::new(with_prev, purpose),
+            next: Prg::new(with_next, purpose),
+        }
+    }
+}
+
+/// One party of the computation. Create the three with [`Party::setup`] (one per
+/// process or thread), then run the same protocol calls on all three in the same order.
+pub struct Party {
+    id: PartyId,
+    channel: Box<dyn Channel>,
+    pub(crate) zero: Streams,
+    pub(crate) perm: Streams,
+    pub(crate) mask: Streams,
+    pub(crate) audit: AuditLog,
+    stats: CommStats,
+}
+
+impl std::fmt::Debug for Party {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Party")
+            .field("id", &self.id)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Party {
+    /// Agrees pairwise seeds with the other two parties over `channel` (one round: party
+    /// `i` draws `s_i` and sends it to `i-1`, receiving `s_{i+1}` from `i+1`), so that each
+    /// seed is known to exactly two parties.
+    pub fn setup(id: PartyId, channel: Box<dyn Channel>) -> Result<Self, EngineError> {
+        let mine = Seed::random();
+        let mut party = Party {
+            id,
+            channel,
+            zero: Streams::new(&mine, &mine, Purpose::ZeroSharing),
+            perm: Streams::new(&mine, &mine, Purpose::Permutation),
+            mask: Streams::new(&mine, &mine, Purpose::Mask),
+            audit: AuditLog::default(),
+            stats: CommStats::default(),
+        };
+        let got = party.exchange_bytes(Peer::Prev, mine.to_bytes().to_vec(), Peer::Next)?;
+        let bytes: [u8; 32] = got
+            .as_slice()
+            .try_into()
+            .map_err(|_| EngineError::WrongLength {
+                from: id.next(),
+                expected: 32,
+                got: got.len(),
+            })?;
+        let theirs = Seed::from_bytes(bytes);
+        party.zero = Streams::new(&mine, &theirs, Purpose::ZeroSharing);
+        party.perm = Streams::new(&mine, &theirs, Purpose::Permutation);
+        party.mask = Streams::new(&mine, &theirs, Purpose::Mask);
+        Ok(party)
+    }
+
+    /// This party's index.
+    pub fn id(&self) -> PartyId {
+        self.id
+    }
+
+    /// Communication so far.
+    pub fn stats(&self) -> CommStats {
+        self.stats
+    }
+
+    /// What this party has opened so far.
+    pub fn audit_log(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// Keep the opened values themselves in the audit log (for the leakage audit), not
+    /// only their reasons, sizes and digests.
+    pub fn record_opened_values(&mut self, on: bool) {
+        self.audit.record_values = on;
+    }
+
+    /// Sends raw bytes to one peer and receives from another, as one round.
+    pub(crate) fn exchange_bytes(
+        &mut self,
+        to: Peer,
+        msg: Vec<u8>,
+        from: Peer,
+    ) -> Result<Vec<u8>, EngineError> {
+        self.send_bytes(to, msg)?;
+        let got = self.channel.recv(from)?;
+        self.stats.rounds += 1;
+        Ok(got)
+    }
+
+    pub(crate) fn send_bytes(&mut self, to: Peer, msg: Vec<u8>) -> Result<(), EngineError> {
+        self.stats.bytes_sent += msg.len() as u64;
+        self.stats.messages_sent += 1;
+        self.channel.send(to, msg)?;
+        Ok(())
+    }
+
+    pub(crate) fn recv_bytes(
+        &mut self,
+        from: Peer,
+        expected: usize,
+    ) -> Result<Vec<u8>, EngineError> {
+        let got = self.channel.recv(from)?;
+        if got.len() != expected {
+            return Err(EngineError::WrongLength {
+                from: self.id.peer(from),
+                expected,
+                got: got.len(),
+            });
+        }
+        Ok(got)
+    }
+
+    /// Counts one communication round (for steps that send and receive separately).
+    pub(crate) fn count_round(&mut self) {
+        self.stats.rounds += 1;
+    }
+
+    /// Sends `words` to `to` and receives exactly as many words from `from`, as one round.
+    pub(crate) fn exchange_words(
+        &mut self,
+        to: Peer,
+        words: &[u64],
+        from: Peer,
+    ) -> Result<Vec<u64>, EngineError> {
+        self.send_bytes(to, words_to_bytes(words))?;
+        let got = self.recv_bytes(from, words.len() * 8)?;
+        self.count_round();
+        Ok(bytes_to_words(&got))
+    }
+
+    /// Converts a user's 3-way XOR share (this party received `x_i`) into a replicated
+    /// share: each party passes its `x_i` to party `i-1`. One round.
+    pub fn input_from_xor(&mut self, mine: Vec<u64>) -> Result<Shared, EngineError> {
+        let next = self.exchange_words(Peer::Prev, &mine, Peer::Next)?;
+        Ok(Shared { a: mine, b: next })
+    }
+
+    /// `x & y`, word by word, for any number of words in one round.
+    pub fn and(&mut self, x: &Shared, y: &Shared) -> Result<Shared, EngineError> {
+        if x.len() != y.len() {
+            return Err(EngineError::InvalidInput(format!(
+                "AND of {} and {} words",
+                x.len(),
+                y.len()
+            )));
+        }
+        let z = self.and_local(&x.a, &x.b, &y.a, &y.b);
+        let b = self.exchange_words(Peer::Prev, &z, Peer::Next)?;
+        Ok(Shared { a: z, b })
+    }
+
+    /// Several independent ANDs in one round: `out[k] = xs[k] & ys[k]`.
+    pub fn and_many(&mut self, pairs: &[(&Shared, &Shared)]) -> Result<Vec<Shared>, EngineError> {
+        let total: usize = pairs.iter().map(|(x, _)| x.len()).sum();
+        let mut xa = Vec::with_capacity(total);
+        let mut xb = Vec::with_capacity(total);
+        let mut ya = Vec::with_capacity(total);
+        let mut yb = Vec::with_capacity(total);
+        for (x, y) in pairs {
+            if x.len() != y.len() {
+                return Err(EngineError::InvalidInput("AND of unequal lengths".into()));
+            }
+            xa.extend_from_slice(&x.a);
+            xb.extend_from_slice(&x.b);
+            ya.extend_from_slice(&y.a);
+            yb.extend_from_slice(&y.b);
+        }
+        let z = self.and_local(&xa, &xb, &ya, &yb);
+        let zb = self.exchange_words(Peer::Prev, &z, Peer::Next)?;
+        let mut out = Vec::with_capacity(pairs.len());
+        let mut off = 0;
+        for (x, _) in pairs {
+            let n = x.len();
+            out.push(Shared {
+                a: z[off..off + n].to_vec(),
+                b: zb[off..off + n].to_vec(),
+            });
+            off += n;
+        }
+        Ok(out)
+    }
+
+    /// This party's local half of an AND layer: `z_i` before resharing.
+    pub(crate) fn and_local(&mut self, xa: &[u64], xb: &[u64], ya: &[u64], yb: &[u64]) -> Vec<u64> {
+        let n = xa.len();
+        let start_prev = self.zero.prev.reserve(n);
+        let start_next = self.zero.next.reserve(n);
+        let (sp, sn) = (&self.zero.prev, &self.zero.next);
+        let mut z = vec![0u64; n];
+        let work = |(c, zc): (usize, &mut [u64])| {
+            let off = c * CHUNK_WORDS;
+            let mut r = [0u64; CHUNK_WORDS];
+            let mut s = [0u64; CHUNK_WORDS];
+            let len = zc.len();
+            sp.fill_at(start_prev + (off / 2) as u64, &mut r[..len]);
+            sn.fill_at(start_next + (off / 2) as u64, &mut s[..len]);
+            let (xa, xb, ya, yb) = (
+                &xa[off..off + len],
+                &xb[off..off + len],
+                &ya[off..off + len],
+                &yb[off..off + len],
+            );
+            for k in 0..len {
+                zc[k] = (xa[k] & ya[k]) ^ (xa[k] & yb[k]) ^ (xb[k] & ya[k]) ^ r[k] ^ s[k];
+            }
+        };
+        if n <= CHUNK_WORDS {
+            z.chunks_mut(CHUNK_WORDS).enumerate().for_each(work);
+        } else {
+            z.par_chunks_mut(CHUNK_WORDS).enumerate().for_each(work);
+        }
+        z
+    }
+}
+
+/// Little-endian bytes of `words`.
+pub(crate) fn words_to_bytes(words: &[u64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(words.len() * 8);
+    for w in words {
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+    out
+}
+
+/// Words from little-endian bytes (length a multiple of 8, checked by the caller).
+pub(crate) fn bytes_to_words(bytes: &[u8]) -> Vec<u64> {
+    bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect()
+}

@@ -1,0 +1,97 @@
+//! Oblivious shuffle of a table of shared rows: three re-sharing steps, each applying a
+//! permutation known to one pair of parties and unknown to the third. With at most one
+//! corrupt party, at least one permutation is unknown to it, so the composition is a
+//! uniformly random permutation it cannot see.
+//!
+//! Step `j` (pair `A = j`, `B = j+1`, outsider `C = j+2`), following the standard 3-party
+//! reshuffle (e.g. Araki et al. 2021, Asharov et al. 2022):
+//! - `A` and `B` turn the replicated share into a 2-out-of-2 one for free:
+//!   `u = x_j ^ x_{j+1}` at `A`, `v = x_{j+2}` at `B`;
+//! - both apply `π_j`, drawn from the seed they share;
+//! - fresh `y_j` (seed of `A`,`C`) and `y_{j+2}` (seed of `B`,`C`) are drawn;
+//!   `A` sends `π(u) ^ y_j` to `B`, `B` sends `π(v) ^ y_{j+2}` to `A`, and both set
+//!   `y_{j+1} = π(u) ^ π(v) ^ y_j ^ y_{j+2}`. `C` only draws its two masks.
+//!
+//! Each party sends `2n` rows in all, in three rounds, for any `n` (no padding).
+
+use crate::channel::Peer;
+use crate::error::EngineError;
+use crate::party::Party;
+use crate::share::{xor_into, Shared};
+use rayon::prelude::*;
+
+/// `out[k] = rows[perm[k]]` for rows of `row_words` words.
+pub fn apply_permutation(rows: &[u64], row_words: usize, perm: &[u32]) -> Vec<u64> {
+    let mut out = vec![0u64; rows.len()];
+    if row_words == 0 {
+        return out;
+    }
+    out.par_chunks_mut(row_words)
+        .zip(perm.par_iter())
+        .for_each(|(dst, &src)| {
+            let s = src as usize * row_words;
+            dst.copy_from_slice(&rows[s..s + row_words]);
+        });
+    out
+}
+
+impl Party {
+    /// Shuffles the `n = table.len() / row_words` rows of `table` with a permutation no
+    /// single party knows, re-randomizing every share.
+    pub fn shuffle(&mut self, table: &Shared, row_words: usize) -> Result<Shared, EngineError> {
+        if row_words == 0 || !table.len().is_multiple_of(row_words) {
+            return Err(EngineError::InvalidInput(format!(
+                "table of {} words is not whole rows of {row_words}",
+                table.len()
+            )));
+        }
+        let n = table.len() / row_words;
+        let mut cur = table.clone();
+        for j in 0..3 {
+            cur = self.shuffle_step(cur, row_words, n, j)?;
+        }
+        Ok(cur)
+    }
+
+    fn shuffle_step(
+        &mut self,
+        x: Shared,
+        row_words: usize,
+        n: usize,
+        j: usize,
+    ) -> Result<Shared, EngineError> {
+        let me = self.id().index();
+        let len = n * row_words;
+        if me == j {
+            // A: u = x_j ^ x_{j+1}; permutation shared with B (next); y_j with C (prev).
+            let mut u = x.a.clone();
+            xor_into(&mut u, &x.b);
+            let perm = self.perm.next.permutation(n);
+            let mut y_j = vec![0u64; len];
+            self.mask.prev.fill_par(&mut y_j);
+            let mut sent = apply_permutation(&u, row_words, &perm);
+            xor_into(&mut sent, &y_j);
+            let got = self.exchange_words(Peer::Next, &sent, Peer::Next)?;
+            xor_into(&mut sent, &got);
+            Ok(Shared { a: y_j, b: sent })
+        } else if me == (j + 1) % 3 {
+            // B: v = x_{j+2}; permutation shared with A (prev); y_{j+2} with C (next).
+            let perm = self.perm.prev.permutation(n);
+            let mut y_j2 = vec![0u64; len];
+            self.mask.next.fill_par(&mut y_j2);
+            let mut sent = apply_permutation(&x.b, row_words, &perm);
+            xor_into(&mut sent, &y_j2);
+            let got = self.exchange_words(Peer::Prev, &sent, Peer::Prev)?;
+            xor_into(&mut sent, &got);
+            Ok(Shared { a: sent, b: y_j2 })
+        } else {
+            // C: draws y_j (with A, its next) and y_{j+2} (with B, its prev).
+            let mut y_j = vec![0u64; len];
+            self.mask.next.fill_par(&mut y_j);
+            let mut y_j2 = vec![0u64; len];
+            self.mask.prev.fill_par(&mut y_j2);
+            self.count_round();
+            Ok(Shared { a: y_j2, b: y_j })
+        }
+    }
+}

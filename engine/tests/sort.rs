@@ -1,0 +1,151 @@
+//! Shuffle and sorts against plaintext.
+
+mod common;
+
+use acs_engine::declassify::Reason;
+use acs_engine::sort::{bitonic_sort, quicksort, Sorted};
+use common::{open_keys, open_words, run_on_keys};
+use rand::Rng;
+
+/// Random keys (`bits` wide) and payload rows whose words name their key, so a payload
+/// that does not follow its key is caught.
+fn workload(n: usize, bits: usize, payload_words: usize, seed: u64) -> (Vec<u128>, Vec<u64>) {
+    let mut rng = common::rng(seed);
+    let mask = (1u128 << bits) - 1;
+    let keys: Vec<u128> = (0..n).map(|_| rng.gen::<u128>() & mask).collect();
+    let mut payload = Vec::with_capacity(n * payload_words);
+    for (i, k) in keys.iter().enumerate() {
+        for q in 0..payload_words {
+            payload.push((*k as u64).wrapping_mul(31) ^ ((i as u64) << 20) ^ q as u64);
+        }
+    }
+    (keys, payload)
+}
+
+fn check_sorted(keys: &[u128], payload: &[u64], payload_words: usize, parts: [&Sorted; 3]) {
+    let got_keys = open_keys([&parts[0].keys, &parts[1].keys, &parts[2].keys]);
+    let got_payload = open_words([&parts[0].payload, &parts[1].payload, &parts[2].payload]);
+    let mut expect = keys.to_vec();
+    expect.sort_unstable();
+    assert_eq!(got_keys, expect);
+    // Each output row's payload is the payload of some input row with that key, and
+    // the multiset of rows is preserved.
+    let mut rows_in: Vec<(u128, Vec<u64>)> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            (
+                *k,
+                payload[i * payload_words..(i + 1) * payload_words].to_vec(),
+            )
+        })
+        .collect();
+    let mut rows_out: Vec<(u128, Vec<u64>)> = got_keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            (
+                *k,
+                got_payload[i * payload_words..(i + 1) * payload_words].to_vec(),
+            )
+        })
+        .collect();
+    rows_in.sort();
+    rows_out.sort();
+    assert_eq!(rows_in, rows_out);
+}
+
+fn sort_and_check(algo: &'static str, n: usize, bits: usize, payload_words: usize, seed: u64) {
+    let (keys, payload) = workload(n, bits, payload_words, seed);
+    let out = run_on_keys(&keys, &payload, move |p, k, pl| {
+        if algo == "quick" {
+            quicksort(p, &k, bits, &pl, payload_words)
+        } else {
+            bitonic_sort(p, &k, bits, &pl, payload_words)
+        }
+    });
+    check_sorted(&keys, &payload, payload_words, [&out[0], &out[1], &out[2]]);
+}
+
+#[test]
+fn quicksort_small_and_edge_sizes() {
+    for n in [0usize, 1, 2, 3, 5, 64, 65, 127, 1000] {
+        sort_and_check("quick", n, 32, 2, n as u64);
+    }
+}
+
+#[test]
+fn quicksort_random_sizes_up_to_a_few_thousand() {
+    let mut rng = common::rng(77);
+    for round in 0..4 {
+        let n = rng.gen_range(0..4000);
+        let bits = [1usize, 8, 40, 64][round];
+        sort_and_check("quick", n, bits, round, 100 + round as u64);
+    }
+}
+
+#[test]
+fn quicksort_with_many_duplicate_keys() {
+    // 3-bit keys over 2000 rows: every key repeats hundreds of times.
+    sort_and_check("quick", 2000, 3, 1, 5);
+    // All keys equal.
+    sort_and_check("quick", 513, 1, 1, 6);
+}
+
+#[test]
+fn quicksort_accepts_full_64_bit_keys_and_wide_payloads() {
+    sort_and_check("quick", 700, 64, 32, 8);
+}
+
+#[test]
+fn bitonic_matches_plaintext_sort() {
+    for n in [0usize, 1, 2, 3, 100, 256, 777] {
+        sort_and_check("bitonic", n, 20, 1, 40 + n as u64);
+    }
+    sort_and_check("bitonic", 300, 64, 0, 41);
+}
+
+#[test]
+fn quicksort_opens_only_comparison_bits_and_bitonic_opens_nothing() {
+    let (keys, payload) = workload(900, 16, 1, 3);
+    let logs = run_on_keys(&keys, &payload, |p, k, pl| {
+        let sorted = quicksort(p, &k, 16, &pl, 1)?;
+        Ok((sorted.levels, p.audit_log().entries().to_vec()))
+    });
+    let (levels, entries) = &logs[0];
+    assert_eq!(entries.len(), *levels, "one opening per level");
+    assert!(entries.iter().all(|e| e.reason == Reason::SortComparison));
+    // Every comparison opens exactly one bit: the total is the number of comparisons,
+    // at least n - 1 on the first level.
+    assert_eq!(entries[0].bits, 899);
+    for other in &logs[1..] {
+        assert_eq!(&other.1.len(), &entries.len());
+    }
+    let logs = run_on_keys(&keys, &payload, |p, k, pl| {
+        bitonic_sort(p, &k, 16, &pl, 1)?;
+        Ok(p.audit_log().entries().len())
+    });
+    assert_eq!(logs, [0, 0, 0]);
+}
+
+#[test]
+fn shuffle_outputs_a_permutation_of_its_rows() {
+    let n = 1500;
+    let row_words = 3;
+    let mut rng = common::rng(12);
+    let rows: Vec<u64> = (0..n * row_words).map(|_| rng.gen()).collect();
+    let shares = common::split_words(&rows, 4);
+    let shares = std::sync::Arc::new(shares);
+    let out = acs_engine::testing::run_three(move |p| {
+        let x = p.input_from_xor(shares[p.id().index()].clone())?;
+        p.shuffle(&x, row_words)
+    })
+    .map(|r| r.expect("party"));
+    let got = open_words([&out[0], &out[1], &out[2]]);
+    let mut a: Vec<&[u64]> = rows.chunks(row_words).collect();
+    let mut b: Vec<&[u64]> = got.chunks(row_words).collect();
+    assert_ne!(a, b, "1500 rows left in place: not shuffled");
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+}

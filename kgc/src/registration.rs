@@ -1,0 +1,517 @@
+//! Registration: a user proves possession of the key behind its pseudonym and receives
+//! its secret key `sk_{i,l}`, through an entry relay that can read neither.
+//!
+//! The user holds an Ed25519 key (its [`UserIdentity`]); `UN_i` is derived from it. For
+//! server `l` (whose [`SignedDescriptor`](crate::SignedDescriptor) the user has pinned) it
+//! makes a fresh X25519 key `e` (public `E`) and sends
+//!
+//! ```text
+//! request  = "ACS-RQ\0\x01" || SN_l || E || ChaCha20Poly1305(k_req, nonce 0,
+//!                pk_i || UN_i || timestamp || sig_i,  ad = the 48 header bytes)
+//! sig_i    = Ed25519(sk_i, "ACS-v1 registration" || UN_i || SN_l || timestamp || E)
+//! k_req    = SHA3-256("ACS-v1 registration request key" || DH(e, S_l) || E || S_l || SN_l)
+//! ```
+//!
+//! where `S_l` is the server's static X25519 key. The relay sees only `SN_l` (where the
+//! request goes, which it knows anyway) and random-looking bytes. The server checks the
+//! timestamp window ([`REGISTRATION_WINDOW_SECS`]), that `UN_i` derives from `pk_i`, the
+//! signature (which binds `E`, so nobody can redirect the answer to their own key), and that
+//! `UN_i` is free or already `pk_i`'s. It answers with a fresh X25519 key `f` (public `F`):
+//!
+//! ```text
+//! response = "ACS-RS\0\x01" || F || ChaCha20Poly1305(k_resp, nonce 0, sk_{i,l} compressed,
+//!                ad = "ACS-RS\0\x01" || SN_l || UN_i || E || F)
+//! k_resp   = SHA3-256("ACS-v1 registration response key" || DH(e, S_l) || DH(e, F)
+//!                || E || S_l || F || SN_l || UN_i)
+//! ```
+//!
+//! Only the holder of `e` can open it, only the holder of `S_l` can have made it, and it
+//! stays secret if `S_l` leaks later (the `DH(e, F)` term; both ephemerals are discarded).
+//! Each key encrypts exactly one message, so the fixed nonce is safe. A replay of a request
+//! within the window gets a fresh answer that only the original `e` opens: useless to
+//! whoever replays it. The user finally checks `sk_{i,l}` against `P_l`.
+
+use core::fmt;
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::ChaCha20Poly1305;
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use rand_core::CryptoRngCore;
+use sha3::{Digest, Sha3_256};
+use x25519_dalek::{PublicKey as X25519Public, SharedSecret, StaticSecret};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::descriptor::ServerDescriptor;
+use crate::error::{malformed, KgcError, Result};
+use crate::ids::{ServerPseudonym, UserPseudonym};
+use crate::sok::{MasterPublicKey, UserSecretKey};
+
+/// How far (either side, seconds) a request's timestamp may be from the server's clock.
+pub const REGISTRATION_WINDOW_SECS: u64 = 300;
+
+const REQUEST_MAGIC: &[u8; 8] = b"ACS-RQ\x00\x01";
+const RESPONSE_MAGIC: &[u8; 8] = b"ACS-RS\x00\x01";
+const REQUEST_HEADER: usize = 8 + 8 + 32;
+const REQUEST_INNER: usize = 32 + 8 + 8 + 64;
+const TAG: usize = 16;
+/// Length of an encoded [`RegistrationRequest`].
+pub const REQUEST_BYTES: usize = REQUEST_HEADER + REQUEST_INNER + TAG;
+/// Length of an encoded [`RegistrationResponse`].
+pub const RESPONSE_BYTES: usize = 8 + 32 + 48 + TAG;
+
+/// A user's long-term Ed25519 key, from which its pseudonym is derived. Wiped on drop;
+/// `Debug` shows only the pseudonym.
+pub struct UserIdentity {
+    signing: SigningKey,
+    pseudonym: UserPseudonym,
+}
+
+impl UserIdentity {
+    /// A fresh identity.
+    pub fn generate(rng: &mut impl CryptoRngCore) -> Self {
+        loop {
+            let mut seed = Zeroizing::new([0u8; 32]);
+            rng.fill_bytes(&mut seed[..]);
+            // Fails only for a 2^-64 unlucky key (reserved pseudonym 0): draw again.
+            if let Ok(identity) = Self::from_seed(*seed) {
+                return identity;
+            }
+        }
+    }
+
+    /// Restores an identity from its 32-byte Ed25519 seed.
+    pub fn from_seed(seed: [u8; 32]) -> Result<Self> {
+        let seed = Zeroizing::new(seed);
+        let signing = SigningKey::from_bytes(&seed);
+        let pseudonym = UserPseudonym::derive(&signing.verifying_key())?;
+        Ok(UserIdentity { signing, pseudonym })
+    }
+
+    /// The 32-byte seed, for the user's own storage. Keep it secret.
+    pub fn to_seed(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.signing.to_bytes())
+    }
+
+    /// `UN_i`.
+    pub fn pseudonym(&self) -> UserPseudonym {
+        self.pseudonym
+    }
+
+    /// The Ed25519 public key.
+    pub fn public_key(&self) -> VerifyingKey {
+        self.signing.verifying_key()
+    }
+
+    /// Builds a registration request for `server` at time `now` (Unix seconds). Keep the
+    /// returned [`PendingRegistration`] to open the answer.
+    pub fn register(
+        &self,
+        server: &ServerDescriptor,
+        now: u64,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<(PendingRegistration, RegistrationRequest)> {
+        let ephemeral = StaticSecret::random_from_rng(&mut *rng);
+        let ephemeral_public = X25519Public::from(&ephemeral);
+        let static_shared = contributory(ephemeral.diffie_hellman(&server.x25519_public))?;
+
+        let mut header = [0u8; REQUEST_HEADER];
+        header[..8].copy_from_slice(REQUEST_MAGIC);
+        header[8..16].copy_from_slice(&server.server.to_bytes());
+        header[16..].copy_from_slice(ephemeral_public.as_bytes());
+
+        let signature = self.signing.sign(&pop_message(
+            self.pseudonym,
+            server.server,
+            now,
+            &ephemeral_public,
+        ));
+        let mut inner = Zeroizing::new([0u8; REQUEST_INNER]);
+        inner[..32].copy_from_slice(self.signing.verifying_key().as_bytes());
+        inner[32..40].copy_from_slice(&self.pseudonym.to_bytes());
+        inner[40..48].copy_from_slice(&now.to_be_bytes());
+        inner[48..].copy_from_slice(&signature.to_bytes());
+
+        let key = request_key(
+            &static_shared,
+            &ephemeral_public,
+            &server.x25519_public,
+            server.server,
+        );
+        let ciphertext = seal_once(&key, &inner[..], &header);
+        let mut bytes = [0u8; REQUEST_BYTES];
+        bytes[..REQUEST_HEADER].copy_from_slice(&header);
+        bytes[REQUEST_HEADER..].copy_from_slice(&ciphertext);
+
+        let pending = PendingRegistration {
+            user: self.pseudonym,
+            server: server.server,
+            server_x25519: server.x25519_public,
+            master_public: server.master_public,
+            ephemeral,
+            ephemeral_public,
+            static_shared,
+        };
+        Ok((pending, RegistrationRequest { bytes }))
+    }
+}
+
+impl fmt::Debug for UserIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserIdentity")
+            .field("pseudonym", &self.pseudonym)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The user's state between sending a request and reading the answer: holds the
+/// ephemeral X25519 secret (wiped on drop). Single use.
+pub struct PendingRegistration {
+    user: UserPseudonym,
+    server: ServerPseudonym,
+    server_x25519: X25519Public,
+    master_public: MasterPublicKey,
+    ephemeral: StaticSecret,
+    ephemeral_public: X25519Public,
+    static_shared: SharedSecret,
+}
+
+impl PendingRegistration {
+    /// The server this request went to.
+    pub fn server(&self) -> ServerPseudonym {
+        self.server
+    }
+
+    /// Opens the server's answer and checks the key against the server's master public key.
+    pub fn finish(self, response: &RegistrationResponse) -> Result<UserSecretKey> {
+        let bytes = &response.bytes;
+        let server_ephemeral =
+            X25519Public::from(<[u8; 32]>::try_from(&bytes[8..40]).expect("32 bytes"));
+        let ephemeral_shared = contributory(self.ephemeral.diffie_hellman(&server_ephemeral))?;
+        let key = response_key(
+            &self.static_shared,
+            &ephemeral_shared,
+            &self.ephemeral_public,
+            &self.server_x25519,
+            &server_ephemeral,
+            self.server,
+            self.user,
+        );
+        let ad = response_ad(
+            self.server,
+            self.user,
+            &self.ephemeral_public,
+            &server_ephemeral,
+        );
+        let plain = open_once(&key, &bytes[40..], &ad, "registration response")?;
+        let mut secret = Zeroizing::new([0u8; 48]);
+        if plain.len() != 48 {
+            return Err(malformed("registration response", "wrong key length"));
+        }
+        secret.copy_from_slice(&plain);
+        let mut encoded = Zeroizing::new([0u8; 64]);
+        encoded[..8].copy_from_slice(&self.user.to_bytes());
+        encoded[8..16].copy_from_slice(&self.server.to_bytes());
+        encoded[16..].copy_from_slice(&secret[..]);
+        let user_key = UserSecretKey::from_bytes(&encoded[..])?;
+        user_key.verify(&self.master_public)?;
+        Ok(user_key)
+    }
+}
+
+impl fmt::Debug for PendingRegistration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingRegistration")
+            .field("user", &self.user)
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An encoded registration request ([`REQUEST_BYTES`] bytes; layout in the module docs).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistrationRequest {
+    bytes: [u8; REQUEST_BYTES],
+}
+
+impl RegistrationRequest {
+    /// The wire bytes.
+    pub fn as_bytes(&self) -> &[u8; REQUEST_BYTES] {
+        &self.bytes
+    }
+
+    /// Checks the length and magic; everything else is checked by the server that can
+    /// decrypt it ([`Kgc::register`](crate::Kgc::register)).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let bytes: [u8; REQUEST_BYTES] = bytes
+            .try_into()
+            .map_err(|_| malformed("registration request", "wrong length"))?;
+        if &bytes[..8] != REQUEST_MAGIC {
+            return Err(malformed("registration request", "bad magic or version"));
+        }
+        ServerPseudonym::from_bytes(bytes[8..16].try_into().expect("8 bytes"))?;
+        Ok(RegistrationRequest { bytes })
+    }
+
+    /// The server it is addressed to (visible to relays, which route by it anyway).
+    pub fn server(&self) -> ServerPseudonym {
+        ServerPseudonym::from_bytes(self.bytes[8..16].try_into().expect("8 bytes"))
+            .expect("checked when built or decoded")
+    }
+}
+
+impl fmt::Debug for RegistrationRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistrationRequest")
+            .field("server", &self.server())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An encoded registration response ([`RESPONSE_BYTES`] bytes; layout in the module docs).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistrationResponse {
+    bytes: [u8; RESPONSE_BYTES],
+}
+
+impl RegistrationResponse {
+    /// The wire bytes.
+    pub fn as_bytes(&self) -> &[u8; RESPONSE_BYTES] {
+        &self.bytes
+    }
+
+    /// Checks the length and magic; [`PendingRegistration::finish`] checks the rest.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let bytes: [u8; RESPONSE_BYTES] = bytes
+            .try_into()
+            .map_err(|_| malformed("registration response", "wrong length"))?;
+        if &bytes[..8] != RESPONSE_MAGIC {
+            return Err(malformed("registration response", "bad magic or version"));
+        }
+        Ok(RegistrationResponse { bytes })
+    }
+}
+
+impl fmt::Debug for RegistrationResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RegistrationResponse(..)")
+    }
+}
+
+/// A request the server has decrypted and fully checked, except against its registry.
+pub(crate) struct VerifiedRequest {
+    pub user: UserPseudonym,
+    pub public_key: VerifyingKey,
+    ephemeral_public: X25519Public,
+    static_shared: SharedSecret,
+}
+
+/// Server side: decrypts and checks a request (everything but the registry).
+pub(crate) fn verify_request(
+    request: &RegistrationRequest,
+    server: ServerPseudonym,
+    server_x25519: &StaticSecret,
+    now: u64,
+) -> Result<VerifiedRequest> {
+    let bytes = &request.bytes;
+    let addressed = request.server();
+    if addressed != server {
+        return Err(KgcError::WrongServer {
+            expected: server,
+            got: addressed,
+        });
+    }
+    let ephemeral_public =
+        X25519Public::from(<[u8; 32]>::try_from(&bytes[16..48]).expect("32 bytes"));
+    let static_shared = contributory(server_x25519.diffie_hellman(&ephemeral_public))?;
+    let key = request_key(
+        &static_shared,
+        &ephemeral_public,
+        &X25519Public::from(server_x25519),
+        server,
+    );
+    let inner = open_once(
+        &key,
+        &bytes[REQUEST_HEADER..],
+        &bytes[..REQUEST_HEADER],
+        "registration request",
+    )?;
+    if inner.len() != REQUEST_INNER {
+        return Err(malformed("registration request", "wrong inner length"));
+    }
+    let public_key =
+        crate::ids::parse_ed25519(inner[..32].try_into().expect("32"), "user identity")?;
+    let claimed = UserPseudonym::from_bytes(inner[32..40].try_into().expect("8"))?;
+    let timestamp = u64::from_be_bytes(inner[40..48].try_into().expect("8"));
+    let signature = Signature::from_bytes(inner[48..].try_into().expect("64"));
+
+    if timestamp.abs_diff(now) > REGISTRATION_WINDOW_SECS {
+        return Err(KgcError::StaleRequest {
+            timestamp,
+            now,
+            window_secs: REGISTRATION_WINDOW_SECS,
+        });
+    }
+    if UserPseudonym::derive(&public_key)? != claimed {
+        return Err(KgcError::PseudonymMismatch { claimed });
+    }
+    public_key
+        .verify_strict(
+            &pop_message(claimed, server, timestamp, &ephemeral_public),
+            &signature,
+        )
+        .map_err(|_| KgcError::BadSignature("proof of possession"))?;
+    Ok(VerifiedRequest {
+        user: claimed,
+        public_key,
+        ephemeral_public,
+        static_shared,
+    })
+}
+
+/// Server side: encrypts the user's secret key to the request's ephemeral key.
+pub(crate) fn build_response(
+    request: &VerifiedRequest,
+    server: ServerPseudonym,
+    server_x25519_public: &X25519Public,
+    user_key: &UserSecretKey,
+    rng: &mut impl CryptoRngCore,
+) -> Result<RegistrationResponse> {
+    let ephemeral = StaticSecret::random_from_rng(&mut *rng);
+    let ephemeral_public = X25519Public::from(&ephemeral);
+    let ephemeral_shared = contributory(ephemeral.diffie_hellman(&request.ephemeral_public))?;
+    let key = response_key(
+        &request.static_shared,
+        &ephemeral_shared,
+        &request.ephemeral_public,
+        server_x25519_public,
+        &ephemeral_public,
+        server,
+        request.user,
+    );
+    let ad = response_ad(
+        server,
+        request.user,
+        &request.ephemeral_public,
+        &ephemeral_public,
+    );
+    let encoded = user_key.to_bytes();
+    let ciphertext = seal_once(&key, &encoded[16..], &ad);
+    let mut bytes = [0u8; RESPONSE_BYTES];
+    bytes[..8].copy_from_slice(RESPONSE_MAGIC);
+    bytes[8..40].copy_from_slice(ephemeral_public.as_bytes());
+    bytes[40..].copy_from_slice(&ciphertext);
+    Ok(RegistrationResponse { bytes })
+}
+
+fn pop_message(
+    user: UserPseudonym,
+    server: ServerPseudonym,
+    timestamp: u64,
+    ephemeral: &X25519Public,
+) -> [u8; 19 + 8 + 8 + 8 + 32] {
+    let mut out = [0u8; 19 + 8 + 8 + 8 + 32];
+    out[..19].copy_from_slice(b"ACS-v1 registration");
+    out[19..27].copy_from_slice(&user.to_bytes());
+    out[27..35].copy_from_slice(&server.to_bytes());
+    out[35..43].copy_from_slice(&timestamp.to_be_bytes());
+    out[43..].copy_from_slice(ephemeral.as_bytes());
+    out
+}
+
+fn contributory(shared: SharedSecret) -> Result<SharedSecret> {
+    if shared.was_contributory() {
+        Ok(shared)
+    } else {
+        Err(KgcError::NonContributory)
+    }
+}
+
+fn request_key(
+    static_shared: &SharedSecret,
+    ephemeral: &X25519Public,
+    server_static: &X25519Public,
+    server: ServerPseudonym,
+) -> Zeroizing<[u8; 32]> {
+    let mut digest = Sha3_256::new()
+        .chain_update(b"ACS-v1 registration request key")
+        .chain_update(static_shared.as_bytes())
+        .chain_update(ephemeral.as_bytes())
+        .chain_update(server_static.as_bytes())
+        .chain_update(server.to_bytes())
+        .finalize();
+    let mut key = Zeroizing::new([0u8; 32]);
+    key.copy_from_slice(&digest);
+    digest.zeroize();
+    key
+}
+
+fn response_key(
+    static_shared: &SharedSecret,
+    ephemeral_shared: &SharedSecret,
+    user_ephemeral: &X25519Public,
+    server_static: &X25519Public,
+    server_ephemeral: &X25519Public,
+    server: ServerPseudonym,
+    user: UserPseudonym,
+) -> Zeroizing<[u8; 32]> {
+    let mut digest = Sha3_256::new()
+        .chain_update(b"ACS-v1 registration response key")
+        .chain_update(static_shared.as_bytes())
+        .chain_update(ephemeral_shared.as_bytes())
+        .chain_update(user_ephemeral.as_bytes())
+        .chain_update(server_static.as_bytes())
+        .chain_update(server_ephemeral.as_bytes())
+        .chain_update(server.to_bytes())
+        .chain_update(user.to_bytes())
+        .finalize();
+    let mut key = Zeroizing::new([0u8; 32]);
+    key.copy_from_slice(&digest);
+    digest.zeroize();
+    key
+}
+
+fn response_ad(
+    server: ServerPseudonym,
+    user: UserPseudonym,
+    user_ephemeral: &X25519Public,
+    server_ephemeral: &X25519Public,
+) -> [u8; 8 + 8 + 8 + 32 + 32] {
+    let mut ad = [0u8; 88];
+    ad[..8].copy_from_slice(RESPONSE_MAGIC);
+    ad[8..16].copy_from_slice(&server.to_bytes());
+    ad[16..24].copy_from_slice(&user.to_bytes());
+    ad[24..56].copy_from_slice(user_ephemeral.as_bytes());
+    ad[56..].copy_from_slice(server_ephemeral.as_bytes());
+    ad
+}
+
+/// Encrypts one message under a key used for nothing else (hence the all-zero nonce).
+fn seal_once(key: &[u8; 32], plaintext: &[u8], ad: &[u8]) -> Vec<u8> {
+    ChaCha20Poly1305::new(key.into())
+        .encrypt(
+            &Default::default(),
+            Payload {
+                msg: plaintext,
+                aad: ad,
+            },
+        )
+        .expect("ChaCha20Poly1305 encrypts any message shorter than 256 GiB")
+}
+
+fn open_once(
+    key: &[u8; 32],
+    ciphertext: &[u8],
+    ad: &[u8],
+    what: &'static str,
+) -> Result<Zeroizing<Vec<u8>>> {
+    ChaCha20Poly1305::new(key.into())
+        .decrypt(
+            &Default::default(),
+            Payload {
+                msg: ciphertext,
+                aad: ad,
+            },
+        )
+        .map(Zeroizing::new)
+        .map_err(|_| KgcError::OpenFailed(what))
+}

@@ -1,0 +1,226 @@
+//! Per-round keys and sealed shares.
+//!
+//! From a [`LongTermKey`] `K` shared by user `UN` and server `SN`, each round `r` and
+//! direction `d` (1 = user→server, 2 = server→user) get
+//!
+//! ```text
+//! k_{r,d}   = SHA3-256("ACS-v1 round key" || K || r || d || SN || UN)
+//! tag_{r,d} = SHA3-256("ACS-v1 round tag" || K || r || d || SN || UN)[..16]
+//! ```
+//!
+//! (`r` as 8 bytes big-endian, `d` one byte; every input has a fixed length, so the
+//! encoding is unambiguous, and SHA3 has no length extension, so this is a PRF keyed by `K`).
+//!
+//! An [`Envelope`] is `0x01 || tag (16) || nonce (24) || XChaCha20Poly1305(k_{r,d}, nonce,
+//! share, ad)` with `ad = "ACS-v1 share" || 0x01 || r || d || SN || UN || tag`. The nonce is
+//! random, so sealing twice in one round (a retry) never reuses a nonce.
+//!
+//! **Why a tag and not the pseudonym**: an entry relay must never learn pseudonyms
+//! (design §1), yet the server must know which key opens an envelope. The tag changes every
+//! round and direction and looks random to anyone without `K`, so the relay cannot link it
+//! to a pseudonym or to the same user's envelopes in other rounds. The server builds a
+//! [`TagIndex`](crate::TagIndex) for the round from its registry and looks tags up there.
+//!
+//! Opening fails ([`KgcError::OpenFailed`]) for an envelope sealed for another round,
+//! direction, user or server, under another key, or changed in any byte. Replays within
+//! one round carry the same tag: the caller accepts one envelope per tag per round.
+
+use core::fmt;
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand_core::CryptoRngCore;
+use sha3::{Digest, Sha3_256};
+use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::error::{malformed, KgcError, Result};
+use crate::ids::Direction;
+use crate::sok::LongTermKey;
+
+const VERSION: u8 = 1;
+const TAG_BYTES: usize = 16;
+const NONCE_BYTES: usize = 24;
+const HEADER_BYTES: usize = 1 + TAG_BYTES + NONCE_BYTES;
+/// Bytes an envelope adds to its share.
+pub const ENVELOPE_OVERHEAD: usize = HEADER_BYTES + 16;
+/// The largest share [`LongTermKey::seal`] accepts and [`Envelope::from_bytes`] admits.
+pub const MAX_SHARE_BYTES: usize = 1 << 20;
+
+/// The per-round, per-direction routing tag of an envelope (see the module docs).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoundTag(pub [u8; TAG_BYTES]);
+
+impl fmt::Debug for RoundTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RoundTag(")?;
+        for b in &self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        write!(f, ")")
+    }
+}
+
+/// A sealed share, as it travels (layout in the module docs).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Envelope {
+    bytes: Vec<u8>,
+}
+
+impl Envelope {
+    /// Checks version and length (at most [`MAX_SHARE_BYTES`] of share); the AEAD checks
+    /// everything else when the envelope is opened.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() > MAX_SHARE_BYTES + ENVELOPE_OVERHEAD {
+            return Err(KgcError::TooLarge {
+                what: "envelope",
+                len: bytes.len(),
+                max: MAX_SHARE_BYTES + ENVELOPE_OVERHEAD,
+            });
+        }
+        if bytes.len() < ENVELOPE_OVERHEAD {
+            return Err(malformed("envelope", "shorter than its header"));
+        }
+        if bytes[0] != VERSION {
+            return Err(malformed("envelope", "unknown version"));
+        }
+        Ok(Envelope {
+            bytes: bytes.to_vec(),
+        })
+    }
+
+    /// The wire bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Consumes the envelope, returning its wire bytes.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    /// The routing tag (public).
+    pub fn tag(&self) -> RoundTag {
+        RoundTag(self.bytes[1..1 + TAG_BYTES].try_into().expect("16 bytes"))
+    }
+
+    /// Length of the share inside.
+    pub fn share_len(&self) -> usize {
+        self.bytes.len() - ENVELOPE_OVERHEAD
+    }
+}
+
+impl fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Envelope")
+            .field("tag", &self.tag())
+            .field("share_len", &self.share_len())
+            .finish()
+    }
+}
+
+fn derive(label: &[u8], key: &LongTermKey, round: u64, direction: Direction) -> [u8; 32] {
+    Sha3_256::new()
+        .chain_update(label)
+        .chain_update(key.secret())
+        .chain_update(round.to_be_bytes())
+        .chain_update([direction.byte()])
+        .chain_update(key.server().to_bytes())
+        .chain_update(key.user().to_bytes())
+        .finalize()
+        .into()
+}
+
+fn associated_data(
+    key: &LongTermKey,
+    round: u64,
+    direction: Direction,
+    tag: &RoundTag,
+) -> [u8; 54] {
+    let mut ad = [0u8; 12 + 1 + 8 + 1 + 8 + 8 + TAG_BYTES];
+    ad[..12].copy_from_slice(b"ACS-v1 share");
+    ad[12] = VERSION;
+    ad[13..21].copy_from_slice(&round.to_be_bytes());
+    ad[21] = direction.byte();
+    ad[22..30].copy_from_slice(&key.server().to_bytes());
+    ad[30..38].copy_from_slice(&key.user().to_bytes());
+    ad[38..].copy_from_slice(&tag.0);
+    ad
+}
+
+impl LongTermKey {
+    /// The routing tag of this (user, server) pair for `round` and `direction`.
+    pub fn round_tag(&self, round: u64, direction: Direction) -> RoundTag {
+        let full = derive(b"ACS-v1 round tag", self, round, direction);
+        RoundTag(full[..TAG_BYTES].try_into().expect("16 bytes"))
+    }
+
+    fn cipher(&self, round: u64, direction: Direction) -> XChaCha20Poly1305 {
+        let mut key = Zeroizing::new(derive(b"ACS-v1 round key", self, round, direction));
+        let cipher = XChaCha20Poly1305::new((&*key).into());
+        key.zeroize();
+        cipher
+    }
+
+    /// Seals one share for `round` travelling in `direction`.
+    pub fn seal(
+        &self,
+        round: u64,
+        direction: Direction,
+        share: &[u8],
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Envelope> {
+        if share.len() > MAX_SHARE_BYTES {
+            return Err(KgcError::TooLarge {
+                what: "share",
+                len: share.len(),
+                max: MAX_SHARE_BYTES,
+            });
+        }
+        let tag = self.round_tag(round, direction);
+        let mut nonce = [0u8; NONCE_BYTES];
+        rng.fill_bytes(&mut nonce);
+        let ad = associated_data(self, round, direction, &tag);
+        let ciphertext = self
+            .cipher(round, direction)
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: share,
+                    aad: &ad,
+                },
+            )
+            .map_err(|_| KgcError::TooLarge {
+                what: "share",
+                len: share.len(),
+                max: MAX_SHARE_BYTES,
+            })?;
+        let mut bytes = Vec::with_capacity(HEADER_BYTES + ciphertext.len());
+        bytes.push(VERSION);
+        bytes.extend_from_slice(&tag.0);
+        bytes.extend_from_slice(&nonce);
+        bytes.extend_from_slice(&ciphertext);
+        Ok(Envelope { bytes })
+    }
+
+    /// Opens an envelope sealed for `round` and `direction` under this key.
+    pub fn open(&self, round: u64, direction: Direction, envelope: &Envelope) -> Result<Vec<u8>> {
+        let expected = self.round_tag(round, direction);
+        let tag = envelope.tag();
+        if !bool::from(tag.0.ct_eq(&expected.0)) {
+            return Err(KgcError::OpenFailed("envelope"));
+        }
+        let bytes = &envelope.bytes;
+        let nonce = XNonce::from_slice(&bytes[1 + TAG_BYTES..HEADER_BYTES]);
+        let ad = associated_data(self, round, direction, &tag);
+        self.cipher(round, direction)
+            .decrypt(
+                nonce,
+                Payload {
+                    msg: &bytes[HEADER_BYTES..],
+                    aad: &ad,
+                },
+            )
+            .map_err(|_| KgcError::OpenFailed("envelope"))
+    }
+}

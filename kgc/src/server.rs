@@ -1,0 +1,154 @@
+//! The exchange server's side: one [`Kgc`] per server, built from its master secret.
+
+use core::fmt;
+
+use bls12_381::{G2Affine, G2Projective};
+use rand_core::CryptoRngCore;
+use x25519_dalek::PublicKey as X25519Public;
+use zeroize::Zeroizing;
+
+use crate::descriptor::{ServerDescriptor, SignedDescriptor};
+use crate::error::Result;
+use crate::ids::{ServerPseudonym, UserPseudonym};
+use crate::master::MasterSecret;
+use crate::registration::{
+    build_response, verify_request, RegistrationRequest, RegistrationResponse,
+};
+use crate::registry::{Inserted, Registry, RegistryEntry};
+use crate::sok::{
+    hash_server, hash_user, server_agree, LongTermKey, MasterPublicKey, UserSecretKey,
+};
+
+/// An exchange server as key generation centre: its master secret plus what it derives
+/// from it once (`SN_l`, `sk_{MS_l} = s_l·H2(SN_l)`, `P_l = s_l·g2`). Secrets are wiped on
+/// drop; `Debug` shows only `SN_l`.
+pub struct Kgc {
+    master: MasterSecret,
+    server: ServerPseudonym,
+    server_key: Zeroizing<G2Affine>,
+    master_public: MasterPublicKey,
+    x25519_public: X25519Public,
+}
+
+/// What [`Kgc::register`] did, for the caller to persist and answer.
+#[derive(Debug)]
+pub struct Registered {
+    /// The user who registered.
+    pub user: UserPseudonym,
+    /// New pseudonym, or a repeat registration under the same key.
+    pub inserted: Inserted,
+    /// The answer to send back through the entry relay.
+    pub response: RegistrationResponse,
+}
+
+impl Kgc {
+    /// Derives the server's identity and keys from its master secret (one G2 hash and two
+    /// G2 scalar multiplications: do it once at start-up).
+    pub fn new(master: MasterSecret) -> Self {
+        let server = ServerPseudonym::derive(&master.signing_key().verifying_key())
+            .expect("a server identity key that derives pseudonym 0 (probability 2^-64)");
+        let server_key = Zeroizing::new(G2Affine::from(
+            G2Projective::from(hash_server(server)) * master.scalar(),
+        ));
+        let master_public =
+            MasterPublicKey(G2Affine::from(G2Projective::generator() * master.scalar()));
+        let x25519_public = X25519Public::from(master.x25519());
+        Kgc {
+            master,
+            server,
+            server_key,
+            master_public,
+            x25519_public,
+        }
+    }
+
+    /// `SN_l`.
+    pub fn server(&self) -> ServerPseudonym {
+        self.server
+    }
+
+    /// `P_l = s_l·g2`.
+    pub fn master_public_key(&self) -> MasterPublicKey {
+        self.master_public
+    }
+
+    /// Extracts user `UN_i`'s secret key `s_l·H1(UN_i)`.
+    pub fn extract(&self, user: UserPseudonym) -> UserSecretKey {
+        let sk = bls12_381::G1Affine::from(
+            bls12_381::G1Projective::from(hash_user(user)) * self.master.scalar(),
+        );
+        UserSecretKey::new(user, self.server, sk)
+    }
+
+    /// Server-side agreement: `e(H1(UN_i), sk_{MS_l})` hashed into the long-term key. One
+    /// pairing: call once per user and cache (the registry does).
+    pub fn agree(&self, user: UserPseudonym) -> LongTermKey {
+        server_agree(self.server, &self.server_key, user)
+    }
+
+    /// The signed descriptor clients pin, naming the server's TLS certificate by its
+    /// SHA-256 fingerprint (of the DER encoding). `issued_at` is Unix seconds.
+    pub fn descriptor(&self, tls_cert_sha256: [u8; 32], issued_at: u64) -> SignedDescriptor {
+        SignedDescriptor::sign(
+            ServerDescriptor {
+                server: self.server,
+                identity_key: self.master.signing_key().verifying_key(),
+                x25519_public: self.x25519_public,
+                master_public: self.master_public,
+                tls_cert_sha256,
+                issued_at,
+            },
+            self.master.signing_key(),
+        )
+    }
+
+    /// Handles a registration request at server time `now` (Unix seconds): decrypts it,
+    /// checks freshness, pseudonym derivation and proof of possession, records the user in
+    /// `registry` (refusing a pseudonym taken by another key), and encrypts the user's
+    /// secret key to the request's ephemeral key. The registry is changed only on success.
+    pub fn register(
+        &self,
+        registry: &mut Registry,
+        request: &RegistrationRequest,
+        now: u64,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Registered> {
+        if registry.server() != self.server {
+            return Err(crate::KgcError::WrongServer {
+                expected: self.server,
+                got: registry.server(),
+            });
+        }
+        let verified = verify_request(request, self.server, self.master.x25519(), now)?;
+        let user = verified.user;
+        let inserted = match registry.get(user) {
+            Some(entry) if entry.public_key() == verified.public_key.as_bytes() => {
+                Inserted::AlreadyRegistered
+            }
+            Some(_) => return Err(crate::KgcError::PseudonymTaken(user)),
+            None => Inserted::New,
+        };
+        let user_key = self.extract(user);
+        let response = build_response(&verified, self.server, &self.x25519_public, &user_key, rng)?;
+        if inserted == Inserted::New {
+            registry.insert(RegistryEntry::new(
+                &verified.public_key,
+                now,
+                self.agree(user),
+            ))?;
+        }
+        Ok(Registered {
+            user,
+            inserted,
+            response,
+        })
+    }
+}
+
+impl fmt::Debug for Kgc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Kgc")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,4 +1,7 @@
-//! ACS networking (design §5): length-prefixed versioned frames, TLS everywhere
-//! (tokio-rustls), entry relays, exchange servers, clients, and the `acs` binary.
-//!
-//! Not built yet: see the transport issue. The engine it will drive is `acs-engine`.
+//! ACS networking (design §5): length-prefixed versioned frames ([`wire`]), TLS
+//! everywhere with tokio-rustls on the ring provider ([`tls`], [`certs`]), guarded
+//! listeners ([`listener`]), the engine's [`acs_engine::channel::Channel`] over mutual TLS
+//! ([`mpc`]), the exchange server's crash-safe database ([`db`]), the entry relay
+//! ([`relay`]) and the exchange server's relay-facing port ([`relay_port`]).
+
+pub mod wire;

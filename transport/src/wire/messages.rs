@@ -1,0 +1,299 @@
+//! The messages, one struct per frame type. Bulk bytes go through `serde_bytes`, so
+//! bincode writes them as one length and a copy rather than byte by byte.
+//!
+//! Exchange servers are named by index 0, 1, 2 (`u8` on the wire, checked with
+//! [`check_server`] on receipt). Round numbers are `u64`.
+
+use super::{MsgType, WireError, WireMessage};
+use serde::{Deserialize, Serialize};
+
+/// Why a connection is being closed, as told to the peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// Wrong wire version.
+    Version,
+    /// Unknown type, undecodable body or trailing bytes.
+    Malformed,
+    /// Length over the type's cap.
+    TooLong,
+    /// A message this link does not carry here.
+    Unexpected,
+    /// A field out of range (server index, round).
+    Invalid,
+    /// A frame that started did not finish in time.
+    Timeout,
+    /// The envelope names a round that is not open for submission (late or early).
+    RoundClosed,
+    /// The sender already sent what it may send (e.g. two envelopes for one server).
+    Duplicate,
+    /// The server is overloaded or shutting down.
+    Unavailable,
+    /// Our own bug.
+    Internal,
+}
+
+/// Sent before closing a connection, so the peer sees a reason and not just EOF.
+/// Also sent without closing for [`ErrorCode::RoundClosed`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorNotice {
+    /// The error class.
+    pub code: ErrorCode,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+impl WireMessage for ErrorNotice {
+    const TYPE: MsgType = MsgType::ErrorNotice;
+}
+
+/// A round is open: envelopes for it are accepted until `deadline_unix_ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundAnnounce {
+    /// The round number.
+    pub round: u64,
+    /// When submission closes, in milliseconds since the Unix epoch.
+    pub deadline_unix_ms: u64,
+}
+
+impl WireMessage for RoundAnnounce {
+    const TYPE: MsgType = MsgType::RoundAnnounce;
+}
+
+/// User → relay: one share of the user's block for `round`, sealed (kgc's per-round
+/// AEAD) to exchange server `server`. The pseudonym is inside `sealed`; the relay never
+/// sees it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedEnvelope {
+    /// The round the envelope is for.
+    pub round: u64,
+    /// Which exchange server it is sealed to (0, 1, 2).
+    pub server: u8,
+    /// Opaque sealed bytes.
+    #[serde(with = "serde_bytes")]
+    pub sealed: Vec<u8>,
+}
+
+impl WireMessage for SealedEnvelope {
+    const TYPE: MsgType = MsgType::SealedEnvelope;
+}
+
+/// Relay → user: server `server`'s output share for this user in `round` (opaque,
+/// sealed by the server to the user).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputShare {
+    /// The round.
+    pub round: u64,
+    /// Which exchange server produced it.
+    pub server: u8,
+    /// Opaque sealed bytes.
+    #[serde(with = "serde_bytes")]
+    pub sealed: Vec<u8>,
+}
+
+impl WireMessage for OutputShare {
+    const TYPE: MsgType = MsgType::OutputShare;
+}
+
+/// One envelope or output in a relay batch. `slot` is the envelope's position in the
+/// relay's shuffled batch: it says nothing about arrival order or the user.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchEntry {
+    /// Relay-local slot id, unique within one (round, server) batch.
+    pub slot: u32,
+    /// Opaque sealed bytes.
+    #[serde(with = "serde_bytes")]
+    pub sealed: Vec<u8>,
+}
+
+/// Relay → exchange server: every envelope this relay got for that server in `round`,
+/// in shuffled order. Sent once per round and server, possibly empty, so the server
+/// knows this relay is done.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayBatch {
+    /// The round.
+    pub round: u64,
+    /// The envelopes, slot ids 0..n in order.
+    pub entries: Vec<BatchEntry>,
+}
+
+impl WireMessage for RelayBatch {
+    const TYPE: MsgType = MsgType::RelayBatch;
+}
+
+/// Exchange server → relay: the output shares for a [`RelayBatch`], by slot. Slots the
+/// server rejected (bad seal, unknown pseudonym, replay) are absent.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayOutputs {
+    /// The round.
+    pub round: u64,
+    /// The outputs.
+    pub outputs: Vec<BatchEntry>,
+}
+
+impl WireMessage for RelayOutputs {
+    const TYPE: MsgType = MsgType::RelayOutputs;
+}
+
+/// User → relay: registration material for exchange server `server`. The content is
+/// defined by `acs-kgc` and must be unreadable to the relay.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    /// Target exchange server.
+    pub server: u8,
+    /// Opaque kgc request.
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+}
+
+impl WireMessage for RegisterRequest {
+    const TYPE: MsgType = MsgType::RegisterRequest;
+}
+
+/// Relay → user: exchange server `server`'s answer to a [`RegisterRequest`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    /// The answering exchange server.
+    pub server: u8,
+    /// Opaque kgc response.
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+}
+
+impl WireMessage for RegisterResponse {
+    const TYPE: MsgType = MsgType::RegisterResponse;
+}
+
+/// Relay → exchange server: a user's registration request, tagged with a relay-local id.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayRegisterRequest {
+    /// Relay-local id, echoed in the response.
+    pub request: u64,
+    /// Opaque kgc request.
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+}
+
+impl WireMessage for RelayRegisterRequest {
+    const TYPE: MsgType = MsgType::RelayRegisterRequest;
+}
+
+/// Exchange server → relay: the answer to a [`RelayRegisterRequest`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayRegisterResponse {
+    /// The request id it answers.
+    pub request: u64,
+    /// Opaque kgc response.
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+}
+
+impl WireMessage for RelayRegisterResponse {
+    const TYPE: MsgType = MsgType::RelayRegisterResponse;
+}
+
+/// First frame each way on an exchange ↔ exchange link. The TLS certificate already
+/// proves who the peer is; the hello pins the deployment and the party index, so two
+/// deployments sharing a CA cannot be cross-wired.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerHello {
+    /// The sender's party index (0, 1, 2).
+    pub party: u8,
+    /// The deployment's identifier (from configuration).
+    pub deployment: String,
+}
+
+impl WireMessage for PeerHello {
+    const TYPE: MsgType = MsgType::PeerHello;
+}
+
+/// Exchange ↔ exchange: SHA3-256 of the sorted list of pseudonyms this server received
+/// for `round` (the cross-server consistency check, design §3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnlineSetHash {
+    /// The round.
+    pub round: u64,
+    /// How many pseudonyms the set has.
+    pub count: u64,
+    /// SHA3-256 over the sorted pseudonyms, 8 bytes big-endian each.
+    pub hash: [u8; 32],
+}
+
+impl WireMessage for OnlineSetHash {
+    const TYPE: MsgType = MsgType::OnlineSetHash;
+}
+
+/// A server's vote on a computed round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Vote {
+    /// The round is computed and durably prepared here.
+    Commit,
+    /// Something failed here; nobody commits.
+    Abort,
+}
+
+/// Exchange ↔ exchange: the sender's vote on `round`. A round commits only when all
+/// three servers vote [`Vote::Commit`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitVote {
+    /// The round.
+    pub round: u64,
+    /// The vote.
+    pub vote: Vote,
+    /// Hash of the opened values this server saw (the cross-check of design §3); all
+    /// three must match for a commit.
+    pub transcript_hash: [u8; 32],
+}
+
+impl WireMessage for CommitVote {
+    const TYPE: MsgType = MsgType::CommitVote;
+}
+
+/// Checks that an exchange server index from the wire names one of the three.
+pub fn check_server(ty: MsgType, server: u8) -> Result<acs_engine::channel::PartyId, WireError> {
+    acs_engine::channel::PartyId::new(server as usize).ok_or(WireError::Invalid {
+        ty,
+        reason: format!("exchange server index {server} is not 0, 1 or 2"),
+    })
+}
+
+macro_rules! opaque_debug {
+    ($($t:ident { $($f:ident),* } bytes $b:ident;)*) => {$(
+        impl std::fmt::Debug for $t {
+            // Sealed or key material: show sizes, not bytes.
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($t))
+                    $(.field(stringify!($f), &self.$f))*
+                    .field(concat!(stringify!($b), "_len"), &self.$b.len())
+                    .finish()
+            }
+        }
+    )*};
+}
+
+opaque_debug! {
+    SealedEnvelope { round, server } bytes sealed;
+    OutputShare { round, server } bytes sealed;
+    BatchEntry { slot } bytes sealed;
+    RegisterRequest { server } bytes body;
+    RegisterResponse { server } bytes body;
+    RelayRegisterRequest { request } bytes body;
+    RelayRegisterResponse { request } bytes body;
+}
+
+impl std::fmt::Debug for RelayBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayBatch")
+            .field("round", &self.round)
+            .field("entries", &self.entries.len())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RelayOutputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayOutputs")
+            .field("round", &self.round)
+            .field("outputs", &self.outputs.len())
+            .finish()
+    }
+}

@@ -1,0 +1,281 @@
+use super::*;
+
+fn env(len: usize) -> SealedEnvelope {
+    SealedEnvelope {
+        round: 7,
+        server: 2,
+        sealed: (0..len).map(|i| i as u8).collect(),
+    }
+}
+
+async fn read_all(bytes: &[u8]) -> Result<Frame, WireError> {
+    let mut r = bytes;
+    read_frame(&mut r, Duration::from_secs(5)).await
+}
+
+#[tokio::test]
+async fn every_message_round_trips() {
+    async fn rt<T: WireMessage + PartialEq + std::fmt::Debug>(m: T) {
+        let bytes = encode_frame(&m).unwrap();
+        let frame = read_all(&bytes).await.unwrap();
+        assert_eq!(frame.ty, T::TYPE);
+        assert_eq!(frame.decode::<T>().unwrap(), m);
+    }
+    rt(ErrorNotice {
+        code: ErrorCode::TooLong,
+        message: "x".into(),
+    })
+    .await;
+    rt(RoundAnnounce {
+        round: 1,
+        deadline_unix_ms: 99,
+    })
+    .await;
+    rt(env(100)).await;
+    rt(OutputShare {
+        round: 3,
+        server: 0,
+        sealed: vec![1; 33],
+    })
+    .await;
+    rt(RelayBatch {
+        round: 4,
+        entries: vec![
+            BatchEntry {
+                slot: 0,
+                sealed: vec![9; 10],
+            },
+            BatchEntry {
+                slot: 1,
+                sealed: vec![],
+            },
+        ],
+    })
+    .await;
+    rt(RelayOutputs {
+        round: 4,
+        outputs: vec![],
+    })
+    .await;
+    rt(RegisterRequest {
+        server: 1,
+        body: vec![5; 200],
+    })
+    .await;
+    rt(RegisterResponse {
+        server: 1,
+        body: vec![],
+    })
+    .await;
+    rt(RelayRegisterRequest {
+        request: 77,
+        body: vec![1],
+    })
+    .await;
+    rt(RelayRegisterResponse {
+        request: 77,
+        body: vec![2],
+    })
+    .await;
+    rt(PeerHello {
+        party: 2,
+        deployment: "d".into(),
+    })
+    .await;
+    rt(OnlineSetHash {
+        round: 5,
+        count: 3,
+        hash: [7; 32],
+    })
+    .await;
+    rt(CommitVote {
+        round: 5,
+        vote: Vote::Abort,
+        transcript_hash: [1; 32],
+    })
+    .await;
+}
+
+#[test]
+fn tags_are_unique_and_round_trip() {
+    for t in MsgType::ALL {
+        assert_eq!(MsgType::from_tag(t as u8), Some(t));
+        assert!(t.cap() <= u32::MAX as usize);
+    }
+    assert_eq!(MsgType::from_tag(0), None);
+    assert_eq!(MsgType::from_tag(200), None);
+}
+
+#[test]
+fn bulk_bytes_are_encoded_as_bytes() {
+    // One length varint plus the bytes: not a varint per element.
+    let m = env(10_000);
+    let frame = encode_frame(&m).unwrap();
+    assert!(frame.len() < HEADER_LEN + 10_000 + 16, "{}", frame.len());
+}
+
+#[tokio::test]
+async fn mpc_frames_carry_raw_bytes() {
+    let mut out = Vec::new();
+    write_mpc(&mut out, b"engine batch").await.unwrap();
+    assert_eq!(out.len(), HEADER_LEN + 12);
+    let frame = read_all(&out).await.unwrap();
+    assert_eq!(frame.ty, MsgType::MpcData);
+    assert_eq!(frame.body, b"engine batch");
+}
+
+#[tokio::test]
+async fn trailing_bytes_are_rejected() {
+    let mut bytes = encode_frame(&env(4)).unwrap();
+    bytes.push(0);
+    let len = (bytes.len() - HEADER_LEN) as u32;
+    bytes[2..6].copy_from_slice(&len.to_be_bytes());
+    let frame = read_all(&bytes).await.unwrap();
+    let err = frame.decode::<SealedEnvelope>().unwrap_err();
+    assert!(matches!(err, WireError::Trailing { extra: 1, .. }), "{err}");
+}
+
+#[tokio::test]
+async fn oversized_length_is_rejected_from_the_header_alone() {
+    let mut h = header(MsgType::RoundAnnounce, 0).unwrap();
+    h[2..6].copy_from_slice(&((caps::CONTROL as u32) + 1).to_be_bytes());
+    // No body follows: the reader must refuse on the header, not wait for the body.
+    let err = read_all(&h).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WireError::TooLong {
+                ty: MsgType::RoundAnnounce,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.notice_code(), Some(ErrorCode::TooLong));
+}
+
+#[tokio::test]
+async fn writer_refuses_over_cap() {
+    let m = ErrorNotice {
+        code: ErrorCode::Internal,
+        message: "x".repeat(caps::CONTROL + 1),
+    };
+    assert!(matches!(
+        encode_frame(&m),
+        Err(WireError::OutgoingTooLong { .. })
+    ));
+}
+
+#[tokio::test]
+async fn wrong_version_and_unknown_type_are_rejected() {
+    let mut bytes = encode_frame(&env(1)).unwrap();
+    bytes[0] = 9;
+    let err = read_all(&bytes).await.unwrap_err();
+    assert!(matches!(err, WireError::Version { got: 9 }), "{err}");
+    // A wrong version is refused on its first byte: no need to wait for a header.
+    let err = read_all(&[2]).await.unwrap_err();
+    assert!(matches!(err, WireError::Version { got: 2 }), "{err}");
+
+    let mut bytes = encode_frame(&env(1)).unwrap();
+    bytes[1] = 250;
+    let err = read_all(&bytes).await.unwrap_err();
+    assert!(matches!(err, WireError::UnknownType(250)), "{err}");
+}
+
+#[tokio::test]
+async fn truncation_is_reported_with_position() {
+    let bytes = encode_frame(&env(50)).unwrap();
+    let err = read_all(&bytes[..3]).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WireError::Truncated {
+                part: "header",
+                got: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = read_all(&bytes[..HEADER_LEN + 10]).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WireError::Truncated {
+                part: "body",
+                got: 10,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(matches!(read_all(&[]).await, Err(WireError::Closed)));
+}
+
+#[test]
+fn a_length_claimed_inside_the_body_cannot_allocate() {
+    // round=1, server=0, then a varint byte-length of 2^40 with no bytes behind it.
+    let mut body = vec![1u8, 0u8, 253];
+    body.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    let err = decode_body::<SealedEnvelope>(MsgType::SealedEnvelope, &body).unwrap_err();
+    assert!(matches!(err, WireError::Malformed { .. }), "{err}");
+    // Same for a vector of entries in a batch.
+    let mut body = vec![1u8, 253];
+    body.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    let err = decode_body::<RelayBatch>(MsgType::RelayBatch, &body).unwrap_err();
+    assert!(matches!(err, WireError::Malformed { .. }), "{err}");
+}
+
+#[test]
+fn wrong_type_is_unexpected() {
+    let frame = Frame {
+        ty: MsgType::OutputShare,
+        body: vec![],
+    };
+    assert!(matches!(
+        frame.decode::<SealedEnvelope>(),
+        Err(WireError::Unexpected {
+            got: MsgType::OutputShare,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn server_index_is_checked() {
+    assert!(check_server(MsgType::SealedEnvelope, 2).is_ok());
+    assert!(matches!(
+        check_server(MsgType::SealedEnvelope, 3),
+        Err(WireError::Invalid { .. })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_frame_times_out() {
+    let (mut a, mut b) = tokio::io::duplex(64);
+    let bytes = encode_frame(&env(100)).unwrap();
+    a.write_all(&bytes[..20]).await.unwrap();
+    let err = read_frame(&mut b, Duration::from_secs(3))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, WireError::Timeout(_)), "{err}");
+    drop(a);
+}
+
+#[tokio::test]
+async fn remote_errors_surface() {
+    let bytes = encode_frame(&ErrorNotice {
+        code: ErrorCode::Duplicate,
+        message: "twice".into(),
+    })
+    .unwrap();
+    let frame = read_all(&bytes).await.unwrap();
+    let err = frame.into_remote_error().unwrap_err();
+    assert!(matches!(
+        err,
+        WireError::Remote {
+            code: ErrorCode::Duplicate,
+            ..
+        }
+    ));
+}

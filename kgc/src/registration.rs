@@ -112,35 +112,19 @@ impl UserIdentity {
     ) -> Result<(PendingRegistration, RegistrationRequest)> {
         let ephemeral = StaticSecret::random_from_rng(&mut *rng);
         let ephemeral_public = X25519Public::from(&ephemeral);
-        let static_shared = contributory(ephemeral.diffie_hellman(&server.x25519_public))?;
-
-        let mut header = [0u8; REQUEST_HEADER];
-        header[..8].copy_from_slice(REQUEST_MAGIC);
-        header[8..16].copy_from_slice(&server.server.to_bytes());
-        header[16..].copy_from_slice(ephemeral_public.as_bytes());
-
         let signature = self.signing.sign(&pop_message(
             self.pseudonym,
             server.server,
             now,
             &ephemeral_public,
         ));
-        let mut inner = Zeroizing::new([0u8; REQUEST_INNER]);
-        inner[..32].copy_from_slice(self.signing.verifying_key().as_bytes());
-        inner[32..40].copy_from_slice(&self.pseudonym.to_bytes());
-        inner[40..48].copy_from_slice(&now.to_be_bytes());
-        inner[48..].copy_from_slice(&signature.to_bytes());
-
-        let key = request_key(
-            &static_shared,
-            &ephemeral_public,
-            &server.x25519_public,
-            server.server,
+        let inner = encode_inner(
+            &self.signing.verifying_key(),
+            self.pseudonym,
+            now,
+            &signature,
         );
-        let ciphertext = seal_once(&key, &inner[..], &header);
-        let mut bytes = [0u8; REQUEST_BYTES];
-        bytes[..REQUEST_HEADER].copy_from_slice(&header);
-        bytes[REQUEST_HEADER..].copy_from_slice(&ciphertext);
+        let (static_shared, bytes) = encrypt_request(server, &ephemeral, &inner)?;
 
         let pending = PendingRegistration {
             user: self.pseudonym,
@@ -153,6 +137,45 @@ impl UserIdentity {
         };
         Ok((pending, RegistrationRequest { bytes }))
     }
+}
+
+fn encode_inner(
+    public_key: &VerifyingKey,
+    user: UserPseudonym,
+    timestamp: u64,
+    signature: &Signature,
+) -> [u8; REQUEST_INNER] {
+    let mut inner = [0u8; REQUEST_INNER];
+    inner[..32].copy_from_slice(public_key.as_bytes());
+    inner[32..40].copy_from_slice(&user.to_bytes());
+    inner[40..48].copy_from_slice(&timestamp.to_be_bytes());
+    inner[48..].copy_from_slice(&signature.to_bytes());
+    inner
+}
+
+/// Encrypts the request body to the server's X25519 key under the user's ephemeral key.
+fn encrypt_request(
+    server: &ServerDescriptor,
+    ephemeral: &StaticSecret,
+    inner: &[u8; REQUEST_INNER],
+) -> Result<(SharedSecret, [u8; REQUEST_BYTES])> {
+    let ephemeral_public = X25519Public::from(ephemeral);
+    let static_shared = contributory(ephemeral.diffie_hellman(&server.x25519_public))?;
+    let mut header = [0u8; REQUEST_HEADER];
+    header[..8].copy_from_slice(REQUEST_MAGIC);
+    header[8..16].copy_from_slice(&server.server.to_bytes());
+    header[16..].copy_from_slice(ephemeral_public.as_bytes());
+    let key = request_key(
+        &static_shared,
+        &ephemeral_public,
+        &server.x25519_public,
+        server.server,
+    );
+    let ciphertext = seal_once(&key, inner, &header);
+    let mut bytes = [0u8; REQUEST_BYTES];
+    bytes[..REQUEST_HEADER].copy_from_slice(&header);
+    bytes[REQUEST_HEADER..].copy_from_slice(&ciphertext);
+    Ok((static_shared, bytes))
 }
 
 impl fmt::Debug for UserIdentity {
@@ -514,4 +537,169 @@ fn open_once(
         )
         .map(Zeroizing::new)
         .map_err(|_| KgcError::OpenFailed(what))
+}
+
+#[cfg(test)]
+mod tests {
+    //! Forged proofs of possession: these need to build requests with chosen contents,
+    //! which only this module can encrypt.
+
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    use super::*;
+    use crate::{Kgc, MasterSecret, Registry};
+
+    const NOW: u64 = 1_790_000_000;
+
+    struct Setup {
+        kgc: Kgc,
+        other: Kgc,
+        alice: UserIdentity,
+        mallory: UserIdentity,
+        rng: StdRng,
+    }
+
+    fn setup() -> Setup {
+        Setup {
+            kgc: Kgc::new(MasterSecret::from_seed([1; 32])),
+            other: Kgc::new(MasterSecret::from_seed([2; 32])),
+            alice: UserIdentity::from_seed([10; 32]).unwrap(),
+            mallory: UserIdentity::from_seed([11; 32]).unwrap(),
+            rng: StdRng::seed_from_u64(1),
+        }
+    }
+
+    /// Builds and submits a request with the given contents; returns the server's verdict.
+    fn submit(
+        s: &mut Setup,
+        public_key: &VerifyingKey,
+        claimed: UserPseudonym,
+        timestamp: u64,
+        sign: impl FnOnce(&X25519Public) -> Signature,
+    ) -> Result<()> {
+        let descriptor = s.kgc.descriptor([0; 32], NOW);
+        let ephemeral = StaticSecret::random_from_rng(&mut s.rng);
+        let signature = sign(&X25519Public::from(&ephemeral));
+        let inner = encode_inner(public_key, claimed, timestamp, &signature);
+        let (_, bytes) = encrypt_request(descriptor.descriptor(), &ephemeral, &inner)?;
+        let request = RegistrationRequest::from_bytes(&bytes)?;
+        let mut registry = Registry::new(s.kgc.server());
+        s.kgc
+            .register(&mut registry, &request, NOW, &mut s.rng)
+            .map(|_| ())
+    }
+
+    #[test]
+    fn honest_request_built_here_is_accepted() {
+        let mut s = setup();
+        let (pk, un, sn) = (s.alice.public_key(), s.alice.pseudonym(), s.kgc.server());
+        let signing = s.alice.signing.clone();
+        submit(&mut s, &pk, un, NOW, |e| {
+            signing.sign(&pop_message(un, sn, NOW, e))
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn signature_by_another_key_is_refused() {
+        let mut s = setup();
+        let (pk, un, sn) = (s.alice.public_key(), s.alice.pseudonym(), s.kgc.server());
+        let forger = s.mallory.signing.clone();
+        let verdict = submit(&mut s, &pk, un, NOW, |e| {
+            forger.sign(&pop_message(un, sn, NOW, e))
+        });
+        assert!(
+            matches!(verdict, Err(KgcError::BadSignature(_))),
+            "{verdict:?}"
+        );
+    }
+
+    #[test]
+    fn signature_over_other_ephemeral_key_is_refused() {
+        // A relay that swaps in its own ephemeral key to read the answer.
+        let mut s = setup();
+        let (pk, un, sn) = (s.alice.public_key(), s.alice.pseudonym(), s.kgc.server());
+        let signing = s.alice.signing.clone();
+        let honest_ephemeral = X25519Public::from([9u8; 32]);
+        let verdict = submit(&mut s, &pk, un, NOW, |_| {
+            signing.sign(&pop_message(un, sn, NOW, &honest_ephemeral))
+        });
+        assert!(
+            matches!(verdict, Err(KgcError::BadSignature(_))),
+            "{verdict:?}"
+        );
+    }
+
+    #[test]
+    fn signature_for_another_server_or_time_is_refused() {
+        let mut s = setup();
+        let (pk, un) = (s.alice.public_key(), s.alice.pseudonym());
+        let other = s.other.server();
+        let signing = s.alice.signing.clone();
+        let verdict = submit(&mut s, &pk, un, NOW, |e| {
+            signing.sign(&pop_message(un, other, NOW, e))
+        });
+        assert!(
+            matches!(verdict, Err(KgcError::BadSignature(_))),
+            "{verdict:?}"
+        );
+        let sn = s.kgc.server();
+        let signing = s.alice.signing.clone();
+        let verdict = submit(&mut s, &pk, un, NOW, |e| {
+            signing.sign(&pop_message(un, sn, NOW - 1, e))
+        });
+        assert!(
+            matches!(verdict, Err(KgcError::BadSignature(_))),
+            "{verdict:?}"
+        );
+    }
+
+    #[test]
+    fn claiming_a_pseudonym_of_another_key_is_refused() {
+        let mut s = setup();
+        let (pk, sn) = (s.mallory.public_key(), s.kgc.server());
+        let victim = s.alice.pseudonym();
+        let signing = s.mallory.signing.clone();
+        let verdict = submit(&mut s, &pk, victim, NOW, |e| {
+            signing.sign(&pop_message(victim, sn, NOW, e))
+        });
+        assert!(
+            matches!(verdict, Err(KgcError::PseudonymMismatch { claimed }) if claimed == victim),
+            "{verdict:?}"
+        );
+    }
+
+    #[test]
+    fn weak_public_key_is_refused() {
+        let mut s = setup();
+        // The identity point: a small-order key whose "signatures" are trivial.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let weak = VerifyingKey::from_bytes(&identity).unwrap();
+        let un = UserPseudonym::derive(&weak).unwrap();
+        let verdict = submit(&mut s, &weak, un, NOW, |_| Signature::from_bytes(&[0; 64]));
+        assert!(
+            matches!(verdict, Err(KgcError::InvalidPublicKey(_))),
+            "{verdict:?}"
+        );
+    }
+
+    #[test]
+    fn low_order_ephemeral_key_is_refused() {
+        let s = setup();
+        let mut bytes = [0u8; REQUEST_BYTES];
+        bytes[..8].copy_from_slice(REQUEST_MAGIC);
+        bytes[8..16].copy_from_slice(&s.kgc.server().to_bytes());
+        // bytes[16..48] = 0: the X25519 point of order 1/4.
+        let request = RegistrationRequest::from_bytes(&bytes).unwrap();
+        let mut registry = Registry::new(s.kgc.server());
+        let verdict = s
+            .kgc
+            .register(&mut registry, &request, NOW, &mut StdRng::seed_from_u64(2));
+        assert!(
+            matches!(verdict, Err(KgcError::NonContributory)),
+            "{verdict:?}"
+        );
+    }
 }

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use ed25519_dalek::VerifyingKey;
+use rayon::prelude::*;
 use zeroize::Zeroizing;
 
 use crate::error::{malformed, KgcError, Result};
@@ -243,14 +244,16 @@ impl Registry {
         Ok(Registry { server, entries })
     }
 
-    /// The tag → pseudonym index for `round` and `direction` (one SHA3 per user): build it
-    /// once per round, then look up each arriving envelope's tag.
+    /// The tag → pseudonym index for `round` and `direction` (one SHA3 per user, spread
+    /// over rayon's threads): build it once per round, ahead of time if possible, then look
+    /// up each arriving envelope's tag.
     pub fn tag_index(&self, round: u64, direction: Direction) -> TagIndex {
-        let map = self
+        let tags: Vec<(RoundTag, UserPseudonym)> = self
             .entries
-            .iter()
+            .par_iter()
             .map(|(user, entry)| (entry.long_term_key.round_tag(round, direction), *user))
             .collect();
+        let map = tags.into_iter().collect();
         TagIndex {
             round,
             direction,

@@ -71,6 +71,19 @@ impl Envelope {
     /// Checks version and length (at most [`MAX_SHARE_BYTES`] of share); the AEAD checks
     /// everything else when the envelope is opened.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        Self::check(bytes)?;
+        Ok(Envelope {
+            bytes: bytes.to_vec(),
+        })
+    }
+
+    /// Like [`from_bytes`](Self::from_bytes), taking ownership of the buffer (no copy).
+    pub fn from_vec(bytes: Vec<u8>) -> Result<Self> {
+        Self::check(&bytes)?;
+        Ok(Envelope { bytes })
+    }
+
+    fn check(bytes: &[u8]) -> Result<()> {
         if bytes.len() > MAX_SHARE_BYTES + ENVELOPE_OVERHEAD {
             return Err(KgcError::TooLarge {
                 what: "envelope",
@@ -84,9 +97,7 @@ impl Envelope {
         if bytes[0] != VERSION {
             return Err(malformed("envelope", "unknown version"));
         }
-        Ok(Envelope {
-            bytes: bytes.to_vec(),
-        })
+        Ok(())
     }
 
     /// The wire bytes.

@@ -2,10 +2,10 @@
 
 use core::fmt;
 
-use bls12_381::{G2Affine, G2Projective};
+use bls12_381::{G1Affine, G1Projective, G2Affine, G2Projective};
 use rand_core::CryptoRngCore;
 use x25519_dalek::PublicKey as X25519Public;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::descriptor::{ServerDescriptor, SignedDescriptor};
 use crate::error::Result;
@@ -47,9 +47,9 @@ impl Kgc {
     pub fn new(master: MasterSecret) -> Self {
         let server = ServerPseudonym::derive(&master.signing_key().verifying_key())
             .expect("a server identity key that derives pseudonym 0 (probability 2^-64)");
-        let server_key = Zeroizing::new(G2Affine::from(
-            G2Projective::from(hash_server(server)) * master.scalar(),
-        ));
+        let mut product = G2Projective::from(hash_server(server)) * master.scalar();
+        let server_key = Zeroizing::new(G2Affine::from(&product));
+        product.zeroize();
         let master_public =
             MasterPublicKey(G2Affine::from(G2Projective::generator() * master.scalar()));
         let x25519_public = X25519Public::from(master.x25519());
@@ -74,10 +74,10 @@ impl Kgc {
 
     /// Extracts user `UN_i`'s secret key `s_l·H1(UN_i)`.
     pub fn extract(&self, user: UserPseudonym) -> UserSecretKey {
-        let sk = bls12_381::G1Affine::from(
-            bls12_381::G1Projective::from(hash_user(user)) * self.master.scalar(),
-        );
-        UserSecretKey::new(user, self.server, sk)
+        let mut product = G1Projective::from(hash_user(user)) * self.master.scalar();
+        let secret = UserSecretKey::new(user, self.server, G1Affine::from(&product));
+        product.zeroize();
+        secret
     }
 
     /// Server-side agreement: `e(H1(UN_i), sk_{MS_l})` hashed into the long-term key. One

@@ -88,13 +88,39 @@ pub struct AcsDesign {
     pub p_trace: f64,
     pub expected_traced_fraction: f64,
     pub degree_of_anonymity: Option<f64>,
-    /// With the paper's global passive observer (§3.1) and `n'_x ≥ 2`: the expected number
-    /// of users (the user included) whose shares reached the corrupted exchange servers
-    /// through the same relays, `1 + (n - 1) / (n_e)_(n'_x)` (falling factorial). The
-    /// observer sees which relays each address talks to; the servers see which relay each
-    /// pseudonym came through. Matching the two narrows an untraced user to this set
-    /// without any corrupted relay; fresh relay choices each round shrink it further.
-    pub global_observer_anonymity_set: Option<f64>,
+    /// With the paper's global passive observer (§3.1) and `n'_x ≥ 2`, no corrupted relay
+    /// needed: entry `r - 1` is the expected number of users (the user included) that
+    /// remain candidates for a pseudonym after `r` rounds; see
+    /// [`observer_anonymity_set`]. Empty when `n'_x < 2`.
+    pub global_observer_anonymity_set: Vec<f64>,
+}
+
+/// Rounds for which [`AcsDesign::global_observer_anonymity_set`] is reported.
+pub const OBSERVER_ROUNDS: u32 = 4;
+
+/// Expected size of a user's anonymity set against a coalition of `n'_x ≥ 2` exchange
+/// servers plus a global passive observer, after `rounds` rounds with fresh relay choices:
+/// `1 + (n - 1) / ((n_e)_(n'_x))^rounds`, `(n_e)_(k)` the falling factorial.
+///
+/// The observer sees which relays each address sends to; a corrupted `MS_l` sees through
+/// which relay each pseudonym's envelope arrived (the relay–server link is authenticated
+/// TLS). A pseudonym is therefore consistent only with the addresses that used the same
+/// relays for the corrupted servers' shares, `(n_e)_(n'_x)` equally likely ordered choices
+/// per round, and the pseudonym is long-lived, so the rounds intersect. `None` for
+/// `n'_x < 2`, where the pseudonym graph stays hidden and the set is moot.
+pub fn observer_anonymity_set(
+    users: u64,
+    entries: u64,
+    corrupt_exchanges: u64,
+    rounds: u32,
+) -> Option<f64> {
+    if corrupt_exchanges < ACS_THRESHOLD {
+        return None;
+    }
+    let falling: f64 = (0..corrupt_exchanges)
+        .map(|i| entries.saturating_sub(i) as f64)
+        .product();
+    Some(1.0 + (users - 1) as f64 / falling.powi(rounds as i32))
 }
 
 impl AcsDesign {
@@ -120,10 +146,9 @@ impl AcsDesign {
         let exposed = cx >= ACS_THRESHOLD;
         let p_link = 1.0 - choose_ratio(ne - ce, ne, cx);
         let p = if exposed { p_link * p_link } else { 0.0 };
-        let set = exposed.then(|| {
-            let falling: f64 = (0..cx).map(|i| (ne - i) as f64).product();
-            1.0 + (params.users - 1) as f64 / falling
-        });
+        let set = (1..=OBSERVER_ROUNDS)
+            .filter_map(|r| observer_anonymity_set(params.users, ne, cx, r))
+            .collect();
         Ok(AcsDesign {
             pseudonym_graph_exposed: exposed,
             p_address_link: p_link,
@@ -167,12 +192,18 @@ mod tests {
     #[test]
     fn acs_design_hand_computed() {
         // n_e = 10, n'_e = 5, n'_x = 2: p_link = 1 - C(5,2)/C(10,2) = 1 - 10/45 = 7/9,
-        // P = 49/81. Anonymity set vs a global observer: 1 + 999/(10·9) = 12.1.
+        // P = 49/81. Anonymity set vs a global observer: 1 + 999/(10·9) = 12.1 after one
+        // round, 1 + 999/90^2 = 1.12333… after two.
         let d = AcsDesign::new(&Params::new(1000, 10, 3, 5, 2, 3).unwrap()).unwrap();
         assert!(d.pseudonym_graph_exposed);
         assert!((d.p_address_link - 7.0 / 9.0).abs() < 1e-15);
         assert!((d.p_trace - 49.0 / 81.0).abs() < 1e-15);
-        assert!((d.global_observer_anonymity_set.unwrap() - 12.1).abs() < 1e-12);
+        assert!((d.global_observer_anonymity_set[0] - 12.1).abs() < 1e-12);
+        assert!((d.global_observer_anonymity_set[1] - (1.0 + 999.0 / 8100.0)).abs() < 1e-12);
+        assert_eq!(
+            d.global_observer_anonymity_set.len(),
+            OBSERVER_ROUNDS as usize
+        );
     }
 
     #[test]
@@ -183,6 +214,7 @@ mod tests {
         assert_eq!(d.p_address_link, 1.0);
         assert_eq!(d.p_trace, 0.0);
         assert_eq!(d.degree_of_anonymity, Some(1.0));
+        assert!(d.global_observer_anonymity_set.is_empty());
         // Two exchange servers but no relay: graph exposed, no address linked by a relay.
         let d = AcsDesign::new(&Params::new(1000, 10, 3, 0, 2, 3).unwrap()).unwrap();
         assert!(d.pseudonym_graph_exposed);

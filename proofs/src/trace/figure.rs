@@ -268,6 +268,7 @@ impl FigureData {
             .x_desc(x_desc.as_str())
             .y_desc(format!("R_trace ({unit})"))
             .x_labels(self.xs.len())
+            .x_label_formatter(&|x| format!("{x:.0}"))
             .draw()?;
         for (si, sv) in self.series_values.iter().enumerate() {
             let colour = Palette99::pick(si).to_rgba();
@@ -303,6 +304,7 @@ impl FigureData {
             .x_desc(x_desc.as_str())
             .y_desc("d (Diaz et al.) / E[X]/n")
             .x_labels(self.xs.len())
+            .x_label_formatter(&|x| format!("{x:.0}"))
             .draw()?;
         for (si, sv) in self.series_values.iter().enumerate() {
             let colour = Palette99::pick(si).to_rgba();

@@ -9,7 +9,7 @@ use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use super::designs::{paper_shares_p_trace, AcsDesign};
+use super::designs::{observer_anonymity_set, paper_shares_p_trace, AcsDesign, ACS_THRESHOLD};
 use super::metrics::degree_of_anonymity;
 use super::paper::p_trace;
 use super::Params;
@@ -69,6 +69,23 @@ pub struct McResult {
     pub empirical_degree_of_anonymity: f64,
     /// [`degree_of_anonymity`] at `formula_p_trace`.
     pub formula_degree_of_anonymity: Option<f64>,
+    /// [`Mechanism::AcsDesign`] with `n'_x ≥ 2` only: the global observer's anonymity set
+    /// (see [`observer_anonymity_set`]), simulated over [`OBSERVER_CHECK_ROUNDS`] rounds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub global_observer: Vec<ObserverCheck>,
+}
+
+/// Rounds over which the global-observer intersection is simulated.
+pub const OBSERVER_CHECK_ROUNDS: u32 = 3;
+
+/// Mean anonymity-set size after `rounds` rounds, simulated and by formula.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ObserverCheck {
+    pub rounds: u32,
+    pub formula: f64,
+    /// Mean over trials and users of the number of users (the user included) whose relays
+    /// for the corrupted servers' shares matched the user's in every round so far.
+    pub empirical: f64,
 }
 
 /// Runs every mechanism that applies to `params` for `trials` trials from `seed`.
@@ -123,12 +140,22 @@ pub fn simulate(params: &Params, mechanism: Mechanism, trials: u64, seed: u64) -
     let mut corrupt_x = vec![false; nx];
     // Per user: bit 0 = address linked by an entry server, bit 1 = exchange link held.
     let mut state = vec![0u8; n];
+    // AcsDesign: per user, the relays used for the corrupted servers' shares so far, as
+    // base-n_e digits (exact; the check is skipped where they would not fit in a u128).
+    let digits = params.corrupt_exchanges as u32 * OBSERVER_CHECK_ROUNDS;
+    let observe = mechanism == Mechanism::AcsDesign
+        && params.corrupt_exchanges >= ACS_THRESHOLD
+        && (params.entries as f64).powi(digits as i32) < 1e38;
+    let mut keys = vec![0u128; if observe { n } else { 0 }];
+    let mut sorted = Vec::with_capacity(keys.len());
+    let mut sum_obs = [0.0f64; OBSERVER_CHECK_ROUNDS as usize];
 
     let (mut sum_f, mut sum_f2, mut sum_k, mut sum_k2, mut sum_d) = (0.0, 0.0, 0.0, 0.0, 0.0);
     for _ in 0..trials {
         corrupt(&mut rng, &mut corrupt_e, params.corrupt_entries as usize);
         corrupt(&mut rng, &mut corrupt_x, params.corrupt_exchanges as usize);
-        for s in state.iter_mut() {
+        keys.iter_mut().for_each(|k| *k = 0);
+        for (u, s) in state.iter_mut().enumerate() {
             *s = match mechanism {
                 Mechanism::Eq4Path => {
                     let e = corrupt_e[rng.gen_range(0..ne)];
@@ -148,6 +175,9 @@ pub fn simulate(params: &Params, mechanism: Mechanism, trials: u64, seed: u64) -
                         .iter()
                         .enumerate()
                         .any(|(l, &r)| corrupt_x[l] && corrupt_e[r]);
+                    if observe {
+                        keys[u] = push_digits(keys[u], relays, &corrupt_x, ne);
+                    }
                     u8::from(linked)
                 }
             };
@@ -180,6 +210,21 @@ pub fn simulate(params: &Params, mechanism: Mechanism, trials: u64, seed: u64) -
         } else {
             0.0
         };
+        if observe {
+            for (r, sum) in sum_obs.iter_mut().enumerate() {
+                if r > 0 {
+                    // A further round: fresh relays, same adversary, same pseudonyms.
+                    for key in keys.iter_mut() {
+                        let relays = picker.pick(&mut rng, ne, nx);
+                        *key = push_digits(*key, relays, &corrupt_x, ne);
+                    }
+                }
+                sorted.clear();
+                sorted.extend_from_slice(&keys);
+                sorted.sort_unstable();
+                *sum += mean_class_size(&sorted);
+            }
+        }
     }
 
     let t = trials as f64;
@@ -202,7 +247,43 @@ pub fn simulate(params: &Params, mechanism: Mechanism, trials: u64, seed: u64) -
         count_variance_over_binomial: (binom_var > 0.0).then(|| var_k / binom_var),
         empirical_degree_of_anonymity: sum_d / t,
         formula_degree_of_anonymity: degree_of_anonymity(params.users, p),
+        global_observer: if observe {
+            (1..=OBSERVER_CHECK_ROUNDS)
+                .map(|r| ObserverCheck {
+                    rounds: r,
+                    formula: observer_anonymity_set(
+                        params.users,
+                        params.entries,
+                        params.corrupt_exchanges,
+                        r,
+                    )
+                    .unwrap_or(f64::NAN),
+                    empirical: sum_obs[r as usize - 1] / t,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
     }
+}
+
+/// Appends the relays used for the corrupted exchange servers' shares to `key`.
+fn push_digits(mut key: u128, relays: &[usize], corrupt_x: &[bool], ne: usize) -> u128 {
+    for (l, &r) in relays.iter().enumerate() {
+        if corrupt_x[l] {
+            key = key * ne as u128 + r as u128;
+        }
+    }
+    key
+}
+
+/// Mean over users of the size of the class of equal keys they are in: `Σ c² / n`.
+fn mean_class_size(sorted: &[u128]) -> f64 {
+    let mut total = 0.0;
+    for run in sorted.chunk_by(|a, b| a == b) {
+        total += (run.len() * run.len()) as f64;
+    }
+    total / sorted.len() as f64
 }
 
 /// Marks a fresh uniformly random `k`-subset of `flags` true.

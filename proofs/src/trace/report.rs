@@ -169,8 +169,12 @@ impl Report {
                     "  degree of anonymity               {}",
                     opt(d.degree_of_anonymity)
                 );
-                if let Some(set) = d.global_observer_anonymity_set {
-                    let _ = writeln!(s, "  anonymity set vs global observer  {set:.2} users");
+                for (r, set) in d.global_observer_anonymity_set.iter().enumerate() {
+                    let _ = writeln!(
+                        s,
+                        "  anonymity set vs global observer  {set:.3} users after {} round(s)",
+                        r + 1
+                    );
                 }
             }
             (None, note) => {
@@ -210,6 +214,15 @@ impl Report {
                     r.empirical_degree_of_anonymity,
                     r.formula_degree_of_anonymity.map_or_else(|| "-".into(), |v| format!("{v:.4}")),
                 );
+            }
+            for r in &mc.results {
+                for o in &r.global_observer {
+                    let _ = writeln!(
+                        s,
+                        "  global observer, {} round(s): anonymity set {:.4} simulated, {:.4} by formula",
+                        o.rounds, o.empirical, o.formula
+                    );
+                }
             }
         }
         s

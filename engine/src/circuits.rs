@@ -5,6 +5,7 @@
 //! elements of the batch at once, so its communication rounds equal its AND-depth,
 //! whatever the batch size.
 
+use crate::compare::less_than_blocks;
 use crate::error::EngineError;
 use crate::party::Party;
 use crate::share::Shared;
@@ -33,13 +34,8 @@ fn check_planes(x: &Shared, w: usize, blocks: usize) -> Result<(), EngineError> 
     Ok(())
 }
 
-/// `[x < y]` (unsigned) for every element, given `x` and `d = x ^ y`.
-///
-/// Per bit, `x_j < y_j` is `!x_j & d_j` and equality is `!d_j` (free); a log-depth
-/// prefix tree then combines (less, equal) pairs from the most significant end:
-/// `less = less_H ^ (eq_H & less_L)`, `eq = eq_H & eq_L`. About `3w` AND gates and
-/// `1 + ceil(log2 w)` rounds. The equality of the least significant group is never
-/// needed, so it is not computed.
+/// `[x < y]` (unsigned) for every element, given `x` and `d = x ^ y` in plane-major
+/// layout. About `3w` AND gates and `1 + ceil(log2 w)` rounds; see [`crate::compare`].
 pub fn less_than_from_diff(
     party: &mut Party,
     x: &Shared,
@@ -52,53 +48,15 @@ pub fn less_than_from_diff(
     if w == 0 {
         return Ok(Shared::zeros(blocks));
     }
-    let id = party.id();
-    let mut less = party.and(&x.not(id), d)?;
-    let mut eq = d.not(id);
-    let mut m = w;
-    while m > 1 {
-        let pairs = m / 2;
-        let odd = m % 2 == 1;
-        // The least significant node is never the high half of a merge, so its
-        // equality is never read: when the last pair merges into the last node, skip it.
-        let eq_pairs = if odd { pairs } else { pairs - 1 };
-        let mut xs = Shared::default();
-        let mut ys = Shared::default();
-        for k in 0..pairs {
-            push_plane(&mut xs, &eq, 2 * k, blocks);
-            push_plane(&mut ys, &less, 2 * k + 1, blocks);
+    less_than_blocks(party, blocks, w, |blk, xa, xb, da, db| {
+        for j in 0..w {
+            let at = j * blocks + blk;
+            xa[j] = x.a[at];
+            xb[j] = x.b[at];
+            da[j] = d.a[at];
+            db[j] = d.b[at];
         }
-        for k in 0..eq_pairs {
-            push_plane(&mut xs, &eq, 2 * k, blocks);
-            push_plane(&mut ys, &eq, 2 * k + 1, blocks);
-        }
-        let prod = party.and(&xs, &ys)?;
-        let next_m = pairs + usize::from(odd);
-        let mut next_less = Shared::default();
-        let mut next_eq = Shared::default();
-        for k in 0..pairs {
-            let (la, lb) = plane(&less, 2 * k, blocks);
-            let (pa, pb) = plane(&prod, k, blocks);
-            next_less.a.extend(la.iter().zip(pa).map(|(x, y)| x ^ y));
-            next_less.b.extend(lb.iter().zip(pb).map(|(x, y)| x ^ y));
-        }
-        for k in 0..eq_pairs {
-            push_plane(&mut next_eq, &prod, pairs + k, blocks);
-        }
-        if odd {
-            push_plane(&mut next_less, &less, m - 1, blocks);
-            push_plane(&mut next_eq, &eq, m - 1, blocks);
-        } else {
-            // The last merged node is the least significant: its equality is never
-            // read, so a zero placeholder keeps the plane indices aligned.
-            next_eq.extend(&Shared::zeros(blocks));
-        }
-        debug_assert_eq!(next_less.len(), next_m * blocks);
-        less = next_less;
-        eq = next_eq;
-        m = next_m;
-    }
-    Ok(less)
+    })
 }
 
 /// `[x < y]` (unsigned) for every element.

@@ -13,6 +13,7 @@
 
 pub mod channel;
 pub mod circuits;
+pub mod compare;
 pub mod declassify;
 pub mod error;
 pub mod party;

@@ -1,13 +1,13 @@
 //! Pairwise pseudo-random streams: AES-128 in counter mode over a key derived from a seed
 //! that exactly two parties hold.
 //!
-//! AES-128 with AES-NI (detected at run time by the `aes` crate) produces several GB/s
-//! per core; SHAKE runs ~400 MB/s here, far too slow for the AND gates, which need 16
+//! AES-128 with AES-NI or VAES (detected at run time by the `aes` crate) produces several
+//! GB/s per core; SHAKE runs ~400 MB/s here, far too slow for the AND gates, which need 16
 //! bytes of stream per 64 gates. The stream is addressed by block counter, so disjoint
 //! counter ranges can be generated on different threads and still match bit for bit
 //! what the other holder of the seed generates.
 
-use aes::cipher::{generic_array::GenericArray, BlockEncrypt, KeyInit};
+use aes::cipher::{Array, BlockCipherEncrypt, KeyInit};
 use aes::Aes128;
 use sha3::{Digest, Sha3_256};
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -89,7 +89,8 @@ impl Prg {
         h.update(purpose.label());
         h.update(seed.0);
         let mut digest = h.finalize();
-        let cipher = Aes128::new(GenericArray::from_slice(&digest[..16]));
+        let key: [u8; 16] = digest[..16].try_into().expect("16 bytes");
+        let cipher = Aes128::new(&Array::from(key));
         digest.as_mut_slice().zeroize();
         Prg {
             cipher,
@@ -108,7 +109,7 @@ impl Prg {
     /// Writes the stream starting at block `start` into `out` (two words per block).
     /// Stateless, so threads may fill disjoint ranges of one reservation.
     pub fn fill_at(&self, start: u64, out: &mut [u64]) {
-        let mut blocks = [GenericArray::default(); BATCH_BLOCKS];
+        let mut blocks = [Array::<u8, aes::cipher::consts::U16>::default(); BATCH_BLOCKS];
         let mut counter = start;
         for chunk in out.chunks_mut(2 * BATCH_BLOCKS) {
             let nblocks = chunk.len().div_ceil(2);

@@ -55,8 +55,9 @@ pub fn rows_to_planes(rows: &[u128], w: usize) -> Vec<u64> {
     out
 }
 
-/// Transposes up to 64 rows into `w` words, most significant bit first.
-fn transpose_block(src: &[u128], w: usize, dst: &mut [u64]) {
+/// Transposes up to 64 rows into `w` words, most significant bit first (`dst[0]` is
+/// bit `w-1` of every row; lanes past `src.len()` are zero).
+pub fn transpose_block(src: &[u128], w: usize, dst: &mut [u64]) {
     let mut lo = [0u64; 64];
     for (r, x) in src.iter().enumerate() {
         lo[r] = *x as u64;

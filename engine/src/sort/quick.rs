@@ -1,13 +1,13 @@
 //! Oblivious quicksort with batched levels.
 
 use super::{index_bits, low_mask, Sorted};
-use crate::circuits::less_than_from_diff;
+use crate::compare::less_than_blocks;
 use crate::declassify::Reason;
 use crate::error::EngineError;
 use crate::party::Party;
 use crate::share::{Shared, SharedKeys};
 use crate::shuffle::apply_permutation;
-use crate::transpose::{blocks, rows_to_planes};
+use crate::transpose::{blocks, transpose_block};
 use rayon::prelude::*;
 
 /// Sorts `n` records by `key_bits`-bit keys (`keys`, one per record) carrying
@@ -63,19 +63,27 @@ pub fn quicksort(
     let table = interleave(&unique.to_words(), payload, payload_words);
     let shuffled = party.shuffle(&table, row_words)?;
     let (key_words, payload) = split(&shuffled, payload_words);
-    let mut keys = SharedKeys::from_words(&key_words);
+    let keys = SharedKeys::from_words(&key_words);
 
-    let (order, levels) = sort_unique(party, &mut keys, w)?;
+    let (order, levels) = sort_unique(party, &keys, w)?;
     party.check_openings()?;
 
-    // Move each payload once, by the now-public order relative to the shuffled table.
+    // Move each row once, by the now-public order relative to the shuffled table, and
+    // drop the tiebreak (a local shift of every share).
     let payload = Shared {
         a: apply_permutation(&payload.a, payload_words, &order),
         b: apply_permutation(&payload.b, payload_words, &order),
     };
-    // Drop the tiebreak: a local shift of every share.
-    keys.a.iter_mut().for_each(|k| *k >>= idx_bits);
-    keys.b.iter_mut().for_each(|k| *k >>= idx_bits);
+    let keys = SharedKeys {
+        a: order
+            .iter()
+            .map(|&t| keys.a[t as usize] >> idx_bits)
+            .collect(),
+        b: order
+            .iter()
+            .map(|&t| keys.b[t as usize] >> idx_bits)
+            .collect(),
+    };
     Ok(Sorted {
         keys,
         payload,
@@ -145,91 +153,126 @@ pub(super) fn split(table: &Shared, payload_words: usize) -> (Shared, Shared) {
     (Shared { a: ka, b: kb }, Shared { a: pa, b: pb })
 }
 
-/// Quicksort over unique, shuffled `w`-bit keys, in place. Returns, for each sorted
-/// position, the row's index in the input order, and the number of levels.
+/// A segment of the quicksort recursion: the sorted positions `start .. start + size`
+/// belong to its elements; `pivot` is the element the others are compared with.
+#[derive(Clone, Copy)]
+struct Segment {
+    start: u32,
+    size: u32,
+    pivot: u32,
+}
+
+const UNSET: u32 = u32::MAX;
+
+/// Quicksort over unique, shuffled `w`-bit keys. Keys never move: each level works on
+/// the list of still-unplaced elements (in index order) and their segments, and every
+/// element's final position is fixed as soon as it is a pivot or alone in a segment.
+/// Returns, for each sorted position, the element's index, and the number of levels.
 fn sort_unique(
     party: &mut Party,
-    keys: &mut SharedKeys,
+    keys: &SharedKeys,
     w: usize,
 ) -> Result<(Vec<u32>, usize), EngineError> {
     let n = keys.len();
-    let mut order: Vec<u32> = (0..n as u32).collect();
-    // Active segments [start, end) of length >= 2, in increasing order.
-    let mut segments: Vec<(usize, usize)> = if n >= 2 { vec![(0, n)] } else { vec![] };
-    let mut scratch_a = vec![0u128; n];
-    let mut scratch_b = vec![0u128; n];
-    let mut scratch_o = vec![0u32; n];
+    let mut final_pos = vec![UNSET; n];
+    let mut segments: Vec<Segment> = Vec::new();
+    // Elements still being compared, ascending, with their segment ids.
+    let mut active: Vec<u32> = Vec::new();
+    let mut active_seg: Vec<u32> = Vec::new();
+    match n {
+        0 => {}
+        1 => final_pos[0] = 0,
+        _ => {
+            segments.push(Segment {
+                start: 0,
+                size: n as u32,
+                pivot: 0,
+            });
+            active = (1..n as u32).collect();
+            active_seg = vec![0; n - 1];
+        }
+    }
     let mut levels = 0;
-    while !segments.is_empty() {
+    while !active.is_empty() {
         levels += 1;
-        // Every non-pivot element of every segment against its pivot (the segment's
-        // first element), as one batch.
-        let m: usize = segments.iter().map(|(s, e)| e - s - 1).sum();
-        let mut xa = Vec::with_capacity(m);
-        let mut xb = Vec::with_capacity(m);
-        let mut da = Vec::with_capacity(m);
-        let mut db = Vec::with_capacity(m);
-        for &(s, e) in &segments {
-            let (pa, pb) = (keys.a[s], keys.b[s]);
-            for t in s + 1..e {
-                xa.push(keys.a[t]);
-                xb.push(keys.b[t]);
-                da.push(keys.a[t] ^ pa);
-                db.push(keys.b[t] ^ pb);
-            }
-        }
+        let m = active.len();
         let nb = blocks(m);
-        let x = Shared {
-            a: rows_to_planes(&xa, w),
-            b: rows_to_planes(&xb, w),
-        };
-        let d = Shared {
-            a: rows_to_planes(&da, w),
-            b: rows_to_planes(&db, w),
-        };
-        let less = less_than_from_diff(party, &x, &d, w, nb)?;
+        let (ka, kb) = (&keys.a, &keys.b);
+        let (act, seg, segs) = (&active, &active_seg, &segments);
+        let less = less_than_blocks(party, nb, w, |blk, xa, xb, da, db| {
+            let mut rows = [[0u128; 64]; 4];
+            let lo = blk * 64;
+            let hi = (lo + 64).min(m);
+            for (r, c) in (lo..hi).enumerate() {
+                let t = act[c] as usize;
+                let p = segs[seg[c] as usize].pivot as usize;
+                rows[0][r] = ka[t];
+                rows[1][r] = kb[t];
+                rows[2][r] = ka[t] ^ ka[p];
+                rows[3][r] = kb[t] ^ kb[p];
+            }
+            let len = hi - lo;
+            transpose_block(&rows[0][..len], w, xa);
+            transpose_block(&rows[1][..len], w, xb);
+            transpose_block(&rows[2][..len], w, da);
+            transpose_block(&rows[3][..len], w, db);
+        })?;
         let bits = party.declassify(Reason::SortComparison, &less, m)?;
+        let goes_left = |c: usize| (bits[c / 64] >> (c % 64)) & 1 == 1;
 
-        // Stable partition of each segment: smaller than the pivot, pivot, larger.
-        let mut next = Vec::with_capacity(2 * segments.len());
-        let mut offset = 0;
-        for &(s, e) in &segments {
-            let mut left = s;
-            for t in s + 1..e {
-                let c = offset + (t - s - 1);
-                if (bits[c / 64] >> (c % 64)) & 1 == 1 {
-                    scratch_a[left] = keys.a[t];
-                    scratch_b[left] = keys.b[t];
-                    scratch_o[left] = order[t];
-                    left += 1;
-                }
+        // Place every pivot; open children of two or more elements as new segments.
+        let mut left = vec![0u32; segments.len()];
+        for c in 0..m {
+            if goes_left(c) {
+                left[active_seg[c] as usize] += 1;
             }
-            let pivot_at = left;
-            scratch_a[pivot_at] = keys.a[s];
-            scratch_b[pivot_at] = keys.b[s];
-            scratch_o[pivot_at] = order[s];
-            let mut right = pivot_at + 1;
-            for t in s + 1..e {
-                let c = offset + (t - s - 1);
-                if (bits[c / 64] >> (c % 64)) & 1 == 0 {
-                    scratch_a[right] = keys.a[t];
-                    scratch_b[right] = keys.b[t];
-                    scratch_o[right] = order[t];
-                    right += 1;
-                }
-            }
-            keys.a[s..e].copy_from_slice(&scratch_a[s..e]);
-            keys.b[s..e].copy_from_slice(&scratch_b[s..e]);
-            order[s..e].copy_from_slice(&scratch_o[s..e]);
-            if pivot_at - s >= 2 {
-                next.push((s, pivot_at));
-            }
-            if e - (pivot_at + 1) >= 2 {
-                next.push((pivot_at + 1, e));
-            }
-            offset += e - s - 1;
         }
-        segments = next;
+        let mut next_segments = Vec::with_capacity(2 * segments.len());
+        // Per old segment and side: the new segment id (UNSET for a lone element) and
+        // the first sorted position of that side.
+        let mut child = vec![(UNSET, 0u32); 2 * segments.len()];
+        for (g, sgm) in segments.iter().enumerate() {
+            let l = left[g];
+            let r = sgm.size - 1 - l;
+            final_pos[sgm.pivot as usize] = sgm.start + l;
+            for (side, start, size) in [(0, sgm.start, l), (1, sgm.start + l + 1, r)] {
+                if size >= 2 {
+                    child[2 * g + side] = (next_segments.len() as u32, start);
+                    next_segments.push(Segment {
+                        start,
+                        size,
+                        pivot: UNSET,
+                    });
+                } else {
+                    child[2 * g + side] = (UNSET, start);
+                }
+            }
+        }
+        let mut next_active = Vec::with_capacity(m);
+        let mut next_seg = Vec::with_capacity(m);
+        for c in 0..m {
+            let t = active[c];
+            let side = usize::from(!goes_left(c));
+            let (id, start) = child[2 * active_seg[c] as usize + side];
+            if id == UNSET {
+                final_pos[t as usize] = start;
+            } else if next_segments[id as usize].pivot == UNSET {
+                // The first (lowest-index) element of a new segment is its pivot: after
+                // the shuffle that is a uniformly random member.
+                next_segments[id as usize].pivot = t;
+            } else {
+                next_active.push(t);
+                next_seg.push(id);
+            }
+        }
+        segments = next_segments;
+        active = next_active;
+        active_seg = next_seg;
+    }
+    let mut order = vec![0u32; n];
+    for (t, &p) in final_pos.iter().enumerate() {
+        debug_assert_ne!(p, UNSET);
+        order[p as usize] = t as u32;
     }
     Ok((order, levels))
 }

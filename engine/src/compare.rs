@@ -1,0 +1,281 @@
+//! The comparison kernel: `[x < y]` over batches laid out block by block.
+//!
+//! A batch of `m` comparisons is cut into blocks of 64 lanes. For each block the caller
+//! supplies the `w` bit-planes (most significant first) of `x` and of `d = x ^ y`, both
+//! shares; the kernel keeps each block's planes together (block-major), so that the
+//! transposition, the first AND layer and every prefix layer touch one block's data while
+//! it is in cache, and every layer runs in parallel over blocks with no copying between
+//! layers. Communication: one round per AND layer, `1 + ceil(log2 w)` in all.
+//!
+//! Per bit, `x_j < y_j` is `!x_j & d_j` and `x_j == y_j` is `!d_j`; a prefix tree then
+//! merges (less, equal) pairs from the most significant end:
+//! `less = less_H ^ (eq_H & less_L)`, `eq = eq_H & eq_L`. The least significant node is
+//! never the high half of a merge, so its equality is never computed.
+
+use crate::channel::Peer;
+use crate::error::EngineError;
+use crate::party::Party;
+use crate::share::Shared;
+use rayon::prelude::*;
+
+/// Widest key the kernel handles.
+pub const MAX_WIDTH: usize = 128;
+
+/// Blocks per rayon task: enough work to amortize scheduling.
+const MIN_BLOCKS_PER_TASK: usize = 16;
+
+/// `z_i` of an AND gate on one word, before resharing.
+#[inline(always)]
+fn and_word(xa: u64, xb: u64, ya: u64, yb: u64, r: u64, s: u64) -> u64 {
+    (xa & (ya ^ yb)) ^ (xb & ya) ^ r ^ s
+}
+
+/// Rounds `k` up to an even number, so each block's stream slice starts on an AES block.
+fn even(k: usize) -> usize {
+    k + (k & 1)
+}
+
+/// Computes `[x < y]` for `nb * 64` lanes. `fill(blk, xa, xb, da, db)` writes block
+/// `blk`'s `w` planes of `x` and `d = x ^ y` (this party's two shares of each). Returns
+/// one word per block (lane `r` of word `blk` is comparison `64 * blk + r`).
+pub fn less_than_blocks<F>(
+    party: &mut Party,
+    nb: usize,
+    w: usize,
+    fill: F,
+) -> Result<Shared, EngineError>
+where
+    F: Fn(usize, &mut [u64], &mut [u64], &mut [u64], &mut [u64]) + Sync,
+{
+    if w == 0 || w > MAX_WIDTH {
+        return Err(EngineError::InvalidInput(format!(
+            "comparison width {w} not in 1..={MAX_WIDTH}"
+        )));
+    }
+    let id = party.id().index();
+    // NOT flips x_0 only: party 0 holds it as `a`, party 2 as `b`.
+    let not_a = if id == 0 { u64::MAX } else { 0 };
+    let not_b = if id == 2 { u64::MAX } else { 0 };
+
+    // Layer 0: less_j = !x_j & d_j (one AND each), eq_j = !d_j (free).
+    let stride = even(w);
+    let sp = party.zero.prev.reserve(nb * stride);
+    let sn = party.zero.next.reserve(nb * stride);
+    let mut less_a = vec![0u64; nb * w];
+    let mut eq_a = vec![0u64; nb * w];
+    let mut eq_b = vec![0u64; nb * w];
+    {
+        let (prev, next) = (&party.zero.prev, &party.zero.next);
+        less_a
+            .par_chunks_mut(w)
+            .zip(eq_a.par_chunks_mut(w))
+            .zip(eq_b.par_chunks_mut(w))
+            .enumerate()
+            .with_min_len(MIN_BLOCKS_PER_TASK)
+            .for_each(|(blk, ((z, ea), eb))| {
+                let mut xa = [0u64; MAX_WIDTH];
+                let mut xb = [0u64; MAX_WIDTH];
+                let mut da = [0u64; MAX_WIDTH];
+                let mut db = [0u64; MAX_WIDTH];
+                fill(blk, &mut xa[..w], &mut xb[..w], &mut da[..w], &mut db[..w]);
+                let mut r = [0u64; MAX_WIDTH];
+                let mut s = [0u64; MAX_WIDTH];
+                prev.fill_at(sp + (blk * stride / 2) as u64, &mut r[..w]);
+                next.fill_at(sn + (blk * stride / 2) as u64, &mut s[..w]);
+                for j in 0..w {
+                    z[j] = and_word(xa[j] ^ not_a, xb[j] ^ not_b, da[j], db[j], r[j], s[j]);
+                    ea[j] = da[j] ^ not_a;
+                    eb[j] = db[j] ^ not_b;
+                }
+            });
+    }
+    let less_b = party.exchange_words(Peer::Prev, &less_a, Peer::Next)?;
+
+    // Prefix layers. `state` holds `m` nodes per block, compactly; each pass merges the
+    // previous layer's products into the next, smaller state and, in the same sweep over
+    // the block, computes this layer's local AND shares, so each block is touched once
+    // per layer while it is in cache.
+    let mut state = Nodes {
+        m: w,
+        less_a,
+        less_b,
+        eq_a,
+        eq_b,
+    };
+    let mut z = prefix_and_local(party, &state, nb)?;
+    while state.m > 1 {
+        let layer = Layer::of(state.m);
+        let zb = party.exchange_words(Peer::Prev, &z, Peer::Next)?;
+        let next_m = layer.next_m();
+        let mut next = Nodes {
+            m: next_m,
+            less_a: vec![0u64; nb * next_m],
+            less_b: vec![0u64; nb * next_m],
+            eq_a: vec![0u64; nb * next_m],
+            eq_b: vec![0u64; nb * next_m],
+        };
+        let next_layer = (next_m > 1).then(|| Layer::of(next_m));
+        let next_count = next_layer.map_or(0, |l| l.count());
+        let (sp, sn, stride) = match next_layer {
+            Some(l) => {
+                let stride = even(l.count());
+                (
+                    party.zero.prev.reserve(nb * stride),
+                    party.zero.next.reserve(nb * stride),
+                    stride,
+                )
+            }
+            None => (0, 0, 0),
+        };
+        // One spare word per block after the last layer keeps the zipped chunks aligned.
+        let mut next_z = vec![0u64; nb * next_count.max(1)];
+        {
+            let (prev, next_prg) = (&party.zero.prev, &party.zero.next);
+            let cur = &state;
+            let count = layer.count();
+            next.less_a
+                .par_chunks_mut(next_m)
+                .zip(next.less_b.par_chunks_mut(next_m))
+                .zip(next.eq_a.par_chunks_mut(next_m))
+                .zip(next.eq_b.par_chunks_mut(next_m))
+                .zip(next_z.par_chunks_mut(next_count.max(1)))
+                .enumerate()
+                .with_min_len(MIN_BLOCKS_PER_TASK)
+                .for_each(|(blk, ((((la, lb), ea), eb), zc))| {
+                    let m = cur.m;
+                    let base = blk * m;
+                    let za = &z[blk * count..(blk + 1) * count];
+                    let zbb = &zb[blk * count..(blk + 1) * count];
+                    for k in 0..layer.pairs {
+                        la[k] = cur.less_a[base + 2 * k] ^ za[k];
+                        lb[k] = cur.less_b[base + 2 * k] ^ zbb[k];
+                    }
+                    for k in 0..layer.eq_pairs {
+                        ea[k] = za[layer.pairs + k];
+                        eb[k] = zbb[layer.pairs + k];
+                    }
+                    if layer.odd {
+                        let (t, f) = (layer.pairs, base + m - 1);
+                        la[t] = cur.less_a[f];
+                        lb[t] = cur.less_b[f];
+                        ea[t] = cur.eq_a[f];
+                        eb[t] = cur.eq_b[f];
+                    }
+                    if let Some(nl) = next_layer {
+                        let mut r = [0u64; MAX_WIDTH];
+                        let mut s = [0u64; MAX_WIDTH];
+                        let c = nl.count();
+                        prev.fill_at(sp + (blk * stride / 2) as u64, &mut r[..c]);
+                        next_prg.fill_at(sn + (blk * stride / 2) as u64, &mut s[..c]);
+                        nl.and_local(la, lb, ea, eb, &r, &s, zc);
+                    }
+                });
+        }
+        state = next;
+        z = next_z;
+        z.truncate(nb * next_count);
+    }
+    Ok(Shared {
+        a: state.less_a,
+        b: state.less_b,
+    })
+}
+
+/// `m` (less, equal) nodes per block, block-major and compact.
+struct Nodes {
+    m: usize,
+    less_a: Vec<u64>,
+    less_b: Vec<u64>,
+    eq_a: Vec<u64>,
+    eq_b: Vec<u64>,
+}
+
+/// The shape of one prefix layer over `m` nodes.
+#[derive(Clone, Copy)]
+struct Layer {
+    pairs: usize,
+    eq_pairs: usize,
+    odd: bool,
+}
+
+impl Layer {
+    fn of(m: usize) -> Self {
+        let pairs = m / 2;
+        let odd = m % 2 == 1;
+        // When the last pair merges into the last node, its equality is never read.
+        let eq_pairs = if odd { pairs } else { pairs - 1 };
+        Layer {
+            pairs,
+            eq_pairs,
+            odd,
+        }
+    }
+
+    /// AND gates per block.
+    fn count(self) -> usize {
+        self.pairs + self.eq_pairs
+    }
+
+    fn next_m(self) -> usize {
+        self.pairs + usize::from(self.odd)
+    }
+
+    /// This party's shares of the layer's products for one block: `eq_H & less_L` for
+    /// each pair, then `eq_H & eq_L` for the first `eq_pairs` pairs.
+    #[allow(clippy::too_many_arguments)]
+    fn and_local(
+        self,
+        la: &[u64],
+        lb: &[u64],
+        ea: &[u64],
+        eb: &[u64],
+        r: &[u64],
+        s: &[u64],
+        z: &mut [u64],
+    ) {
+        for k in 0..self.pairs {
+            let (h, l) = (2 * k, 2 * k + 1);
+            z[k] = and_word(ea[h], eb[h], la[l], lb[l], r[k], s[k]);
+        }
+        for k in 0..self.eq_pairs {
+            let (h, l) = (2 * k, 2 * k + 1);
+            let q = self.pairs + k;
+            z[q] = and_word(ea[h], eb[h], ea[l], eb[l], r[q], s[q]);
+        }
+    }
+}
+
+/// The local AND shares of the first prefix layer over `state`.
+fn prefix_and_local(party: &mut Party, state: &Nodes, nb: usize) -> Result<Vec<u64>, EngineError> {
+    if state.m <= 1 {
+        return Ok(Vec::new());
+    }
+    let layer = Layer::of(state.m);
+    let count = layer.count();
+    let stride = even(count);
+    let sp = party.zero.prev.reserve(nb * stride);
+    let sn = party.zero.next.reserve(nb * stride);
+    let (prev, next) = (&party.zero.prev, &party.zero.next);
+    let m = state.m;
+    let mut z = vec![0u64; nb * count];
+    z.par_chunks_mut(count)
+        .enumerate()
+        .with_min_len(MIN_BLOCKS_PER_TASK)
+        .for_each(|(blk, zc)| {
+            let mut r = [0u64; MAX_WIDTH];
+            let mut s = [0u64; MAX_WIDTH];
+            prev.fill_at(sp + (blk * stride / 2) as u64, &mut r[..count]);
+            next.fill_at(sn + (blk * stride / 2) as u64, &mut s[..count]);
+            let rng = blk * m..(blk + 1) * m;
+            layer.and_local(
+                &state.less_a[rng.clone()],
+                &state.less_b[rng.clone()],
+                &state.eq_a[rng.clone()],
+                &state.eq_b[rng],
+                &r,
+                &s,
+                zc,
+            );
+        });
+    Ok(z)
+}

@@ -244,7 +244,7 @@ impl Registry {
         Ok(Registry { server, entries })
     }
 
-    /// The tag → pseudonym index for `round` and `direction` (one SHA3 per user, spread
+    /// The tag → pseudonym index for `round` and `direction` (one SHAKE256 call per user, spread
     /// over rayon's threads): build it once per round, ahead of time if possible, then look
     /// up each arriving envelope's tag.
     pub fn tag_index(&self, round: u64, direction: Direction) -> TagIndex {

@@ -4,12 +4,13 @@
 //! direction `d` (1 = user→server, 2 = server→user) get
 //!
 //! ```text
-//! k_{r,d}   = SHA3-256("ACS-v1 round key" || K || r || d || SN || UN)
-//! tag_{r,d} = SHA3-256("ACS-v1 round tag" || K || r || d || SN || UN)[..16]
+//! k_{r,d} || tag_{r,d} = SHAKE256("ACS-v1 round keys" || K || r || d || SN || UN, 48 bytes)
 //! ```
 //!
 //! (`r` as 8 bytes big-endian, `d` one byte; every input has a fixed length, so the
-//! encoding is unambiguous, and SHA3 has no length extension, so this is a PRF keyed by `K`).
+//! encoding is unambiguous, and the input fits one Keccak block, so deriving both costs one
+//! permutation. Keyed by `K`, SHAKE256 is a PRF; the 16 public tag bytes say nothing about
+//! the 32 key bytes beside them.)
 //!
 //! An [`Envelope`] is `0x01 || tag (16) || nonce (24) || XChaCha20Poly1305(k_{r,d}, nonce,
 //! share, ad)` with `ad = "ACS-v1 share" || 0x01 || r || d || SN || UN || tag`. The nonce is
@@ -30,9 +31,10 @@ use core::fmt;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand_core::CryptoRngCore;
-use sha3::{Digest, Sha3_256};
+use sha3::digest::{ExtendableOutput, Update, XofReader};
+use sha3::Shake256;
 use subtle::ConstantTimeEq;
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 use crate::error::{malformed, KgcError, Result};
 use crate::ids::Direction;
@@ -130,16 +132,24 @@ impl fmt::Debug for Envelope {
     }
 }
 
-fn derive(label: &[u8], key: &LongTermKey, round: u64, direction: Direction) -> [u8; 32] {
-    Sha3_256::new()
-        .chain_update(label)
-        .chain_update(key.secret())
-        .chain_update(round.to_be_bytes())
-        .chain_update([direction.byte()])
-        .chain_update(key.server().to_bytes())
-        .chain_update(key.user().to_bytes())
-        .finalize()
-        .into()
+/// `k_{r,d} || tag_{r,d}`, wiped on drop.
+fn derive(key: &LongTermKey, round: u64, direction: Direction) -> Zeroizing<[u8; 48]> {
+    let mut xof = Shake256::default();
+    xof.update(b"ACS-v1 round keys");
+    xof.update(key.secret());
+    xof.update(&round.to_be_bytes());
+    xof.update(&[direction.byte()]);
+    xof.update(&key.server().to_bytes());
+    xof.update(&key.user().to_bytes());
+    let mut out = Zeroizing::new([0u8; 48]);
+    xof.finalize_xof().read(&mut out[..]);
+    out
+}
+
+fn split(derived: &[u8; 48]) -> (XChaCha20Poly1305, RoundTag) {
+    let cipher = XChaCha20Poly1305::new(derived[..32].into());
+    let tag = RoundTag(derived[32..].try_into().expect("16 bytes"));
+    (cipher, tag)
 }
 
 fn associated_data(
@@ -162,15 +172,8 @@ fn associated_data(
 impl LongTermKey {
     /// The routing tag of this (user, server) pair for `round` and `direction`.
     pub fn round_tag(&self, round: u64, direction: Direction) -> RoundTag {
-        let full = derive(b"ACS-v1 round tag", self, round, direction);
-        RoundTag(full[..TAG_BYTES].try_into().expect("16 bytes"))
-    }
-
-    fn cipher(&self, round: u64, direction: Direction) -> XChaCha20Poly1305 {
-        let mut key = Zeroizing::new(derive(b"ACS-v1 round key", self, round, direction));
-        let cipher = XChaCha20Poly1305::new((&*key).into());
-        key.zeroize();
-        cipher
+        let derived = derive(self, round, direction);
+        RoundTag(derived[32..].try_into().expect("16 bytes"))
     }
 
     /// Seals one share for `round` travelling in `direction`.
@@ -188,12 +191,11 @@ impl LongTermKey {
                 max: MAX_SHARE_BYTES,
             });
         }
-        let tag = self.round_tag(round, direction);
+        let (cipher, tag) = split(&derive(self, round, direction));
         let mut nonce = [0u8; NONCE_BYTES];
         rng.fill_bytes(&mut nonce);
         let ad = associated_data(self, round, direction, &tag);
-        let ciphertext = self
-            .cipher(round, direction)
+        let ciphertext = cipher
             .encrypt(
                 XNonce::from_slice(&nonce),
                 Payload {
@@ -216,7 +218,7 @@ impl LongTermKey {
 
     /// Opens an envelope sealed for `round` and `direction` under this key.
     pub fn open(&self, round: u64, direction: Direction, envelope: &Envelope) -> Result<Vec<u8>> {
-        let expected = self.round_tag(round, direction);
+        let (cipher, expected) = split(&derive(self, round, direction));
         let tag = envelope.tag();
         if !bool::from(tag.0.ct_eq(&expected.0)) {
             return Err(KgcError::OpenFailed("envelope"));
@@ -224,7 +226,7 @@ impl LongTermKey {
         let bytes = &envelope.bytes;
         let nonce = XNonce::from_slice(&bytes[1 + TAG_BYTES..HEADER_BYTES]);
         let ad = associated_data(self, round, direction, &tag);
-        self.cipher(round, direction)
+        cipher
             .decrypt(
                 nonce,
                 Payload {

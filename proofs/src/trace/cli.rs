@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::figure::{Figure, FigureError, FIG6_ENTRIES, FIG6_EXCHANGES, FIG6_USERS};
+use super::figure::{
+    Figure, FigureConfigError, FigureError, FIG6_ENTRIES, FIG6_EXCHANGES, FIG6_USERS,
+};
 use super::montecarlo::{self, McError};
 use super::report::{MonteCarlo, Report};
 use super::{LogBase, ParamError, Params};
@@ -20,9 +22,9 @@ pub struct TraceModelArgs {
     /// Entry servers (relays), n_e.
     #[arg(long, default_value_t = FIG6_ENTRIES)]
     pub entries: u64,
-    /// Exchange servers, n_x.
-    #[arg(long, default_value_t = FIG6_EXCHANGES)]
-    pub exchanges: u64,
+    /// Exchange servers, n_x [default: 5, the paper's; 3 with --figure acs].
+    #[arg(long)]
+    pub exchanges: Option<u64>,
     /// Corrupted entry servers, n'_e.
     #[arg(long, required_unless_present = "figure", conflicts_with = "figure")]
     pub corrupt_entries: Option<u64>,
@@ -64,6 +66,8 @@ pub enum TraceError {
     MonteCarlo(#[from] McError),
     #[error(transparent)]
     Figure(#[from] FigureError),
+    #[error(transparent)]
+    FigureConfig(#[from] FigureConfigError),
     #[error("cannot encode JSON: {0}")]
     Json(#[from] serde_json::Error),
 }
@@ -71,7 +75,8 @@ pub enum TraceError {
 /// Runs `trace-model`, returning what to print on stdout.
 pub fn run(args: &TraceModelArgs) -> Result<String, TraceError> {
     if let Some(figure) = args.figure {
-        let base = Params::new(args.users, args.entries, args.exchanges, 0, 0, args.shares)?;
+        let exchanges = args.exchanges.unwrap_or(figure.default_exchanges());
+        let base = Params::new(args.users, args.entries, exchanges, 0, 0, args.shares)?;
         let data = figure.compute(base, args.log_base)?;
         let dir = args.out.clone().unwrap_or_else(|| PathBuf::from("."));
         let written = data.write(&dir)?;
@@ -90,14 +95,8 @@ pub fn run(args: &TraceModelArgs) -> Result<String, TraceError> {
         args.corrupt_entries.unwrap_or(0),
         args.corrupt_exchanges.unwrap_or(0),
     );
-    let params = Params::new(
-        args.users,
-        args.entries,
-        args.exchanges,
-        ce,
-        cx,
-        args.shares,
-    )?;
+    let exchanges = args.exchanges.unwrap_or(FIG6_EXCHANGES);
+    let params = Params::new(args.users, args.entries, exchanges, ce, cx, args.shares)?;
     let mut report = Report::new(params, args.log_base);
     if args.monte_carlo {
         let results = montecarlo::run(&params, args.trials, args.seed)?;

@@ -4,4 +4,8 @@
 //! ([`mpc`]), the exchange server's crash-safe database ([`db`]), the entry relay
 //! ([`relay`]) and the exchange server's relay-facing port ([`relay_port`]).
 
+pub mod certs;
+pub mod listener;
+pub mod mpc;
+pub mod tls;
 pub mod wire;

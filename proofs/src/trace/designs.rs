@@ -9,7 +9,7 @@
 use serde::Serialize;
 
 use super::binomial::choose_ratio;
-use super::metrics::{degree_of_anonymity, expected_traced_fraction};
+use super::metrics::{degree_of_anonymity, expected_traced_fraction, median_rounds_until_traced};
 use super::Params;
 
 /// The paper's design (§4.2, §6.2) with `n_m` shares, read literally:
@@ -44,6 +44,7 @@ pub struct PaperShares {
     pub p_trace: f64,
     pub expected_traced_fraction: f64,
     pub degree_of_anonymity: Option<f64>,
+    pub median_rounds_until_traced: Option<u64>,
 }
 
 impl PaperShares {
@@ -53,6 +54,7 @@ impl PaperShares {
             p_trace: p,
             expected_traced_fraction: expected_traced_fraction(p),
             degree_of_anonymity: degree_of_anonymity(params.users, p),
+            median_rounds_until_traced: median_rounds_until_traced(p),
         }
     }
 }
@@ -88,6 +90,7 @@ pub struct AcsDesign {
     pub p_trace: f64,
     pub expected_traced_fraction: f64,
     pub degree_of_anonymity: Option<f64>,
+    pub median_rounds_until_traced: Option<u64>,
     /// With the paper's global passive observer (§3.1) and `n'_x ≥ 2`, no corrupted relay
     /// needed: entry `r - 1` is the expected number of users (the user included) that
     /// remain candidates for a pseudonym after `r` rounds; see
@@ -155,6 +158,7 @@ impl AcsDesign {
             p_trace: p,
             expected_traced_fraction: expected_traced_fraction(p),
             degree_of_anonymity: degree_of_anonymity(params.users, p),
+            median_rounds_until_traced: median_rounds_until_traced(p),
             global_observer_anonymity_set: set,
         })
     }

@@ -21,6 +21,23 @@ pub fn p_any_traced(users: u64, p: f64) -> f64 {
     -((users as f64) * (-p).ln_1p()).exp_m1()
 }
 
+/// Rounds after which a given user has been traced at least once with probability at
+/// least 1/2: the least `R` with `1 - (1 - p)^R ≥ 1/2`, i.e. `⌈ln ½ / ln(1 - p)⌉`.
+///
+/// Eq. 4–6 describe one round. With a static adversary and fresh relay choices every
+/// round (each user "randomly chooses" its entry servers, §5.1), rounds are independent
+/// trials for a user, so a small per-round `p` still traces everyone eventually. `None`
+/// where `p = 0` (never).
+pub fn median_rounds_until_traced(p: f64) -> Option<u64> {
+    if p <= 0.0 {
+        return None;
+    }
+    if p >= 0.5 {
+        return Some(1);
+    }
+    Some((0.5f64.ln() / (-p).ln_1p()).ceil() as u64)
+}
+
 /// Expected degree of anonymity of a sender, after Díaz, Seys, Claessens and Preneel,
 /// "Towards measuring anonymity" (PET 2002, the paper's ref. [38]):
 /// `d = H(X) / H_M`, where `H(X)` is the entropy of the adversary's probability
@@ -83,6 +100,17 @@ mod tests {
         let approx = 0.8 * (1.0 + 0.8f64.ln() / (n as f64).ln());
         let got = degree_of_anonymity(n, p).unwrap();
         assert!((got - approx).abs() < 1e-6, "{got} vs {approx}");
+    }
+
+    #[test]
+    fn median_rounds_hand_computed() {
+        // p = 0.002 (Fig. 6, CE = CX = 1): ln ½ / ln 0.998 = 346.23… → 347 rounds;
+        // check: 0.998^346 = 0.5004 > ½, 0.998^347 = 0.4994 < ½.
+        assert_eq!(median_rounds_until_traced(0.002), Some(347));
+        // p = 0.3: 0.7^1 = 0.7, 0.7^2 = 0.49 → 2 rounds.
+        assert_eq!(median_rounds_until_traced(0.3), Some(2));
+        assert_eq!(median_rounds_until_traced(0.5), Some(1));
+        assert_eq!(median_rounds_until_traced(0.0), None);
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::designs::{AcsDesign, PaperShares};
-use super::metrics::{degree_of_anonymity, expected_traced_fraction, p_any_traced};
+use super::metrics::{
+    degree_of_anonymity, expected_traced_fraction, median_rounds_until_traced, p_any_traced,
+};
 use super::montecarlo::McResult;
 use super::paper::{count_entropy, p_c_as_printed, p_c_shares, p_trace, r_trace};
 use super::{LogBase, Params};
@@ -35,6 +37,8 @@ pub struct Report {
     pub p_any_traced: f64,
     /// Díaz et al. degree of anonymity under Eq. 4–5.
     pub degree_of_anonymity: Option<f64>,
+    /// Rounds until a user is traced at least once with probability ≥ ½, under Eq. 4.
+    pub median_rounds_until_traced: Option<u64>,
     /// The paper's design with `n_m` shares, from first principles.
     pub paper_shares: PaperShares,
     /// This system's design, or `null` where the configuration is not its (see
@@ -72,6 +76,7 @@ impl Report {
             expected_traced_users: p * params.users as f64,
             p_any_traced: p_any_traced(params.users, p),
             degree_of_anonymity: degree_of_anonymity(params.users, p),
+            median_rounds_until_traced: median_rounds_until_traced(p),
             paper_shares: PaperShares::new(&params),
             acs_design,
             acs_design_note,
@@ -87,6 +92,7 @@ impl Report {
         };
         let p = &self.params;
         let opt = |x: Option<f64>| x.map_or_else(|| "undefined".to_string(), |v| format!("{v:.6}"));
+        let rounds = |r: Option<u64>| r.map_or_else(|| "never".to_string(), |r| r.to_string());
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -134,6 +140,11 @@ impl Report {
         );
         let _ = writeln!(
             s,
+            "  median rounds until traced        {}",
+            rounds(self.median_rounds_until_traced)
+        );
+        let _ = writeln!(
+            s,
             "\nthe paper's design with {} shares (relays see pseudonyms):",
             p.shares
         );
@@ -146,6 +157,11 @@ impl Report {
             s,
             "  degree of anonymity               {}",
             opt(self.paper_shares.degree_of_anonymity)
+        );
+        let _ = writeln!(
+            s,
+            "  median rounds until traced        {}",
+            rounds(self.paper_shares.median_rounds_until_traced)
         );
         let _ = writeln!(
             s,
@@ -168,6 +184,11 @@ impl Report {
                     s,
                     "  degree of anonymity               {}",
                     opt(d.degree_of_anonymity)
+                );
+                let _ = writeln!(
+                    s,
+                    "  median rounds until traced        {}",
+                    rounds(d.median_rounds_until_traced)
                 );
                 for (r, set) in d.global_observer_anonymity_set.iter().enumerate() {
                     let _ = writeln!(

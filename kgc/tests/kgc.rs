@@ -782,3 +782,48 @@ fn debug_output_shows_no_secrets() {
     // And the pseudonyms, which are not secret, do show, so the output is useful.
     assert!(secret_debug.contains(&alice.pseudonym().to_string()));
 }
+
+// ---------------------------------------------------------------- decoders on garbage
+
+#[test]
+fn decoders_never_panic_on_garbage() {
+    use rand::RngCore;
+    let mut r = rng(77);
+    let (a, _) = servers();
+    let descriptor = a.descriptor([1; 32], NOW).to_bytes();
+    for round in 0..200 {
+        let len = (r.next_u32() % 400) as usize;
+        let mut junk = vec![0u8; len];
+        r.fill_bytes(&mut junk);
+        // Half the time keep a valid prefix, so decoders get past their magic checks.
+        if round % 2 == 0 {
+            let keep = len.min(descriptor.len()).min((r.next_u32() % 64) as usize);
+            junk[..keep].copy_from_slice(&descriptor[..keep]);
+        }
+        let _ = SignedDescriptor::from_bytes(&junk);
+        let _ = UserSecretKey::from_bytes(&junk);
+        let _ = RegistrationRequest::from_bytes(&junk);
+        let _ = RegistrationResponse::from_bytes(&junk);
+        let _ = Registry::from_bytes(&junk);
+        let _ = RegistryEntry::from_bytes(a.server(), &junk);
+        if let Ok(envelope) = Envelope::from_bytes(&junk) {
+            assert!(link()
+                .1
+                .open(1, Direction::UserToServer, &envelope)
+                .is_err());
+        }
+    }
+    // Right lengths, random contents.
+    for _ in 0..50 {
+        let mut d = [0u8; DESCRIPTOR_BYTES];
+        r.fill_bytes(&mut d);
+        d[..8].copy_from_slice(&descriptor[..8]);
+        assert!(SignedDescriptor::from_bytes(&d).is_err());
+        let mut k = [0u8; USER_SECRET_KEY_BYTES];
+        r.fill_bytes(&mut k);
+        let _ = UserSecretKey::from_bytes(&k);
+        let mut e = [0u8; ENTRY_BYTES];
+        r.fill_bytes(&mut e);
+        assert!(RegistryEntry::from_bytes(a.server(), &e).is_err());
+    }
+}

@@ -5,6 +5,7 @@
 //! ([`relay`]) and the exchange server's relay-facing port ([`relay_port`]).
 
 pub mod certs;
+pub mod db;
 pub mod listener;
 pub mod mpc;
 pub mod tls;

@@ -1,0 +1,408 @@
+//! The exchange server's database: registry, store and round commits in one embedded,
+//! crash-safe file (redb: pure Rust, ACID, copy-on-write B-trees with checksummed
+//! commits, fsync on every commit by default; no server process, no C toolchain).
+//!
+//! Tables
+//! - `registry`: pseudonym (u64) → registration record (opaque bytes defined by kgc).
+//!   A pseudonym is registered once; a different record for it is refused.
+//! - `store`: slot (u32) → this server's share of store record `slot`; always the full
+//!   fixed-capacity store of the last committed round.
+//! - `rounds`: round (u64) → the round's commit record (opaque: hashes, online count...).
+//! - `meta`: `committed_round` → the last committed round.
+//! - `pending_store`, `pending_meta` (`prepared_round`), `pending_round`: the effects of a
+//!   round that is computed here but not yet agreed by all three servers.
+//!
+//! A round's effects become visible in one write transaction ([`Db::commit`] or
+//! [`Db::commit_round`]): store, round record and committed marker change together or
+//! not at all. Two-phase use: [`Db::prepare`] (durable, before voting), then
+//! [`Db::commit`] when all three vote commit, or [`Db::abort`].
+
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::path::Path;
+
+const REGISTRY: TableDefinition<u64, &[u8]> = TableDefinition::new("registry");
+const STORE: TableDefinition<u32, &[u8]> = TableDefinition::new("store");
+const ROUNDS: TableDefinition<u64, &[u8]> = TableDefinition::new("rounds");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const PENDING_STORE: TableDefinition<u32, &[u8]> = TableDefinition::new("pending_store");
+const PENDING_ROUND: TableDefinition<u64, &[u8]> = TableDefinition::new("pending_round");
+const PENDING_META: TableDefinition<&str, u64> = TableDefinition::new("pending_meta");
+
+const COMMITTED: &str = "committed_round";
+const PREPARED: &str = "prepared_round";
+
+/// Database failures. All are fatal for the operation; none leaves partial effects.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DbError {
+    /// redb failed (I/O, corruption, ...).
+    #[error("database: {0}")]
+    Redb(String),
+    /// A round number that does not come after the committed one.
+    #[error("round {round} is not after the committed round {committed}")]
+    StaleRound {
+        /// The round given.
+        round: u64,
+        /// The last committed round.
+        committed: u64,
+    },
+    /// Commit or abort of a round that is not the prepared one.
+    #[error("round {round} is not prepared (prepared: {prepared:?})")]
+    NotPrepared {
+        /// The round given.
+        round: u64,
+        /// The prepared round, if any.
+        prepared: Option<u64>,
+    },
+    /// More store slots than a u32 index can name.
+    #[error("store of {0} records is too large")]
+    StoreTooLarge(usize),
+}
+
+macro_rules! redb_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for DbError {
+            fn from(e: $t) -> Self {
+                DbError::Redb(e.to_string())
+            }
+        }
+    )*};
+}
+redb_errors!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// What happened to a registration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Registered {
+    /// Newly stored.
+    New,
+    /// Already registered with this exact record (a retried registration).
+    Same,
+    /// Already registered with a different record: refused.
+    Conflict,
+}
+
+/// Everything one round changes at this server.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RoundEffects {
+    /// The round.
+    pub round: u64,
+    /// The full new store, slot by slot (this server's shares).
+    pub store: Vec<Vec<u8>>,
+    /// The round's commit record.
+    pub record: Vec<u8>,
+}
+
+impl std::fmt::Debug for RoundEffects {
+    // Store contents are secret shares: sizes only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoundEffects")
+            .field("round", &self.round)
+            .field("store_slots", &self.store.len())
+            .field("record_len", &self.record.len())
+            .finish()
+    }
+}
+
+/// The exchange server's database.
+#[derive(Debug)]
+pub struct Db {
+    inner: Database,
+}
+
+impl Db {
+    /// Opens (or creates) the database file; creates missing tables.
+    pub fn open(path: &Path) -> Result<Self, DbError> {
+        let inner = Database::create(path)?;
+        let tx = inner.begin_write()?;
+        {
+            tx.open_table(REGISTRY)?;
+            tx.open_table(STORE)?;
+            tx.open_table(ROUNDS)?;
+            tx.open_table(META)?;
+            tx.open_table(PENDING_STORE)?;
+            tx.open_table(PENDING_ROUND)?;
+            tx.open_table(PENDING_META)?;
+        }
+        tx.commit()?;
+        Ok(Db { inner })
+    }
+
+    /// Registers `pseudonym` with `record`, unless it is registered to something else.
+    pub fn register(&self, pseudonym: u64, record: &[u8]) -> Result<Registered, DbError> {
+        let tx = self.inner.begin_write()?;
+        let outcome = {
+            let mut t = tx.open_table(REGISTRY)?;
+            let existing = t.get(pseudonym)?.map(|v| v.value() == record);
+            match existing {
+                Some(true) => Registered::Same,
+                Some(false) => Registered::Conflict,
+                None => {
+                    t.insert(pseudonym, record)?;
+                    Registered::New
+                }
+            }
+        };
+        if outcome == Registered::New {
+            tx.commit()?;
+        } else {
+            tx.abort()?;
+        }
+        Ok(outcome)
+    }
+
+    /// The registration record of `pseudonym`.
+    pub fn registration(&self, pseudonym: u64) -> Result<Option<Vec<u8>>, DbError> {
+        let tx = self.inner.begin_read()?;
+        let t = tx.open_table(REGISTRY)?;
+        Ok(t.get(pseudonym)?.map(|v| v.value().to_vec()))
+    }
+
+    /// How many pseudonyms are registered.
+    pub fn registered_count(&self) -> Result<u64, DbError> {
+        let tx = self.inner.begin_read()?;
+        Ok(tx.open_table(REGISTRY)?.len()?)
+    }
+
+    /// Every registration, in pseudonym order (to load the registry at start).
+    pub fn registrations(&self) -> Result<Vec<(u64, Vec<u8>)>, DbError> {
+        let tx = self.inner.begin_read()?;
+        let t = tx.open_table(REGISTRY)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (k, v) = item?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The last committed round.
+    pub fn committed_round(&self) -> Result<Option<u64>, DbError> {
+        let tx = self.inner.begin_read()?;
+        Ok(tx.open_table(META)?.get(COMMITTED)?.map(|v| v.value()))
+    }
+
+    /// The round prepared but not yet committed or aborted (after a crash: ask the peers
+    /// whether it committed).
+    pub fn prepared_round(&self) -> Result<Option<u64>, DbError> {
+        let tx = self.inner.begin_read()?;
+        Ok(tx
+            .open_table(PENDING_META)?
+            .get(PREPARED)?
+            .map(|v| v.value()))
+    }
+
+    /// The committed store, slot by slot.
+    pub fn store(&self) -> Result<Vec<Vec<u8>>, DbError> {
+        let tx = self.inner.begin_read()?;
+        let t = tx.open_table(STORE)?;
+        let mut out = Vec::with_capacity(t.len()? as usize);
+        for item in t.iter()? {
+            let (_, v) = item?;
+            out.push(v.value().to_vec());
+        }
+        Ok(out)
+    }
+
+    /// The commit record of `round`.
+    pub fn round_record(&self, round: u64) -> Result<Option<Vec<u8>>, DbError> {
+        let tx = self.inner.begin_read()?;
+        Ok(tx
+            .open_table(ROUNDS)?
+            .get(round)?
+            .map(|v| v.value().to_vec()))
+    }
+
+    fn check_after_committed(
+        meta: &impl ReadableTable<&'static str, u64>,
+        round: u64,
+    ) -> Result<(), DbError> {
+        if let Some(committed) = meta.get(COMMITTED)?.map(|v| v.value()) {
+            if round <= committed {
+                return Err(DbError::StaleRound { round, committed });
+            }
+        }
+        Ok(())
+    }
+
+    /// Durably records `effects` as prepared (replacing an older prepared round), without
+    /// touching the committed state.
+    pub fn prepare(&self, effects: &RoundEffects) -> Result<(), DbError> {
+        if u32::try_from(effects.store.len()).is_err() {
+            return Err(DbError::StoreTooLarge(effects.store.len()));
+        }
+        let tx = self.inner.begin_write()?;
+        {
+            Self::check_after_committed(&tx.open_table(META)?, effects.round)?;
+            let mut ps = tx.open_table(PENDING_STORE)?;
+            ps.retain(|_, _| false)?;
+            for (i, blob) in effects.store.iter().enumerate() {
+                ps.insert(i as u32, blob.as_slice())?;
+            }
+            let mut pr = tx.open_table(PENDING_ROUND)?;
+            pr.retain(|_, _| false)?;
+            pr.insert(effects.round, effects.record.as_slice())?;
+            tx.open_table(PENDING_META)?
+                .insert(PREPARED, effects.round)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Makes the prepared `round` the committed state, in one transaction.
+    pub fn commit(&self, round: u64) -> Result<(), DbError> {
+        let tx = self.inner.begin_write()?;
+        {
+            let mut pm = tx.open_table(PENDING_META)?;
+            let prepared = pm.get(PREPARED)?.map(|v| v.value());
+            if prepared != Some(round) {
+                return Err(DbError::NotPrepared { round, prepared });
+            }
+            let mut meta = tx.open_table(META)?;
+            Self::check_after_committed(&meta, round)?;
+            let mut store = tx.open_table(STORE)?;
+            store.retain(|_, _| false)?;
+            let mut ps = tx.open_table(PENDING_STORE)?;
+            for item in ps.iter()? {
+                let (k, v) = item?;
+                store.insert(k.value(), v.value())?;
+            }
+            ps.retain(|_, _| false)?;
+            let mut pr = tx.open_table(PENDING_ROUND)?;
+            let record = pr
+                .remove(round)?
+                .map(|v| v.value().to_vec())
+                .unwrap_or_default();
+            tx.open_table(ROUNDS)?.insert(round, record.as_slice())?;
+            meta.insert(COMMITTED, round)?;
+            pm.remove(PREPARED)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Drops the prepared `round`; the committed state is unchanged.
+    pub fn abort(&self, round: u64) -> Result<(), DbError> {
+        let tx = self.inner.begin_write()?;
+        {
+            let mut pm = tx.open_table(PENDING_META)?;
+            let prepared = pm.get(PREPARED)?.map(|v| v.value());
+            if prepared != Some(round) {
+                return Err(DbError::NotPrepared { round, prepared });
+            }
+            tx.open_table(PENDING_STORE)?.retain(|_, _| false)?;
+            tx.open_table(PENDING_ROUND)?.retain(|_, _| false)?;
+            pm.remove(PREPARED)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Prepare and commit in one transaction (when agreement was reached before writing).
+    pub fn commit_round(&self, effects: &RoundEffects) -> Result<(), DbError> {
+        if u32::try_from(effects.store.len()).is_err() {
+            return Err(DbError::StoreTooLarge(effects.store.len()));
+        }
+        let tx = self.inner.begin_write()?;
+        {
+            let mut meta = tx.open_table(META)?;
+            Self::check_after_committed(&meta, effects.round)?;
+            let mut store = tx.open_table(STORE)?;
+            store.retain(|_, _| false)?;
+            for (i, blob) in effects.store.iter().enumerate() {
+                store.insert(i as u32, blob.as_slice())?;
+            }
+            tx.open_table(ROUNDS)?
+                .insert(effects.round, effects.record.as_slice())?;
+            meta.insert(COMMITTED, effects.round)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn effects(round: u64, fill: u8, slots: usize) -> RoundEffects {
+        RoundEffects {
+            round,
+            store: (0..slots).map(|i| vec![fill, i as u8, 0xee]).collect(),
+            record: vec![fill; 8],
+        }
+    }
+
+    #[test]
+    fn registry_refuses_to_reassign_a_pseudonym() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("x.redb")).unwrap();
+        assert_eq!(db.register(42, b"key-a").unwrap(), Registered::New);
+        assert_eq!(db.register(42, b"key-a").unwrap(), Registered::Same);
+        assert_eq!(db.register(42, b"key-b").unwrap(), Registered::Conflict);
+        assert_eq!(db.registration(42).unwrap().unwrap(), b"key-a");
+        assert_eq!(db.register(7, b"key-c").unwrap(), Registered::New);
+        assert_eq!(db.registered_count().unwrap(), 2);
+        assert_eq!(
+            db.registrations().unwrap(),
+            vec![(7, b"key-c".to_vec()), (42, b"key-a".to_vec())]
+        );
+    }
+
+    #[test]
+    fn prepared_rounds_are_invisible_until_committed_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.redb");
+        {
+            let db = Db::open(&path).unwrap();
+            db.commit_round(&effects(1, 1, 4)).unwrap();
+            db.prepare(&effects(2, 2, 3)).unwrap();
+            // Committed state is still round 1.
+            assert_eq!(db.committed_round().unwrap(), Some(1));
+            assert_eq!(db.store().unwrap(), effects(1, 1, 4).store);
+            assert_eq!(db.prepared_round().unwrap(), Some(2));
+        }
+        // As after a crash between prepare and commit.
+        let db = Db::open(&path).unwrap();
+        assert_eq!(db.committed_round().unwrap(), Some(1));
+        assert_eq!(db.prepared_round().unwrap(), Some(2));
+        assert!(matches!(db.commit(3), Err(DbError::NotPrepared { .. })));
+        db.commit(2).unwrap();
+        assert_eq!(db.committed_round().unwrap(), Some(2));
+        assert_eq!(db.prepared_round().unwrap(), None);
+        // The store shrank to the new round's three slots: nothing stale is left.
+        assert_eq!(db.store().unwrap(), effects(2, 2, 3).store);
+        assert_eq!(db.round_record(2).unwrap().unwrap(), vec![2; 8]);
+        assert_eq!(db.round_record(1).unwrap().unwrap(), vec![1; 8]);
+    }
+
+    #[test]
+    fn aborted_and_stale_rounds_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("x.redb")).unwrap();
+        db.commit_round(&effects(5, 5, 2)).unwrap();
+        db.prepare(&effects(6, 6, 2)).unwrap();
+        db.abort(6).unwrap();
+        assert_eq!(db.prepared_round().unwrap(), None);
+        assert_eq!(db.committed_round().unwrap(), Some(5));
+        assert_eq!(db.store().unwrap(), effects(5, 5, 2).store);
+        assert!(matches!(
+            db.prepare(&effects(5, 9, 2)),
+            Err(DbError::StaleRound {
+                round: 5,
+                committed: 5
+            })
+        ));
+        assert!(matches!(
+            db.commit_round(&effects(4, 9, 2)),
+            Err(DbError::StaleRound { .. })
+        ));
+        assert_eq!(db.store().unwrap(), effects(5, 5, 2).store);
+        assert_eq!(db.round_record(6).unwrap(), None);
+    }
+}

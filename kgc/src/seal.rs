@@ -28,7 +28,7 @@
 
 use core::fmt;
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand_core::CryptoRngCore;
 use sha3::digest::{ExtendableOutput, Update, XofReader};
@@ -195,24 +195,20 @@ impl LongTermKey {
         let mut nonce = [0u8; NONCE_BYTES];
         rng.fill_bytes(&mut nonce);
         let ad = associated_data(self, round, direction, &tag);
-        let ciphertext = cipher
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: share,
-                    aad: &ad,
-                },
-            )
+        // Encrypt in place inside the envelope buffer: one allocation, no copy.
+        let mut bytes = Vec::with_capacity(ENVELOPE_OVERHEAD + share.len());
+        bytes.push(VERSION);
+        bytes.extend_from_slice(&tag.0);
+        bytes.extend_from_slice(&nonce);
+        bytes.extend_from_slice(share);
+        let auth = cipher
+            .encrypt_in_place_detached(XNonce::from_slice(&nonce), &ad, &mut bytes[HEADER_BYTES..])
             .map_err(|_| KgcError::TooLarge {
                 what: "share",
                 len: share.len(),
                 max: MAX_SHARE_BYTES,
             })?;
-        let mut bytes = Vec::with_capacity(HEADER_BYTES + ciphertext.len());
-        bytes.push(VERSION);
-        bytes.extend_from_slice(&tag.0);
-        bytes.extend_from_slice(&nonce);
-        bytes.extend_from_slice(&ciphertext);
+        bytes.extend_from_slice(&auth);
         Ok(Envelope { bytes })
     }
 

@@ -360,7 +360,8 @@ impl FigureData {
                 SeriesLabelPosition::UpperRight,
             )?;
         } else {
-            let r_max = self.points.iter().map(|p| p.r_trace).fold(0.0, f64::max) * 1.1 + 1e-9;
+            // Headroom above the curves for the legend.
+            let r_max = self.points.iter().map(|p| p.r_trace).fold(0.0, f64::max) * 1.4 + 1e-9;
             self.panel(
                 &left,
                 &format!("Fig. {}: R_trace (Eq. 6), as in the paper", self.figure),

@@ -260,9 +260,9 @@ impl Party {
 
 /// Little-endian bytes of `words`.
 pub(crate) fn words_to_bytes(words: &[u64]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(words.len() * 8);
-    for w in words {
-        out.extend_from_slice(&w.to_le_bytes());
+    let mut out = vec![0u8; words.len() * 8];
+    for (c, w) in out.chunks_exact_mut(8).zip(words) {
+        c.copy_from_slice(&w.to_le_bytes());
     }
     out
 }

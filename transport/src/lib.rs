@@ -5,8 +5,11 @@
 //! ([`relay`]) and the exchange server's relay-facing port ([`relay_port`]).
 
 pub mod certs;
+pub mod client;
 pub mod db;
 pub mod listener;
 pub mod mpc;
+pub mod relay;
+pub mod relay_port;
 pub mod tls;
 pub mod wire;

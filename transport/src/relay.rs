@@ -1,0 +1,583 @@
+//! The entry relay (design §5, `docs/relay.md`): thin, and it keeps state for one round.
+//!
+//! Users connect over server-authenticated TLS and send [`SealedEnvelope`]s (round,
+//! target exchange server, opaque sealed bytes) and [`RegisterRequest`]s. The relay
+//! holds one *open* round, the one announced by the exchange servers: envelopes for it
+//! are collected per target server until its deadline. At the deadline each server's
+//! envelopes are shuffled (a fresh uniformly random permutation, so arrival order is not
+//! passed on), numbered `0..n` in shuffled order, and sent as one [`RelayBatch`] over
+//! mutual TLS. The relay remembers, for that round only, which user connection each slot
+//! came from, and routes the [`RelayOutputs`] back as [`OutputShare`]s. When the next
+//! round closes, anything left of the previous one is forgotten.
+//!
+//! A relay never sees a pseudonym: it is inside the sealed bytes, which only the target
+//! exchange server can open.
+
+use crate::listener::{self, Conn, Limits, ListenerStats, ShutdownRx};
+use crate::tls::{self, ClientAuth, Identity, Role};
+use crate::wire::{
+    self, BatchEntry, ErrorCode, ErrorNotice, MsgType, OutputShare, RegisterRequest,
+    RegisterResponse, RelayBatch, RelayOutputs, RelayRegisterRequest, RelayRegisterResponse,
+    RoundAnnounce, SealedEnvelope, WireError,
+};
+use rand::seq::SliceRandom;
+use rustls::RootCertStore;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+/// Frames queued for one user before further outputs to it are dropped.
+const USER_QUEUE: usize = 64;
+/// Frames queued for one exchange server while its link is down or slow.
+const UPSTREAM_QUEUE: usize = 1024;
+
+/// How a relay is set up.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// This relay's index `j` (certificate `entry-{j}.acs`).
+    pub index: u32,
+    /// The relay ports of exchange servers 0, 1, 2.
+    pub exchanges: [SocketAddr; 3],
+    /// This relay's certificate and key.
+    pub identity: Identity,
+    /// The deployment CA.
+    pub roots: Arc<RootCertStore>,
+    /// Limits of the user-facing listener (and timeouts of the exchange links).
+    pub limits: Limits,
+    /// Cap on envelopes per round per exchange server; more are refused (memory bound).
+    pub max_envelopes_per_round: usize,
+}
+
+/// Why the relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// TLS setup.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+type ConnId = u64;
+
+struct OpenRound {
+    announce: RoundAnnounce,
+    /// Per exchange server: (user connection, sealed bytes) in arrival order.
+    envelopes: [Vec<(ConnId, Vec<u8>)>; 3],
+    /// Which servers each connection already sent an envelope for (bit `l`).
+    sent: HashMap<ConnId, u8>,
+}
+
+struct State {
+    open: Option<OpenRound>,
+    /// The last round announced (opened), to ignore duplicates from the other servers.
+    last_round: Option<u64>,
+    /// Slot → user connection, per (round, server), for the most recently closed round.
+    inflight: HashMap<(u64, u8), Vec<ConnId>>,
+    users: HashMap<ConnId, mpsc::Sender<Vec<u8>>>,
+    next_conn: ConnId,
+    registrations: HashMap<(u8, u64), ConnId>,
+    next_request: u64,
+}
+
+/// Counters an operator (and the tests) can read.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    /// Envelopes accepted into a batch.
+    pub envelopes: std::sync::atomic::AtomicU64,
+    /// Batches sent upstream.
+    pub batches: std::sync::atomic::AtomicU64,
+    /// Output shares delivered to user connections.
+    pub outputs: std::sync::atomic::AtomicU64,
+    /// Output shares that could not be delivered (user gone or slow, unknown slot).
+    pub outputs_dropped: std::sync::atomic::AtomicU64,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    upstream: [mpsc::Sender<Vec<u8>>; 3],
+    stats: Arc<RelayStats>,
+    max_per_round: usize,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Poisoning means a panic mid-update of plain maps; the maps stay usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running relay.
+#[derive(Debug)]
+pub struct Relay {
+    /// Address users connect to.
+    pub user_addr: SocketAddr,
+    /// Outcomes of user connections.
+    pub listener_stats: Arc<ListenerStats>,
+    /// Traffic counters.
+    pub stats: Arc<RelayStats>,
+}
+
+fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Starts a relay: the user listener on `users`, and links to the three exchange servers
+/// (re-dialled with backoff while down). Runs until `shutdown`.
+pub fn start(
+    cfg: RelayConfig,
+    users: TcpListener,
+    shutdown: ShutdownRx,
+) -> Result<Relay, RelayError> {
+    let server = tls::server_config(&cfg.identity, ClientAuth::None)?;
+    let client = tls::client_config(cfg.roots.clone(), Some(&cfg.identity))?;
+    let user_addr = users
+        .local_addr()
+        .map_err(|e| RelayError::Tls(tls::TlsError::Handshake(e)))?;
+    let stats = Arc::new(RelayStats::default());
+    let mut up_rx = Vec::new();
+    let upstream = [0, 1, 2].map(|_| {
+        let (tx, rx) = mpsc::channel(UPSTREAM_QUEUE);
+        up_rx.push(rx);
+        tx
+    });
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            open: None,
+            last_round: None,
+            inflight: HashMap::new(),
+            users: HashMap::new(),
+            next_conn: 0,
+            registrations: HashMap::new(),
+            next_request: 0,
+        }),
+        upstream,
+        stats: stats.clone(),
+        max_per_round: cfg.max_envelopes_per_round,
+    });
+    let connector = TlsConnector::from(client);
+    for (l, rx) in up_rx.into_iter().enumerate() {
+        tokio::spawn(upstream_link(
+            l as u8,
+            cfg.exchanges[l],
+            connector.clone(),
+            cfg.limits,
+            rx,
+            shared.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let listener_stats = Arc::new(ListenerStats::default());
+    let limits = cfg.limits;
+    let sh = shared.clone();
+    tokio::spawn(listener::serve(
+        "entry",
+        users,
+        TlsAcceptor::from(server),
+        limits,
+        listener_stats.clone(),
+        shutdown,
+        move |conn, sd| serve_user(conn, sd, sh.clone(), limits),
+    ));
+    Ok(Relay {
+        user_addr,
+        listener_stats,
+        stats,
+    })
+}
+
+/// Keeps a mutual-TLS link to exchange server `l`: sends queued frames, handles
+/// announcements, outputs and registration answers.
+async fn upstream_link(
+    l: u8,
+    addr: SocketAddr,
+    connector: TlsConnector,
+    limits: Limits,
+    mut queue: mpsc::Receiver<Vec<u8>>,
+    shared: Arc<Shared>,
+    mut shutdown: ShutdownRx,
+) {
+    let name = Role::Exchange(l).server_name();
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let stream = tokio::select! {
+            s = listener::connect(&connector, addr, name.clone(), limits.handshake_timeout) => s,
+            _ = listener::shutdown_signalled(&mut shutdown) => return,
+        };
+        let stream = match stream {
+            Ok(s) => {
+                backoff = Duration::from_millis(50);
+                tracing::info!(server = l, %addr, "connected to exchange server");
+                s
+            }
+            Err(e) => {
+                tracing::warn!(server = l, %addr, error = %e, "exchange server unreachable; retrying in {backoff:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = listener::shutdown_signalled(&mut shutdown) => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let result: Result<(), WireError> = async {
+            loop {
+                tokio::select! {
+                    f = wire::read_frame(&mut rd, limits.frame_timeout) => {
+                        handle_upstream_frame(l, f?, &shared)?;
+                    }
+                    item = queue.recv() => match item {
+                        Some(bytes) => {
+                            wr.write_all(&bytes).await?;
+                            wr.flush().await?;
+                        }
+                        None => return Ok(()),
+                    },
+                    _ = listener::shutdown_signalled(&mut shutdown) => return Ok(()),
+                }
+            }
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                let _ = wr.shutdown().await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(server = l, error = %e, "link to exchange server lost");
+                wire::send_notice(&mut wr, &e).await;
+            }
+        }
+    }
+}
+
+fn handle_upstream_frame(l: u8, frame: wire::Frame, shared: &Arc<Shared>) -> Result<(), WireError> {
+    match frame.ty {
+        MsgType::RoundAnnounce => {
+            let a: RoundAnnounce = frame.decode()?;
+            open_round(shared, a);
+        }
+        MsgType::RelayOutputs => {
+            let outputs: RelayOutputs = frame.decode()?;
+            route_outputs(shared, l, outputs);
+        }
+        MsgType::RelayRegisterResponse => {
+            let r: RelayRegisterResponse = frame.decode()?;
+            let st = shared.lock();
+            let mut st = st;
+            if let Some(conn) = st.registrations.remove(&(l, r.request)) {
+                let msg = RegisterResponse {
+                    server: l,
+                    body: r.body,
+                };
+                if let (Some(tx), Ok(b)) = (st.users.get(&conn), wire::encode_frame(&msg)) {
+                    let _ = tx.try_send(b);
+                }
+            }
+        }
+        MsgType::ErrorNotice => {
+            frame.into_remote_error()?;
+        }
+        other => {
+            return Err(WireError::Unexpected {
+                got: other,
+                expected: "RoundAnnounce, RelayOutputs or RelayRegisterResponse",
+            })
+        }
+    }
+    Ok(())
+}
+
+/// Opens round `a.round` if it is new: closes the open round first, tells every user,
+/// and arms the deadline.
+fn open_round(shared: &Arc<Shared>, a: RoundAnnounce) {
+    {
+        let mut st = shared.lock();
+        if st.last_round.is_some_and(|r| a.round <= r) {
+            if let Some(open) = &st.open {
+                if open.announce.round == a.round && open.announce != a {
+                    tracing::warn!(
+                        round = a.round,
+                        "exchange servers announced different deadlines"
+                    );
+                }
+            }
+            return;
+        }
+        st.last_round = Some(a.round);
+    }
+    close_round(shared);
+    {
+        let mut st = shared.lock();
+        st.open = Some(OpenRound {
+            announce: a,
+            envelopes: Default::default(),
+            sent: HashMap::new(),
+        });
+        if let Ok(b) = wire::encode_frame(&a) {
+            for tx in st.users.values() {
+                let _ = tx.try_send(b.clone());
+            }
+        }
+    }
+    tracing::debug!(round = a.round, deadline = a.deadline_unix_ms, "round open");
+    let wait = Duration::from_millis(a.deadline_unix_ms.saturating_sub(now_unix_ms()));
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(wait).await;
+        let still_open = shared
+            .lock()
+            .open
+            .as_ref()
+            .is_some_and(|o| o.announce.round == a.round);
+        if still_open {
+            close_round(&shared);
+        }
+    });
+}
+
+/// Closes the open round: shuffle, number, send; remember slots for this round only.
+fn close_round(shared: &Arc<Shared>) {
+    let mut rng = rand::thread_rng();
+    let mut st = shared.lock();
+    let Some(open) = st.open.take() else {
+        return;
+    };
+    let round = open.announce.round;
+    st.inflight.clear();
+    for (l, mut envs) in open.envelopes.into_iter().enumerate() {
+        envs.shuffle(&mut rng);
+        let mut slots = Vec::with_capacity(envs.len());
+        let mut entries = Vec::with_capacity(envs.len());
+        for (slot, (conn, sealed)) in envs.into_iter().enumerate() {
+            slots.push(conn);
+            entries.push(BatchEntry {
+                slot: slot as u32,
+                sealed,
+            });
+        }
+        let n = entries.len();
+        let batch = RelayBatch { round, entries };
+        match wire::encode_frame(&batch) {
+            Ok(bytes) => {
+                if shared.upstream[l].try_send(bytes).is_err() {
+                    tracing::warn!(
+                        round,
+                        server = l,
+                        n,
+                        "exchange link backlogged; batch dropped"
+                    );
+                    continue;
+                }
+                shared
+                    .stats
+                    .batches
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                st.inflight.insert((round, l as u8), slots);
+                tracing::debug!(round, server = l, n, "batch forwarded");
+            }
+            Err(e) => tracing::error!(round, server = l, error = %e, "batch not encodable"),
+        }
+    }
+}
+
+fn route_outputs(shared: &Arc<Shared>, l: u8, outputs: RelayOutputs) {
+    let mut st = shared.lock();
+    let Some(slots) = st.inflight.remove(&(outputs.round, l)) else {
+        tracing::warn!(
+            round = outputs.round,
+            server = l,
+            "outputs for a round this relay no longer holds"
+        );
+        return;
+    };
+    let mut used = vec![false; slots.len()];
+    let (mut ok, mut dropped) = (0u64, 0u64);
+    for out in outputs.outputs {
+        let slot = out.slot as usize;
+        if slot >= slots.len() || std::mem::replace(&mut used[slot], true) {
+            dropped += 1;
+            continue;
+        }
+        let msg = OutputShare {
+            round: outputs.round,
+            server: l,
+            sealed: out.sealed,
+        };
+        let delivered = match (st.users.get(&slots[slot]), wire::encode_frame(&msg)) {
+            (Some(tx), Ok(b)) => tx.try_send(b).is_ok(),
+            _ => false,
+        };
+        if delivered {
+            ok += 1;
+        } else {
+            dropped += 1;
+        }
+    }
+    use std::sync::atomic::Ordering::Relaxed;
+    shared.stats.outputs.fetch_add(ok, Relaxed);
+    shared.stats.outputs_dropped.fetch_add(dropped, Relaxed);
+}
+
+/// What a user frame does to the relay.
+enum Accepted {
+    Ok,
+    /// Told to the user; the connection stays open (a late or early envelope is normal).
+    Notice(ErrorNotice),
+}
+
+fn submit(shared: &Arc<Shared>, conn: ConnId, env: SealedEnvelope) -> Result<Accepted, WireError> {
+    let server = wire::check_server(MsgType::SealedEnvelope, env.server)?.index();
+    let mut st = shared.lock();
+    let max = shared.max_per_round;
+    let Some(open) = st.open.as_mut().filter(|o| o.announce.round == env.round) else {
+        let open = st.open.as_ref().map(|o| o.announce.round);
+        return Ok(Accepted::Notice(ErrorNotice {
+            code: ErrorCode::RoundClosed,
+            message: format!("round {} is not open (open: {open:?})", env.round),
+        }));
+    };
+    let bit = 1u8 << server;
+    let sent = open.sent.entry(conn).or_insert(0);
+    if *sent & bit != 0 {
+        return Err(WireError::Invalid {
+            ty: MsgType::SealedEnvelope,
+            reason: format!(
+                "second envelope for exchange server {server} in round {}",
+                env.round
+            ),
+        });
+    }
+    if open.envelopes[server].len() >= max {
+        return Ok(Accepted::Notice(ErrorNotice {
+            code: ErrorCode::Unavailable,
+            message: format!("relay batch for server {server} is full this round"),
+        }));
+    }
+    *sent |= bit;
+    open.envelopes[server].push((conn, env.sealed));
+    shared
+        .stats
+        .envelopes
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(Accepted::Ok)
+}
+
+async fn serve_user(
+    conn: Conn,
+    mut shutdown: ShutdownRx,
+    shared: Arc<Shared>,
+    limits: Limits,
+) -> Result<(), WireError> {
+    let (mut rd, mut wr) = tokio::io::split(conn.stream);
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(USER_QUEUE);
+    let id = {
+        let mut st = shared.lock();
+        st.next_conn += 1;
+        let id = st.next_conn;
+        if let Some(open) = &st.open {
+            if let Ok(b) = wire::encode_frame(&open.announce) {
+                let _ = tx.try_send(b);
+            }
+        }
+        st.users.insert(id, tx.clone());
+        id
+    };
+    let writer = tokio::spawn(async move {
+        while let Some(b) = rx.recv().await {
+            if wr.write_all(&b).await.is_err() || wr.flush().await.is_err() {
+                return;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+
+    let result: Result<(), WireError> = async {
+        loop {
+            let frame = tokio::select! {
+                f = wire::read_frame(&mut rd, limits.frame_timeout) => match f {
+                    Err(WireError::Closed) => return Ok(()),
+                    f => f?,
+                },
+                _ = listener::shutdown_signalled(&mut shutdown) => return Ok(()),
+            };
+            match frame.ty {
+                MsgType::SealedEnvelope => {
+                    if let Accepted::Notice(n) = submit(&shared, id, frame.decode()?)? {
+                        if let Ok(b) = wire::encode_frame(&n) {
+                            let _ = tx.try_send(b);
+                        }
+                    }
+                }
+                MsgType::RegisterRequest => {
+                    let req: RegisterRequest = frame.decode()?;
+                    let server =
+                        wire::check_server(MsgType::RegisterRequest, req.server)?.index() as u8;
+                    let request = {
+                        let mut st = shared.lock();
+                        st.next_request += 1;
+                        let r = st.next_request;
+                        st.registrations.insert((server, r), id);
+                        r
+                    };
+                    let fwd = wire::encode_frame(&RelayRegisterRequest {
+                        request,
+                        body: req.body,
+                    })?;
+                    if shared.upstream[server as usize].try_send(fwd).is_err() {
+                        shared.lock().registrations.remove(&(server, request));
+                        let n = ErrorNotice {
+                            code: ErrorCode::Unavailable,
+                            message: format!("exchange server {server} link is backlogged"),
+                        };
+                        if let Ok(b) = wire::encode_frame(&n) {
+                            let _ = tx.try_send(b);
+                        }
+                    }
+                }
+                MsgType::ErrorNotice => {
+                    frame.into_remote_error()?;
+                }
+                other => {
+                    return Err(WireError::Unexpected {
+                        got: other,
+                        expected: "SealedEnvelope or RegisterRequest",
+                    })
+                }
+            }
+        }
+    }
+    .await;
+
+    {
+        let mut st = shared.lock();
+        st.users.remove(&id);
+        st.registrations.retain(|_, c| *c != id);
+    }
+    if let Err(e) = &result {
+        if let Some(code) = e.notice_code() {
+            if let Ok(b) = wire::encode_frame(&ErrorNotice {
+                code,
+                message: e.to_string(),
+            }) {
+                let _ = tx.try_send(b);
+            }
+        }
+    }
+    drop(tx);
+    let _ = tokio::time::timeout(limits.shutdown_grace, writer).await;
+    result
+}

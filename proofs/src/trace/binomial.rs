@@ -21,6 +21,20 @@ pub fn ln_choose(n: u64, k: u64) -> f64 {
     libm::lgamma(n + 1.0) - libm::lgamma(k + 1.0) - libm::lgamma(n - k + 1.0)
 }
 
+/// `C(n, k)` as a float: a direct product for `k ≤ 64` (exact while `n·C(n, k) < 2^53`,
+/// correctly rounded to a few ulps beyond), `exp(ln C)` above. 0 when `k > n`.
+pub fn choose(n: u64, k: u64) -> f64 {
+    if k > n {
+        return 0.0;
+    }
+    let k = k.min(n - k);
+    if k <= 64 {
+        // Multiply then divide: every partial product C(n, i+1) is an integer.
+        return (0..k).fold(1.0, |c, i| c * (n - i) as f64 / (i + 1) as f64);
+    }
+    ln_choose(n, k).exp()
+}
+
 /// `C(n, k) / C(m, k)` = probability that a uniformly random `k`-subset of an `m`-set
 /// falls entirely inside a fixed `n`-subset. Exact 0 when `k > n`.
 pub fn choose_ratio(n: u64, m: u64, k: u64) -> f64 {
@@ -178,6 +192,23 @@ mod tests {
         assert!((entropy_from(2, 0.5, 1, LogBase::Two) - 1.0).abs() < 1e-14);
         // In nats the same sum is 1.0 · ln 2.
         assert!((entropy_from(2, 0.5, 1, LogBase::E) - std::f64::consts::LN_2).abs() < 1e-14);
+    }
+
+    #[test]
+    fn choose_matches_exact_integers() {
+        // Exact while n·C(n, k) < 2^53 (n ≤ 50); a few ulps beyond.
+        for n in 0..=120u64 {
+            for k in 0..=n {
+                let exact = exact_choose(n, k) as f64;
+                let got = choose(n, k);
+                if n <= 50 {
+                    assert_eq!(got, exact, "n={n} k={k}");
+                } else {
+                    assert!((got / exact - 1.0).abs() < 1e-13, "n={n} k={k}");
+                }
+            }
+        }
+        assert_eq!(choose(3, 4), 0.0);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use serde::Serialize;
 
-use super::binomial::choose_ratio;
+use super::binomial::{choose, choose_ratio};
 use super::metrics::{degree_of_anonymity, expected_traced_fraction, median_rounds_until_traced};
 use super::Params;
 
@@ -101,29 +101,31 @@ pub struct AcsDesign {
 /// Rounds for which [`AcsDesign::global_observer_anonymity_set`] is reported.
 pub const OBSERVER_ROUNDS: u32 = 4;
 
-/// Expected size of a user's anonymity set against a coalition of `n'_x ≥ 2` exchange
-/// servers plus a global passive observer, after `rounds` rounds with fresh relay choices:
-/// `1 + (n - 1) / ((n_e)_(n'_x))^rounds`, `(n_e)_(k)` the falling factorial.
+/// Expected size of a user's anonymity set against a coalition of `k = n'_x ≥ 2` exchange
+/// servers plus a global passive observer (§3.1), no corrupted relay needed, after
+/// `rounds` rounds with fresh relay choices: `1 + (n - 1) · q^rounds`, where
+/// `q = C(n_e - k, 3 - k) / C(n_e, 3)`.
 ///
-/// The observer sees which relays each address sends to; a corrupted `MS_l` sees through
-/// which relay each pseudonym's envelope arrived (the relay–server link is authenticated
-/// TLS). A pseudonym is therefore consistent only with the addresses that used the same
-/// relays for the corrupted servers' shares, `(n_e)_(n'_x)` equally likely ordered choices
-/// per round, and the pseudonym is long-lived, so the rounds intersect. `None` for
-/// `n'_x < 2`, where the pseudonym graph stays hidden and the set is moot.
+/// The observer sees which 3 relays each address sends to (not which envelope goes to
+/// which server: TLS to the relay, equal sizes). A corrupted `MS_l` knows through which
+/// relay each pseudonym's envelope arrived (the relay–server link is authenticated). So a
+/// pseudonym whose envelopes reached the `k` corrupted servers through relays `R` can only
+/// belong to an address whose relay set contains `R`; another user's 3 distinct uniform
+/// relays contain a given `k`-set with probability `q`. Pseudonyms are long-lived, so the
+/// rounds intersect. `None` for `k < 2`, where the pseudonym graph stays hidden and the set
+/// is moot.
 pub fn observer_anonymity_set(
     users: u64,
     entries: u64,
     corrupt_exchanges: u64,
     rounds: u32,
 ) -> Option<f64> {
-    if corrupt_exchanges < ACS_THRESHOLD {
+    if corrupt_exchanges < ACS_THRESHOLD || entries < ACS_EXCHANGES {
         return None;
     }
-    let falling: f64 = (0..corrupt_exchanges)
-        .map(|i| entries.saturating_sub(i) as f64)
-        .product();
-    Some(1.0 + (users - 1) as f64 / falling.powi(rounds as i32))
+    let k = corrupt_exchanges.min(ACS_EXCHANGES);
+    let q = choose(entries - k, ACS_EXCHANGES - k) / choose(entries, ACS_EXCHANGES);
+    Some(1.0 + (users - 1) as f64 * q.powi(rounds as i32))
 }
 
 impl AcsDesign {
@@ -196,14 +198,17 @@ mod tests {
     #[test]
     fn acs_design_hand_computed() {
         // n_e = 10, n'_e = 5, n'_x = 2: p_link = 1 - C(5,2)/C(10,2) = 1 - 10/45 = 7/9,
-        // P = 49/81. Anonymity set vs a global observer: 1 + 999/(10·9) = 12.1 after one
-        // round, 1 + 999/90^2 = 1.12333… after two.
+        // P = 49/81. Anonymity set vs a global observer: q = C(8,1)/C(10,3) = 8/120 = 1/15,
+        // 1 + 999/15 = 67.6 after one round, 1 + 999/225 = 5.44 after two.
         let d = AcsDesign::new(&Params::new(1000, 10, 3, 5, 2, 3).unwrap()).unwrap();
         assert!(d.pseudonym_graph_exposed);
         assert!((d.p_address_link - 7.0 / 9.0).abs() < 1e-15);
         assert!((d.p_trace - 49.0 / 81.0).abs() < 1e-15);
-        assert!((d.global_observer_anonymity_set[0] - 12.1).abs() < 1e-12);
-        assert!((d.global_observer_anonymity_set[1] - (1.0 + 999.0 / 8100.0)).abs() < 1e-12);
+        assert!((d.global_observer_anonymity_set[0] - 67.6).abs() < 1e-12);
+        assert!((d.global_observer_anonymity_set[1] - 5.44).abs() < 1e-12);
+        // All three servers: q = 1/C(10,3) = 1/120, 1 + 999/120 = 9.325.
+        let d = AcsDesign::new(&Params::new(1000, 10, 3, 0, 3, 3).unwrap()).unwrap();
+        assert!((d.global_observer_anonymity_set[0] - 9.325).abs() < 1e-12);
         assert_eq!(
             d.global_observer_anonymity_set.len(),
             OBSERVER_ROUNDS as usize

@@ -4,6 +4,8 @@
 //! trial; a user counts as traced when the adversary holds every link from its address to
 //! its target's address. The empirical traced fraction is compared with the formula.
 
+use std::collections::HashMap;
+
 use rand::rngs::StdRng;
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
@@ -77,11 +79,16 @@ pub struct McResult {
 
 /// Rounds over which the global-observer intersection is simulated.
 pub const OBSERVER_CHECK_ROUNDS: u32 = 3;
+/// Trials (the first ones) on which it is simulated: it costs `3^rounds` table entries per
+/// user, far more than the tracing itself.
+pub const OBSERVER_CHECK_TRIALS: u64 = 200;
 
 /// Mean anonymity-set size after `rounds` rounds, simulated and by formula.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ObserverCheck {
     pub rounds: u32,
+    /// Trials it was simulated on.
+    pub trials: u64,
     pub formula: f64,
     /// Mean over trials and users of the number of users (the user included) whose relays
     /// for the corrupted servers' shares matched the user's in every round so far.
@@ -140,22 +147,28 @@ pub fn simulate(params: &Params, mechanism: Mechanism, trials: u64, seed: u64) -
     let mut corrupt_x = vec![false; nx];
     // Per user: bit 0 = address linked by an entry server, bit 1 = exchange link held.
     let mut state = vec![0u8; n];
-    // AcsDesign: per user, the relays used for the corrupted servers' shares so far, as
-    // base-n_e digits (exact; the check is skipped where they would not fit in a u128).
+    // AcsDesign: the global-observer check, on the first OBSERVER_CHECK_TRIALS trials.
+    // Keys are base-n_e digits in a u128 (exact; skipped where they would not fit).
     let digits = params.corrupt_exchanges as u32 * OBSERVER_CHECK_ROUNDS;
     let observe = mechanism == Mechanism::AcsDesign
         && params.corrupt_exchanges >= ACS_THRESHOLD
         && (params.entries as f64).powi(digits as i32) < 1e38;
-    let mut keys = vec![0u128; if observe { n } else { 0 }];
-    let mut sorted = Vec::with_capacity(keys.len());
+    let observed_trials = if observe {
+        trials.min(OBSERVER_CHECK_TRIALS)
+    } else {
+        0
+    };
+    // Relays of every user in every round, share l (to MS_l) at index l.
+    let mut relays_seen: Vec<[usize; 3]> = Vec::new();
     let mut sum_obs = [0.0f64; OBSERVER_CHECK_ROUNDS as usize];
 
     let (mut sum_f, mut sum_f2, mut sum_k, mut sum_k2, mut sum_d) = (0.0, 0.0, 0.0, 0.0, 0.0);
-    for _ in 0..trials {
+    for trial in 0..trials {
         corrupt(&mut rng, &mut corrupt_e, params.corrupt_entries as usize);
         corrupt(&mut rng, &mut corrupt_x, params.corrupt_exchanges as usize);
-        keys.iter_mut().for_each(|k| *k = 0);
-        for (u, s) in state.iter_mut().enumerate() {
+        let observing = trial < observed_trials;
+        relays_seen.clear();
+        for s in state.iter_mut() {
             *s = match mechanism {
                 Mechanism::Eq4Path => {
                     let e = corrupt_e[rng.gen_range(0..ne)];
@@ -175,8 +188,8 @@ pub fn simulate(params: &Params, mechanism: Mechanism, trials: u64, seed: u64) -
                         .iter()
                         .enumerate()
                         .any(|(l, &r)| corrupt_x[l] && corrupt_e[r]);
-                    if observe {
-                        keys[u] = push_digits(keys[u], relays, &corrupt_x, ne);
+                    if observing {
+                        relays_seen.push([relays[0], relays[1], relays[2]]);
                     }
                     u8::from(linked)
                 }
@@ -210,19 +223,16 @@ pub fn simulate(params: &Params, mechanism: Mechanism, trials: u64, seed: u64) -
         } else {
             0.0
         };
-        if observe {
-            for (r, sum) in sum_obs.iter_mut().enumerate() {
-                if r > 0 {
-                    // A further round: fresh relays, same adversary, same pseudonyms.
-                    for key in keys.iter_mut() {
-                        let relays = picker.pick(&mut rng, ne, nx);
-                        *key = push_digits(*key, relays, &corrupt_x, ne);
-                    }
+        if observing {
+            // Further rounds: fresh relays, same adversary, same pseudonyms.
+            for _ in 1..OBSERVER_CHECK_ROUNDS {
+                for _ in 0..n {
+                    let r = picker.pick(&mut rng, ne, nx);
+                    relays_seen.push([r[0], r[1], r[2]]);
                 }
-                sorted.clear();
-                sorted.extend_from_slice(&keys);
-                sorted.sort_unstable();
-                *sum += mean_class_size(&sorted);
+            }
+            for (r, sum) in sum_obs.iter_mut().enumerate() {
+                *sum += observer_set_size(&relays_seen, n, r + 1, &corrupt_x, ne);
             }
         }
     }
@@ -258,7 +268,8 @@ pub fn simulate(params: &Params, mechanism: Mechanism, trials: u64, seed: u64) -
                         r,
                     )
                     .unwrap_or(f64::NAN),
-                    empirical: sum_obs[r as usize - 1] / t,
+                    empirical: sum_obs[r as usize - 1] / observed_trials as f64,
+                    trials: observed_trials,
                 })
                 .collect()
         } else {
@@ -267,23 +278,57 @@ pub fn simulate(params: &Params, mechanism: Mechanism, trials: u64, seed: u64) -
     }
 }
 
-/// Appends the relays used for the corrupted exchange servers' shares to `key`.
-fn push_digits(mut key: u128, relays: &[usize], corrupt_x: &[bool], ne: usize) -> u128 {
-    for (l, &r) in relays.iter().enumerate() {
-        if corrupt_x[l] {
-            key = key * ne as u128 + r as u128;
+/// Mean over users (pseudonyms) of the number of users whose observed relay sets, in each
+/// of the first `rounds` rounds, contain the relays through which the pseudonym's envelopes
+/// reached the corrupted servers. `relays[round * n + u]` are user `u`'s relays, by server.
+fn observer_set_size(
+    relays: &[[usize; 3]],
+    n: usize,
+    rounds: usize,
+    corrupt_x: &[bool],
+    ne: usize,
+) -> f64 {
+    let corrupted: Vec<usize> = (0..3).filter(|&l| corrupt_x[l]).collect();
+    let k = corrupted.len();
+    // Every k-subset of {0, 1, 2}, as positions.
+    let subsets: Vec<Vec<usize>> = (0u32..8)
+        .filter(|m| m.count_ones() as usize == k)
+        .map(|m| (0..3).filter(|&i| m & (1 << i) != 0).collect())
+        .collect();
+    let digits = |key: u128, picked: &mut Vec<usize>| -> u128 {
+        picked.sort_unstable();
+        picked
+            .iter()
+            .fold(key, |acc, &r| acc * ne as u128 + r as u128)
+    };
+    // How many users' relay sets contain each possible observed pattern over the rounds.
+    let mut counts: HashMap<u128, u32> = HashMap::new();
+    let mut picked = Vec::with_capacity(3);
+    let combos = subsets.len().pow(rounds as u32);
+    for u in 0..n {
+        for mut c in 0..combos {
+            let mut key = 0u128;
+            for round in 0..rounds {
+                let set = &relays[round * n + u];
+                picked.clear();
+                picked.extend(subsets[c % subsets.len()].iter().map(|&i| set[i]));
+                c /= subsets.len();
+                key = digits(key, &mut picked);
+            }
+            *counts.entry(key).or_default() += 1;
         }
     }
-    key
-}
-
-/// Mean over users of the size of the class of equal keys they are in: `Σ c² / n`.
-fn mean_class_size(sorted: &[u128]) -> f64 {
     let mut total = 0.0;
-    for run in sorted.chunk_by(|a, b| a == b) {
-        total += (run.len() * run.len()) as f64;
+    for u in 0..n {
+        let mut key = 0u128;
+        for round in 0..rounds {
+            picked.clear();
+            picked.extend(corrupted.iter().map(|&l| relays[round * n + u][l]));
+            key = digits(key, &mut picked);
+        }
+        total += f64::from(counts.get(&key).copied().unwrap_or(0));
     }
-    total / sorted.len() as f64
+    total / n as f64
 }
 
 /// Marks a fresh uniformly random `k`-subset of `flags` true.

@@ -14,8 +14,12 @@ fn agreement(c: &mut Criterion) {
     let alice = UserIdentity::from_seed([2; 32]).unwrap().pseudonym();
     let secret = kgc.extract(alice);
     let mut group = c.benchmark_group("kgc");
-    group.bench_function("extract_user_key", |b| b.iter(|| kgc.extract(black_box(alice))));
-    group.bench_function("agree_server_side", |b| b.iter(|| kgc.agree(black_box(alice))));
+    group.bench_function("extract_user_key", |b| {
+        b.iter(|| kgc.extract(black_box(alice)))
+    });
+    group.bench_function("agree_server_side", |b| {
+        b.iter(|| kgc.agree(black_box(alice)))
+    });
     group.bench_function("agree_user_side", |b| b.iter(|| black_box(&secret).agree()));
     group.finish();
 }
@@ -53,9 +57,14 @@ fn seal_open(c: &mut Criterion) {
         let share = vec![0xa5u8; size];
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_with_input(BenchmarkId::new("seal", size), &share, |b, share| {
-            b.iter(|| key.seal(7, Direction::UserToServer, share, &mut rng).unwrap())
+            b.iter(|| {
+                key.seal(7, Direction::UserToServer, share, &mut rng)
+                    .unwrap()
+            })
         });
-        let envelope = key.seal(7, Direction::UserToServer, &share, &mut rng).unwrap();
+        let envelope = key
+            .seal(7, Direction::UserToServer, &share, &mut rng)
+            .unwrap();
         group.bench_with_input(BenchmarkId::new("open", size), &envelope, |b, envelope| {
             b.iter(|| key.open(7, Direction::UserToServer, envelope).unwrap())
         });

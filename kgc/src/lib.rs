@@ -40,7 +40,7 @@
 //! let mut rng = rand_core::OsRng;
 //! let me = UserIdentity::generate(&mut rng);
 //! let server = SignedDescriptor::from_bytes_pinned(descriptor_bytes, &pin)?;
-//! let (pending, request) = me.register(server.descriptor(), now, &mut rng)?;
+//! let (pending, request) = me.register(&server, now, &mut rng)?;
 //! // send request.as_bytes() through an entry relay; receive the response
 //! let secret = pending.finish(&RegistrationResponse::from_bytes(response_bytes)?)?;
 //! let key = secret.agree(); // one pairing; cache it

@@ -41,7 +41,7 @@ use sha3::{Digest, Sha3_256};
 use x25519_dalek::{PublicKey as X25519Public, SharedSecret, StaticSecret};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::descriptor::ServerDescriptor;
+use crate::descriptor::{ServerDescriptor, SignedDescriptor};
 use crate::error::{malformed, KgcError, Result};
 use crate::ids::{ServerPseudonym, UserPseudonym};
 use crate::sok::{MasterPublicKey, UserSecretKey};
@@ -103,13 +103,16 @@ impl UserIdentity {
     }
 
     /// Builds a registration request for `server` at time `now` (Unix seconds). Keep the
-    /// returned [`PendingRegistration`] to open the answer.
+    /// returned [`PendingRegistration`] to open the answer. Taking a [`SignedDescriptor`]
+    /// (which exists only verified) makes registering with an unchecked descriptor a
+    /// compile error; pin it with [`SignedDescriptor::from_bytes_pinned`].
     pub fn register(
         &self,
-        server: &ServerDescriptor,
+        server: &SignedDescriptor,
         now: u64,
         rng: &mut impl CryptoRngCore,
     ) -> Result<(PendingRegistration, RegistrationRequest)> {
+        let server = server.descriptor();
         let ephemeral = StaticSecret::random_from_rng(&mut *rng);
         let ephemeral_public = X25519Public::from(&ephemeral);
         let signature = self.signing.sign(&pop_message(

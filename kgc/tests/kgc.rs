@@ -31,7 +31,7 @@ fn user(n: u8) -> UserIdentity {
 /// Registers `who` at `kgc`, returning the user's secret key.
 fn register(kgc: &Kgc, registry: &mut Registry, who: &UserIdentity) -> Result<UserSecretKey> {
     let descriptor = kgc.descriptor([9; 32], NOW);
-    let (pending, request) = who.register(descriptor.descriptor(), NOW, &mut rng(5))?;
+    let (pending, request) = who.register(&descriptor, NOW, &mut rng(5))?;
     let registered = kgc.register(registry, &request, NOW + 1, &mut rng(6))?;
     assert_eq!(registered.user, who.pseudonym());
     pending.finish(&registered.response)
@@ -282,9 +282,7 @@ fn relays_see_neither_pseudonym_nor_keys() {
     let (a, _) = servers();
     let alice = user(21);
     let descriptor = a.descriptor([9; 32], NOW);
-    let (pending, request) = alice
-        .register(descriptor.descriptor(), NOW, &mut rng(5))
-        .unwrap();
+    let (pending, request) = alice.register(&descriptor, NOW, &mut rng(5)).unwrap();
     let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
     assert!(!contains(request.as_bytes(), &alice.pseudonym().to_bytes()));
     assert!(!contains(request.as_bytes(), alice.public_key().as_bytes()));
@@ -308,9 +306,7 @@ fn repeat_registration_under_the_same_key_is_idempotent() {
     let mut registry = Registry::new(a.server());
     let first = register(a, &mut registry, &alice).unwrap();
     let descriptor = a.descriptor([9; 32], NOW);
-    let (pending, request) = alice
-        .register(descriptor.descriptor(), NOW + 50, &mut rng(7))
-        .unwrap();
+    let (pending, request) = alice.register(&descriptor, NOW + 50, &mut rng(7)).unwrap();
     let again = a
         .register(&mut registry, &request, NOW + 60, &mut rng(8))
         .unwrap();
@@ -359,22 +355,14 @@ fn stale_and_future_requests_are_refused() {
     let descriptor = a.descriptor([9; 32], NOW);
     let mut registry = Registry::new(a.server());
     let (_, old) = alice
-        .register(
-            descriptor.descriptor(),
-            NOW - REGISTRATION_WINDOW_SECS - 1,
-            &mut rng(1),
-        )
+        .register(&descriptor, NOW - REGISTRATION_WINDOW_SECS - 1, &mut rng(1))
         .unwrap();
     assert!(matches!(
         a.register(&mut registry, &old, NOW, &mut rng(2)),
         Err(KgcError::StaleRequest { .. })
     ));
     let (_, future) = alice
-        .register(
-            descriptor.descriptor(),
-            NOW + REGISTRATION_WINDOW_SECS + 1,
-            &mut rng(3),
-        )
+        .register(&descriptor, NOW + REGISTRATION_WINDOW_SECS + 1, &mut rng(3))
         .unwrap();
     assert!(matches!(
         a.register(&mut registry, &future, NOW, &mut rng(4)),
@@ -382,11 +370,7 @@ fn stale_and_future_requests_are_refused() {
     ));
     // At the edge of the window it is accepted.
     let (_, edge) = alice
-        .register(
-            descriptor.descriptor(),
-            NOW - REGISTRATION_WINDOW_SECS,
-            &mut rng(5),
-        )
+        .register(&descriptor, NOW - REGISTRATION_WINDOW_SECS, &mut rng(5))
         .unwrap();
     a.register(&mut registry, &edge, NOW, &mut rng(6)).unwrap();
     // A replay after the window has passed is refused.
@@ -401,9 +385,7 @@ fn misrouted_or_tampered_requests_are_refused() {
     let (a, b) = servers();
     let alice = user(26);
     let descriptor = a.descriptor([9; 32], NOW);
-    let (_, request) = alice
-        .register(descriptor.descriptor(), NOW, &mut rng(1))
-        .unwrap();
+    let (_, request) = alice.register(&descriptor, NOW, &mut rng(1)).unwrap();
     let mut registry_b = Registry::new(b.server());
     assert!(matches!(
         b.register(&mut registry_b, &request, NOW, &mut rng(2)),
@@ -443,12 +425,8 @@ fn responses_open_only_for_their_request() {
     let alice = user(27);
     let descriptor = a.descriptor([9; 32], NOW);
     let mut registry = Registry::new(a.server());
-    let (pending1, request1) = alice
-        .register(descriptor.descriptor(), NOW, &mut rng(1))
-        .unwrap();
-    let (pending2, _request2) = alice
-        .register(descriptor.descriptor(), NOW, &mut rng(2))
-        .unwrap();
+    let (pending1, request1) = alice.register(&descriptor, NOW, &mut rng(1)).unwrap();
+    let (pending2, _request2) = alice.register(&descriptor, NOW, &mut rng(2)).unwrap();
     let response1 = a
         .register(&mut registry, &request1, NOW, &mut rng(3))
         .unwrap()
@@ -460,9 +438,7 @@ fn responses_open_only_for_their_request() {
     ));
     // Tampering is detected.
     for i in 8..acs_kgc::RESPONSE_BYTES {
-        let (pending, request) = alice
-            .register(descriptor.descriptor(), NOW, &mut rng(10))
-            .unwrap();
+        let (pending, request) = alice.register(&descriptor, NOW, &mut rng(10)).unwrap();
         let response = a
             .register(&mut registry, &request, NOW, &mut rng(11))
             .unwrap()
@@ -478,9 +454,7 @@ fn responses_open_only_for_their_request() {
     }
     // A response made by another server for the same user does not open either.
     let b_descriptor = b.descriptor([9; 32], NOW);
-    let (_, request_b) = alice
-        .register(b_descriptor.descriptor(), NOW, &mut rng(4))
-        .unwrap();
+    let (_, request_b) = alice.register(&b_descriptor, NOW, &mut rng(4)).unwrap();
     let mut registry_b = Registry::new(b.server());
     let response_b = b
         .register(&mut registry_b, &request_b, NOW, &mut rng(5))
@@ -772,9 +746,7 @@ fn debug_output_shows_no_secrets() {
     assert!(!leaks(&entry_debug, &key_bytes[..]), "{entry_debug}");
 
     let descriptor = kgc.descriptor([1; 32], NOW);
-    let (pending, request) = alice
-        .register(descriptor.descriptor(), NOW, &mut rng(1))
-        .unwrap();
+    let (pending, request) = alice.register(&descriptor, NOW, &mut rng(1)).unwrap();
     let pending_debug = format!("{pending:?} {request:?}");
     assert!(!leaks(&pending_debug, &seed) && !leaks(&pending_debug, &[0x3cu8; 32]));
     assert!(!pending_debug.contains("ephemeral"), "{pending_debug}");

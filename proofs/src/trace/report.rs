@@ -240,8 +240,8 @@ impl Report {
                 for o in &r.global_observer {
                     let _ = writeln!(
                         s,
-                        "  global observer, {} round(s): anonymity set {:.4} simulated, {:.4} by formula",
-                        o.rounds, o.empirical, o.formula
+                        "  global observer, {} round(s): anonymity set {:.4} simulated ({} trials), {:.4} by formula",
+                        o.rounds, o.empirical, o.trials, o.formula
                     );
                 }
             }

@@ -799,3 +799,65 @@ fn decoders_never_panic_on_garbage() {
         assert!(RegistryEntry::from_bytes(a.server(), &e).is_err());
     }
 }
+
+// ---------------------------------------------------------------- a whole round
+
+/// Two users register at three servers, then run one round: each user seals one share per
+/// server, each server finds the sender by tag, opens, and answers; each user opens the
+/// answers. Envelopes for one server are useless at the others.
+#[test]
+fn three_servers_one_round() {
+    let servers: Vec<Kgc> = (0..3u8)
+        .map(|l| Kgc::new(MasterSecret::from_seed([40 + l; 32])))
+        .collect();
+    let mut registries: Vec<Registry> = servers.iter().map(|k| Registry::new(k.server())).collect();
+    let users = [user(50), user(51)];
+    // keys[u][l]: user u's cached long-term key with server l.
+    let keys: Vec<Vec<LongTermKey>> = users
+        .iter()
+        .map(|who| {
+            servers
+                .iter()
+                .zip(registries.iter_mut())
+                .map(|(kgc, registry)| register(kgc, registry, who).unwrap().agree())
+                .collect()
+        })
+        .collect();
+    let round = 9;
+    let mut r = rng(3);
+    for (l, (kgc, registry)) in servers.iter().zip(&registries).enumerate() {
+        let index = registry.tag_index(round, Direction::UserToServer);
+        for (u, who) in users.iter().enumerate() {
+            let share = [u as u8, l as u8, 0xee];
+            let envelope = keys[u][l]
+                .seal(round, Direction::UserToServer, &share, &mut r)
+                .unwrap();
+            let sender = index.lookup(&envelope.tag()).unwrap();
+            assert_eq!(sender, who.pseudonym());
+            let key = registry.long_term_key(sender).unwrap();
+            assert_eq!(
+                key.open(round, Direction::UserToServer, &envelope).unwrap(),
+                share
+            );
+            let answer = key
+                .seal(round, Direction::ServerToUser, &[l as u8], &mut r)
+                .unwrap();
+            assert_eq!(
+                keys[u][l]
+                    .open(round, Direction::ServerToUser, &answer)
+                    .unwrap(),
+                [l as u8]
+            );
+            // The same envelope means nothing to the other servers.
+            for (m, other) in registries.iter().enumerate().filter(|(m, _)| *m != l) {
+                let other_index = other.tag_index(round, Direction::UserToServer);
+                assert_eq!(other_index.lookup(&envelope.tag()), None, "server {m}");
+                let other_key = other.long_term_key(who.pseudonym()).unwrap();
+                assert!(other_key
+                    .open(round, Direction::UserToServer, &envelope)
+                    .is_err());
+            }
+            assert_eq!(registry.server(), kgc.server());
+        }
+    }
+}

@@ -6,6 +6,7 @@
 
 pub mod certs;
 pub mod client;
+pub mod config;
 pub mod db;
 pub mod listener;
 pub mod mpc;

@@ -1,22 +1,143 @@
 //! The `acs` command.
 
+use acs_transport::{certs, config::EntryFile, relay};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use tokio::sync::watch;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "acs",
+    version,
+    about = "ACS: anti-tracking messaging over a three-party secure computation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Make a development CA and the certificates of a deployment.
+    Certs {
+        /// Output directory (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Exchange servers (ACS runs exactly three).
+        #[arg(long, default_value_t = 3)]
+        exchanges: u8,
+        /// Entry relays.
+        #[arg(long, default_value_t = 1)]
+        entries: u32,
+    },
+    /// Run an entry relay.
+    Entry {
+        /// Configuration file (TOML; see docs/operators.md).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// The networked demo (not built yet).
+    Demo {
+        /// Options of the demo-to-be; ignored for now.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("demo") => {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Certs {
+            out,
+            exchanges,
+            entries,
+        } => {
+            if exchanges != 3 {
+                eprintln!("acs certs: ACS runs exactly three exchange servers (got --exchanges {exchanges})");
+                return ExitCode::from(2);
+            }
+            let result = certs::generate(&certs::deployment_roles(exchanges, entries))
+                .and_then(|pki| certs::write(&pki, &out));
+            match result {
+                Ok(files) => {
+                    for f in files {
+                        println!("{}", f.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("acs certs: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Entry { config } => {
+            init_logging();
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("acs entry: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(run_entry(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Demo { .. } => {
             eprintln!(
-                "acs demo: the networked system (exchange servers, entry relays, clients over TLS) \
-                 is not built yet; it arrives with the transport issue. \
+                "acs demo: not built yet. The networked demo needs the exchange server \
+                 (engine round + kgc registration over the transport), which is still being \
+                 built; the framing, TLS, MPC channels, database and entry relay are in place. \
                  Meanwhile `cargo run --release -p acs-benches --bin acs-bench -- sort --n 65536` \
                  runs the three-party engine."
             );
             ExitCode::from(2)
         }
-        _ => {
-            eprintln!("usage: acs demo");
-            ExitCode::from(2)
+    }
+}
+
+async fn run_entry(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
+    let file = EntryFile::load(&path)?;
+    let cfg = file.relay_config()?;
+    let listener = tokio::net::TcpListener::bind(file.listen).await?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let relay = relay::start(cfg, listener, shutdown_rx)?;
+    tracing::info!(index = file.index, addr = %relay.user_addr, "entry relay listening");
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    let _ = relay.listener_task.await;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn wait_for_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
         }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
     }
 }

@@ -59,6 +59,9 @@ pub enum RelayError {
     /// TLS setup.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// The user listener's socket.
+    #[error("user listener: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 type ConnId = u64;
@@ -125,6 +128,8 @@ pub struct Relay {
     pub listener_stats: Arc<ListenerStats>,
     /// Traffic counters.
     pub stats: Arc<RelayStats>,
+    /// The user listener; finishes after shutdown once open connections have drained.
+    pub listener_task: tokio::task::JoinHandle<()>,
 }
 
 fn now_unix_ms() -> u64 {
@@ -143,9 +148,7 @@ pub fn start(
 ) -> Result<Relay, RelayError> {
     let server = tls::server_config(&cfg.identity, ClientAuth::None)?;
     let client = tls::client_config(cfg.roots.clone(), Some(&cfg.identity))?;
-    let user_addr = users
-        .local_addr()
-        .map_err(|e| RelayError::Tls(tls::TlsError::Handshake(e)))?;
+    let user_addr = users.local_addr()?;
     let stats = Arc::new(RelayStats::default());
     let mut up_rx = Vec::new();
     let upstream = [0, 1, 2].map(|_| {
@@ -182,7 +185,7 @@ pub fn start(
     let listener_stats = Arc::new(ListenerStats::default());
     let limits = cfg.limits;
     let sh = shared.clone();
-    tokio::spawn(listener::serve(
+    let listener_task = tokio::spawn(listener::serve(
         "entry",
         users,
         TlsAcceptor::from(server),
@@ -195,6 +198,7 @@ pub fn start(
         user_addr,
         listener_stats,
         stats,
+        listener_task,
     })
 }
 
@@ -223,7 +227,12 @@ async fn upstream_link(
                 s
             }
             Err(e) => {
-                tracing::warn!(server = l, %addr, error = %e, "exchange server unreachable; retrying in {backoff:?}");
+                // Loud once per outage, quiet while retrying.
+                if backoff == Duration::from_millis(50) {
+                    tracing::warn!(server = l, %addr, error = %e, "exchange server unreachable; retrying");
+                } else {
+                    tracing::debug!(server = l, %addr, error = %e, "exchange server still unreachable; retrying in {backoff:?}");
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = listener::shutdown_signalled(&mut shutdown) => return,

@@ -44,6 +44,9 @@ pub enum TlsError {
         /// Why it failed.
         reason: String,
     },
+    /// The TCP connection could not be made.
+    #[error("connecting: {0}")]
+    Connect(std::io::Error),
     /// The TLS handshake failed.
     #[error("TLS handshake: {0}")]
     Handshake(std::io::Error),

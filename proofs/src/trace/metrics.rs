@@ -39,7 +39,7 @@ pub fn median_rounds_until_traced(p: f64) -> Option<u64> {
 }
 
 /// Expected degree of anonymity of a sender, after Díaz, Seys, Claessens and Preneel,
-/// "Towards measuring anonymity" (PET 2002, the paper's ref. [38]):
+/// "Towards measuring anonymity" (PET 2002, the paper's ref. 38):
 /// `d = H(X) / H_M`, where `H(X)` is the entropy of the adversary's probability
 /// distribution over which of the `N = n` users sent a given message and `H_M = log N`
 /// its maximum. `d` does not depend on the log base.

@@ -25,7 +25,7 @@ pub mod report;
 use serde::Serialize;
 
 /// Base of the logarithms in Eq. 3 and Eq. 6. The paper never says; we default to 2
-/// (bits), the base of Díaz et al. [38] and Serjantov–Danezis [37], which the paper cites
+/// (bits), the base of Díaz et al. (ref. 38) and Serjantov–Danezis (ref. 37), which the paper cites
 /// for the method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogBase {

@@ -80,42 +80,69 @@ pub fn pmf(n: u64, p: f64, k: u64) -> f64 {
     ln_pmf(n, p, k).exp()
 }
 
+/// Below this, `exp(ln P)` is 0 in `f64`: such terms contribute nothing to any sum here.
+const LN_UNDERFLOW: f64 = -745.2;
+
+/// Calls `visit(k, ln P{X=k})` for every `k` in `from..=n` whose probability is
+/// representable, and for no other.
+///
+/// The binomial pmf is log-concave, so it decreases monotonically away from its mode: we
+/// walk outwards from the mode and stop on each side at the first term that underflows.
+/// The result is the same as a sum over all `k` (the skipped terms are exact zeros in
+/// `f64`) at a cost of O(σ) instead of O(n): about 40σ terms in all.
+fn for_each_significant(n: u64, p: f64, from: u64, mut visit: impl FnMut(u64, f64)) {
+    // floor((n + 1) p) is a mode; clamp for p = 1 and rounding.
+    let mode = (((n + 1) as f64 * p).floor() as u64).min(n);
+    let start = mode.max(from);
+    for k in start..=n {
+        let l = ln_pmf(n, p, k);
+        if l < LN_UNDERFLOW {
+            break;
+        }
+        visit(k, l);
+    }
+    for k in (from..start).rev() {
+        let l = ln_pmf(n, p, k);
+        if l < LN_UNDERFLOW {
+            break;
+        }
+        visit(k, l);
+    }
+}
+
+/// Kahan summation: up to millions of terms of very different sizes.
+#[derive(Default)]
+struct Kahan {
+    sum: f64,
+    comp: f64,
+}
+
+impl Kahan {
+    fn add(&mut self, x: f64) {
+        let y = x - self.comp;
+        let t = self.sum + y;
+        self.comp = (t - self.sum) - y;
+        self.sum = t;
+    }
+}
+
 /// `-Σ_{k=from}^{n} P{X=k} log P{X=k}` for `X ~ Binomial(n, p)`, in `base`.
 ///
 /// `from = 1` is Eq. 6 as printed; `from = 0` is the full Shannon entropy (Eq. 3) of the
 /// binomial. Each term is `-exp(l)·l` with `l = ln P`, so a term never sees `0·log 0`.
 pub fn entropy_from(n: u64, p: f64, from: u64, base: LogBase) -> f64 {
-    let mut sum = 0.0f64;
-    let mut comp = 0.0f64; // Kahan: 10^6 terms of mixed size
-    for k in from..=n {
-        let l = ln_pmf(n, p, k);
-        if l == f64::NEG_INFINITY || l < -745.0 {
-            continue;
-        }
-        let term = -l.exp() * l - comp;
-        let t = sum + term;
-        comp = (t - sum) - term;
-        sum = t;
-    }
+    let mut acc = Kahan::default();
+    for_each_significant(n, p, from, |_, l| acc.add(-l.exp() * l));
     // Rounding can leave -0.0 or a -1e-17 for point masses.
-    base.from_nats(sum.max(0.0))
+    base.from_nats(acc.sum.max(0.0))
 }
 
-/// `E[f(X)]` for `X ~ Binomial(n, p)`, summing only where the pmf is representable.
+/// `E[f(X)]` for `X ~ Binomial(n, p)`, `f` of moderate size (terms with `P{X=k}` below
+/// `e^-745` are dropped).
 pub fn expect(n: u64, p: f64, mut f: impl FnMut(u64) -> f64) -> f64 {
-    let mut sum = 0.0f64;
-    let mut comp = 0.0f64;
-    for k in 0..=n {
-        let l = ln_pmf(n, p, k);
-        if l < -745.0 {
-            continue;
-        }
-        let term = l.exp() * f(k) - comp;
-        let t = sum + term;
-        comp = (t - sum) - term;
-        sum = t;
-    }
-    sum
+    let mut acc = Kahan::default();
+    for_each_significant(n, p, 0, |k, l| acc.add(l.exp() * f(k)));
+    acc.sum
 }
 
 #[cfg(test)]
@@ -160,6 +187,35 @@ mod tests {
         assert_eq!(pmf(7, 0.0, 1), 0.0);
         assert_eq!(pmf(7, 1.0, 7), 1.0);
         assert_eq!(pmf(7, 1.0, 6), 0.0);
+    }
+
+    #[test]
+    fn windowed_sums_equal_full_sums() {
+        // The walk from the mode must visit exactly the representable terms.
+        for &(n, p) in &[
+            (0u64, 0.3),
+            (1, 0.5),
+            (50, 0.001),
+            (1000, 0.002),
+            (1000, 0.81),
+            (1000, 0.999),
+            (5000, 0.5),
+        ] {
+            for from in [0u64, 1] {
+                let mut full = 0.0;
+                for k in from..=n {
+                    let l = ln_pmf(n, p, k);
+                    if l >= LN_UNDERFLOW {
+                        full += -l.exp() * l;
+                    }
+                }
+                let got = entropy_from(n, p, from, LogBase::E);
+                assert!(
+                    (got - full.max(0.0)).abs() < 1e-12,
+                    "n={n} p={p} from={from}: {got} vs {full}"
+                );
+            }
+        }
     }
 
     #[test]

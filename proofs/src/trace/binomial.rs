@@ -76,6 +76,10 @@ pub fn ln_pmf(n: u64, p: f64, k: u64) -> f64 {
 }
 
 /// `P{X = k}` for `X ~ Binomial(n, p)` (Eq. 5).
+///
+/// Eq. 5 assumes users are traced independently. They are not (a user and everyone
+/// writing to the same target share that target's links); the mean `n p` survives, the
+/// variance does not: [`super::montecarlo::McResult::count_variance_over_binomial`].
 pub fn pmf(n: u64, p: f64, k: u64) -> f64 {
     ln_pmf(n, p, k).exp()
 }

@@ -33,7 +33,11 @@ pub fn p_c_shares(params: &Params) -> f64 {
 ///
 /// The paper's path `v_e → v_x → v_e`: the sender's entry server, one exchange server and
 /// the receiver's entry server, each picked uniformly and independently, all corrupted.
-/// It describes one share's path; `n_m` and Eq. 2 play no part in it.
+/// It describes one share's path; `n_m` and Eq. 2 play no part in it. In the paper's own
+/// design a user's `n_m` shares give `n_m` chances to meet a corrupted entry server, and
+/// every exchange server sees both pseudonyms of every block, so this underestimates
+/// tracing (38× at Fig. 6's smallest point): see
+/// [`super::designs::paper_shares_p_trace`].
 pub fn p_trace(params: &Params) -> f64 {
     let e = params.corrupt_entries as f64 / params.entries as f64;
     let x = params.corrupt_exchanges as f64 / params.exchanges as f64;

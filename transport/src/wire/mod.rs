@@ -35,8 +35,10 @@ pub mod caps {
     pub const CONTROL: usize = 4 << 10;
     /// Registration request/response (kgc material plus proof of possession).
     pub const REGISTRATION: usize = 64 << 10;
-    /// One sealed envelope or one output share (a block of up to ~1 MiB payload).
-    pub const USER: usize = 1 << 20;
+    /// One sealed envelope or one output share: kgc's largest envelope
+    /// (`MAX_SHARE_BYTES` = 1 MiB of share plus 57 bytes of seal) and the frame's own
+    /// fields fit with room to spare.
+    pub const USER: usize = (1 << 20) + 4096;
     /// One relay batch or its outputs (all envelopes one relay got for one server).
     pub const BATCH: usize = 256 << 20;
     /// One engine message between exchange servers (one communication round's batch).

@@ -129,6 +129,16 @@ impl Party {
         Ok(out)
     }
 
+    /// Opens whole words (64 bits each) for `reason`: [`Party::declassify`] over every
+    /// lane of `x`.
+    pub fn declassify_words(
+        &mut self,
+        reason: Reason,
+        x: &Shared,
+    ) -> Result<Vec<u64>, EngineError> {
+        self.declassify(reason, x, x.len() * 64)
+    }
+
     /// Compares this party's digest of everything opened so far with the other two
     /// (one round). On disagreement returns [`EngineError::OpeningMismatch`]; nothing
     /// computed from those openings may be released.

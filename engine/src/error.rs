@@ -28,6 +28,15 @@ pub enum EngineError {
         /// The party that most likely sent wrong values.
         suspect: Option<PartyId>,
     },
+    /// A peer sent something that contradicts what it committed to or what the protocol
+    /// allows.
+    #[error("{peer} misbehaved: {what}")]
+    PeerMisbehaved {
+        /// The peer.
+        peer: PartyId,
+        /// What it did.
+        what: String,
+    },
     /// The caller passed inputs that do not fit the protocol (sizes, widths).
     #[error("invalid input: {0}")]
     InvalidInput(String),

@@ -10,6 +10,8 @@
 //! - [`declassify`]: the only way to open values, with a reason, logged and cross-checked.
 //! - [`shuffle`]: oblivious shuffle of shared rows.
 //! - [`sort`]: oblivious quicksort and the bitonic baseline.
+//! - [`round`]: the exchange round (matching, store, routing), its ideal version, and
+//!   the online-set consistency check.
 
 pub mod channel;
 pub mod circuits;
@@ -18,6 +20,7 @@ pub mod declassify;
 pub mod error;
 pub mod party;
 pub mod prg;
+pub mod round;
 pub mod share;
 pub mod shuffle;
 pub mod sort;

@@ -155,6 +155,19 @@ impl Party {
         Ok(got)
     }
 
+    /// The next message from `from`, of any length up to `max` bytes.
+    pub(crate) fn recv_any(&mut self, from: Peer, max: usize) -> Result<Vec<u8>, EngineError> {
+        let got = self.channel.recv(from)?;
+        if got.len() > max {
+            return Err(EngineError::WrongLength {
+                from: self.id.peer(from),
+                expected: max,
+                got: got.len(),
+            });
+        }
+        Ok(got)
+    }
+
     /// Counts one communication round (for steps that send and receive separately).
     pub(crate) fn count_round(&mut self) {
         self.stats.rounds += 1;

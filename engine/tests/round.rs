@@ -1,0 +1,408 @@
+//! The three-party round against the ideal round, over many random workloads and
+//! consecutive rounds (the store carries over).
+
+use acs_engine::round::ideal::{ideal_round, StoredItem};
+use acs_engine::round::mpc::{exchange_round, SharedStore};
+use acs_engine::round::{Block, Output, Role, RoundConfig, Status};
+use acs_engine::share::reconstruct;
+use acs_engine::testing::run_three;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+
+/// What a workload generator decides for one round.
+struct Plan {
+    online: Vec<u64>,
+    blocks: Vec<Block>,
+}
+
+/// Runs `rounds` consecutive rounds of `plan(round, rng)` through both the ideal and the
+/// three-party round, checking every output and the store after every round.
+fn run_rounds(cfg: RoundConfig, rounds: u32, seed: u64, plan: impl Fn(u32, &mut StdRng) -> Plan) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut ideal_store: Vec<StoredItem> = Vec::new();
+    let mut stores: [SharedStore; 3] = std::array::from_fn(|_| SharedStore::empty(&cfg));
+    for round in 1..=rounds {
+        let Plan { online, blocks } = plan(round, &mut rng);
+        assert_eq!(online.len(), blocks.len());
+        let inputs: Vec<(u64, Block)> =
+            online.iter().copied().zip(blocks.iter().cloned()).collect();
+        let (want, want_store) = ideal_round(&cfg, round, &inputs, &ideal_store);
+
+        let shares: Vec<[Vec<u64>; 3]> = blocks.iter().map(|b| b.share(&cfg, &mut rng)).collect();
+        let per_party: Vec<Vec<u64>> = (0..3)
+            .map(|i| shares.iter().flat_map(|s| s[i].iter().copied()).collect())
+            .collect();
+        let per_party = Arc::new(per_party);
+        let online_arc = Arc::new(online.clone());
+        let stores_arc = Arc::new(stores.clone());
+        let results = run_three(move |p| {
+            let i = p.id().index();
+            exchange_round(
+                p,
+                &cfg,
+                round,
+                &online_arc,
+                per_party[i].clone(),
+                &stores_arc[i],
+            )
+        })
+        .map(|r| r.expect("party failed"));
+
+        for (u, want_out) in want.iter().enumerate() {
+            let got = Output::reconstruct(
+                [
+                    &results[0].outputs[u],
+                    &results[1].outputs[u],
+                    &results[2].outputs[u],
+                ],
+                &cfg,
+            )
+            .expect("output decodes");
+            assert_eq!(
+                &got, want_out,
+                "round {round}, user {} (seed {seed})",
+                online[u]
+            );
+        }
+        let store_words = reconstruct([
+            &results[0].store.rows,
+            &results[1].store.rows,
+            &results[2].store.rows,
+        ]);
+        let got_store: Vec<StoredItem> = store_words
+            .chunks(cfg.store_words())
+            .filter(|r| r[0] & 1 == 1)
+            .map(|r| StoredItem {
+                role_bits: (r[0] >> 1) & 3,
+                src: r[1],
+                dst: r[2],
+                received: r[3] as u32,
+                payload: r[4..].to_vec(),
+            })
+            .collect();
+        assert_eq!(
+            got_store, want_store,
+            "store after round {round} (seed {seed})"
+        );
+        // The real records fill the front of the store.
+        let valid: Vec<bool> = store_words
+            .chunks(cfg.store_words())
+            .map(|r| r[0] & 1 == 1)
+            .collect();
+        assert!(
+            valid.windows(2).all(|w| w[0] || !w[1]),
+            "store not compacted"
+        );
+        ideal_store = want_store;
+        stores = std::array::from_fn(|i| results[i].store.clone());
+    }
+}
+
+fn payload(rng: &mut StdRng, cfg: &RoundConfig) -> Vec<u64> {
+    (0..cfg.payload_words).map(|_| rng.gen()).collect()
+}
+
+fn random_block(rng: &mut StdRng, cfg: &RoundConfig, users: &[u64]) -> Block {
+    match rng.gen_range(0..3) {
+        0 => Block::cover(cfg),
+        k => Block {
+            role: if k == 1 { Role::Send } else { Role::Request },
+            dst: users[rng.gen_range(0..users.len())],
+            payload: payload(rng, cfg),
+        },
+    }
+}
+
+fn population(n: usize, seed: u64) -> Vec<u64> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut v: Vec<u64> = (0..n).map(|_| rng.gen::<u64>() | 1).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn random_online(rng: &mut StdRng, users: &[u64], fraction: f64) -> Vec<u64> {
+    users
+        .iter()
+        .copied()
+        .filter(|_| rng.gen_bool(fraction))
+        .collect()
+}
+
+#[test]
+fn random_workloads_with_offline_users_match_the_ideal_round() {
+    let cfg = RoundConfig {
+        payload_words: 4,
+        store_capacity: 24,
+        expiry_rounds: 3,
+    };
+    for seed in 0..12 {
+        let users = population(40, seed);
+        run_rounds(cfg, 6, seed, |_, rng| {
+            let online = random_online(rng, &users, 0.6);
+            let blocks = online
+                .iter()
+                .map(|_| random_block(rng, &cfg, &users))
+                .collect();
+            Plan { online, blocks }
+        });
+    }
+}
+
+#[test]
+fn one_and_two_users_and_nobody_online() {
+    let cfg = RoundConfig {
+        payload_words: 1,
+        store_capacity: 3,
+        expiry_rounds: 2,
+    };
+    let users = population(2, 99);
+    run_rounds(cfg, 8, 7, |round, rng| {
+        let online: Vec<u64> = match round % 4 {
+            0 => vec![],
+            1 => vec![users[0]],
+            2 => users.clone(),
+            _ => vec![users[1]],
+        };
+        let blocks = online
+            .iter()
+            .map(|_| random_block(rng, &cfg, &users))
+            .collect();
+        Plan { online, blocks }
+    });
+}
+
+#[test]
+fn everyone_sends_to_one_receiver_one_per_round_oldest_first() {
+    let cfg = RoundConfig {
+        payload_words: 2,
+        store_capacity: 64,
+        expiry_rounds: 10,
+    };
+    let users = population(30, 3);
+    let target = users[0];
+    run_rounds(cfg, 5, 11, |_, rng| {
+        let online = users.clone();
+        let blocks = online
+            .iter()
+            .map(|_| Block {
+                role: Role::Send,
+                dst: target,
+                payload: payload(rng, &cfg),
+            })
+            .collect();
+        Plan { online, blocks }
+    });
+}
+
+#[test]
+fn store_overflow_drops_the_newest_and_expiry_removes_the_oldest() {
+    let cfg = RoundConfig {
+        payload_words: 1,
+        store_capacity: 5,
+        expiry_rounds: 2,
+    };
+    let users = population(20, 4);
+    // Half the population never comes online; everyone online writes to them.
+    let (on, off) = users.split_at(10);
+    let (on, off) = (on.to_vec(), off.to_vec());
+    run_rounds(cfg, 6, 12, move |round, rng| {
+        let online = if round == 5 {
+            users.clone()
+        } else {
+            on.clone()
+        };
+        let blocks = online
+            .iter()
+            .map(|_| Block {
+                role: Role::Send,
+                dst: off[rng.gen_range(0..off.len())],
+                payload: payload(rng, &cfg),
+            })
+            .collect();
+        Plan { online, blocks }
+    });
+}
+
+#[test]
+fn all_covers_and_no_store() {
+    let cfg = RoundConfig {
+        payload_words: 3,
+        store_capacity: 0,
+        expiry_rounds: 1,
+    };
+    let users = population(15, 5);
+    run_rounds(cfg, 3, 13, |round, rng| {
+        let online = users.clone();
+        let blocks = online
+            .iter()
+            .map(|_| {
+                if round == 1 {
+                    Block::cover(&cfg)
+                } else {
+                    random_block(rng, &cfg, &users)
+                }
+            })
+            .collect();
+        Plan { online, blocks }
+    });
+}
+
+#[test]
+fn statuses_cover_every_case() {
+    // A fixed scenario with every status: cover, delivered, stored (offline target),
+    // stored (busy target), dropped (store full), and a request.
+    let cfg = RoundConfig {
+        payload_words: 1,
+        store_capacity: 1,
+        expiry_rounds: 5,
+    };
+    let (a, b, c, d, off) = (10u64, 20, 30, 40, 99);
+    let blocks = vec![
+        (
+            a,
+            Block {
+                role: Role::Send,
+                dst: b,
+                payload: vec![1],
+            },
+        ),
+        (
+            b,
+            Block {
+                role: Role::Request,
+                dst: a,
+                payload: vec![2],
+            },
+        ),
+        (
+            c,
+            Block {
+                role: Role::Send,
+                dst: b,
+                payload: vec![3],
+            },
+        ),
+        (
+            d,
+            Block {
+                role: Role::Send,
+                dst: off,
+                payload: vec![4],
+            },
+        ),
+    ];
+    let (out, store) = ideal_round(&cfg, 1, &blocks, &[]);
+    assert_eq!(out[0].status, Status::Delivered);
+    assert_eq!(out[1].status, Status::Delivered);
+    assert_eq!(out[1].incoming.as_ref().map(|i| i.from), Some(a));
+    assert_eq!(
+        out[0].incoming.as_ref().map(|i| i.role),
+        Some(Role::Request)
+    );
+    assert_eq!(out[2].status, Status::Stored, "b was busy");
+    assert_eq!(out[3].status, Status::Dropped, "store of one already full");
+    assert_eq!(store.len(), 1);
+    run_rounds(cfg, 1, 14, move |_, _| Plan {
+        online: blocks.iter().map(|(s, _)| *s).collect(),
+        blocks: blocks.iter().map(|(_, b)| b.clone()).collect(),
+    });
+}
+
+#[test]
+fn hundreds_of_random_workloads_up_to_a_thousand_users() {
+    // 32-byte payloads; sizes spread up to ~1000; two rounds each so stored items and
+    // expiry take part.
+    let cfg = RoundConfig {
+        payload_words: 4,
+        store_capacity: 40,
+        expiry_rounds: 2,
+    };
+    let mut sizes = StdRng::seed_from_u64(2024);
+    for seed in 0..120u64 {
+        let n = match seed % 4 {
+            0 => sizes.gen_range(1..10),
+            1 => sizes.gen_range(10..100),
+            2 => sizes.gen_range(100..300),
+            _ => sizes.gen_range(300..1000),
+        };
+        let users = population(n + n / 2, 1000 + seed);
+        run_rounds(cfg, 2, 5000 + seed, |_, rng| {
+            let online = random_online(rng, &users, 0.7);
+            let blocks = online
+                .iter()
+                .map(|_| random_block(rng, &cfg, &users))
+                .collect();
+            Plan { online, blocks }
+        });
+    }
+}
+
+#[test]
+fn consistency_check_agrees_or_falls_back_to_the_intersection() {
+    let sets: [Vec<u64>; 3] = [vec![5, 1, 9, 3], vec![1, 3, 5, 9], vec![9, 5, 3, 1]];
+    let out = run_three(move |p| p.agree_online(7, &sets[p.id().index()])).map(|r| r.unwrap());
+    for a in &out {
+        assert!(a.consistent);
+        assert_eq!(a.online, vec![1, 3, 5, 9]);
+        assert!(a.retry.is_empty());
+    }
+    // A relay dropped user 3 on its way to P1, and P2 heard from an extra user 11.
+    let sets: [Vec<u64>; 3] = [vec![1, 3, 5, 9], vec![1, 5, 9], vec![1, 3, 5, 9, 11]];
+    let out = run_three(move |p| p.agree_online(8, &sets[p.id().index()])).map(|r| r.unwrap());
+    for a in &out {
+        assert!(!a.consistent);
+        assert_eq!(a.online, vec![1, 5, 9]);
+    }
+    assert_eq!(out[0].retry, vec![3]);
+    assert_eq!(out[1].retry, Vec::<u64>::new());
+    assert_eq!(out[2].retry, vec![3, 11]);
+}
+
+#[test]
+fn the_round_opens_only_sort_comparisons_and_routing_tags() {
+    use acs_engine::declassify::Reason;
+    let cfg = RoundConfig {
+        payload_words: 2,
+        store_capacity: 10,
+        expiry_rounds: 3,
+    };
+    let users = population(50, 77);
+    let mut rng = StdRng::seed_from_u64(78);
+    let blocks: Vec<Block> = users
+        .iter()
+        .map(|_| random_block(&mut rng, &cfg, &users))
+        .collect();
+    let shares: Vec<[Vec<u64>; 3]> = blocks.iter().map(|b| b.share(&cfg, &mut rng)).collect();
+    let per_party: Vec<Vec<u64>> = (0..3)
+        .map(|i| shares.iter().flat_map(|s| s[i].iter().copied()).collect())
+        .collect();
+    let per_party = Arc::new(per_party);
+    let online = Arc::new(users.clone());
+    let logs = run_three(move |p| {
+        let i = p.id().index();
+        exchange_round(
+            p,
+            &cfg,
+            1,
+            &online,
+            per_party[i].clone(),
+            &SharedStore::empty(&cfg),
+        )?;
+        Ok(p.audit_log().entries().to_vec())
+    })
+    .map(|r| r.unwrap());
+    let routing: Vec<usize> = logs[0]
+        .iter()
+        .filter(|e| e.reason == Reason::RouteAfterShuffle)
+        .map(|e| e.bits)
+        .collect();
+    // Route A opens one tag per record (2U + C), route B one per item (U + C).
+    assert_eq!(routing, vec![(2 * 50 + 10) * 64, (50 + 10) * 64]);
+    assert!(logs[0]
+        .iter()
+        .all(|e| matches!(e.reason, Reason::SortComparison | Reason::RouteAfterShuffle)));
+    assert_eq!(logs[0], logs[1]);
+    assert_eq!(logs[1], logs[2]);
+}

@@ -1,5 +1,7 @@
 //! The `acs-proofs` command: one subcommand per analysis; each lives in the library.
 
+use std::io::Write as _;
+
 use clap::{Parser, Subcommand};
 
 use acs_proofs::trace::cli::TraceModelArgs;
@@ -8,7 +10,7 @@ use acs_proofs::trace::cli::TraceModelArgs;
 #[command(
     name = "acs-proofs",
     version,
-    about = "ACS analysis: traceability model and leakage audit"
+    about = "ACS analysis, one subcommand per analysis"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -27,7 +29,15 @@ fn main() {
         Command::TraceModel(args) => acs_proofs::trace::cli::run(args).map_err(|e| e.to_string()),
     };
     match result {
-        Ok(out) => println!("{out}"),
+        Ok(out) => {
+            // A closed pipe (`acs-proofs … | head`) is the reader's choice, not an error.
+            if let Err(e) = writeln!(std::io::stdout().lock(), "{out}") {
+                if e.kind() != std::io::ErrorKind::BrokenPipe {
+                    eprintln!("acs-proofs: error: cannot write to stdout: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
         Err(e) => {
             eprintln!("acs-proofs: error: {e}");
             std::process::exit(1);

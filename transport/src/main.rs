@@ -113,31 +113,53 @@ fn main() -> ExitCode {
 }
 
 async fn run_entry(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
+    // Handlers first: a signal that arrives while starting must stop us gracefully too.
+    let signals = Signals::install()?;
     let file = EntryFile::load(&path)?;
     let cfg = file.relay_config()?;
     let listener = tokio::net::TcpListener::bind(file.listen).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let relay = relay::start(cfg, listener, shutdown_rx)?;
     tracing::info!(index = file.index, addr = %relay.user_addr, "entry relay listening");
-    wait_for_signal().await?;
+    signals.wait().await;
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
     let _ = relay.listener_task.await;
     Ok(())
 }
 
-/// Ctrl-C or SIGTERM.
-async fn wait_for_signal() -> std::io::Result<()> {
+/// SIGTERM and SIGINT (ctrl-c), registered up front.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Signals {})
     }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await
+
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = &mut self;
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! in this process over in-memory channels, reconstructs the outputs and verifies them
 //! against a plaintext computation; it exits non-zero if verification fails.
 
+mod round;
 mod sort;
 
 use clap::{Parser, Subcommand};
@@ -20,12 +21,15 @@ struct Cli {
 enum Command {
     /// Sort n secret-shared records by key (oblivious quicksort or bitonic network).
     Sort(sort::SortArgs),
+    /// One exchange round (or a few) at scale, verified against the ideal round.
+    Round(round::RoundArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Sort(args) => sort::run(&args),
+        Command::Round(args) => round::run(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

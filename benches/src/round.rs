@@ -1,0 +1,219 @@
+//! `acs-bench round`: one exchange round (or a few) at scale, verified against the ideal
+//! round.
+
+use acs_engine::round::ideal::{ideal_round, StoredItem};
+use acs_engine::round::mpc::{exchange_round, SharedStore};
+use acs_engine::round::{Block, Output, Role, RoundConfig};
+use acs_engine::testing::run_three;
+use clap::Args;
+use rand::{Rng, SeedableRng};
+use std::sync::{Arc, Barrier};
+use std::time::Instant;
+
+#[derive(Args, Debug)]
+pub struct RoundArgs {
+    /// Online users per round.
+    #[arg(long)]
+    users: usize,
+    /// Message (payload) size in bytes.
+    #[arg(long, default_value_t = 256)]
+    msg_size: usize,
+    /// Store capacity C (default: a tenth of the users, at least 16).
+    #[arg(long)]
+    store: Option<usize>,
+    /// Rounds a stored item survives.
+    #[arg(long, default_value_t = 4)]
+    expiry: u32,
+    /// Registered-but-offline users, as a fraction of the online ones; messages to them
+    /// are stored.
+    #[arg(long, default_value_t = 0.25)]
+    offline: f64,
+    /// Consecutive rounds to run (the store carries over); the figures are the last
+    /// round's.
+    #[arg(long, default_value_t = 2)]
+    rounds: u32,
+    /// Worker threads for local parallel work (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Seed for the workload.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(serde::Serialize)]
+struct Report {
+    users: usize,
+    msg_size: usize,
+    store: usize,
+    threads: usize,
+    seconds: f64,
+    seconds_per_round: Vec<f64>,
+    bytes_per_party: u64,
+    rounds: u64,
+    verified: bool,
+}
+
+pub fn run(args: &RoundArgs) -> Result<bool, String> {
+    let threads = crate::set_threads(args.threads)?;
+    if !(0.0..=10.0).contains(&args.offline) {
+        return Err("--offline must be between 0 and 10".into());
+    }
+    let n = args.users;
+    let cfg = RoundConfig {
+        payload_words: args.msg_size.div_ceil(8),
+        store_capacity: args.store.unwrap_or((n / 10).max(16)),
+        expiry_rounds: args.expiry,
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
+    // Population: online users plus offline ones (targets only), distinct, non-zero.
+    let total = n + (n as f64 * args.offline) as usize;
+    let mut population: Vec<u64> = Vec::with_capacity(total);
+    while population.len() < total {
+        population.push(rng.gen::<u64>() | 1);
+        if population.len() == total {
+            population.sort_unstable();
+            population.dedup();
+        }
+    }
+    let mut shuffled = population.clone();
+    for i in (1..shuffled.len()).rev() {
+        shuffled.swap(i, rng.gen_range(0..=i));
+    }
+    let mut online: Vec<u64> = shuffled[..n].to_vec();
+    online.sort_unstable();
+    let online = Arc::new(online);
+
+    let mut ideal_store: Vec<StoredItem> = Vec::new();
+    let mut stores: [SharedStore; 3] = std::array::from_fn(|_| SharedStore::empty(&cfg));
+    let mut verified = true;
+    let mut per_round = Vec::new();
+    let mut last_bytes = 0;
+    let mut last_rounds = 0;
+    for round in 1..=args.rounds {
+        eprintln!(
+            "acs-bench round: round {round}/{}: {n} users, {} B messages, store {}: preparing blocks",
+            args.rounds, args.msg_size, cfg.store_capacity
+        );
+        let blocks: Vec<Block> = online
+            .iter()
+            .map(|_| match rng.gen_range(0..3) {
+                0 => Block::cover(&cfg),
+                k => Block {
+                    role: if k == 1 { Role::Send } else { Role::Request },
+                    dst: population[rng.gen_range(0..population.len())],
+                    payload: (0..cfg.payload_words).map(|_| rng.gen()).collect(),
+                },
+            })
+            .collect();
+        let mut per_party: [Vec<u64>; 3] =
+            std::array::from_fn(|_| Vec::with_capacity(n * cfg.block_words()));
+        for b in &blocks {
+            let s = b.share(&cfg, &mut rng);
+            for i in 0..3 {
+                per_party[i].extend_from_slice(&s[i]);
+            }
+        }
+        let per_party = Arc::new(per_party);
+        let prev_stores = Arc::new(stores.clone());
+        let barrier = Arc::new(Barrier::new(3));
+        let on = online.clone();
+        eprintln!("acs-bench round: round {round}: running three parties");
+        let results = run_three(move |p| {
+            let i = p.id().index();
+            let before = p.stats();
+            barrier.wait();
+            let start = Instant::now();
+            let r = exchange_round(p, &cfg, round, &on, per_party[i].clone(), &prev_stores[i])?;
+            let secs = start.elapsed().as_secs_f64();
+            let after = p.stats();
+            Ok((
+                r,
+                secs,
+                after.bytes_sent - before.bytes_sent,
+                after.rounds - before.rounds,
+            ))
+        });
+        let mut parts = Vec::new();
+        for r in results {
+            parts.push(r.map_err(|e| format!("party failed: {e}"))?);
+        }
+        let secs = parts.iter().map(|p| p.1).fold(0.0, f64::max);
+        per_round.push(secs);
+        last_bytes = parts.iter().map(|p| p.2).max().unwrap_or(0);
+        last_rounds = parts.iter().map(|p| p.3).max().unwrap_or(0);
+        eprintln!("acs-bench round: round {round}: {secs:.3} s; verifying against the ideal round");
+
+        let inputs: Vec<(u64, Block)> = online.iter().copied().zip(blocks).collect();
+        let (want, want_store) = ideal_round(&cfg, round, &inputs, &ideal_store);
+        for (u, w) in want.iter().enumerate() {
+            let got = Output::reconstruct(
+                [
+                    &parts[0].0.outputs[u],
+                    &parts[1].0.outputs[u],
+                    &parts[2].0.outputs[u],
+                ],
+                &cfg,
+            );
+            if got.as_ref() != Ok(w) {
+                eprintln!(
+                    "acs-bench round: user {} got {got:?}, expected {w:?}",
+                    online[u]
+                );
+                verified = false;
+                break;
+            }
+        }
+        let store_words = acs_engine::share::reconstruct([
+            &parts[0].0.store.rows,
+            &parts[1].0.store.rows,
+            &parts[2].0.store.rows,
+        ]);
+        let got_store: Vec<StoredItem> = store_words
+            .chunks(cfg.store_words().max(1))
+            .filter(|r| r[0] & 1 == 1)
+            .map(|r| StoredItem {
+                role_bits: (r[0] >> 1) & 3,
+                src: r[1],
+                dst: r[2],
+                received: r[3] as u32,
+                payload: r[4..].to_vec(),
+            })
+            .collect();
+        if got_store != want_store {
+            eprintln!("acs-bench round: store differs from the ideal store after round {round}");
+            verified = false;
+        }
+        ideal_store = want_store;
+        let mut next = parts.into_iter().map(|p| p.0.store);
+        stores = std::array::from_fn(|_| next.next().expect("three parties"));
+        if !verified {
+            break;
+        }
+    }
+    let report = Report {
+        users: n,
+        msg_size: args.msg_size,
+        store: cfg.store_capacity,
+        threads,
+        seconds: per_round.last().copied().unwrap_or(0.0),
+        seconds_per_round: per_round,
+        bytes_per_party: last_bytes,
+        rounds: last_rounds,
+        verified,
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        println!(
+            "round users={} msg={}B store={} threads={}: {:.3} s, {:.1} MB/party, {} rounds, verified={}",
+            n, args.msg_size, report.store, threads, report.seconds, last_bytes as f64 / 1e6, last_rounds, verified
+        );
+    }
+    Ok(verified)
+}

@@ -77,10 +77,14 @@ pub fn ideal_round(
         })
         .collect();
     let mut delivered = vec![false; candidates.len()];
+    // The best-ranked candidate for each target (sources are distinct, so each target
+    // receives at most once and no candidate is claimed twice).
+    let mut first_for: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+    for (c, (it, _)) in candidates.iter().enumerate() {
+        first_for.entry(it.dst).or_insert(c);
+    }
     for (u, (src, _)) in blocks.iter().enumerate() {
-        if let Some(c) =
-            (0..candidates.len()).find(|&c| !delivered[c] && candidates[c].0.dst == *src)
-        {
+        if let Some(&c) = first_for.get(src) {
             delivered[c] = true;
             let it = &candidates[c].0;
             outputs[u].incoming = Some(Incoming {

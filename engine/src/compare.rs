@@ -21,9 +21,6 @@ use rayon::prelude::*;
 /// Widest key the kernel handles.
 pub const MAX_WIDTH: usize = 128;
 
-/// Blocks per rayon task: enough work to amortize scheduling.
-const MIN_BLOCKS_PER_TASK: usize = 16;
-
 /// `z_i` of an AND gate on one word, before resharing.
 #[inline(always)]
 fn and_word(xa: u64, xb: u64, ya: u64, yb: u64, r: u64, s: u64) -> u64 {
@@ -36,8 +33,9 @@ fn even(k: usize) -> usize {
 }
 
 /// Computes `[x < y]` for `nb * 64` lanes. `fill(blk, xa, xb, da, db)` writes block
-/// `blk`'s `w` planes of `x` and `d = x ^ y` (this party's two shares of each). Returns
-/// one word per block (lane `r` of word `blk` is comparison `64 * blk + r`).
+/// `blk`'s `w` planes of `x` and `d = x ^ y` (this party's two shares of each; every
+/// word, whatever the slices held before). Returns one word per block (lane `r` of word
+/// `blk` is comparison `64 * blk + r`).
 pub fn less_than_blocks<F>(
     party: &mut Party,
     nb: usize,
@@ -57,39 +55,55 @@ where
     let not_a = if id == 0 { u64::MAX } else { 0 };
     let not_b = if id == 2 { u64::MAX } else { 0 };
 
-    // Layer 0: less_j = !x_j & d_j (one AND each), eq_j = !d_j (free).
+    // Layer 0: less_j = !x_j & d_j (one AND each), eq_j = !d_j (free). Block `blk`'s
+    // stream words start at `blk * stride`, so a task's blocks take one contiguous range.
     let stride = even(w);
     let sp = party.zero.prev.reserve(nb * stride);
     let sn = party.zero.next.reserve(nb * stride);
-    let mut less_a = vec![0u64; nb * w];
-    let mut eq_a = vec![0u64; nb * w];
-    let mut eq_b = vec![0u64; nb * w];
+    let mut less_a = party.scratch.take_words(nb * w);
+    let mut eq_a = party.scratch.take_words(nb * w);
+    let mut eq_b = party.scratch.take_words(nb * w);
     {
         let (prev, next) = (&party.zero.prev, &party.zero.next);
+        let fill = &fill;
         less_a
-            .par_chunks_mut(w)
-            .zip(eq_a.par_chunks_mut(w))
-            .zip(eq_b.par_chunks_mut(w))
+            .par_chunks_mut(TASK_BLOCKS * w)
+            .zip(eq_a.par_chunks_mut(TASK_BLOCKS * w))
+            .zip(eq_b.par_chunks_mut(TASK_BLOCKS * w))
             .enumerate()
-            .with_min_len(MIN_BLOCKS_PER_TASK)
-            .for_each(|(blk, ((z, ea), eb))| {
-                let mut xa = [0u64; MAX_WIDTH];
-                let mut xb = [0u64; MAX_WIDTH];
-                let mut da = [0u64; MAX_WIDTH];
-                let mut db = [0u64; MAX_WIDTH];
-                fill(blk, &mut xa[..w], &mut xb[..w], &mut da[..w], &mut db[..w]);
-                let mut r = [0u64; MAX_WIDTH];
-                let mut s = [0u64; MAX_WIDTH];
-                prev.fill_at(sp + (blk * stride / 2) as u64, &mut r[..w]);
-                next.fill_at(sn + (blk * stride / 2) as u64, &mut s[..w]);
-                for j in 0..w {
-                    z[j] = and_word(xa[j] ^ not_a, xb[j] ^ not_b, da[j], db[j], r[j], s[j]);
-                    ea[j] = da[j] ^ not_a;
-                    eb[j] = db[j] ^ not_b;
-                }
-            });
+            .for_each_init(
+                || Layer0Scratch::new(w, stride),
+                |sc, (task, ((z, ea), eb))| {
+                    let b0 = task * TASK_BLOCKS;
+                    let count = z.len() / w;
+                    let (r, s) = (&mut sc.r[..count * stride], &mut sc.s[..count * stride]);
+                    prev.fill_at(sp + (b0 * stride / 2) as u64, r);
+                    next.fill_at(sn + (b0 * stride / 2) as u64, s);
+                    for i in 0..count {
+                        let (xa, xb, da, db) = (
+                            &mut sc.xa[..w],
+                            &mut sc.xb[..w],
+                            &mut sc.da[..w],
+                            &mut sc.db[..w],
+                        );
+                        fill(b0 + i, xa, xb, da, db);
+                        let (r, s) = (
+                            &r[i * stride..i * stride + w],
+                            &s[i * stride..i * stride + w],
+                        );
+                        let o = i * w..(i + 1) * w;
+                        let (z, ea, eb) = (&mut z[o.clone()], &mut ea[o.clone()], &mut eb[o]);
+                        for j in 0..w {
+                            z[j] = and_word(xa[j] ^ not_a, xb[j] ^ not_b, da[j], db[j], r[j], s[j]);
+                            ea[j] = da[j] ^ not_a;
+                            eb[j] = db[j] ^ not_b;
+                        }
+                    }
+                },
+            );
     }
-    let less_b = party.exchange_words(Peer::Prev, &less_a, Peer::Next)?;
+    let mut less_b = party.scratch.take_words(nb * w);
+    party.exchange_words_into(Peer::Prev, &less_a, Peer::Next, &mut less_b)?;
 
     // Prefix layers. `state` holds `m` nodes per block, compactly; each pass merges the
     // previous layer's products into the next, smaller state and, in the same sweep over
@@ -105,14 +119,15 @@ where
     let mut z = prefix_and_local(party, &state, nb)?;
     while state.m > 1 {
         let layer = Layer::of(state.m);
-        let zb = party.exchange_words(Peer::Prev, &z, Peer::Next)?;
+        let mut zb = party.scratch.take_words(z.len());
+        party.exchange_words_into(Peer::Prev, &z, Peer::Next, &mut zb)?;
         let next_m = layer.next_m();
         let mut next = Nodes {
             m: next_m,
-            less_a: vec![0u64; nb * next_m],
-            less_b: vec![0u64; nb * next_m],
-            eq_a: vec![0u64; nb * next_m],
-            eq_b: vec![0u64; nb * next_m],
+            less_a: party.scratch.take_words(nb * next_m),
+            less_b: party.scratch.take_words(nb * next_m),
+            eq_a: party.scratch.take_words(nb * next_m),
+            eq_b: party.scratch.take_words(nb * next_m),
         };
         let next_layer = (next_m > 1).then(|| Layer::of(next_m));
         let next_count = next_layer.map_or(0, |l| l.count());
@@ -128,57 +143,120 @@ where
             None => (0, 0, 0),
         };
         // One spare word per block after the last layer keeps the zipped chunks aligned.
-        let mut next_z = vec![0u64; nb * next_count.max(1)];
+        let zc_len = next_count.max(1);
+        let mut next_z = party.scratch.take_words(nb * zc_len);
         {
             let (prev, next_prg) = (&party.zero.prev, &party.zero.next);
             let cur = &state;
             let count = layer.count();
+            let (z, zb) = (&z, &zb);
             next.less_a
-                .par_chunks_mut(next_m)
-                .zip(next.less_b.par_chunks_mut(next_m))
-                .zip(next.eq_a.par_chunks_mut(next_m))
-                .zip(next.eq_b.par_chunks_mut(next_m))
-                .zip(next_z.par_chunks_mut(next_count.max(1)))
+                .par_chunks_mut(TASK_BLOCKS * next_m)
+                .zip(next.less_b.par_chunks_mut(TASK_BLOCKS * next_m))
+                .zip(next.eq_a.par_chunks_mut(TASK_BLOCKS * next_m))
+                .zip(next.eq_b.par_chunks_mut(TASK_BLOCKS * next_m))
+                .zip(next_z.par_chunks_mut(TASK_BLOCKS * zc_len))
                 .enumerate()
-                .with_min_len(MIN_BLOCKS_PER_TASK)
-                .for_each(|(blk, ((((la, lb), ea), eb), zc))| {
-                    let m = cur.m;
-                    let base = blk * m;
-                    let za = &z[blk * count..(blk + 1) * count];
-                    let zbb = &zb[blk * count..(blk + 1) * count];
-                    for k in 0..layer.pairs {
-                        la[k] = cur.less_a[base + 2 * k] ^ za[k];
-                        lb[k] = cur.less_b[base + 2 * k] ^ zbb[k];
-                    }
-                    for k in 0..layer.eq_pairs {
-                        ea[k] = za[layer.pairs + k];
-                        eb[k] = zbb[layer.pairs + k];
-                    }
-                    if layer.odd {
-                        let (t, f) = (layer.pairs, base + m - 1);
-                        la[t] = cur.less_a[f];
-                        lb[t] = cur.less_b[f];
-                        ea[t] = cur.eq_a[f];
-                        eb[t] = cur.eq_b[f];
-                    }
-                    if let Some(nl) = next_layer {
-                        let mut r = [0u64; MAX_WIDTH];
-                        let mut s = [0u64; MAX_WIDTH];
-                        let c = nl.count();
-                        prev.fill_at(sp + (blk * stride / 2) as u64, &mut r[..c]);
-                        next_prg.fill_at(sn + (blk * stride / 2) as u64, &mut s[..c]);
-                        nl.and_local(la, lb, ea, eb, &r, &s, zc);
-                    }
-                });
+                .for_each_init(
+                    || {
+                        (
+                            vec![0u64; TASK_BLOCKS * stride],
+                            vec![0u64; TASK_BLOCKS * stride],
+                        )
+                    },
+                    |(r, s), (task, ((((la, lb), ea), eb), zc))| {
+                        let b0 = task * TASK_BLOCKS;
+                        let blocks = la.len() / next_m;
+                        if next_layer.is_some() {
+                            prev.fill_at(sp + (b0 * stride / 2) as u64, &mut r[..blocks * stride]);
+                            next_prg
+                                .fill_at(sn + (b0 * stride / 2) as u64, &mut s[..blocks * stride]);
+                        }
+                        for i in 0..blocks {
+                            let blk = b0 + i;
+                            let m = cur.m;
+                            let base = blk * m;
+                            let za = &z[blk * count..(blk + 1) * count];
+                            let zbb = &zb[blk * count..(blk + 1) * count];
+                            let o = i * next_m..(i + 1) * next_m;
+                            let (la, lb, ea, eb) = (
+                                &mut la[o.clone()],
+                                &mut lb[o.clone()],
+                                &mut ea[o.clone()],
+                                &mut eb[o],
+                            );
+                            for k in 0..layer.pairs {
+                                la[k] = cur.less_a[base + 2 * k] ^ za[k];
+                                lb[k] = cur.less_b[base + 2 * k] ^ zbb[k];
+                            }
+                            for k in 0..layer.eq_pairs {
+                                ea[k] = za[layer.pairs + k];
+                                eb[k] = zbb[layer.pairs + k];
+                            }
+                            if layer.odd {
+                                let (t, f) = (layer.pairs, base + m - 1);
+                                la[t] = cur.less_a[f];
+                                lb[t] = cur.less_b[f];
+                                ea[t] = cur.eq_a[f];
+                                eb[t] = cur.eq_b[f];
+                            }
+                            if let Some(nl) = next_layer {
+                                let rs = i * stride..i * stride + nl.count();
+                                nl.and_local(
+                                    la,
+                                    lb,
+                                    ea,
+                                    eb,
+                                    &r[rs.clone()],
+                                    &s[rs],
+                                    &mut zc[i * zc_len..(i + 1) * zc_len],
+                                );
+                            }
+                        }
+                    },
+                );
         }
-        state = next;
-        z = next_z;
+        let old = std::mem::replace(&mut state, next);
+        for v in [old.less_a, old.less_b, old.eq_a, old.eq_b, zb] {
+            party.scratch.give_words(v);
+        }
+        party.scratch.give_words(std::mem::replace(&mut z, next_z));
         z.truncate(nb * next_count);
     }
+    party.scratch.give_words(z);
+    party.scratch.give_words(std::mem::take(&mut state.eq_a));
+    party.scratch.give_words(std::mem::take(&mut state.eq_b));
     Ok(Shared {
-        a: state.less_a,
-        b: state.less_b,
+        a: std::mem::take(&mut state.less_a),
+        b: std::mem::take(&mut state.less_b),
     })
+}
+
+/// Blocks per parallel task: enough work to amortize scheduling and to generate each
+/// task's random stream in one long run.
+const TASK_BLOCKS: usize = 16;
+
+/// Per-task working memory of layer 0 (reused across a rayon job's tasks).
+struct Layer0Scratch {
+    xa: Vec<u64>,
+    xb: Vec<u64>,
+    da: Vec<u64>,
+    db: Vec<u64>,
+    r: Vec<u64>,
+    s: Vec<u64>,
+}
+
+impl Layer0Scratch {
+    fn new(w: usize, stride: usize) -> Self {
+        Layer0Scratch {
+            xa: vec![0; w],
+            xb: vec![0; w],
+            da: vec![0; w],
+            db: vec![0; w],
+            r: vec![0; TASK_BLOCKS * stride],
+            s: vec![0; TASK_BLOCKS * stride],
+        }
+    }
 }
 
 /// `m` (less, equal) nodes per block, block-major and compact.
@@ -255,27 +333,37 @@ fn prefix_and_local(party: &mut Party, state: &Nodes, nb: usize) -> Result<Vec<u
     let stride = even(count);
     let sp = party.zero.prev.reserve(nb * stride);
     let sn = party.zero.next.reserve(nb * stride);
-    let (prev, next) = (&party.zero.prev, &party.zero.next);
     let m = state.m;
-    let mut z = vec![0u64; nb * count];
-    z.par_chunks_mut(count)
+    let mut z = party.scratch.take_words(nb * count);
+    let (prev, next) = (&party.zero.prev, &party.zero.next);
+    z.par_chunks_mut(TASK_BLOCKS * count)
         .enumerate()
-        .with_min_len(MIN_BLOCKS_PER_TASK)
-        .for_each(|(blk, zc)| {
-            let mut r = [0u64; MAX_WIDTH];
-            let mut s = [0u64; MAX_WIDTH];
-            prev.fill_at(sp + (blk * stride / 2) as u64, &mut r[..count]);
-            next.fill_at(sn + (blk * stride / 2) as u64, &mut s[..count]);
-            let rng = blk * m..(blk + 1) * m;
-            layer.and_local(
-                &state.less_a[rng.clone()],
-                &state.less_b[rng.clone()],
-                &state.eq_a[rng.clone()],
-                &state.eq_b[rng],
-                &r,
-                &s,
-                zc,
-            );
-        });
+        .for_each_init(
+            || {
+                (
+                    vec![0u64; TASK_BLOCKS * stride],
+                    vec![0u64; TASK_BLOCKS * stride],
+                )
+            },
+            |(r, s), (task, zt)| {
+                let b0 = task * TASK_BLOCKS;
+                let blocks = zt.len() / count;
+                prev.fill_at(sp + (b0 * stride / 2) as u64, &mut r[..blocks * stride]);
+                next.fill_at(sn + (b0 * stride / 2) as u64, &mut s[..blocks * stride]);
+                for (i, zc) in zt.chunks_mut(count).enumerate() {
+                    let rng = (b0 + i) * m..(b0 + i + 1) * m;
+                    let rs = i * stride..i * stride + count;
+                    layer.and_local(
+                        &state.less_a[rng.clone()],
+                        &state.less_b[rng.clone()],
+                        &state.eq_a[rng.clone()],
+                        &state.eq_b[rng],
+                        &r[rs.clone()],
+                        &s[rs],
+                        zc,
+                    );
+                }
+            },
+        );
     Ok(z)
 }

@@ -8,9 +8,13 @@ pub mod certs;
 pub mod client;
 pub mod config;
 pub mod db;
+pub mod exchange;
 pub mod listener;
 pub mod mpc;
 pub mod relay;
 pub mod relay_port;
 pub mod tls;
 pub mod wire;
+
+#[cfg(test)]
+mod testkit;

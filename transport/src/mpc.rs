@@ -21,7 +21,7 @@
 
 use crate::listener::{self, Limits};
 use crate::tls::{self, Identity, Role, TlsError};
-use crate::wire::{self, Frame, MsgType, PeerHello, WireError, WireMessage};
+use crate::wire::{self, Frame, MsgType, PeerHello, RoundStatus, WireError, WireMessage};
 use acs_engine::channel::{Channel, ChannelError, PartyId, Peer};
 use rustls::RootCertStore;
 use std::net::SocketAddr;
@@ -51,6 +51,8 @@ pub struct MeshConfig {
     pub establish_timeout: Duration,
     /// Handshake and frame timeouts.
     pub limits: Limits,
+    /// This server's database status, told to the peers in the hello.
+    pub status: RoundStatus,
 }
 
 /// Why the mesh could not be set up.
@@ -217,6 +219,9 @@ pub struct Mesh {
     pub channel: TlsChannel,
     /// Keep in the async round coordinator.
     pub control: MeshControl,
+    /// What the peers said about their databases, `[next, prev]`
+    /// (see [`crate::exchange::commit::recovery`]).
+    pub peer_status: [RoundStatus; 2],
 }
 
 /// Joins the mesh: dials the next party, accepts the previous one on `listener`.
@@ -228,20 +233,23 @@ pub async fn establish(cfg: &MeshConfig, listener: TcpListener) -> Result<Mesh, 
         dial_next(cfg, TlsConnector::from(client), deadline),
         accept_prev(cfg, TlsAcceptor::from(server), listener, deadline),
     );
-    let next = next?;
-    let prev = prev?;
-    Ok(spawn_links(cfg.party, next, prev, cfg.limits.frame_timeout))
+    let (next, next_status) = next?;
+    let (prev, prev_status) = prev?;
+    let mut mesh = spawn_links(cfg.party, next, prev, cfg.limits.frame_timeout);
+    mesh.peer_status = [next_status, prev_status];
+    Ok(mesh)
 }
 
 async fn hello<S: AsyncRead + AsyncWrite + Unpin>(
     cfg: &MeshConfig,
     stream: &mut S,
     peer: PartyId,
-) -> Result<(), MeshError> {
+) -> Result<RoundStatus, MeshError> {
     let err = |reason: String| MeshError::Hello { peer, reason };
     let mine = PeerHello {
         party: cfg.party.index() as u8,
         deployment: cfg.deployment.clone(),
+        status: cfg.status,
     };
     wire::write_msg(stream, &mine)
         .await
@@ -279,7 +287,7 @@ async fn hello<S: AsyncRead + AsyncWrite + Unpin>(
         wire::send_notice(stream, &e).await;
         return Err(err(reason));
     }
-    Ok(())
+    Ok(theirs.status)
 }
 
 type ClientStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
@@ -289,7 +297,7 @@ async fn dial_next(
     cfg: &MeshConfig,
     connector: TlsConnector,
     deadline: Instant,
-) -> Result<ClientStream, MeshError> {
+) -> Result<(ClientStream, RoundStatus), MeshError> {
     let peer = cfg.party.next();
     let role = Role::Exchange(peer.index() as u8);
     let mut backoff = Duration::from_millis(20);
@@ -303,8 +311,8 @@ async fn dial_next(
                 cfg.limits.handshake_timeout,
             )
             .await?;
-            hello(cfg, &mut s, peer).await?;
-            Ok::<_, MeshError>(s)
+            let status = hello(cfg, &mut s, peer).await?;
+            Ok::<_, MeshError>((s, status))
         };
         match tokio::time::timeout_at(deadline, attempt).await {
             Ok(Ok(s)) => return Ok(s),
@@ -329,7 +337,7 @@ async fn accept_prev(
     acceptor: TlsAcceptor,
     listener: TcpListener,
     deadline: Instant,
-) -> Result<ServerStream, MeshError> {
+) -> Result<(ServerStream, RoundStatus), MeshError> {
     let peer = cfg.party.prev();
     let role = Role::Exchange(peer.index() as u8);
     let mut last = String::from("no connection");
@@ -361,8 +369,8 @@ async fn accept_prev(
                 let _ = s.shutdown().await;
                 return Err(MeshError::Tls(e));
             }
-            hello(cfg, &mut s, peer).await?;
-            Ok::<_, MeshError>(s)
+            let status = hello(cfg, &mut s, peer).await?;
+            Ok::<_, MeshError>((s, status))
         };
         match tokio::time::timeout_at(deadline, attempt).await {
             Ok(Ok(s)) => return Ok(s),
@@ -408,6 +416,7 @@ where
             ctl_in: [n_ctl, p_ctl],
             _tasks: tasks,
         },
+        peer_status: [RoundStatus::default(); 2],
     }
 }
 

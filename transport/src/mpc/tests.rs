@@ -21,6 +21,10 @@ fn config(pki: &DevPki, party: usize, next_addr: SocketAddr) -> MeshConfig {
         roots: tls::roots_from_pem(&pki.ca.cert_pem).unwrap(),
         establish_timeout: Duration::from_secs(10),
         limits: Limits::default(),
+        status: RoundStatus {
+            committed: Some(party as u64),
+            prepared: None,
+        },
     }
 }
 
@@ -49,6 +53,11 @@ async fn three_parties_exchange_ordered_messages_over_tls() {
     );
     let (m0, m1, m2) = tokio::join!(establish(&c0, l0), establish(&c1, l1), establish(&c2, l2));
     let meshes = [m0.unwrap(), m1.unwrap(), m2.unwrap()];
+    for (i, m) in meshes.iter().enumerate() {
+        // Each party heard its peers' database status in their hellos.
+        assert_eq!(m.peer_status[0].committed, Some(((i + 1) % 3) as u64));
+        assert_eq!(m.peer_status[1].committed, Some(((i + 2) % 3) as u64));
+    }
 
     const N: u32 = 40;
     let big = 3 << 20;
@@ -58,6 +67,7 @@ async fn three_parties_exchange_ordered_messages_over_tls() {
         let Mesh {
             mut channel,
             control,
+            ..
         } = m;
         controls.push(control);
         engines.push(tokio::task::spawn_blocking(move || {
@@ -128,6 +138,7 @@ async fn a_peer_sending_garbage_gets_a_clear_error() {
             &PeerHello {
                 party: 2,
                 deployment: "test".into(),
+                status: Default::default(),
             },
         )
         .await
@@ -166,6 +177,7 @@ async fn a_peer_sending_garbage_gets_a_clear_error() {
             &PeerHello {
                 party: 0,
                 deployment: "test".into(),
+                status: Default::default(),
             },
         )
         .await
@@ -185,6 +197,7 @@ async fn a_peer_sending_garbage_gets_a_clear_error() {
     let Mesh {
         mut channel,
         control: _control,
+        ..
     } = mesh;
 
     // One good engine message, then garbage: a frame with wire version 7.

@@ -191,15 +191,28 @@ impl WireMessage for RelayRegisterResponse {
     const TYPE: MsgType = MsgType::RelayRegisterResponse;
 }
 
+/// Where a server's database stands: what it tells its peers on every (re)connection, so
+/// a server that restarts with a prepared round learns whether it committed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundStatus {
+    /// The last committed round.
+    pub committed: Option<u64>,
+    /// A round prepared (voted on) but neither committed nor aborted here.
+    pub prepared: Option<u64>,
+}
+
 /// First frame each way on an exchange ↔ exchange link. The TLS certificate already
 /// proves who the peer is; the hello pins the deployment and the party index, so two
-/// deployments sharing a CA cannot be cross-wired.
+/// deployments sharing a CA cannot be cross-wired, and carries the sender's
+/// [`RoundStatus`] for crash recovery.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerHello {
     /// The sender's party index (0, 1, 2).
     pub party: u8,
     /// The deployment's identifier (from configuration).
     pub deployment: String,
+    /// The sender's round status.
+    pub status: RoundStatus,
 }
 
 impl WireMessage for PeerHello {

@@ -80,6 +80,10 @@ async fn every_message_round_trips() {
     rt(PeerHello {
         party: 2,
         deployment: "d".into(),
+        status: RoundStatus {
+            committed: Some(4),
+            prepared: None,
+        },
     })
     .await;
     rt(OnlineSetHash {

@@ -30,6 +30,8 @@ pub struct Deployment {
     pub relay: Relay,
     /// (server, relay, batch) for every batch a port received.
     pub batches: mpsc::UnboundedReceiver<(u8, u32, RelayBatch)>,
+    /// The ports' event streams, when the deployment was made without responders.
+    pub events: Vec<mpsc::Receiver<PortEvent>>,
     pub shutdown: watch::Sender<bool>,
 }
 
@@ -55,6 +57,11 @@ pub fn now_ms() -> u64 {
 }
 
 pub async fn deployment(relay_limits: Limits) -> Deployment {
+    deployment_with(relay_limits, true).await
+}
+
+/// `respond`: whether responders answer at the ports; if not, the tests get the events.
+pub async fn deployment_with(relay_limits: Limits, respond: bool) -> Deployment {
     let pki = certs::generate(&certs::deployment_roles(3, 1)).unwrap();
     let roots = tls::roots_from_pem(&pki.ca.cert_pem).unwrap();
     let (shutdown, sd_rx) = watch::channel(false);
@@ -62,6 +69,7 @@ pub async fn deployment(relay_limits: Limits) -> Deployment {
     let mut ports = Vec::new();
     let mut port_addrs = Vec::new();
     let mut port_stats = Vec::new();
+    let mut raw_events = Vec::new();
     for server in 0..3u8 {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         port_addrs.push(l.local_addr().unwrap());
@@ -80,7 +88,11 @@ pub async fn deployment(relay_limits: Limits) -> Deployment {
             sd_rx.clone(),
         )
         .unwrap();
-        tokio::spawn(responder(server, handle.clone(), events, seen_tx.clone()));
+        if respond {
+            tokio::spawn(responder(server, handle.clone(), events, seen_tx.clone()));
+        } else {
+            raw_events.push(events);
+        }
         ports.push(handle);
     }
     let users = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -114,6 +126,7 @@ pub async fn deployment(relay_limits: Limits) -> Deployment {
         port_stats,
         relay,
         batches,
+        events: raw_events,
         shutdown,
     }
 }

@@ -1,0 +1,28 @@
+//! Building blocks of the exchange server that do not depend on the engine round or on
+//! kgc: the round clock ([`clock`]), collecting relay batches and returning outputs
+//! ([`collect`]), and the all-three-agree commit with crash recovery ([`commit`]).
+//!
+//! One round at server `i`, as these parts are meant to be composed (the exchange server
+//! binary that does so is not built yet):
+//!
+//! 1. [`clock::announce`] (server 0) or [`clock::await_announce`] (servers 1, 2) over
+//!    [`crate::mpc::MeshControl`]; then [`crate::relay_port::RelayPortHandle::announce`].
+//! 2. [`collect::collect_batches`] until every configured relay sent its batch or the
+//!    deadline plus grace passed.
+//! 3. Open the envelopes (kgc: tag index → pseudonym → key → share), reject replays
+//!    (one envelope per tag per round), run the consistency check and the engine round
+//!    on a blocking thread with the [`crate::mpc::TlsChannel`].
+//! 4. [`commit::vote_and_commit`]: prepare durably, vote, commit only if all three vote
+//!    commit with the same transcript hash.
+//! 5. Only then [`collect::send_outputs`]: outputs are never released for a round that
+//!    might still abort, so an aborted round is simply re-sent by the clients.
+//!
+//! On any peer-link failure a server drops its whole mesh and re-establishes it (so its
+//! peers do too, and no vote from an old link survives); the new hellos carry each
+//! server's [`crate::wire::RoundStatus`], and [`commit::recover`] settles a prepared
+//! round before the next one starts. Open the [`crate::mpc::MeshConfig::status`] from
+//! [`commit::status`].
+
+pub mod clock;
+pub mod collect;
+pub mod commit;

@@ -116,8 +116,10 @@ pub struct Db {
 }
 
 impl Db {
-    /// Opens (or creates) the database file; creates missing tables.
+    /// Opens (or creates) the database file; creates missing tables. A new file is
+    /// created owner-only (0600): registry records hold users' long-term keys.
     pub fn open(path: &Path) -> Result<Self, DbError> {
+        create_owner_only(path)?;
         let inner = Database::create(path)?;
         let tx = inner.begin_write()?;
         {
@@ -326,9 +328,38 @@ impl Db {
     }
 }
 
+fn create_owner_only(path: &Path) -> Result<(), DbError> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    match opts.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(DbError::Redb(format!("creating {}: {e}", path.display()))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_database_file_is_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.redb");
+        let db = Db::open(&path).unwrap();
+        db.register(1, b"secret").unwrap();
+        drop(db);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
+        assert_eq!(Db::open(&path).unwrap().registration(1).unwrap().unwrap(), b"secret");
+    }
 
     fn effects(round: u64, fill: u8, slots: usize) -> RoundEffects {
         RoundEffects {

@@ -20,7 +20,7 @@
 //! On any peer-link failure a server drops its whole mesh and re-establishes it (so its
 //! peers do too, and no vote from an old link survives); the new hellos carry each
 //! server's [`crate::wire::RoundStatus`], and [`commit::recover`] settles a prepared
-//! round before the next one starts. Open the [`crate::mpc::MeshConfig::status`] from
+//! round before the next one starts. Fill [`crate::mpc::MeshConfig::status`] from
 //! [`commit::status`].
 
 pub mod clock;

@@ -4,6 +4,7 @@ use std::io::Write as _;
 
 use clap::{Parser, Subcommand};
 
+use acs_proofs::audit::cli::AuditArgs;
 use acs_proofs::trace::cli::TraceModelArgs;
 
 #[derive(Debug, Parser)]
@@ -21,12 +22,22 @@ struct Cli {
 enum Command {
     /// The paper's traceability model (Eq. 2, 4-6, Fig. 6), sound metrics, Monte-Carlo.
     TraceModel(TraceModelArgs),
+    /// The leakage audit of the exchange round (design §6): exit 0 when no leak is
+    /// found, 2 when one is.
+    Audit(AuditArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
+    let mut leak = false;
     let result = match &cli.command {
         Command::TraceModel(args) => acs_proofs::trace::cli::run(args).map_err(|e| e.to_string()),
+        Command::Audit(args) => acs_proofs::audit::cli::run(args)
+            .map(|o| {
+                leak = o.leak;
+                o.output
+            })
+            .map_err(|e| e.to_string()),
     };
     match result {
         Ok(out) => {
@@ -36,6 +47,9 @@ fn main() {
                     eprintln!("acs-proofs: error: cannot write to stdout: {e}");
                     std::process::exit(1);
                 }
+            }
+            if leak {
+                std::process::exit(2);
             }
         }
         Err(e) => {

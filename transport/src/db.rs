@@ -358,7 +358,10 @@ mod tests {
         drop(db);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "{mode:o}");
-        assert_eq!(Db::open(&path).unwrap().registration(1).unwrap().unwrap(), b"secret");
+        assert_eq!(
+            Db::open(&path).unwrap().registration(1).unwrap().unwrap(),
+            b"secret"
+        );
     }
 
     fn effects(round: u64, fill: u8, slots: usize) -> RoundEffects {

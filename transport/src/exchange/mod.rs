@@ -26,3 +26,4 @@
 pub mod clock;
 pub mod collect;
 pub mod commit;
+pub mod intake;

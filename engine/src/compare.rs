@@ -14,7 +14,7 @@
 
 use crate::channel::Peer;
 use crate::error::EngineError;
-use crate::party::Party;
+use crate::party::{Party, Words};
 use crate::share::Shared;
 use rayon::prelude::*;
 
@@ -224,11 +224,18 @@ where
         z.truncate(nb * next_count);
     }
     party.scratch.give_words(z);
-    party.scratch.give_words(std::mem::take(&mut state.eq_a));
-    party.scratch.give_words(std::mem::take(&mut state.eq_b));
+    let Nodes {
+        less_a,
+        less_b,
+        eq_a,
+        eq_b,
+        ..
+    } = state;
+    party.scratch.give_words(eq_a);
+    party.scratch.give_words(eq_b);
     Ok(Shared {
-        a: std::mem::take(&mut state.less_a),
-        b: std::mem::take(&mut state.less_b),
+        a: less_a.into_vec(),
+        b: less_b.into_vec(),
     })
 }
 
@@ -262,10 +269,10 @@ impl Layer0Scratch {
 /// `m` (less, equal) nodes per block, block-major and compact.
 struct Nodes {
     m: usize,
-    less_a: Vec<u64>,
-    less_b: Vec<u64>,
-    eq_a: Vec<u64>,
-    eq_b: Vec<u64>,
+    less_a: Words,
+    less_b: Words,
+    eq_a: Words,
+    eq_b: Words,
 }
 
 /// The shape of one prefix layer over `m` nodes.
@@ -324,9 +331,9 @@ impl Layer {
 }
 
 /// The local AND shares of the first prefix layer over `state`.
-fn prefix_and_local(party: &mut Party, state: &Nodes, nb: usize) -> Result<Vec<u64>, EngineError> {
+fn prefix_and_local(party: &mut Party, state: &Nodes, nb: usize) -> Result<Words, EngineError> {
     if state.m <= 1 {
-        return Ok(Vec::new());
+        return Ok(party.scratch.take_words(0));
     }
     let layer = Layer::of(state.m);
     let count = layer.count();

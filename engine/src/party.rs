@@ -185,7 +185,7 @@ impl Party {
     ) -> Result<Vec<u64>, EngineError> {
         let mut out = self.scratch.take_words(words.len());
         self.exchange_words_into(to, words, from, &mut out)?;
-        Ok(out)
+        Ok(out.into_vec())
     }
 
     /// [`Party::exchange_words`] into `out` (as long as `words`). Message buffers are
@@ -345,20 +345,18 @@ pub(crate) struct Scratch {
 const POOL_MAX: usize = 24;
 
 impl Scratch {
-    /// A buffer of exactly `len` words with unspecified contents.
-    pub(crate) fn take_words(&mut self, len: usize) -> Vec<u64> {
-        let mut v = take_fitting(&mut self.words, len);
-        if v.len() >= len {
-            v.truncate(len);
-        } else {
-            v.resize(len, 0);
+    /// A buffer of `len` words with unspecified contents.
+    pub(crate) fn take_words(&mut self, len: usize) -> Words {
+        let mut buf = take_fitting(&mut self.words, len);
+        if buf.len() < len {
+            buf.resize(len, 0);
         }
-        v
+        Words { buf, len }
     }
 
-    /// Returns a buffer taken with [`Scratch::take_words`] (or any spare one).
-    pub(crate) fn give_words(&mut self, v: Vec<u64>) {
-        give(&mut self.words, v);
+    /// Returns a buffer taken with [`Scratch::take_words`].
+    pub(crate) fn give_words(&mut self, w: Words) {
+        give(&mut self.words, w.buf);
     }
 
     fn take_bytes(&mut self, len: usize) -> Vec<u8> {
@@ -376,16 +374,56 @@ impl Scratch {
     }
 }
 
-/// The smallest pooled buffer that holds `len` elements without reallocating, or an
-/// empty one.
+/// A pooled word buffer seen as its first `len` words. The vector underneath keeps its
+/// full length, so handing it to a later, longer use needs no re-initialization (a
+/// `Vec` once truncated could only grow back by writing every word again).
+pub(crate) struct Words {
+    buf: Vec<u64>,
+    len: usize,
+}
+
+impl Words {
+    /// Shortens the view to `len` words (no-op if already shorter).
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    /// The viewed words as a vector of exactly that length (leaves the pool).
+    pub(crate) fn into_vec(mut self) -> Vec<u64> {
+        self.buf.truncate(self.len);
+        self.buf
+    }
+}
+
+impl std::ops::Deref for Words {
+    type Target = [u64];
+    fn deref(&self) -> &[u64] {
+        &self.buf[..self.len]
+    }
+}
+
+impl std::ops::DerefMut for Words {
+    fn deref_mut(&mut self) -> &mut [u64] {
+        &mut self.buf[..self.len]
+    }
+}
+
+/// The shortest pooled buffer already at least `len` long; failing that, the one with
+/// the most capacity (growing it touches the least new memory); or an empty one.
 fn take_fitting<T: Zeroize>(pool: &mut Vec<Vec<T>>, len: usize) -> Vec<T> {
-    let best = pool
+    let long_enough = pool
         .iter()
         .enumerate()
-        .filter(|(_, v)| v.capacity() >= len)
-        .min_by_key(|(_, v)| v.capacity())
+        .filter(|(_, v)| v.len() >= len)
+        .min_by_key(|(_, v)| v.len())
         .map(|(i, _)| i);
-    match best {
+    let pick = long_enough.or_else(|| {
+        pool.iter()
+            .enumerate()
+            .max_by_key(|(_, v)| v.capacity())
+            .map(|(i, _)| i)
+    });
+    match pick {
         Some(i) => pool.swap_remove(i),
         None => Vec::new(),
     }

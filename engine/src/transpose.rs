@@ -10,19 +10,71 @@ use rayon::prelude::*;
 /// Transposes a 64×64 bit matrix in place: afterwards bit `r` of word `c` is what bit `c`
 /// of word `r` was. (Hacker's Delight §7-3, recursive block swap.)
 pub fn transpose64(a: &mut [u64; 64]) {
-    let mut j = 32usize;
-    let mut m: u64 = 0x0000_0000_FFFF_FFFF;
-    while j != 0 {
-        let mut k = 0usize;
-        while k < 64 {
-            // Swap the off-diagonal j×j blocks of each 2j×2j block.
-            let t = ((a[k] >> j) ^ a[k + j]) & m;
-            a[k] ^= t << j;
-            a[k + j] ^= t;
-            k = (k + j + 1) & !j;
+    // One function per stage with a constant shift, so each stage is a fixed pattern of
+    // independent word pairs that the compiler unrolls and vectorizes.
+    swap_stage::<32>(a, 0x0000_0000_FFFF_FFFF);
+    swap_stage::<16>(a, 0x0000_FFFF_0000_FFFF);
+    swap_stage::<8>(a, 0x00FF_00FF_00FF_00FF);
+    swap_stage::<4>(a, 0x0F0F_0F0F_0F0F_0F0F);
+    swap_stage::<2>(a, 0x3333_3333_3333_3333);
+    swap_stage::<1>(a, 0x5555_5555_5555_5555);
+}
+
+/// Swaps the off-diagonal `J`×`J` bit blocks of each `2J`×`2J` block.
+#[inline(always)]
+fn swap_stage<const J: usize>(a: &mut [u64; 64], m: u64) {
+    for base in (0..64).step_by(2 * J) {
+        for k in base..base + J {
+            let t = ((a[k] >> J) ^ a[k + J]) & m;
+            a[k] ^= t << J;
+            a[k + J] ^= t;
         }
-        j >>= 1;
-        m ^= m << j;
+    }
+}
+
+/// Bitslices two 64-row blocks of `w`-bit values at once, most significant bit first
+/// (`dst_x[0]` is bit `w-1` of every row of `rows_x`). When the part above bit 64 is at
+/// most 32 bits wide, both blocks' high parts share one 64×64 transposition (the high
+/// half of a 84-bit sort key is 20 bits), so two blocks cost three transpositions.
+pub(crate) fn transpose_pair(
+    rows_a: &[u128; 64],
+    rows_b: &[u128; 64],
+    w: usize,
+    dst_a: &mut [u64],
+    dst_b: &mut [u64],
+) {
+    debug_assert!(w <= 128 && dst_a.len() >= w && dst_b.len() >= w);
+    let low_bits = w.min(64);
+    for (rows, dst) in [(rows_a, &mut *dst_a), (rows_b, &mut *dst_b)] {
+        let mut lo: [u64; 64] = std::array::from_fn(|r| rows[r] as u64);
+        transpose64(&mut lo);
+        for b in 0..low_bits {
+            dst[w - 1 - b] = lo[b];
+        }
+    }
+    if w <= 64 {
+        return;
+    }
+    if w <= 96 {
+        // Bits at and above `w` may be set (shares of narrower values need not be
+        // narrow); only the low `w - 64` of each high part are kept.
+        let keep = (1u64 << (w - 64)) - 1;
+        let mut hi: [u64; 64] = std::array::from_fn(|r| {
+            ((rows_a[r] >> 64) as u64 & keep) | (((rows_b[r] >> 64) as u64 & keep) << 32)
+        });
+        transpose64(&mut hi);
+        for b in 64..w {
+            dst_a[w - 1 - b] = hi[b - 64];
+            dst_b[w - 1 - b] = hi[b - 32];
+        }
+    } else {
+        for (rows, dst) in [(rows_a, dst_a), (rows_b, dst_b)] {
+            let mut hi: [u64; 64] = std::array::from_fn(|r| (rows[r] >> 64) as u64);
+            transpose64(&mut hi);
+            for b in 64..w {
+                dst[w - 1 - b] = hi[b - 64];
+            }
+        }
     }
 }
 
@@ -123,6 +175,22 @@ mod tests {
             for c in 0..64 {
                 assert_eq!((a[c] >> r) & 1, (orig[r] >> c) & 1);
             }
+        }
+    }
+
+    #[test]
+    fn transpose_pair_matches_transpose_block() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for w in [1usize, 20, 63, 64, 65, 84, 96, 97, 128] {
+            // Bits above `w` are set too: they must be ignored.
+            let a: [u128; 64] = std::array::from_fn(|_| rng.gen::<u128>());
+            let b: [u128; 64] = std::array::from_fn(|_| rng.gen::<u128>());
+            let (mut pa, mut pb) = (vec![0u64; w], vec![0u64; w]);
+            transpose_pair(&a, &b, w, &mut pa, &mut pb);
+            let (mut qa, mut qb) = (vec![0u64; w], vec![0u64; w]);
+            transpose_block(&a, w, &mut qa);
+            transpose_block(&b, w, &mut qb);
+            assert_eq!((pa, pb), (qa, qb), "w = {w}");
         }
     }
 

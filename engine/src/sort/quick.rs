@@ -7,7 +7,7 @@ use crate::error::EngineError;
 use crate::party::Party;
 use crate::share::{Shared, SharedKeys};
 use crate::shuffle::apply_permutation;
-use crate::transpose::{blocks, transpose_block};
+use crate::transpose::{blocks, transpose_pair};
 use rayon::prelude::*;
 
 /// Sorts `n` records by `key_bits`-bit keys (`keys`, one per record) carrying
@@ -200,22 +200,31 @@ fn sort_unique(
         let (ka, kb) = (&keys.a, &keys.b);
         let (act, seg, segs) = (&active, &active_seg, &segments);
         let less = less_than_blocks(party, nb, w, |blk, xa, xb, da, db| {
-            let mut rows = [[0u128; 64]; 4];
+            // Lanes past the last element compare zero with zero.
             let lo = blk * 64;
-            let hi = (lo + 64).min(m);
-            for (r, c) in (lo..hi).enumerate() {
-                let t = act[c] as usize;
-                let p = segs[seg[c] as usize].pivot as usize;
-                rows[0][r] = ka[t];
-                rows[1][r] = kb[t];
-                rows[2][r] = ka[t] ^ ka[p];
-                rows[3][r] = kb[t] ^ kb[p];
-            }
-            let len = hi - lo;
-            transpose_block(&rows[0][..len], w, xa);
-            transpose_block(&rows[1][..len], w, xb);
-            transpose_block(&rows[2][..len], w, da);
-            transpose_block(&rows[3][..len], w, db);
+            let len = m.min(lo + 64) - lo;
+            let at: [(usize, usize); 64] = std::array::from_fn(|r| {
+                if r < len {
+                    let c = lo + r;
+                    (act[c] as usize, segs[seg[c] as usize].pivot as usize)
+                } else {
+                    (usize::MAX, 0)
+                }
+            });
+            let row = |v: &[u128], r: usize| if r < len { v[at[r].0] } else { 0 };
+            let diff = |v: &[u128], r: usize| {
+                if r < len {
+                    v[at[r].0] ^ v[at[r].1]
+                } else {
+                    0
+                }
+            };
+            let xa_rows: [u128; 64] = std::array::from_fn(|r| row(ka, r));
+            let xb_rows: [u128; 64] = std::array::from_fn(|r| row(kb, r));
+            transpose_pair(&xa_rows, &xb_rows, w, xa, xb);
+            let da_rows: [u128; 64] = std::array::from_fn(|r| diff(ka, r));
+            let db_rows: [u128; 64] = std::array::from_fn(|r| diff(kb, r));
+            transpose_pair(&da_rows, &db_rows, w, da, db);
         })?;
         let bits = party.declassify(Reason::SortComparison, &less, m)?;
         let goes_left = |c: usize| (bits[c / 64] >> (c % 64)) & 1 == 1;

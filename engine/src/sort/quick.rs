@@ -9,6 +9,7 @@ use crate::share::{Shared, SharedKeys};
 use crate::shuffle::apply_permutation;
 use crate::transpose::{blocks, transpose_pair};
 use rayon::prelude::*;
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// Sorts `n` records by `key_bits`-bit keys (`keys`, one per record) carrying
 /// `payload_words` words each (`payload`, row-major).
@@ -164,10 +165,17 @@ struct Segment {
 
 const UNSET: u32 = u32::MAX;
 
-/// Quicksort over unique, shuffled `w`-bit keys. Keys never move: each level works on
-/// the list of still-unplaced elements (in index order) and their segments, and every
-/// element's final position is fixed as soon as it is a pivot or alone in a segment.
-/// Returns, for each sorted position, the element's index, and the number of levels.
+/// Marks a child segment id (in the per-level child table) whose pivot is chosen. Segment
+/// ids stay below it: every segment holds at least two of the `n < 2^32` elements.
+const HAS_PIVOT: u32 = 1 << 31;
+
+/// Quicksort over unique, shuffled `w`-bit keys. Each level works on the list of
+/// still-unplaced elements in index order, with their segment ids and a compact copy of
+/// their keys (so the comparison input is read sequentially, and each segment's pivot
+/// key is read from a small per-segment table instead of from anywhere in the whole key
+/// array); every element's final position is fixed as soon as it is a pivot or alone in
+/// a segment. Returns, for each sorted position, the element's index, and the number of
+/// levels.
 fn sort_unique(
     party: &mut Party,
     keys: &SharedKeys,
@@ -176,9 +184,7 @@ fn sort_unique(
     let n = keys.len();
     let mut final_pos = vec![UNSET; n];
     let mut segments: Vec<Segment> = Vec::new();
-    // Elements still being compared, ascending, with their segment ids.
-    let mut active: Vec<u32> = Vec::new();
-    let mut active_seg: Vec<u32> = Vec::new();
+    let mut level = Level::default();
     match n {
         0 => {}
         1 => final_pos[0] = 0,
@@ -188,58 +194,57 @@ fn sort_unique(
                 size: n as u32,
                 pivot: 0,
             });
-            active = (1..n as u32).collect();
-            active_seg = vec![0; n - 1];
+            level.pivot_key.push([keys.a[0], keys.b[0]]);
+            level.active = (1..n as u32).collect();
+            level.seg = vec![0; n - 1];
+            level.key = (1..n).map(|t| [keys.a[t], keys.b[t]]).collect();
         }
     }
+    let mut next = Level::default();
+    let mut left: Vec<u32> = Vec::new();
+    let mut child: Vec<(u32, u32)> = Vec::new();
+    let mut next_segments: Vec<Segment> = Vec::new();
     let mut levels = 0;
-    while !active.is_empty() {
+    while !level.active.is_empty() {
         levels += 1;
-        let m = active.len();
+        let m = level.active.len();
         let nb = blocks(m);
-        let (ka, kb) = (&keys.a, &keys.b);
-        let (act, seg, segs) = (&active, &active_seg, &segments);
+        let cur = &level;
         let less = less_than_blocks(party, nb, w, |blk, xa, xb, da, db| {
             // Lanes past the last element compare zero with zero.
             let lo = blk * 64;
             let len = m.min(lo + 64) - lo;
-            let at: [(usize, usize); 64] = std::array::from_fn(|r| {
+            let key = &cur.key[lo..lo + len];
+            let seg = &cur.seg[lo..lo + len];
+            let x = |s: usize, r: usize| if r < len { key[r][s] } else { 0 };
+            let d = |s: usize, r: usize| {
                 if r < len {
-                    let c = lo + r;
-                    (act[c] as usize, segs[seg[c] as usize].pivot as usize)
-                } else {
-                    (usize::MAX, 0)
-                }
-            });
-            let row = |v: &[u128], r: usize| if r < len { v[at[r].0] } else { 0 };
-            let diff = |v: &[u128], r: usize| {
-                if r < len {
-                    v[at[r].0] ^ v[at[r].1]
+                    key[r][s] ^ cur.pivot_key[seg[r] as usize][s]
                 } else {
                     0
                 }
             };
-            let xa_rows: [u128; 64] = std::array::from_fn(|r| row(ka, r));
-            let xb_rows: [u128; 64] = std::array::from_fn(|r| row(kb, r));
+            let xa_rows: [u128; 64] = std::array::from_fn(|r| x(0, r));
+            let xb_rows: [u128; 64] = std::array::from_fn(|r| x(1, r));
             transpose_pair(&xa_rows, &xb_rows, w, xa, xb);
-            let da_rows: [u128; 64] = std::array::from_fn(|r| diff(ka, r));
-            let db_rows: [u128; 64] = std::array::from_fn(|r| diff(kb, r));
+            let da_rows: [u128; 64] = std::array::from_fn(|r| d(0, r));
+            let db_rows: [u128; 64] = std::array::from_fn(|r| d(1, r));
             transpose_pair(&da_rows, &db_rows, w, da, db);
         })?;
         let bits = party.declassify(Reason::SortComparison, &less, m)?;
         let goes_left = |c: usize| (bits[c / 64] >> (c % 64)) & 1 == 1;
 
         // Place every pivot; open children of two or more elements as new segments.
-        let mut left = vec![0u32; segments.len()];
-        for c in 0..m {
-            if goes_left(c) {
-                left[active_seg[c] as usize] += 1;
-            }
+        left.clear();
+        left.resize(segments.len(), 0);
+        for (c, &g) in level.seg.iter().enumerate() {
+            left[g as usize] += u32::from(goes_left(c));
         }
-        let mut next_segments = Vec::with_capacity(2 * segments.len());
+        next_segments.clear();
         // Per old segment and side: the new segment id (UNSET for a lone element) and
         // the first sorted position of that side.
-        let mut child = vec![(UNSET, 0u32); 2 * segments.len()];
+        child.clear();
+        child.resize(2 * segments.len(), (UNSET, 0));
         for (g, sgm) in segments.iter().enumerate() {
             let l = left[g];
             let r = sgm.size - 1 - l;
@@ -257,26 +262,28 @@ fn sort_unique(
                 }
             }
         }
-        let mut next_active = Vec::with_capacity(m);
-        let mut next_seg = Vec::with_capacity(m);
+        next.clear(next_segments.len(), m);
         for c in 0..m {
-            let t = active[c];
+            let t = level.active[c];
             let side = usize::from(!goes_left(c));
-            let (id, start) = child[2 * active_seg[c] as usize + side];
+            let slot = &mut child[2 * level.seg[c] as usize + side];
+            let (id, start) = *slot;
             if id == UNSET {
                 final_pos[t as usize] = start;
-            } else if next_segments[id as usize].pivot == UNSET {
+            } else if id & HAS_PIVOT == 0 {
                 // The first (lowest-index) element of a new segment is its pivot: after
                 // the shuffle that is a uniformly random member.
                 next_segments[id as usize].pivot = t;
+                next.pivot_key[id as usize] = level.key[c];
+                slot.0 |= HAS_PIVOT;
             } else {
-                next_active.push(t);
-                next_seg.push(id);
+                next.active.push(t);
+                next.seg.push(id & !HAS_PIVOT);
+                next.key.push(level.key[c]);
             }
         }
-        segments = next_segments;
-        active = next_active;
-        active_seg = next_seg;
+        std::mem::swap(&mut segments, &mut next_segments);
+        std::mem::swap(&mut level, &mut next);
     }
     let mut order = vec![0u32; n];
     for (t, &p) in final_pos.iter().enumerate() {
@@ -284,4 +291,28 @@ fn sort_unique(
         order[p as usize] = t as u32;
     }
     Ok((order, levels))
+}
+
+/// The elements still being compared at one level, ascending by index: their indices,
+/// segment ids and key shares, and each segment's pivot key shares. Two of these are
+/// swapped level by level, so their memory is reused.
+#[derive(Default, Zeroize, ZeroizeOnDrop)]
+struct Level {
+    active: Vec<u32>,
+    seg: Vec<u32>,
+    key: Vec<[u128; 2]>,
+    pivot_key: Vec<[u128; 2]>,
+}
+
+impl Level {
+    fn clear(&mut self, segments: usize, elements: usize) {
+        self.active.clear();
+        self.seg.clear();
+        self.key.clear();
+        self.active.reserve(elements);
+        self.seg.reserve(elements);
+        self.key.reserve(elements);
+        self.pivot_key.clear();
+        self.pivot_key.resize(segments, [0; 2]);
+    }
 }

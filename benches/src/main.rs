@@ -4,6 +4,7 @@
 //! in this process over in-memory channels, reconstructs the outputs and verifies them
 //! against a plaintext computation; it exits non-zero if verification fails.
 
+mod report;
 mod round;
 mod sort;
 
@@ -23,6 +24,9 @@ enum Command {
     Sort(sort::SortArgs),
     /// One exchange round (or a few) at scale, verified against the ideal round.
     Round(round::RoundArgs),
+    /// Run the sort and round grids as child processes; write JSON, SVG plots and the
+    /// generated section of benchmarks.md.
+    Report(report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +34,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Sort(args) => sort::run(&args),
         Command::Round(args) => round::run(&args),
+        Command::Report(args) => report::run(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -54,6 +54,8 @@ struct Report {
     bytes_per_party: u64,
     rounds: u64,
     verified: bool,
+    /// Seconds per phase of the last round (slowest party).
+    phases: Vec<(&'static str, f64)>,
 }
 
 pub fn run(args: &RoundArgs) -> Result<bool, String> {
@@ -92,6 +94,7 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
     let mut per_round = Vec::new();
     let mut last_bytes = 0;
     let mut last_rounds = 0;
+    let mut phases: Vec<(&'static str, f64)> = Vec::new();
     for round in 1..=args.rounds {
         eprintln!(
             "acs-bench round: round {round}/{}: {n} users, {} B messages, store {}: preparing blocks",
@@ -144,6 +147,16 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
         per_round.push(secs);
         last_bytes = parts.iter().map(|p| p.2).max().unwrap_or(0);
         last_rounds = parts.iter().map(|p| p.3).max().unwrap_or(0);
+        phases = parts[0]
+            .0
+            .phases
+            .iter()
+            .enumerate()
+            .map(|(k, (name, _))| {
+                let slowest = parts.iter().map(|p| p.0.phases[k].1).fold(0.0, f64::max);
+                (*name, slowest)
+            })
+            .collect();
         eprintln!("acs-bench round: round {round}: {secs:.3} s; verifying against the ideal round");
 
         let inputs: Vec<(u64, Block)> = online.iter().copied().zip(blocks).collect();
@@ -203,6 +216,7 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
         bytes_per_party: last_bytes,
         rounds: last_rounds,
         verified,
+        phases,
     };
     if args.json {
         println!(
@@ -214,6 +228,9 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
             "round users={} msg={}B store={} threads={}: {:.3} s, {:.1} MB/party, {} rounds, verified={}",
             n, args.msg_size, report.store, threads, report.seconds, last_bytes as f64 / 1e6, last_rounds, verified
         );
+        for (name, secs) in &report.phases {
+            println!("  {name:<24} {secs:>8.3} s");
+        }
     }
     Ok(verified)
 }

@@ -33,6 +33,7 @@ use crate::party::Party;
 use crate::share::{Shared, SharedKeys};
 use crate::sort::quicksort;
 use crate::transpose::{blocks, rows_to_planes};
+use rayon::prelude::*;
 
 /// The routing tag of store records.
 const SENTINEL: u64 = u64::MAX;
@@ -75,6 +76,29 @@ pub struct RoundResult {
     pub outputs: Vec<Vec<u64>>,
     /// The new store.
     pub store: SharedStore,
+    /// Wall-clock seconds of each phase at this party, in order, for profiling.
+    pub phases: Vec<(&'static str, f64)>,
+}
+
+/// Records how long each phase of the round took.
+struct PhaseClock {
+    last: std::time::Instant,
+    phases: Vec<(&'static str, f64)>,
+}
+
+impl PhaseClock {
+    fn start() -> Self {
+        PhaseClock {
+            last: std::time::Instant::now(),
+            phases: Vec::new(),
+        }
+    }
+
+    fn lap(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.phases.push((name, (now - self.last).as_secs_f64()));
+        self.last = now;
+    }
 }
 
 /// Runs one exchange round at this party.
@@ -113,6 +137,7 @@ pub fn exchange_round(
         return Err(EngineError::InvalidInput("too many users".into()));
     }
     let id = party.id();
+    let mut clock = PhaseClock::start();
     let blocks = party.input_from_xor(blocks)?;
 
     // Per-record bits, bitsliced: role bits of blocks, validity of store records.
@@ -177,8 +202,11 @@ pub fn exchange_round(
             out_rows.extend(std::iter::repeat_n(0, row - 1));
         }
     }
+    clock.lap("prepare");
     let sorted = quicksort(party, &keys, 66, &rows, row)?;
+    clock.lap("sort records");
     let matched = match_adjacent(party, &sorted.keys, &sorted.payload, row, p)?;
+    clock.lap("match");
 
     // Route A: mailboxes to their users, items on to the store sort.
     let routed = party.shuffle(&matched, row)?;
@@ -222,7 +250,9 @@ pub fn exchange_round(
             );
         }
     }
+    clock.lap("route to mailboxes");
     let sorted2 = quicksort(party, &keys2, 97, &item_rows, row)?;
+    clock.lap("sort store candidates");
 
     // New store: the first C rows; statuses of all items by position.
     let mut new_store = Shared {
@@ -277,6 +307,7 @@ pub fn exchange_round(
         return Err(route_mismatch(id));
     }
     party.check_openings()?;
+    clock.lap("statuses and route back");
 
     // Outputs: [status | incoming role << 8, from, payload]; the user receives x_i = a.
     let outputs = (0..u)
@@ -291,9 +322,11 @@ pub fn exchange_round(
             out
         })
         .collect();
+    clock.lap("assemble outputs");
     Ok(RoundResult {
         outputs,
         store: SharedStore { rows: new_store },
+        phases: clock.phases,
     })
 }
 
@@ -365,9 +398,11 @@ fn column(rows: &Shared, row: usize, col: usize) -> Shared {
 /// Rows at `idx`, in that order.
 fn gather_rows(rows: &Shared, row: usize, idx: &[usize]) -> Shared {
     let g = |v: &[u64]| -> Vec<u64> {
-        let mut out = Vec::with_capacity(idx.len() * row);
-        for &k in idx {
-            out.extend_from_slice(&v[k * row..(k + 1) * row]);
+        let mut out = vec![0u64; idx.len() * row];
+        if row > 0 {
+            out.par_chunks_mut(row)
+                .zip(idx.par_iter())
+                .for_each(|(d, &k)| d.copy_from_slice(&v[k * row..(k + 1) * row]));
         }
         out
     };
@@ -456,20 +491,20 @@ fn match_adjacent(
     // Mailbox k takes [role, src, payload] of k+1 under m_k: AND with the broadcast bit.
     let take = 2 + p;
     let masks = |bits: &[u64]| -> Vec<u64> {
-        let mut v = Vec::with_capacity(pairs * take);
-        for t in 0..pairs {
-            v.extend(std::iter::repeat_n(lane(bits, t).wrapping_neg(), take));
-        }
+        let mut v = vec![0u64; pairs * take];
+        v.par_chunks_mut(take)
+            .enumerate()
+            .for_each(|(t, c)| c.fill(lane(bits, t).wrapping_neg()));
         v
     };
     let next_fields = |r: &[u64]| -> Vec<u64> {
-        let mut v = Vec::with_capacity(pairs * take);
-        for t in 1..n {
-            let rr = &r[t * row..(t + 1) * row];
-            v.push(rr[FLAGS] & ROLE_MASK);
-            v.push(rr[SRC]);
-            v.extend_from_slice(&rr[PAYLOAD..]);
-        }
+        let mut v = vec![0u64; pairs * take];
+        v.par_chunks_mut(take).enumerate().for_each(|(t, c)| {
+            let rr = &r[(t + 1) * row..(t + 2) * row];
+            c[0] = rr[FLAGS] & ROLE_MASK;
+            c[1] = rr[SRC];
+            c[2..].copy_from_slice(&rr[PAYLOAD..]);
+        });
         v
     };
     let moved = party.and(
@@ -483,14 +518,17 @@ fn match_adjacent(
         },
     )?;
     for (o, mv, mb) in [(&mut out.a, &moved.a, &m.a), (&mut out.b, &moved.b, &m.b)] {
+        o.par_chunks_mut(row)
+            .zip(mv.par_chunks(take))
+            .for_each(|(dst, src)| {
+                dst[FLAGS] ^= src[0];
+                dst[SRC] ^= src[1];
+                for (d, s) in dst[PAYLOAD..].iter_mut().zip(&src[2..]) {
+                    *d ^= s;
+                }
+            });
+        // The item after a matched mailbox is delivered.
         for t in 0..pairs {
-            let src = &mv[t * take..(t + 1) * take];
-            let dst = &mut o[t * row..(t + 1) * row];
-            dst[FLAGS] ^= src[0];
-            dst[SRC] ^= src[1];
-            for (d, s) in dst[PAYLOAD..].iter_mut().zip(&src[2..]) {
-                *d ^= s;
-            }
             o[(t + 1) * row + FLAGS] ^= lane(mb, t) << DELIVERED_BIT;
         }
     }

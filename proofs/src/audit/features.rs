@@ -1,7 +1,7 @@
 //! From one run's openings to what a leak would change.
 //!
-//! A round's openings fall into *groups*: maximal runs of consecutive openings with
-//! the same reason. The real round has four: the quicksort of all records (one
+//! A round's openings fall into *groups*: a quicksort's consecutive comparison
+//! openings, or any other single opening. The real round has four: the quicksort of all records (one
 //! [`Reason::SortComparison`] opening per level), the first routing
 //! ([`Reason::RouteAfterShuffle`]), the store sort, and the status routing.
 //!
@@ -38,7 +38,7 @@ pub const SENTINEL: u64 = u64::MAX;
 /// Quicksort levels that get their own features.
 const LEVELS: usize = 5;
 
-/// A maximal run of consecutive openings with one reason.
+/// One quicksort's openings, or one other opening.
 #[derive(Clone, Copy, Debug)]
 pub struct Group<'a> {
     /// The reason of every opening in it.
@@ -47,12 +47,16 @@ pub struct Group<'a> {
     pub entries: &'a [AuditEntry],
 }
 
-/// Splits a round's openings into groups.
+/// Splits a round's openings into groups: consecutive quicksort levels form one group
+/// (one sort), every other opening is a group of its own.
 pub fn groups(entries: &[AuditEntry]) -> Vec<Group<'_>> {
     let mut out = Vec::new();
     let mut start = 0;
     for k in 1..=entries.len() {
-        if k == entries.len() || entries[k].reason != entries[start].reason {
+        let split = k == entries.len()
+            || entries[k].reason != entries[start].reason
+            || entries[start].reason != Reason::SortComparison;
+        if split {
             if k > start {
                 out.push(Group {
                     reason: entries[start].reason,

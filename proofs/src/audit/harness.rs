@@ -107,15 +107,16 @@ pub fn run_plan(
             let blocks = round_shares[i].clone();
             let result = match variant {
                 Variant::Real => exchange_round(p, &cfg, round, &online, blocks, &store)?,
-                Variant::Leaky(leak) => {
-                    leaky_round(p, &cfg, round, &online, blocks, &store, leak)?
-                }
+                Variant::Leaky(leak) => leaky_round(p, &cfg, round, &online, blocks, &store, leak)?,
             };
             marks.push(p.audit_log().entries().len());
             outputs.push(result.outputs);
             store = result.store;
         }
-        Ok(((p.audit_log().entries().to_vec(), marks, outputs), inconsistent))
+        Ok((
+            (p.audit_log().entries().to_vec(), marks, outputs),
+            inconsistent,
+        ))
     });
     let mut runs: Vec<PartyRun> = Vec::with_capacity(3);
     for (party, r) in results.into_iter().enumerate() {
@@ -132,10 +133,8 @@ pub fn run_plan(
     }
     for (r, want) in plan.expected.iter().enumerate() {
         for (u, want_out) in want.iter().enumerate() {
-            let got = Output::reconstruct(
-                [&runs[0].2[r][u], &runs[1].2[r][u], &runs[2].2[r][u]],
-                &cfg,
-            );
+            let got =
+                Output::reconstruct([&runs[0].2[r][u], &runs[1].2[r][u], &runs[2].2[r][u]], &cfg);
             if got.as_ref() != Ok(want_out) {
                 return Err(HarnessError::WrongOutput {
                     round: r as u32 + 1,

@@ -84,6 +84,32 @@ pub struct Power {
     pub power: f64,
     /// Simulated audits.
     pub trials: usize,
+    /// Per workload pair `(a, b)` (indices into the workload list): the mean leaked
+    /// value in each world, the larger difference over the rounds, and the fraction of
+    /// simulated audits in which that pair alone was flagged.
+    pub pairs: Vec<PairPower>,
+}
+
+/// How well one pair of worlds is told apart through a modelled leak.
+#[derive(Clone, Debug, Serialize)]
+pub struct PairPower {
+    /// The two workloads (indices).
+    pub pair: [usize; 2],
+    /// Largest difference over the rounds of the mean leaked value (a bit's
+    /// probability, or a count as a fraction).
+    pub difference: f64,
+    /// Fraction of simulated audits flagging this pair.
+    pub power: f64,
+}
+
+impl Power {
+    /// The pair that differs (by at least `min_difference`) but is flagged least often.
+    pub fn hardest(&self, min_difference: f64) -> Option<&PairPower> {
+        self.pairs
+            .iter()
+            .filter(|p| p.difference >= min_difference)
+            .min_by(|x, y| x.power.total_cmp(&y.power))
+    }
 }
 
 /// Simulates `trials` audits per model. `secrets[w][k][r]`: workload `w`, run `k`,
@@ -110,9 +136,14 @@ pub fn simulate(
     LeakModel::ALL
         .iter()
         .map(|&model| {
+            let index: Vec<[usize; 2]> = (0..workloads)
+                .flat_map(|a| (a + 1..workloads).map(move |b| [a, b]))
+                .collect();
             let mut detected = 0;
+            let mut pair_detected = vec![0usize; index.len()];
+            let mut sums = vec![vec![0.0f64; rounds]; workloads];
             for _ in 0..trials {
-                let mut hit = false;
+                let mut pair_hit = vec![false; index.len()];
                 for r in 0..rounds {
                     let samples: Vec<Vec<f64>> = secrets
                         .iter()
@@ -122,19 +153,36 @@ pub fn simulate(
                                 .collect()
                         })
                         .collect();
-                    for a in 0..workloads {
-                        for b in a + 1..workloads {
-                            hit |= ks_test(&samples[a], &samples[b]).p < threshold;
-                        }
+                    for (w, v) in samples.iter().enumerate() {
+                        sums[w][r] += v.iter().sum::<f64>() / v.len().max(1) as f64;
+                    }
+                    for (k, [a, b]) in index.iter().enumerate() {
+                        pair_hit[k] |= ks_test(&samples[*a], &samples[*b]).p < threshold;
                     }
                 }
-                detected += usize::from(hit);
+                detected += usize::from(pair_hit.contains(&true));
+                for (d, h) in pair_detected.iter_mut().zip(&pair_hit) {
+                    *d += usize::from(*h);
+                }
             }
+            let t = trials.max(1) as f64;
+            let pairs = index
+                .iter()
+                .zip(&pair_detected)
+                .map(|([a, b], d)| PairPower {
+                    pair: [*a, *b],
+                    difference: (0..rounds)
+                        .map(|r| ((sums[*a][r] - sums[*b][r]) / t).abs())
+                        .fold(0.0, f64::max),
+                    power: *d as f64 / t,
+                })
+                .collect();
             Power {
                 model,
                 description: model.describe(),
-                power: detected as f64 / trials.max(1) as f64,
+                power: detected as f64 / t,
                 trials,
+                pairs,
             }
         })
         .collect()

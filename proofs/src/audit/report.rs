@@ -393,7 +393,8 @@ fn mean_secrets(runs: &[Vec<Secrets>]) -> Vec<[f64; 3]> {
     let n = runs.len().max(1) as f64;
     (0..rounds)
         .map(|r| {
-            let sum = |f: fn(&Secrets) -> usize| runs.iter().map(|s| f(&s[r]) as f64).sum::<f64>() / n;
+            let sum =
+                |f: fn(&Secrets) -> usize| runs.iter().map(|s| f(&s[r]) as f64).sum::<f64>() / n;
             [
                 sum(|s| s.real),
                 sum(|s| s.receiver_in_degree),
@@ -455,7 +456,10 @@ impl AuditReport {
             ok(self.doc_missing.is_empty())
         );
         let d = &self.deterministic;
-        let _ = writeln!(s, "\n2a. deterministic (must be identical in every run of every workload)");
+        let _ = writeln!(
+            s,
+            "\n2a. deterministic (must be identical in every run of every workload)"
+        );
         let _ = writeln!(
             s,
             "  opening groups, first-level comparisons, routing openings/bits and the multiset of opened routing values; per round: {}",
@@ -511,8 +515,21 @@ impl AuditReport {
                 "\n3. power (simulated leaks on these runs' secrets, same test and threshold, {} trials each)",
                 self.power[0].trials
             );
+            let _ = writeln!(
+                s,
+                "  power = P(audit flags it); hardest pair = the two worlds differing (by >= 0.05) in the leaked value that are flagged least often"
+            );
             for p in &self.power {
-                let _ = writeln!(s, "  {:.3}  {}", p.power, p.description);
+                let hardest = p.hardest(0.05).map_or(String::new(), |h| {
+                    format!(
+                        "; hardest pair {} vs {} (differ by {:.2}): {:.3}",
+                        self.workloads[h.pair[0]].name(),
+                        self.workloads[h.pair[1]].name(),
+                        h.difference,
+                        h.power
+                    )
+                });
+                let _ = writeln!(s, "  {:.3}  {}{hardest}", p.power, p.description);
             }
         }
         let _ = write!(

@@ -44,7 +44,8 @@ pub fn kolmogorov_q(z: f64) -> f64 {
     if z < 1.18 {
         // The CDF's theta-function form converges fast for small z.
         let y = (-std::f64::consts::PI * std::f64::consts::PI / (8.0 * z * z)).exp();
-        let cdf = (2.0 * std::f64::consts::PI).sqrt() / z * (y + y.powi(9) + y.powi(25) + y.powi(49));
+        let cdf =
+            (2.0 * std::f64::consts::PI).sqrt() / z * (y + y.powi(9) + y.powi(25) + y.powi(49));
         (1.0 - cdf).clamp(0.0, 1.0)
     } else {
         let x = (-2.0 * z * z).exp();

@@ -231,12 +231,16 @@ where
         eq_b,
         ..
     } = state;
-    party.scratch.give_words(eq_a);
-    party.scratch.give_words(eq_b);
-    Ok(Shared {
-        a: less_a.into_vec(),
-        b: less_b.into_vec(),
-    })
+    // The result (one word per block) is copied out, so that the large pooled buffers
+    // stay in the pool.
+    let out = Shared {
+        a: less_a.to_vec(),
+        b: less_b.to_vec(),
+    };
+    for v in [less_a, less_b, eq_a, eq_b] {
+        party.scratch.give_words(v);
+    }
+    Ok(out)
 }
 
 /// Blocks per parallel task: enough work to amortize scheduling and to generate each

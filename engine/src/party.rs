@@ -183,9 +183,10 @@ impl Party {
         words: &[u64],
         from: Peer,
     ) -> Result<Vec<u64>, EngineError> {
-        let mut out = self.scratch.take_words(words.len());
+        // The result leaves the engine's hands, so it gets its own buffer, not a pooled one.
+        let mut out = vec![0u64; words.len()];
         self.exchange_words_into(to, words, from, &mut out)?;
-        Ok(out.into_vec())
+        Ok(out)
     }
 
     /// [`Party::exchange_words`] into `out` (as long as `words`). Message buffers are
@@ -388,11 +389,6 @@ impl Words {
         self.len = self.len.min(len);
     }
 
-    /// The viewed words as a vector of exactly that length (leaves the pool).
-    pub(crate) fn into_vec(mut self) -> Vec<u64> {
-        self.buf.truncate(self.len);
-        self.buf
-    }
 }
 
 impl std::ops::Deref for Words {

@@ -11,7 +11,7 @@ use super::report::{audit, AuditConfig, AuditError, AuditReport};
 #[derive(Debug, Args)]
 pub struct AuditArgs {
     /// Runs per workload (each a fresh set of three parties running two rounds).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 400)]
     pub runs: usize,
     /// Online users (the same online set in every run).
     #[arg(long, default_value_t = 24)]
@@ -69,7 +69,7 @@ pub enum AuditCliError {
 impl AuditArgs {
     /// The audit these arguments ask for.
     pub fn config(&self) -> Result<AuditConfig, AuditCliError> {
-        if self.payload_bytes == 0 || self.payload_bytes % 8 != 0 {
+        if self.payload_bytes == 0 || !self.payload_bytes.is_multiple_of(8) {
             return Err(AuditCliError::Payload);
         }
         Ok(AuditConfig {

@@ -103,12 +103,13 @@ pub struct PairPower {
 }
 
 impl Power {
-    /// The pair that differs (by at least `min_difference`) but is flagged least often.
-    pub fn hardest(&self, min_difference: f64) -> Option<&PairPower> {
+    /// The pair whose worlds differ least (by at least `min_difference`) in the leaked
+    /// value: the hardest to tell apart among those that differ.
+    pub fn closest(&self, min_difference: f64) -> Option<&PairPower> {
         self.pairs
             .iter()
             .filter(|p| p.difference >= min_difference)
-            .min_by(|x, y| x.power.total_cmp(&y.power))
+            .min_by(|x, y| x.difference.total_cmp(&y.difference))
     }
 }
 
@@ -183,6 +184,41 @@ pub fn simulate(
                 power: detected as f64 / t,
                 trials,
                 pairs,
+            }
+        })
+        .collect()
+}
+
+/// Power of one test between two worlds whose one-bit leak is 1 with probability 0.5 in
+/// one and `0.5 + delta` in the other (`runs` samples each, per-test threshold `p`).
+#[derive(Clone, Debug, Serialize)]
+pub struct CurvePoint {
+    /// Difference of the bit's probability between the worlds.
+    pub delta: f64,
+    /// Fraction of simulated tests below the threshold.
+    pub power: f64,
+}
+
+/// The power curve of a single pairwise test against a one-bit leak (see
+/// [`CurvePoint`]); `trials` simulated tests per point.
+pub fn bernoulli_curve(runs: usize, threshold: f64, trials: usize, seed: u64) -> Vec<CurvePoint> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
+        .iter()
+        .map(|&delta| {
+            let mut hits = 0;
+            for _ in 0..trials {
+                let x: Vec<f64> = (0..runs)
+                    .map(|_| f64::from(u8::from(rng.gen_bool(0.5))))
+                    .collect();
+                let y: Vec<f64> = (0..runs)
+                    .map(|_| f64::from(u8::from(rng.gen_bool(0.5 + delta))))
+                    .collect();
+                hits += usize::from(ks_test(&x, &y).p < threshold);
+            }
+            CurvePoint {
+                delta,
+                power: hits as f64 / trials.max(1) as f64,
             }
         })
         .collect()

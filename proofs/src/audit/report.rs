@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::doc_check::{missing_sections, ReasonTally, LEAKAGE_DOC};
 use super::features::{features, invariant, public_bits, Invariant};
 use super::harness::{run_plan, HarnessError, Variant};
-use super::power::{simulate, Power};
+use super::power::{bernoulli_curve, simulate, CurvePoint, Power};
 use super::stats::{ks_critical_d, ks_test};
 use super::workload::{Plan, Public, Secrets, Workload, ROUNDS};
 
@@ -114,6 +114,8 @@ pub struct AuditReport {
     pub statistical: Statistical,
     /// Simulated power against modelled leaks.
     pub power: Vec<Power>,
+    /// Simulated power of one pairwise test against a one-bit leak, by effect size.
+    pub power_curve: Vec<CurvePoint>,
     /// Mean secrets per workload and round (what differs between the worlds).
     pub secrets: Vec<(Workload, Vec<[f64; 3]>)>,
     /// Wall-clock seconds.
@@ -169,7 +171,17 @@ pub fn audit(cfg: &AuditConfig) -> Result<AuditReport, AuditError> {
             cfg.alpha,
             statistical.tests,
             cfg.power_trials,
-            cfg.seed ^ 0x706f_7765_72,
+            cfg.seed ^ 0x0070_6f77_6572,
+        )
+    } else {
+        Vec::new()
+    };
+    let power_curve = if cfg.power_trials > 0 {
+        bernoulli_curve(
+            cfg.runs,
+            statistical.threshold,
+            cfg.power_trials,
+            cfg.seed ^ 0x0063_7572_7665,
         )
     } else {
         Vec::new()
@@ -207,6 +219,7 @@ pub fn audit(cfg: &AuditConfig) -> Result<AuditReport, AuditError> {
         deterministic: collected.deterministic,
         statistical,
         power,
+        power_curve,
         secrets,
         seconds: started.elapsed().as_secs_f64(),
         leak,
@@ -517,20 +530,32 @@ impl AuditReport {
             );
             let _ = writeln!(
                 s,
-                "  power = P(audit flags it); hardest pair = the two worlds differing (by >= 0.05) in the leaked value that are flagged least often"
+                "  power = P(the audit flags it); closest pair = the two worlds whose mean leaked value differs least (by >= 0.01), and how often that pair alone is flagged"
             );
             for p in &self.power {
-                let hardest = p.hardest(0.05).map_or(String::new(), |h| {
+                let closest = p.closest(0.01).map_or(String::new(), |h| {
                     format!(
-                        "; hardest pair {} vs {} (differ by {:.2}): {:.3}",
+                        "; closest pair {} vs {} (differ by {:.3}): {:.3}",
                         self.workloads[h.pair[0]].name(),
                         self.workloads[h.pair[1]].name(),
                         h.difference,
                         h.power
                     )
                 });
-                let _ = writeln!(s, "  {:.3}  {}{hardest}", p.power, p.description);
+                let _ = writeln!(s, "  {:.3}  {}{closest}", p.power, p.description);
             }
+            let curve: Vec<String> = self
+                .power_curve
+                .iter()
+                .map(|c| format!("{:.1}: {:.2}", c.delta, c.power))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  one pairwise test, one-bit leak P(1) = 0.5 vs 0.5 + delta, {} runs each, p < {:.2e} — delta: power = {}",
+                self.runs,
+                self.statistical.threshold,
+                curve.join(", ")
+            );
         }
         let _ = write!(
             s,

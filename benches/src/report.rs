@@ -142,6 +142,9 @@ pub struct RoundRun {
     pub bytes_per_party: u64,
     pub rounds: u64,
     pub verified: bool,
+    /// Seconds per phase of the last round (slowest party), where the runner reports them.
+    #[serde(default)]
+    pub phases: Vec<(String, f64)>,
 }
 
 /// One measured sort point: every run, and the medians the tables show.
@@ -158,6 +161,8 @@ pub struct SortPoint {
     pub rounds: u64,
     pub levels: usize,
     pub verified: bool,
+    /// Median wall time of the child process (inputs, sort, verification).
+    pub wall_seconds: f64,
     pub runs: Vec<SortRun>,
 }
 
@@ -172,6 +177,8 @@ pub struct RoundPoint {
     pub bytes_per_party: u64,
     pub rounds: u64,
     pub verified: bool,
+    /// Median wall time of the child process (workload, all rounds, verification).
+    pub wall_seconds: f64,
     pub runs: Vec<RoundRun>,
 }
 
@@ -324,8 +331,10 @@ pub fn run(args: &ReportArgs) -> Result<bool, String> {
                     let predicted = t0 * cfg.growth(*n0, n);
                     (predicted > args.point_limit).then(|| {
                         format!(
-                            "predicted {predicted:.0} s (from {t0:.1} s at n={n0}) > {:.0} s",
-                            args.point_limit
+                            "predicted {} (from {} at n={n0}) > {}",
+                            secs(predicted),
+                            secs(*t0),
+                            secs(args.point_limit)
                         )
                     })
                 }
@@ -355,7 +364,7 @@ pub fn run(args: &ReportArgs) -> Result<bool, String> {
                     "--json".into(),
                 ];
                 match run_child::<SortRun>(&exe, &argv, limit) {
-                    Ok(r) if r.verified => runs.push(r),
+                    Ok((r, wall)) if r.verified => runs.push((r, wall)),
                     Ok(_) => error = Some("verification failed".to_string()),
                     Err(e) => error = Some(e),
                 }
@@ -382,7 +391,7 @@ pub fn run(args: &ReportArgs) -> Result<bool, String> {
                 p.bytes_per_party as f64 / 1e6,
                 p.rounds
             ));
-            last.insert(*cfg, Some((n, p.seconds)));
+            last.insert(*cfg, Some((n, p.wall_seconds)));
             sort.points.push(p);
         }
     }
@@ -421,8 +430,10 @@ pub fn run(args: &ReportArgs) -> Result<bool, String> {
                     t0 * users as f64 / u0 as f64 * (users as f64).log2() / (u0 as f64).log2();
                 (predicted > args.point_limit).then(|| {
                     format!(
-                        "predicted {predicted:.0} s (from {t0:.1} s at {u0} users) > {:.0} s",
-                        args.point_limit
+                        "predicted {} (from {} at {u0} users) > {}",
+                        secs(predicted),
+                        secs(t0),
+                        secs(args.point_limit)
                     )
                 })
             }
@@ -451,7 +462,7 @@ pub fn run(args: &ReportArgs) -> Result<bool, String> {
                 "--json".into(),
             ];
             match run_child::<RoundRun>(&exe, &argv, limit) {
-                Ok(r) if r.verified => runs.push(r),
+                Ok((r, wall)) if r.verified => runs.push((r, wall)),
                 Ok(_) => error = Some("verification failed".to_string()),
                 Err(e) => error = Some(e),
             }
@@ -481,7 +492,7 @@ pub fn run(args: &ReportArgs) -> Result<bool, String> {
             p.rounds
         ));
         if large {
-            last_large = Some(Some((users, p.seconds)));
+            last_large = Some(Some((users, p.wall_seconds)));
         }
         round.points.push(p);
     }
@@ -510,7 +521,25 @@ pub fn run(args: &ReportArgs) -> Result<bool, String> {
         md_path.display(),
         fig_dir.display()
     );
-    Ok(sort.failed.is_empty() && round.failed.is_empty())
+    let failed = sort.failed.len() + round.failed.len();
+    if failed > 0 {
+        return Err(format!(
+            "{failed} point(s) failed (listed in {}); the files were written",
+            md_path.display()
+        ));
+    }
+    Ok(true)
+}
+
+/// Seconds with two significant digits at least.
+fn secs(t: f64) -> String {
+    if t >= 10.0 {
+        format!("{t:.0} s")
+    } else if t >= 1.0 {
+        format!("{t:.1} s")
+    } else {
+        format!("{t:.2} s")
+    }
 }
 
 fn round_label(msg: usize) -> String {
@@ -540,7 +569,9 @@ fn median_u64(mut v: Vec<u64>) -> u64 {
     v[(v.len() - 1) / 2]
 }
 
-fn sort_point(cfg: &SortConfig, n: usize, runs: Vec<SortRun>) -> SortPoint {
+fn sort_point(cfg: &SortConfig, n: usize, runs: Vec<(SortRun, f64)>) -> SortPoint {
+    let wall_seconds = median(runs.iter().map(|r| r.1).collect());
+    let runs: Vec<SortRun> = runs.into_iter().map(|r| r.0).collect();
     let bytes = median_u64(runs.iter().map(|r| r.bytes_per_party).collect());
     SortPoint {
         config: cfg.label(),
@@ -554,11 +585,14 @@ fn sort_point(cfg: &SortConfig, n: usize, runs: Vec<SortRun>) -> SortPoint {
         rounds: median_u64(runs.iter().map(|r| r.rounds).collect()),
         levels: median_u64(runs.iter().map(|r| r.levels as u64).collect()) as usize,
         verified: runs.iter().all(|r| r.verified),
+        wall_seconds,
         runs,
     }
 }
 
-fn round_point(users: usize, msg: usize, runs: Vec<RoundRun>) -> RoundPoint {
+fn round_point(users: usize, msg: usize, runs: Vec<(RoundRun, f64)>) -> RoundPoint {
+    let wall_seconds = median(runs.iter().map(|r| r.1).collect());
+    let runs: Vec<RoundRun> = runs.into_iter().map(|r| r.0).collect();
     RoundPoint {
         users,
         msg_size: msg,
@@ -568,17 +602,18 @@ fn round_point(users: usize, msg: usize, runs: Vec<RoundRun>) -> RoundPoint {
         bytes_per_party: median_u64(runs.iter().map(|r| r.bytes_per_party).collect()),
         rounds: median_u64(runs.iter().map(|r| r.rounds).collect()),
         verified: runs.iter().all(|r| r.verified),
+        wall_seconds,
         runs,
     }
 }
 
 /// Runs this binary with `argv`, kills it after `limit`, and parses the JSON object on
-/// its last stdout line.
+/// its last stdout line; also returns the child's wall time in seconds.
 fn run_child<T: serde::de::DeserializeOwned>(
     exe: &Path,
     argv: &[String],
     limit: Duration,
-) -> Result<T, String> {
+) -> Result<(T, f64), String> {
     let mut child = Command::new(exe)
         .args(argv)
         .stdin(Stdio::null())
@@ -616,19 +651,21 @@ fn run_child<T: serde::de::DeserializeOwned>(
         let lines: Vec<&str> = s.lines().collect();
         lines[lines.len().saturating_sub(3)..].join(" | ")
     };
+    let wall = start.elapsed().as_secs_f64();
     let Some(status) = status else {
         return Err(format!("killed after {:.0} s", limit.as_secs_f64()));
     };
     let line = stdout.lines().rev().find(|l| !l.trim().is_empty());
     match line {
         // Exit code 1 is a verification failure; the JSON still says so.
-        Some(line) if status.success() || status.code() == Some(1) => serde_json::from_str(line)
-            .map_err(|e| {
+        Some(line) if status.success() || status.code() == Some(1) => {
+            serde_json::from_str(line).map(|v| (v, wall)).map_err(|e| {
                 format!(
                     "{status}, unparsable output {line:?}: {e}; {}",
                     tail(&stderr)
                 )
-            }),
+            })
+        }
         _ => Err(format!("{status}: {}", tail(&stderr))),
     }
 }
@@ -893,7 +930,15 @@ fn plot(
     root.fill(&WHITE).map_err(|x| e(&x))?;
     let log = matches!(axes, Axes::LogLog);
     let (x0, x1) = bounds(series, log, |p| p.0);
-    let (y0, y1) = bounds(series, log, |p| p.1);
+    let (y0, mut y1) = bounds(series, log, |p| p.1);
+    // Headroom above the data for the legend (about 18 px per entry of ~460 px).
+    let legend = ((series.len() as f64 * 18.0 + 30.0) / 460.0).min(0.6);
+    let grow = legend / (1.0 - legend);
+    y1 = if log {
+        y1 * (y1 / y0).powf(grow)
+    } else {
+        y1 * (1.0 + grow)
+    };
     // The two scales are different types in plotters, so the drawing is written once for
     // each through this macro.
     macro_rules! draw {
@@ -909,6 +954,9 @@ fn plot(
                 .configure_mesh()
                 .x_desc(x_desc)
                 .y_desc(y_desc)
+                .light_line_style(TRANSPARENT)
+                .x_labels(10)
+                .y_labels(10)
                 .x_label_formatter(&|v| sci(*v))
                 .y_label_formatter(&|v| sci(*v))
                 .draw()
@@ -1057,7 +1105,14 @@ fn plot_all(dir: &Path, sort: &SortGrid, round: &RoundGrid) -> Result<Vec<Figure
             .into(),
     });
     let large = msg_series(&[round.large_msg_size], &round.large_users);
-    if !large.is_empty() {
+    if large.is_empty() {
+        // No such points this time: an older file would show numbers from another run.
+        let old = dir.join("round_large.svg");
+        if old.exists() {
+            std::fs::remove_file(&old)
+                .map_err(|e| format!("cannot remove stale {}: {e}", old.display()))?;
+        }
+    } else {
         plot(
             &dir.join("round_large.svg"),
             "Exchange round latency, large populations",
@@ -1172,7 +1227,7 @@ fn render_markdown(sort: &SortGrid, round: &RoundGrid, figures: &[Figure]) -> St
         "- **Runs per point:** {} (different seeds); tables show the median.",
         m.repeat
     );
-    let _ = writeln!(s, "- **Skipping:** a point is skipped when its time, extrapolated from the previous size of its series (n log n for quicksort and rounds, n log² n for bitonic), exceeds {:.0} s, and a child is killed after {:.0} s.", m.point_limit_seconds, m.point_limit_seconds * 5.0);
+    let _ = writeln!(s, "- **Skipping:** a point is skipped when its child's wall time (inputs, run, verification), extrapolated from the previous size of its series (n log n for quicksort and rounds, n log² n for bitonic), exceeds {:.0} s, and a child is killed after {:.0} s.", m.point_limit_seconds, m.point_limit_seconds * 5.0);
     let _ = writeln!(s, "- **Raw data:** `figures/bench/sort.json` and `figures/bench/round.json` (every run, plus these details).");
 
     // Sort: seconds pivot.
@@ -1301,6 +1356,7 @@ fn render_markdown(sort: &SortGrid, round: &RoundGrid, figures: &[Figure]) -> St
         );
     }
     skipped_and_failed(&mut s, &round.skipped, &round.failed, "users");
+    phase_table(&mut s, round);
 
     let _ = writeln!(s, "\n### Figures\n");
     for f in figures {
@@ -1309,6 +1365,47 @@ fn render_markdown(sort: &SortGrid, round: &RoundGrid, figures: &[Figure]) -> St
     }
     let _ = writeln!(s, "{END_MARKER}");
     s
+}
+
+/// Where the time of the largest rounds goes, for runners that report phases.
+fn phase_table(s: &mut String, round: &RoundGrid) {
+    let biggest = round.users.iter().max().copied().unwrap_or(0);
+    let cols: Vec<&RoundPoint> = round
+        .points
+        .iter()
+        .filter(|p| {
+            (p.users == biggest || round.large_users.contains(&p.users))
+                && !p.runs[0].phases.is_empty()
+        })
+        .collect();
+    let Some(first) = cols.first() else {
+        return;
+    };
+    let _ = writeln!(
+        s,
+        "\nWhere the time of the larger rounds goes (seconds per phase, slowest party, first run):\n"
+    );
+    let _ = write!(s, "| phase |");
+    for p in &cols {
+        let _ = write!(s, " {} users, {} |", p.users, msg_size(p.msg_size));
+    }
+    let _ = write!(s, "\n|---|");
+    for _ in &cols {
+        let _ = write!(s, "---:|");
+    }
+    let _ = writeln!(s);
+    for (k, (name, _)) in first.runs[0].phases.iter().enumerate() {
+        let _ = write!(s, "| {name} |");
+        for p in &cols {
+            let cell = p.runs[0]
+                .phases
+                .get(k)
+                .filter(|(n, _)| n == name)
+                .map_or("—".into(), |(_, t)| format!("{t:.3}"));
+            let _ = write!(s, " {cell} |");
+        }
+        let _ = writeln!(s);
+    }
 }
 
 /// Whether an uncommitted change to `path` can change what the benchmarks measure.

@@ -99,7 +99,9 @@ enum Outgoing {
     Close(Option<Vec<u8>>),
 }
 
-/// Aborts the link tasks when the last half of the mesh is dropped.
+/// Aborts the link *readers* when the last half of the mesh is dropped. Writers are not
+/// aborted: once every sender is gone they drain what was queued (the engine's `send`
+/// returns before the bytes are written), send TLS close_notify and end.
 #[derive(Debug)]
 struct LinkTasks(Vec<AbortHandle>);
 
@@ -358,6 +360,7 @@ async fn accept_prev(
             }
         };
         let attempt = async {
+            let _ = tcp.set_nodelay(true);
             let mut s = listener::handshake(&acceptor, tcp, cfg.limits.handshake_timeout).await?;
             let certs = s.get_ref().1.peer_certificates();
             if let Err(e) = tls::verify_peer_role(certs, role) {
@@ -474,7 +477,7 @@ where
         }
         let _ = wr.shutdown().await;
     });
-    handles.push(writer.abort_handle());
+    drop(writer);
 
     let notices = out_tx.clone();
     let reader_fail = failed.clone();

@@ -1,6 +1,6 @@
 use super::*;
 use crate::certs::{self, DevPki};
-use crate::wire::{ErrorCode, OnlineSetHash};
+use crate::wire::{ErrorCode, OnlineSetHash, RoundStatus};
 use tokio::io::AsyncWriteExt;
 
 fn pki() -> DevPki {
@@ -253,4 +253,34 @@ async fn a_missing_peer_times_out_with_a_reason() {
     c1.establish_timeout = Duration::from_millis(300);
     let err = establish(&c1, l1).await.unwrap_err();
     assert!(matches!(err, MeshError::Timeout { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_queued_before_dropping_the_mesh_are_delivered() {
+    let [m0, m1, _m2] = crate::testkit::mesh3([RoundStatus::default(); 3]).await;
+    let sender = tokio::task::spawn_blocking(move || {
+        let mut ch = m0.channel;
+        for i in 0..20u8 {
+            ch.send(Peer::Next, vec![i; 1 << 20]).unwrap();
+        }
+        // Dropped at once: the queue must still be written out.
+        drop(ch);
+        drop(m0.control);
+    });
+    let mut ch1 = m1.channel;
+    let got = tokio::task::spawn_blocking(move || {
+        let v: Vec<u8> = (0..20).map(|_| ch1.recv(Peer::Prev).unwrap()[0]).collect();
+        // Then the link ends cleanly.
+        let end = ch1.recv(Peer::Prev);
+        (v, end)
+    })
+    .await
+    .unwrap();
+    sender.await.unwrap();
+    assert_eq!(got.0, (0..20).collect::<Vec<u8>>());
+    assert!(
+        matches!(got.1, Err(ChannelError::Closed(Peer::Prev))),
+        "{:?}",
+        got.1
+    );
 }

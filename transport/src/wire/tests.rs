@@ -283,3 +283,65 @@ async fn remote_errors_surface() {
         }
     ));
 }
+
+/// Random and mutated input to the decoder: every outcome is a value or a typed error,
+/// never a panic or a large allocation (a stand-in for a fuzz target, run in the suite).
+#[tokio::test]
+async fn random_and_mutated_frames_never_panic() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0xac5);
+    let seeds: Vec<Vec<u8>> = vec![
+        encode_frame(&env(40)).unwrap(),
+        encode_frame(&RelayBatch {
+            round: 3,
+            entries: vec![
+                BatchEntry {
+                    slot: 0,
+                    sealed: vec![1; 30],
+                };
+                4
+            ],
+        })
+        .unwrap(),
+        encode_frame(&PeerHello {
+            party: 1,
+            deployment: "d".into(),
+            status: RoundStatus::default(),
+        })
+        .unwrap(),
+        encode_frame(&CommitVote {
+            round: 1,
+            vote: Vote::Commit,
+            transcript_hash: [0; 32],
+        })
+        .unwrap(),
+    ];
+    for i in 0..4000 {
+        let mut bytes = if i % 4 == 0 {
+            let n = rng.gen_range(0..64);
+            (0..n).map(|_| rng.gen()).collect::<Vec<u8>>()
+        } else {
+            let mut b = seeds[i % seeds.len()].clone();
+            for _ in 0..rng.gen_range(1..4) {
+                let at = rng.gen_range(0..b.len());
+                b[at] = rng.gen();
+            }
+            b
+        };
+        if i % 7 == 0 {
+            bytes.truncate(rng.gen_range(0..=bytes.len()));
+        }
+        if let Ok(frame) = read_all(&bytes).await {
+            let _ = frame.decode::<SealedEnvelope>();
+            let _ = frame.decode::<RelayBatch>();
+            let _ = frame.decode::<PeerHello>();
+            let _ = frame.decode::<CommitVote>();
+            let _ = frame.clone().into_remote_error();
+            for ty in MsgType::ALL {
+                let _ = decode_body::<RelayOutputs>(ty, &frame.body);
+                let _ = decode_body::<RoundAnnounce>(ty, &frame.body);
+                let _ = decode_body::<RegisterRequest>(ty, &frame.body);
+            }
+        }
+    }
+}

@@ -28,6 +28,9 @@ const PAYLOADS: [usize; 2] = [0, 256];
 const MSG_SIZES: [usize; 4] = [1024, 2048, 4096, 8192];
 /// Message size of the large-population round points.
 const LARGE_MSG: usize = 256;
+/// A point whose child ran longer than this many seconds is not repeated: noise matters
+/// less there, and repeating it would cost minutes.
+const REPEAT_BELOW: f64 = 30.0;
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
@@ -45,7 +48,8 @@ pub struct ReportArgs {
     /// exceeds this many seconds (and kill any child that runs five times as long).
     #[arg(long, default_value_t = 120.0)]
     point_limit: f64,
-    /// Runs per point (different seeds); tables and plots show the median.
+    /// Runs per point (different seeds; a point whose run takes over 30 s runs once);
+    /// tables and plots show the median.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=99))]
     repeat: u32,
 }
@@ -369,7 +373,7 @@ pub fn run(args: &ReportArgs) -> Result<bool, String> {
                     Err(e) => error = Some(e),
                 }
                 bar.inc(1);
-                if error.is_some() {
+                if error.is_some() || runs.last().is_some_and(|r| r.1 > REPEAT_BELOW) {
                     bar.inc((args.repeat - rep - 1) as u64);
                     break;
                 }
@@ -467,7 +471,7 @@ pub fn run(args: &ReportArgs) -> Result<bool, String> {
                 Err(e) => error = Some(e),
             }
             bar.inc(1);
-            if error.is_some() {
+            if error.is_some() || runs.last().is_some_and(|r| r.1 > REPEAT_BELOW) {
                 bar.inc((args.repeat - rep - 1) as u64);
                 break;
             }
@@ -1224,7 +1228,7 @@ fn render_markdown(sort: &SortGrid, round: &RoundGrid, figures: &[Figure]) -> St
     let _ = writeln!(s, "- **Round grid:** the paper's Fig. 4 grid (users {} × message sizes {}) and {} at {}; {} thread{}; each point runs two consecutive rounds (the store carries over; 25% more registered users are offline; store capacity a tenth of the users, at least 16) and reports the second.", sort_list(&round.users), round.msg_sizes.iter().map(|m| msg_size(*m)).collect::<Vec<_>>().join(", "), if round.large_users.is_empty() { "no larger populations".to_string() } else { format!("{} users", sort_list(&round.large_users)) }, round_label(round.large_msg_size), round.threads, if round.threads == 1 { "" } else { "s" });
     let _ = writeln!(
         s,
-        "- **Runs per point:** {} (different seeds); tables show the median.",
+        "- **Runs per point:** {} (different seeds; a point whose child ran over {REPEAT_BELOW:.0} s is not repeated); tables and plots show the median, the JSON files every run.",
         m.repeat
     );
     let _ = writeln!(s, "- **Skipping:** a point is skipped when its child's wall time (inputs, run, verification), extrapolated from the previous size of its series (n log n for quicksort and rounds, n log² n for bitonic), exceeds {:.0} s, and a child is killed after {:.0} s.", m.point_limit_seconds, m.point_limit_seconds * 5.0);
@@ -1348,7 +1352,7 @@ fn render_markdown(sort: &SortGrid, round: &RoundGrid, figures: &[Figure]) -> St
             s,
             "| {} | {} | {} | {:.3} | {:.2} | {} |",
             p.users,
-            round_label(p.msg_size),
+            msg_size(p.msg_size),
             p.store,
             p.seconds,
             p.bytes_per_party as f64 / 1e6,

@@ -23,7 +23,7 @@ fn quick_report_writes_json_svg_and_markdown() {
     .unwrap();
 
     let out = Command::new(env!("CARGO_BIN_EXE_acs-bench"))
-        .args(["report", "--quick", "--out"])
+        .args(["report", "--quick", "--repeat", "2", "--out"])
         .arg(dir.path())
         .output()
         .unwrap();
@@ -45,7 +45,14 @@ fn quick_report_writes_json_svg_and_markdown() {
         assert!(p["seconds"].as_f64().unwrap() > 0.0);
         assert!(p["bytes_per_party"].as_u64().unwrap() > 0);
         assert!(p["rounds"].as_u64().unwrap() > 0);
-        assert_eq!(p["runs"].as_array().unwrap().len(), 1);
+        // Two runs with different seeds; the point's figure is their median.
+        let runs = p["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 2);
+        let (a, b) = (
+            runs[0]["seconds"].as_f64().unwrap(),
+            runs[1]["seconds"].as_f64().unwrap(),
+        );
+        assert!((p["seconds"].as_f64().unwrap() - (a + b) / 2.0).abs() < 1e-12);
     }
     assert!(sort["failed"].as_array().unwrap().is_empty());
     assert!(sort["meta"]["cores"].as_u64().unwrap() >= 1);

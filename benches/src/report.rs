@@ -284,6 +284,9 @@ impl Grids {
 }
 
 pub fn run(args: &ReportArgs) -> Result<bool, String> {
+    if !(args.point_limit > 0.0 && args.point_limit.is_finite()) {
+        return Err("--point-limit must be a positive number of seconds".into());
+    }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
     let grids = Grids::new(args);
     let round_threads = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -388,7 +388,6 @@ impl Words {
     pub(crate) fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);
     }
-
 }
 
 impl std::ops::Deref for Words {

@@ -165,16 +165,14 @@ struct Segment {
 
 const UNSET: u32 = u32::MAX;
 
-/// Marks a child segment id (in the per-level child table) whose pivot is chosen. Segment
-/// ids stay below it: every segment holds at least two of the `n < 2^32` elements.
-const HAS_PIVOT: u32 = 1 << 31;
-
 /// Quicksort over unique, shuffled `w`-bit keys. Each level works on the list of
-/// still-unplaced elements in index order, with their segment ids and a compact copy of
-/// their keys (so the comparison input is read sequentially, and each segment's pivot
-/// key is read from a small per-segment table instead of from anywhere in the whole key
-/// array); every element's final position is fixed as soon as it is a pivot or alone in
-/// a segment. Returns, for each sorted position, the element's index, and the number of
+/// still-unplaced elements, grouped by segment (segments in sorted-position order) and
+/// ascending by index within a segment, with their segment ids and a copy of their keys
+/// (so the comparison input and all bookkeeping are read sequentially, and each
+/// segment's pivot key comes from a small per-segment table); lane `c` of a level's
+/// comparison and opening is list entry `c`, an order fixed by earlier openings alone.
+/// Every element's final position is fixed as soon as it is a pivot or alone in a
+/// segment. Returns, for each sorted position, the element's index, and the number of
 /// levels.
 fn sort_unique(
     party: &mut Party,
@@ -198,16 +196,15 @@ fn sort_unique(
             level.active = (1..n as u32).collect();
             level.seg = vec![0; n - 1];
             level.key = (1..n).map(|t| [keys.a[t], keys.b[t]]).collect();
+            level.len = n - 1;
         }
     }
     let mut next = Level::default();
-    let mut left: Vec<u32> = Vec::new();
-    let mut child: Vec<(u32, u32)> = Vec::new();
     let mut next_segments: Vec<Segment> = Vec::new();
     let mut levels = 0;
-    while !level.active.is_empty() {
+    while level.len > 0 {
         levels += 1;
-        let m = level.active.len();
+        let m = level.len;
         let nb = blocks(m);
         let cur = &level;
         let less = less_than_blocks(party, nb, w, |blk, xa, xb, da, db| {
@@ -234,54 +231,65 @@ fn sort_unique(
         let bits = party.declassify(Reason::SortComparison, &less, m)?;
         let goes_left = |c: usize| (bits[c / 64] >> (c % 64)) & 1 == 1;
 
-        // Place every pivot; open children of two or more elements as new segments.
-        left.clear();
-        left.resize(segments.len(), 0);
-        for (c, &g) in level.seg.iter().enumerate() {
-            left[g as usize] += u32::from(goes_left(c));
-        }
+        // Each segment's members are one contiguous run of this level's list. Place its
+        // pivot, then split the run stably into the left and the right child: a child of
+        // one element is placed; a larger one becomes a new segment whose first (lowest-
+        // index) member is its pivot, after the shuffle a uniformly random member. So
+        // every pass is sequential, and the next level's list is again grouped by
+        // segment and ascending by index within each.
         next_segments.clear();
-        // Per old segment and side: the new segment id (UNSET for a lone element) and
-        // the first sorted position of that side.
-        child.clear();
-        child.resize(2 * segments.len(), (UNSET, 0));
-        for (g, sgm) in segments.iter().enumerate() {
-            let l = left[g];
+        next.pivot_key.clear();
+        next.reserve(m);
+        let mut c = 0;
+        let mut k = 0;
+        for sgm in segments.iter() {
+            let run = c..c + (sgm.size - 1) as usize;
+            c = run.end;
+            let l = count_ones(&bits, run.clone());
             let r = sgm.size - 1 - l;
             final_pos[sgm.pivot as usize] = sgm.start + l;
-            for (side, start, size) in [(0, sgm.start, l), (1, sgm.start + l + 1, r)] {
-                if size >= 2 {
-                    child[2 * g + side] = (next_segments.len() as u32, start);
-                    next_segments.push(Segment {
-                        start,
-                        size,
-                        pivot: UNSET,
-                    });
-                } else {
-                    child[2 * g + side] = (UNSET, start);
+            // Each side's first member: its pivot, or the lone element placed now.
+            let first_left = run.clone().find(|&i| goes_left(i));
+            let first_right = run.clone().find(|&i| !goes_left(i));
+            let mut child = |first: Option<usize>, start: u32, size: u32| -> u32 {
+                match (first, size) {
+                    (Some(i), 1) => {
+                        final_pos[level.active[i] as usize] = start;
+                        UNSET
+                    }
+                    (Some(i), 2..) => {
+                        next_segments.push(Segment {
+                            start,
+                            size,
+                            pivot: level.active[i],
+                        });
+                        next.pivot_key.push(level.key[i]);
+                        next_segments.len() as u32 - 1
+                    }
+                    _ => UNSET,
                 }
+            };
+            let id_left = child(first_left, sgm.start, l);
+            let id_right = child(first_right, sgm.start + l + 1, r);
+            // The other members go, in order, to the next list: left ones at `kl`,
+            // right ones at `kr` (branch-free: the side is a coin flip per element).
+            let mut kl = k;
+            let mut kr = k + l.saturating_sub(1) as usize;
+            k = kr + r.saturating_sub(1) as usize;
+            for i in run {
+                if Some(i) == first_left || Some(i) == first_right {
+                    continue;
+                }
+                let left = goes_left(i);
+                let dst = if left { kl } else { kr };
+                next.active[dst] = level.active[i];
+                next.seg[dst] = if left { id_left } else { id_right };
+                next.key[dst] = level.key[i];
+                kl += usize::from(left);
+                kr += usize::from(!left);
             }
         }
-        next.clear(next_segments.len(), m);
-        for c in 0..m {
-            let t = level.active[c];
-            let side = usize::from(!goes_left(c));
-            let slot = &mut child[2 * level.seg[c] as usize + side];
-            let (id, start) = *slot;
-            if id == UNSET {
-                final_pos[t as usize] = start;
-            } else if id & HAS_PIVOT == 0 {
-                // The first (lowest-index) element of a new segment is its pivot: after
-                // the shuffle that is a uniformly random member.
-                next_segments[id as usize].pivot = t;
-                next.pivot_key[id as usize] = level.key[c];
-                slot.0 |= HAS_PIVOT;
-            } else {
-                next.active.push(t);
-                next.seg.push(id & !HAS_PIVOT);
-                next.key.push(level.key[c]);
-            }
-        }
+        next.len = k;
         std::mem::swap(&mut segments, &mut next_segments);
         std::mem::swap(&mut level, &mut next);
     }
@@ -293,11 +301,13 @@ fn sort_unique(
     Ok((order, levels))
 }
 
-/// The elements still being compared at one level, ascending by index: their indices,
+/// The elements still being compared at one level, grouped by segment: their indices,
 /// segment ids and key shares, and each segment's pivot key shares. Two of these are
 /// swapped level by level, so their memory is reused.
 #[derive(Default, Zeroize, ZeroizeOnDrop)]
 struct Level {
+    /// Entries in use; the vectors below may be longer (their tails are stale).
+    len: usize,
     active: Vec<u32>,
     seg: Vec<u32>,
     key: Vec<[u128; 2]>,
@@ -305,14 +315,48 @@ struct Level {
 }
 
 impl Level {
-    fn clear(&mut self, segments: usize, elements: usize) {
-        self.active.clear();
-        self.seg.clear();
-        self.key.clear();
-        self.active.reserve(elements);
-        self.seg.reserve(elements);
-        self.key.reserve(elements);
-        self.pivot_key.clear();
-        self.pivot_key.resize(segments, [0; 2]);
+    /// Room for `elements` entries (growing only the first time: the lists shrink).
+    fn reserve(&mut self, elements: usize) {
+        if self.active.len() < elements {
+            self.active.resize(elements, 0);
+            self.seg.resize(elements, 0);
+            self.key.resize(elements, [0; 2]);
+        }
+    }
+}
+
+/// The number of set bits at positions `range` of the bitsliced words `bits`.
+fn count_ones(bits: &[u64], range: std::ops::Range<usize>) -> u32 {
+    let (mut i, end) = (range.start, range.end);
+    let mut n = 0;
+    while i < end {
+        let (w, b) = (i / 64, i % 64);
+        let take = (64 - b).min(end - i);
+        let mask = if take == 64 {
+            u64::MAX
+        } else {
+            ((1u64 << take) - 1) << b
+        };
+        n += (bits[w] & mask).count_ones();
+        i += take;
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_ones;
+
+    #[test]
+    fn count_ones_over_any_range() {
+        let bits = [0xF0F0_0000_0000_000Fu64, u64::MAX, 0b1011];
+        for start in 0..150 {
+            for end in start..=150 {
+                let want = (start..end)
+                    .filter(|&i| (bits[i / 64] >> (i % 64)) & 1 == 1)
+                    .count() as u32;
+                assert_eq!(count_ones(&bits, start..end), want, "{start}..{end}");
+            }
+        }
     }
 }

@@ -76,6 +76,19 @@ fn leaky_rounds_are_caught_by_both_checks() {
 }
 
 #[test]
+fn a_leak_only_in_the_order_is_caught_by_the_distribution_tests() {
+    // Routing tags opened without a fresh shuffle: the public multiset, a secret order.
+    let leak = Leak {
+        kind: LeakKind::UnshuffledRoute,
+        flags: None,
+    };
+    let report = audit(&config(Variant::Leaky(leak), 16)).expect("audit runs");
+    assert_eq!(report.deterministic.mismatched_runs, 0);
+    assert!(report.statistical.rejections > 0);
+    assert!(report.leak);
+}
+
+#[test]
 fn the_real_round_opens_only_shuffled_sort_bits_and_the_public_tag_multiset() {
     let public = Public::new(5, 3, 1);
     let mut rng = StdRng::seed_from_u64(9);

@@ -199,14 +199,20 @@ pub fn audit(cfg: &AuditConfig) -> Result<AuditReport, AuditError> {
     Ok(AuditReport {
         variant: match cfg.variant {
             Variant::Real => "real".into(),
-            Variant::Leaky(leak) => format!(
-                "leaky ({}, {} flag(s) per round)",
-                match leak.kind {
-                    super::leaky::LeakKind::RealFlags => "real/cover flags",
-                    super::leaky::LeakKind::StoreFill => "store valid flags",
-                },
-                leak.flags.map_or("all".to_string(), |k| k.to_string())
-            ),
+            Variant::Leaky(leak) => match leak.kind {
+                super::leaky::LeakKind::UnshuffledRoute => {
+                    "leaky (routing tags of the sorted mailboxes and items, unshuffled)".into()
+                }
+                kind => format!(
+                    "leaky ({}, {} flag(s) per round)",
+                    if kind == super::leaky::LeakKind::RealFlags {
+                        "real/cover flags"
+                    } else {
+                        "store valid flags"
+                    },
+                    leak.flags.map_or("all".to_string(), |k| k.to_string())
+                ),
+            },
         },
         users: cfg.users,
         store: cfg.store,

@@ -125,6 +125,28 @@ mod tests {
     }
 
     #[test]
+    fn false_alarm_rate_is_at_most_the_level() {
+        // Same distribution on both sides: continuous (close to the level) and a fair
+        // bit (ties: conservative).
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let trials = 2000;
+        let rate = |rng: &mut rand::rngs::StdRng, draw: &dyn Fn(&mut rand::rngs::StdRng) -> f64| {
+            let mut hits = 0;
+            for _ in 0..trials {
+                let x: Vec<f64> = (0..100).map(|_| draw(rng)).collect();
+                let y: Vec<f64> = (0..100).map(|_| draw(rng)).collect();
+                hits += usize::from(ks_test(&x, &y).p < 0.05);
+            }
+            hits as f64 / trials as f64
+        };
+        let continuous = rate(&mut rng, &|r| r.gen::<f64>());
+        let bit = rate(&mut rng, &|r| f64::from(u8::from(r.gen_bool(0.5))));
+        assert!(continuous > 0.025 && continuous < 0.065, "{continuous}");
+        assert!(bit < 0.05, "{bit}");
+    }
+
+    #[test]
     fn critical_d_inverts_the_p_value() {
         let d = ks_critical_d(1e-4, 200, 200);
         assert!((ks_p_value(d, 200, 200) - 1e-4).abs() < 1e-6);

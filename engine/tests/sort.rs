@@ -149,3 +149,24 @@ fn shuffle_outputs_a_permutation_of_its_rows() {
     b.sort();
     assert_eq!(a, b);
 }
+
+#[test]
+fn quicksort_keys_wider_than_64_bits() {
+    // The exchange round sorts 66- and 97-bit keys; a buffer-reuse bug once broke 66-bit
+    // keys in release builds only. Cover widths around both, small and mid-sized n.
+    for bits in [65usize, 66, 67, 96, 97, 100, 110] {
+        for n in [3usize, 5, 100, 1000] {
+            let mut rng = common::rng((bits * 10_000 + n) as u64);
+            let mask = (1u128 << bits) - 1;
+            // Few distinct high parts, so comparisons often reach the low word.
+            let keys: Vec<u128> = (0..n)
+                .map(|_| ((rng.gen_range(0..4u128) << 64) | rng.gen::<u64>() as u128) & mask)
+                .collect();
+            let payload: Vec<u64> = (0..n as u64).collect();
+            let out = run_on_keys(&keys, &payload, move |p, k, pl| {
+                quicksort(p, &k, bits, &pl, 1)
+            });
+            check_sorted(&keys, &payload, 1, [&out[0], &out[1], &out[2]]);
+        }
+    }
+}

@@ -35,6 +35,35 @@ pub fn apply_permutation(rows: &[u64], row_words: usize, perm: &[u32]) -> Vec<u6
     out
 }
 
+/// `out[k] = a[perm[k]] ^ b[perm[k]]` for rows of `row_words` words.
+fn permute_xor(a: &[u64], b: &[u64], row_words: usize, perm: &[u32]) -> Vec<u64> {
+    let mut out = vec![0u64; a.len()];
+    if row_words == 0 {
+        return out;
+    }
+    out.par_chunks_mut(row_words)
+        .zip(perm.par_iter())
+        .for_each(|(dst, &src)| {
+            let s = src as usize * row_words;
+            for ((d, x), y) in dst
+                .iter_mut()
+                .zip(&a[s..s + row_words])
+                .zip(&b[s..s + row_words])
+            {
+                *d = x ^ y;
+            }
+        });
+    out
+}
+
+/// `dst ^= src`, on all rayon threads.
+fn xor_into_par(dst: &mut [u64], src: &[u64]) {
+    const CHUNK: usize = 1 << 14;
+    dst.par_chunks_mut(CHUNK)
+        .zip(src.par_chunks(CHUNK))
+        .for_each(|(d, s)| xor_into(d, s));
+}
+
 impl Party {
     /// Shuffles the `n = table.len() / row_words` rows of `table` with a permutation no
     /// single party knows, re-randomizing every share.
@@ -46,16 +75,16 @@ impl Party {
             )));
         }
         let n = table.len() / row_words;
-        let mut cur = table.clone();
-        for j in 0..3 {
-            cur = self.shuffle_step(cur, row_words, n, j)?;
+        let mut cur = self.shuffle_step(table, row_words, n, 0)?;
+        for j in 1..3 {
+            cur = self.shuffle_step(&cur, row_words, n, j)?;
         }
         Ok(cur)
     }
 
     fn shuffle_step(
         &mut self,
-        x: Shared,
+        x: &Shared,
         row_words: usize,
         n: usize,
         j: usize,
@@ -64,25 +93,21 @@ impl Party {
         let len = n * row_words;
         if me == j {
             // A: u = x_j ^ x_{j+1}; permutation shared with B (next); y_j with C (prev).
-            let mut u = x.a.clone();
-            xor_into(&mut u, &x.b);
             let perm = self.perm.next.permutation(n);
+            let mut sent = permute_xor(&x.a, &x.b, row_words, &perm);
             let mut y_j = vec![0u64; len];
             self.mask.prev.fill_par(&mut y_j);
-            let mut sent = apply_permutation(&u, row_words, &perm);
-            xor_into(&mut sent, &y_j);
-            let got = self.exchange_words(Peer::Next, &sent, Peer::Next)?;
-            xor_into(&mut sent, &got);
+            xor_into_par(&mut sent, &y_j);
+            self.swap_rows(&mut sent, Peer::Next)?;
             Ok(Shared { a: y_j, b: sent })
         } else if me == (j + 1) % 3 {
             // B: v = x_{j+2}; permutation shared with A (prev); y_{j+2} with C (next).
             let perm = self.perm.prev.permutation(n);
+            let mut sent = apply_permutation(&x.b, row_words, &perm);
             let mut y_j2 = vec![0u64; len];
             self.mask.next.fill_par(&mut y_j2);
-            let mut sent = apply_permutation(&x.b, row_words, &perm);
-            xor_into(&mut sent, &y_j2);
-            let got = self.exchange_words(Peer::Prev, &sent, Peer::Prev)?;
-            xor_into(&mut sent, &got);
+            xor_into_par(&mut sent, &y_j2);
+            self.swap_rows(&mut sent, Peer::Prev)?;
             Ok(Shared { a: sent, b: y_j2 })
         } else {
             // C: draws y_j (with A, its next) and y_{j+2} (with B, its prev).
@@ -93,5 +118,17 @@ impl Party {
             self.count_round();
             Ok(Shared { a: y_j2, b: y_j })
         }
+    }
+
+    /// Sends `sent` to `peer`, receives as many words from it, and XORs them into
+    /// `sent` (the receive buffer comes from the party's pool).
+    fn swap_rows(&mut self, sent: &mut [u64], peer: Peer) -> Result<(), EngineError> {
+        let mut got = self.scratch.take_words(sent.len());
+        let res = self.exchange_words_into(peer, sent, peer, &mut got);
+        if res.is_ok() {
+            xor_into_par(sent, &got);
+        }
+        self.scratch.give_words(got);
+        res
     }
 }

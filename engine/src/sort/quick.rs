@@ -6,7 +6,6 @@ use crate::declassify::Reason;
 use crate::error::EngineError;
 use crate::party::Party;
 use crate::share::{Shared, SharedKeys};
-use crate::shuffle::apply_permutation;
 use crate::transpose::{blocks, transpose_pair};
 use rayon::prelude::*;
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -37,59 +36,90 @@ pub fn quicksort(
             "{key_bits}-bit keys plus {idx_bits} tiebreak bits exceed 128"
         )));
     }
-    // Unique keys: key << idx_bits | position (the position is public, added to x_0).
-    let id = party.id();
-    let mask = low_mask(key_bits);
-    let shift = |v: &[u128]| -> Vec<u128> { v.iter().map(|k| (k & mask) << idx_bits).collect() };
-    let mut unique = SharedKeys {
-        a: shift(&keys.a),
-        b: shift(&keys.b),
-    };
-    match id.index() {
-        0 => unique
-            .a
-            .iter_mut()
-            .enumerate()
-            .for_each(|(i, k)| *k |= i as u128),
-        2 => unique
-            .b
-            .iter_mut()
-            .enumerate()
-            .for_each(|(i, k)| *k |= i as u128),
-        _ => {}
-    }
-
-    // Shuffle keys and payloads together: one table, rows of [key lo, key hi, payload..].
+    // One table, rows of [key lo, key hi, payload..], with unique keys: key << idx_bits
+    // | position (the position is public, added to x_0: party 0's `a`, party 2's `b`).
     let row_words = 2 + payload_words;
-    let table = interleave(&unique.to_words(), payload, payload_words);
+    let mask = low_mask(key_bits);
+    let add_position = |share: usize| match (party.id().index(), share) {
+        (0, 0) | (2, 1) => true,
+        _ => false,
+    };
+    let build = |share: usize| -> Vec<u64> {
+        let (k, p) = if share == 0 {
+            (&keys.a, &payload.a)
+        } else {
+            (&keys.b, &payload.b)
+        };
+        let pos = add_position(share);
+        let mut out = vec![0u64; n * row_words];
+        out.par_chunks_mut(row_words)
+            .enumerate()
+            .for_each(|(i, row)| {
+                let mut key = (k[i] & mask) << idx_bits;
+                if pos {
+                    key |= i as u128;
+                }
+                row[0] = key as u64;
+                row[1] = (key >> 64) as u64;
+                row[2..].copy_from_slice(&p[i * payload_words..(i + 1) * payload_words]);
+            });
+        out
+    };
+    let table = Shared {
+        a: build(0),
+        b: build(1),
+    };
     let shuffled = party.shuffle(&table, row_words)?;
-    let (key_words, payload) = split(&shuffled, payload_words);
-    let keys = SharedKeys::from_words(&key_words);
+    drop(table);
+    let key_of = |t: &[u64], i: usize| -> u128 {
+        t[i * row_words] as u128 | (t[i * row_words + 1] as u128) << 64
+    };
+    let level_keys: Vec<[u128; 2]> = (0..n)
+        .into_par_iter()
+        .map(|i| [key_of(&shuffled.a, i), key_of(&shuffled.b, i)])
+        .collect();
 
-    let (order, levels) = sort_unique(party, &keys, w)?;
+    let (order, levels) = sort_unique(party, level_keys, w)?;
     party.check_openings()?;
 
     // Move each row once, by the now-public order relative to the shuffled table, and
     // drop the tiebreak (a local shift of every share).
     let payload = Shared {
-        a: apply_permutation(&payload.a, payload_words, &order),
-        b: apply_permutation(&payload.b, payload_words, &order),
+        a: gather_payload(&shuffled.a, row_words, &order),
+        b: gather_payload(&shuffled.b, row_words, &order),
+    };
+    let sorted_keys = |t: &[u64]| -> Vec<u128> {
+        order
+            .par_iter()
+            .map(|&i| key_of(t, i as usize) >> idx_bits)
+            .collect()
     };
     let keys = SharedKeys {
-        a: order
-            .iter()
-            .map(|&t| keys.a[t as usize] >> idx_bits)
-            .collect(),
-        b: order
-            .iter()
-            .map(|&t| keys.b[t as usize] >> idx_bits)
-            .collect(),
+        a: sorted_keys(&shuffled.a),
+        b: sorted_keys(&shuffled.b),
     };
     Ok(Sorted {
         keys,
         payload,
         levels,
     })
+}
+
+/// The payload words of the rows of `table` (rows of `row_words`: two key words, then
+/// payload), in the order `order` (`out` row `k` is table row `order[k]`).
+fn gather_payload(table: &[u64], row_words: usize, order: &[u32]) -> Vec<u64> {
+    let payload_words = row_words - 2;
+    let mut out = vec![0u64; order.len() * payload_words];
+    if payload_words == 0 {
+        return out;
+    }
+    out.par_chunks_mut(payload_words)
+        .zip(order.par_iter())
+        .for_each(|(dst, &src)| {
+            let s = src as usize * row_words + 2;
+            dst.copy_from_slice(&table[s..s + payload_words]);
+        });
+    out
 }
 
 pub(super) fn check_inputs(
@@ -115,45 +145,6 @@ pub(super) fn check_inputs(
     Ok(())
 }
 
-/// Rows `[key words (2), payload words]`.
-pub(super) fn interleave(keys: &Shared, payload: &Shared, payload_words: usize) -> Shared {
-    let n = keys.len() / 2;
-    let row = 2 + payload_words;
-    let build = |k: &[u64], p: &[u64]| -> Vec<u64> {
-        let mut out = vec![0u64; n * row];
-        if n == 0 {
-            return out;
-        }
-        out.par_chunks_mut(row).enumerate().for_each(|(i, dst)| {
-            dst[..2].copy_from_slice(&k[2 * i..2 * i + 2]);
-            dst[2..].copy_from_slice(&p[i * payload_words..(i + 1) * payload_words]);
-        });
-        out
-    };
-    Shared {
-        a: build(&keys.a, &payload.a),
-        b: build(&keys.b, &payload.b),
-    }
-}
-
-/// The inverse of [`interleave`].
-pub(super) fn split(table: &Shared, payload_words: usize) -> (Shared, Shared) {
-    let row = 2 + payload_words;
-    let n = table.len() / row;
-    let part = |t: &[u64]| -> (Vec<u64>, Vec<u64>) {
-        let mut k = Vec::with_capacity(2 * n);
-        let mut p = Vec::with_capacity(n * payload_words);
-        for r in t.chunks_exact(row) {
-            k.extend_from_slice(&r[..2]);
-            p.extend_from_slice(&r[2..]);
-        }
-        (k, p)
-    };
-    let (ka, pa) = part(&table.a);
-    let (kb, pb) = part(&table.b);
-    (Shared { a: ka, b: kb }, Shared { a: pa, b: pb })
-}
-
 /// A segment of the quicksort recursion: the sorted positions `start .. start + size`
 /// belong to its elements; `pivot` is the element the others are compared with.
 #[derive(Clone, Copy)]
@@ -176,7 +167,7 @@ const UNSET: u32 = u32::MAX;
 /// levels.
 fn sort_unique(
     party: &mut Party,
-    keys: &SharedKeys,
+    mut keys: Vec<[u128; 2]>,
     w: usize,
 ) -> Result<(Vec<u32>, usize), EngineError> {
     let n = keys.len();
@@ -192,10 +183,11 @@ fn sort_unique(
                 size: n as u32,
                 pivot: 0,
             });
-            level.pivot_key.push([keys.a[0], keys.b[0]]);
+            level.pivot_key.push(keys[0]);
             level.active = (1..n as u32).collect();
             level.seg = vec![0; n - 1];
-            level.key = (1..n).map(|t| [keys.a[t], keys.b[t]]).collect();
+            keys.remove(0);
+            level.key = keys;
             level.len = n - 1;
         }
     }

@@ -40,10 +40,7 @@ pub fn quicksort(
     // | position (the position is public, added to x_0: party 0's `a`, party 2's `b`).
     let row_words = 2 + payload_words;
     let mask = low_mask(key_bits);
-    let add_position = |share: usize| match (party.id().index(), share) {
-        (0, 0) | (2, 1) => true,
-        _ => false,
-    };
+    let add_position = |share: usize| matches!((party.id().index(), share), (0, 0) | (2, 1));
     let build = |share: usize| -> Vec<u64> {
         let (k, p) = if share == 0 {
             (&keys.a, &payload.a)

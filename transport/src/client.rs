@@ -30,6 +30,28 @@ pub enum FromRelay {
     Refused(ErrorNotice),
 }
 
+fn parse_from_relay(frame: wire::Frame) -> Result<FromRelay, WireError> {
+    match frame.ty {
+        MsgType::RoundAnnounce => Ok(FromRelay::Round(frame.decode()?)),
+        MsgType::OutputShare => Ok(FromRelay::Output(frame.decode()?)),
+        MsgType::RegisterResponse => Ok(FromRelay::Registered(frame.decode()?)),
+        MsgType::ErrorNotice => {
+            let n: ErrorNotice = frame.decode()?;
+            match n.code {
+                ErrorCode::RoundClosed | ErrorCode::Unavailable => Ok(FromRelay::Refused(n)),
+                code => Err(WireError::Remote {
+                    code,
+                    message: n.message,
+                }),
+            }
+        }
+        other => Err(WireError::Unexpected {
+            got: other,
+            expected: "RoundAnnounce, OutputShare, RegisterResponse or ErrorNotice",
+        }),
+    }
+}
+
 /// A user's TLS connection to one entry relay.
 #[derive(Debug)]
 pub struct RelayLink {
@@ -68,29 +90,65 @@ impl RelayLink {
     /// [`WireError::Remote`]; the relay closes the connection after it.
     pub async fn next(&mut self) -> Result<FromRelay, WireError> {
         let frame = wire::read_frame(&mut self.stream, self.frame_timeout).await?;
-        match frame.ty {
-            MsgType::RoundAnnounce => Ok(FromRelay::Round(frame.decode()?)),
-            MsgType::OutputShare => Ok(FromRelay::Output(frame.decode()?)),
-            MsgType::RegisterResponse => Ok(FromRelay::Registered(frame.decode()?)),
-            MsgType::ErrorNotice => {
-                let n: ErrorNotice = frame.decode()?;
-                match n.code {
-                    ErrorCode::RoundClosed | ErrorCode::Unavailable => Ok(FromRelay::Refused(n)),
-                    code => Err(WireError::Remote {
-                        code,
-                        message: n.message,
-                    }),
-                }
-            }
-            other => Err(WireError::Unexpected {
-                got: other,
-                expected: "RoundAnnounce, OutputShare, RegisterResponse or ErrorNotice",
-            }),
-        }
+        parse_from_relay(frame)
     }
 
     /// Closes the connection politely.
     pub async fn close(mut self) {
         let _ = self.stream.shutdown().await;
+    }
+
+    /// Splits the link: a task reads everything the relay says into `events` (tagged with
+    /// `tag`), and the returned writer sends. The reader ends when the relay closes.
+    pub fn spawn_reader(
+        self,
+        tag: usize,
+        events: tokio::sync::mpsc::UnboundedSender<(usize, Result<FromRelay, WireError>)>,
+    ) -> RelayWriter {
+        let (rd, wr) = tokio::io::split(self.stream);
+        let mut reader = RelayLink2 {
+            rd,
+            frame_timeout: self.frame_timeout,
+        };
+        tokio::spawn(async move {
+            loop {
+                let ev = reader.next().await;
+                let end = ev.is_err();
+                if events.send((tag, ev)).is_err() || end {
+                    return;
+                }
+            }
+        });
+        RelayWriter { wr }
+    }
+}
+
+struct RelayLink2 {
+    rd: tokio::io::ReadHalf<TlsStream<tokio::net::TcpStream>>,
+    frame_timeout: Duration,
+}
+
+impl RelayLink2 {
+    async fn next(&mut self) -> Result<FromRelay, WireError> {
+        let frame = wire::read_frame(&mut self.rd, self.frame_timeout).await?;
+        parse_from_relay(frame)
+    }
+}
+
+/// The sending half of a [`RelayLink`].
+#[derive(Debug)]
+pub struct RelayWriter {
+    wr: tokio::io::WriteHalf<TlsStream<tokio::net::TcpStream>>,
+}
+
+impl RelayWriter {
+    /// Sends one envelope.
+    pub async fn submit(&mut self, env: &SealedEnvelope) -> Result<(), WireError> {
+        wire::write_msg(&mut self.wr, env).await
+    }
+
+    /// Sends one registration request.
+    pub async fn register(&mut self, req: &RegisterRequest) -> Result<(), WireError> {
+        wire::write_msg(&mut self.wr, req).await
     }
 }

@@ -8,12 +8,14 @@ pub mod certs;
 pub mod client;
 pub mod config;
 pub mod db;
+pub mod demo;
 pub mod exchange;
 pub mod listener;
 pub mod mpc;
 pub mod relay;
 pub mod relay_port;
 pub mod tls;
+pub mod user;
 pub mod wire;
 
 #[cfg(test)]

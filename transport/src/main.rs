@@ -1,6 +1,6 @@
 //! The `acs` command.
 
-use acs_transport::{certs, config::EntryFile, relay};
+use acs_transport::{certs, config::EntryFile, demo, relay};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,11 +37,29 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// The networked demo (not built yet).
+    /// Run three exchange servers, entry relays and simulated users on loopback.
     Demo {
-        /// Options of the demo-to-be; ignored for now.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-        args: Vec<String>,
+        /// Simulated users.
+        #[arg(long, default_value_t = 50)]
+        users: usize,
+        /// Workload rounds (drain rounds follow until every message has arrived).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Message size in bytes.
+        #[arg(long, default_value_t = 256)]
+        msg_size: usize,
+        /// Entry relays.
+        #[arg(long, default_value_t = 3)]
+        entries: u32,
+        /// Fraction of users offline in each workload round.
+        #[arg(long, default_value_t = 0.1)]
+        offline: f64,
+        /// Workload seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// End with one JSON line of results.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -99,15 +117,65 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Demo { .. } => {
-            eprintln!(
-                "acs demo: not built yet. The networked demo needs the exchange server \
-                 (engine round + kgc registration over the transport), which is still being \
-                 built; the framing, TLS, MPC channels, database and entry relay are in place. \
-                 Meanwhile `cargo run --release -p acs-benches --bin acs-bench -- sort --n 65536` \
-                 runs the three-party engine."
-            );
-            ExitCode::from(2)
+        Command::Demo {
+            users,
+            rounds,
+            msg_size,
+            entries,
+            offline,
+            seed,
+            json,
+        } => {
+            if std::env::var_os("RUST_LOG").is_some() {
+                init_logging();
+            }
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("acs demo: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let opts = demo::DemoOptions {
+                users,
+                rounds,
+                msg_size,
+                entries,
+                offline,
+                seed,
+            };
+            match rt.block_on(demo::run(opts, |line| println!("{line}"))) {
+                Ok(r) => {
+                    let ok = r.lost == 0 && r.bad_deliveries == 0;
+                    println!(
+                        "{}: {} users, {} rounds, {} messages sent, {} delivered exactly once, {} lost, {} bad deliveries; round latency p50 {:.3} s, p99 {:.3} s",
+                        if ok { "OK" } else { "FAILED" },
+                        r.users,
+                        r.rounds,
+                        r.sent,
+                        r.delivered,
+                        r.lost,
+                        r.bad_deliveries,
+                        r.p50_round_seconds,
+                        r.p99_round_seconds
+                    );
+                    if json {
+                        match serde_json::to_string(&r) {
+                            Ok(line) => println!("{line}"),
+                            Err(e) => eprintln!("acs demo: {e}"),
+                        }
+                    }
+                    if ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("acs demo: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

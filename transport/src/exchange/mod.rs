@@ -27,3 +27,4 @@ pub mod clock;
 pub mod collect;
 pub mod commit;
 pub mod intake;
+pub mod server;

@@ -1,0 +1,382 @@
+//! `acs demo`: three exchange servers and `E` entry relays on loopback, real TLS, real
+//! databases in a temporary directory, `N` simulated users registering through the relays
+//! and running `R` rounds of a random workload (messages and covers; a fraction of users
+//! offline each round), then drain rounds with everyone online until every message has
+//! arrived. Every delivery is checked against what was sent: exactly once, right source,
+//! right content.
+
+use crate::certs;
+use crate::exchange::server::{self, ServerConfig, Timing};
+use crate::listener::Limits;
+use crate::relay::{self, RelayConfig};
+use crate::tls::{self, Identity, Role};
+use crate::user::{OutboxItem, User};
+use acs_engine::round::{payload_to_words, RoundConfig, Status};
+use acs_kgc::{Kgc, MasterSecret, SignedDescriptor, UserIdentity};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+
+/// Demo parameters (the CLI's flags).
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Simulated users.
+    pub users: usize,
+    /// Workload rounds (drain rounds follow).
+    pub rounds: usize,
+    /// Message size in bytes.
+    pub msg_size: usize,
+    /// Entry relays.
+    pub entries: u32,
+    /// Fraction of users offline in each workload round.
+    pub offline: f64,
+    /// Workload seed.
+    pub seed: u64,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            users: 50,
+            rounds: 5,
+            msg_size: 256,
+            entries: 3,
+            offline: 0.1,
+            seed: 1,
+        }
+    }
+}
+
+/// What the demo measured and checked.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DemoReport {
+    /// Users.
+    pub users: usize,
+    /// Rounds run (workload and drain).
+    pub rounds: usize,
+    /// Messages sent.
+    pub sent: usize,
+    /// Messages delivered (exactly once, right source and content).
+    pub delivered: usize,
+    /// Messages never delivered.
+    pub lost: usize,
+    /// Deliveries that match no sent message, or a message delivered twice.
+    pub bad_deliveries: usize,
+    /// Median round latency: submission deadline to the last user's reconstructed output.
+    pub p50_round_seconds: f64,
+    /// 99th percentile of the same.
+    pub p99_round_seconds: f64,
+    /// Seconds for all users to register with all three servers.
+    pub registration_seconds: f64,
+    /// Message size.
+    pub msg_size: usize,
+    /// Entry relays.
+    pub entries: u32,
+}
+
+/// Why the demo could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// Anything that stopped it.
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn fail(e: impl std::fmt::Display) -> DemoError {
+    DemoError::Failed(e.to_string())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Runs the demo; `progress` gets one line per round.
+pub async fn run(
+    opts: DemoOptions,
+    mut progress: impl FnMut(String),
+) -> Result<DemoReport, DemoError> {
+    if opts.users < 2
+        || opts.entries == 0
+        || opts.msg_size == 0
+        || !(0.0..1.0).contains(&opts.offline)
+    {
+        return Err(fail(
+            "need --users >= 2, --entries >= 1, --msg-size >= 1, 0 <= --offline < 1",
+        ));
+    }
+    let mut rng = StdRng::seed_from_u64(opts.seed);
+    let cfg = RoundConfig {
+        payload_words: opts.msg_size.div_ceil(8),
+        store_capacity: opts.users,
+        expiry_rounds: 1_000,
+    };
+    let pki = certs::generate(&certs::deployment_roles(3, opts.entries)).map_err(fail)?;
+    let roots = tls::roots_from_pem(&pki.ca.cert_pem).map_err(fail)?;
+    let ident = |role| {
+        let c = pki.leaf(role).expect("generated");
+        Identity::from_pem(&c.cert_pem, &c.key_pem).map_err(fail)
+    };
+    let dir = tempfile::tempdir().map_err(fail)?;
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let limits = Limits {
+        max_connections: opts.users * 2 + 64,
+        ..Limits::default()
+    };
+
+    let mut relay_ports = Vec::new();
+    let mut peer_ports = Vec::new();
+    let mut relay_addrs = Vec::new();
+    let mut peer_addrs: Vec<SocketAddr> = Vec::new();
+    for _ in 0..3 {
+        let r = TcpListener::bind("127.0.0.1:0").await.map_err(fail)?;
+        let p = TcpListener::bind("127.0.0.1:0").await.map_err(fail)?;
+        relay_addrs.push(r.local_addr().map_err(fail)?);
+        peer_addrs.push(p.local_addr().map_err(fail)?);
+        relay_ports.push(r);
+        peer_ports.push(p);
+    }
+    let now = crate::exchange::clock::now_unix_ms() / 1000;
+    let window = Duration::from_millis(300 + 3 * opts.users as u64);
+    let (gate_tx, gate_rx) = oneshot::channel();
+    let mut gate_rx = Some(gate_rx);
+    let mut descriptors = Vec::new();
+    let mut servers = Vec::new();
+    for (i, (rp, pp)) in relay_ports.into_iter().zip(peer_ports).enumerate() {
+        let seed: [u8; 32] = rng.gen();
+        let cert_der = pki
+            .leaf(Role::Exchange(i as u8))
+            .map(|c| c.cert_pem.clone())
+            .unwrap_or_default();
+        let fingerprint: [u8; 32] = {
+            use rustls::pki_types::{pem::PemObject, CertificateDer};
+            let der = CertificateDer::from_pem_slice(cert_der.as_bytes()).map_err(fail)?;
+            Sha256::digest(der.as_ref()).into()
+        };
+        descriptors.push(Kgc::new(MasterSecret::from_seed(seed)).descriptor(fingerprint, now));
+        let scfg = ServerConfig {
+            index: i as u8,
+            deployment: "acs-demo".into(),
+            next_peer: peer_addrs[(i + 1) % 3],
+            identity: ident(Role::Exchange(i as u8))?,
+            roots: roots.clone(),
+            limits,
+            relays: (0..opts.entries).collect(),
+            round: cfg,
+            timing: Timing {
+                submit_window: window,
+                collect_grace: Duration::from_millis(300),
+                vote_timeout: Duration::from_secs(120),
+                max_window: Duration::from_secs(120),
+            },
+            db_path: dir.path().join(format!("exchange-{i}.redb")),
+            max_rounds: None,
+            start_gate: if i == 0 { gate_rx.take() } else { None },
+        };
+        let sd = shutdown.clone();
+        servers.push(tokio::spawn(server::run(
+            scfg,
+            MasterSecret::from_seed(seed),
+            rp,
+            pp,
+            sd,
+        )));
+    }
+    let descriptors: [SignedDescriptor; 3] = descriptors
+        .try_into()
+        .map_err(|_| fail("three descriptors"))?;
+
+    let mut entry_addrs = Vec::new();
+    let mut relays = Vec::new();
+    for j in 0..opts.entries {
+        let l = TcpListener::bind("127.0.0.1:0").await.map_err(fail)?;
+        let r = relay::start(
+            RelayConfig {
+                index: j,
+                exchanges: [relay_addrs[0], relay_addrs[1], relay_addrs[2]],
+                identity: ident(Role::Entry(j))?,
+                roots: roots.clone(),
+                limits,
+                max_envelopes_per_round: opts.users * 3 + 16,
+            },
+            l,
+            shutdown.clone(),
+        )
+        .map_err(fail)?;
+        entry_addrs.push((j, r.user_addr));
+        relays.push(r);
+    }
+
+    // Register every user through the relays.
+    let t = Instant::now();
+    let mut joins = tokio::task::JoinSet::new();
+    for _ in 0..opts.users {
+        let identity = UserIdentity::from_seed(rng.gen()).map_err(fail)?;
+        let (relays, roots, descriptors) =
+            (entry_addrs.clone(), roots.clone(), descriptors.clone());
+        joins.spawn(async move {
+            User::register(
+                identity,
+                cfg,
+                &relays,
+                roots,
+                &descriptors,
+                Duration::from_secs(120),
+            )
+            .await
+        });
+    }
+    let mut users = Vec::new();
+    while let Some(r) = joins.join_next().await {
+        users.push(r.map_err(fail)?.map_err(fail)?);
+    }
+    users.sort_by_key(|u| u.pseudonym().get());
+    let registration_seconds = t.elapsed().as_secs_f64();
+    progress(format!(
+        "{} users registered with 3 exchange servers through {} relays in {:.2} s",
+        users.len(),
+        opts.entries,
+        registration_seconds
+    ));
+    let _ = gate_tx.send(());
+
+    let ids: Vec<u64> = users.iter().map(|u| u.pseudonym().get()).collect();
+    // Sent messages: (src, dst, payload words) → times delivered.
+    let mut sent: Vec<(u64, u64, Vec<u64>)> = Vec::new();
+    let mut delivered: HashMap<usize, usize> = HashMap::new();
+    let mut index: HashMap<(u64, u64, Vec<u64>), usize> = HashMap::new();
+    let mut bad = 0usize;
+    let mut latencies = Vec::new();
+    let max_drain = 3 * opts.rounds + 2 * opts.users + 10;
+    let mut round_no = 0;
+    loop {
+        let workload = round_no < opts.rounds;
+        let pending: usize = users.iter().map(|u| u.outbox.len()).sum();
+        let undelivered = sent.len() - delivered.len();
+        if !workload && pending == 0 && undelivered == 0 {
+            break;
+        }
+        if round_no >= opts.rounds + max_drain {
+            break;
+        }
+        round_no += 1;
+        // Plan: who is offline, who writes a new message.
+        let mut plan = Vec::with_capacity(users.len());
+        for u in users.iter_mut() {
+            let offline = workload && rng.gen_bool(opts.offline);
+            if workload && !offline && u.outbox.is_empty() && rng.gen_bool(0.6) {
+                let me = u.pseudonym().get();
+                let to = loop {
+                    let t = ids[rng.gen_range(0..ids.len())];
+                    if t != me {
+                        break t;
+                    }
+                };
+                let payload: Vec<u8> = (0..opts.msg_size).map(|_| rng.gen()).collect();
+                let words = payload_to_words(&payload, cfg.payload_words).expect("sized to fit");
+                index.insert((me, to, words.clone()), sent.len());
+                sent.push((me, to, words));
+                u.outbox.push_back(OutboxItem { to, payload });
+            }
+            plan.push(offline);
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (mut u, offline) in users.drain(..).zip(plan) {
+            tasks.spawn(async move {
+                let a = u.next_round().await?;
+                if offline {
+                    return Ok::<_, crate::user::UserError>((u, a, None, None));
+                }
+                let sent = u.send_block(a.round).await?;
+                let report = u
+                    .finish_round(a.round, sent, Duration::from_secs(120))
+                    .await?;
+                let done_ms = crate::exchange::clock::now_unix_ms();
+                Ok((u, a, Some(report), Some(done_ms)))
+            });
+        }
+        let mut rounds_seen = Vec::new();
+        let mut last_done = 0u64;
+        let (mut n_online, mut n_deliv, mut n_stored, mut n_resend) = (0, 0, 0, 0);
+        while let Some(r) = tasks.join_next().await {
+            let (u, a, report, done) = r.map_err(fail)?.map_err(fail)?;
+            rounds_seen.push(a.round);
+            if let (Some(rep), Some(done)) = (report, done) {
+                n_online += 1;
+                last_done = last_done.max(done.saturating_sub(a.deadline_unix_ms));
+                match rep.status {
+                    Some(Status::Delivered) => n_deliv += 1,
+                    Some(Status::Stored) => n_stored += 1,
+                    Some(Status::Cover) => {}
+                    _ => {
+                        if rep.sent.is_some() {
+                            n_resend += 1
+                        }
+                    }
+                }
+                if let Some(inc) = rep.incoming {
+                    let key = (inc.from, u.pseudonym().get(), inc.payload.clone());
+                    match index.get(&key) {
+                        Some(&i) => {
+                            let c = delivered.entry(i).or_insert(0);
+                            *c += 1;
+                            if *c > 1 {
+                                bad += 1;
+                            }
+                        }
+                        None => bad += 1,
+                    }
+                }
+            }
+            users.push(u);
+        }
+        users.sort_by_key(|u| u.pseudonym().get());
+        rounds_seen.dedup();
+        let secs = last_done as f64 / 1000.0;
+        latencies.push(secs);
+        progress(format!(
+            "round {:>3}{}: online {:>5}, delivered {:>4}, stored {:>4}, resend {:>3}, in flight {:>4}, latency {:.3} s",
+            rounds_seen.first().copied().unwrap_or(0),
+            if workload { "" } else { " (drain)" },
+            n_online,
+            n_deliv,
+            n_stored,
+            n_resend,
+            sent.len() - delivered.len(),
+            secs
+        ));
+    }
+    let _ = shutdown_tx.send(true);
+    for s in servers {
+        match tokio::time::timeout(Duration::from_secs(10), s).await {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(e))) => return Err(fail(format!("exchange server failed: {e}"))),
+            Ok(Err(e)) => return Err(fail(e)),
+            Err(_) => return Err(fail("exchange server did not stop")),
+        }
+    }
+    drop(relays);
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let delivered_once = delivered.values().filter(|&&c| c == 1).count();
+    Ok(DemoReport {
+        users: opts.users,
+        rounds: round_no,
+        sent: sent.len(),
+        delivered: delivered_once,
+        lost: sent.len() - delivered.len(),
+        bad_deliveries: bad,
+        p50_round_seconds: percentile(&latencies, 0.5),
+        p99_round_seconds: percentile(&latencies, 0.99),
+        registration_seconds,
+        msg_size: opts.msg_size,
+        entries: opts.entries,
+    })
+}

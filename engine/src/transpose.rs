@@ -32,6 +32,33 @@ fn swap_stage<const J: usize>(a: &mut [u64; 64], m: u64) {
     }
 }
 
+/// Bitslices two blocks of 64 rows of `w`-bit values, `64 < w <= 96`, given as the low
+/// 64 bits of each row (`lo_a`, `lo_b`) and both blocks' high parts packed into one
+/// word per row (`hi[r]` = high part of row `r` of block a | that of block b << 32,
+/// each already cut to `w - 64` bits). Planes go to `dst_a`, `dst_b`, most
+/// significant first. Three 64×64 transpositions for two blocks.
+pub(crate) fn transpose_packed(
+    mut lo_a: [u64; 64],
+    mut lo_b: [u64; 64],
+    mut hi: [u64; 64],
+    w: usize,
+    dst_a: &mut [u64],
+    dst_b: &mut [u64],
+) {
+    debug_assert!(w > 64 && w <= 96);
+    transpose64(&mut lo_a);
+    transpose64(&mut lo_b);
+    transpose64(&mut hi);
+    for b in 0..64 {
+        dst_a[w - 1 - b] = lo_a[b];
+        dst_b[w - 1 - b] = lo_b[b];
+    }
+    for b in 64..w {
+        dst_a[w - 1 - b] = hi[b - 64];
+        dst_b[w - 1 - b] = hi[b - 32];
+    }
+}
+
 /// Bitslices two 64-row blocks of `w`-bit values at once, most significant bit first
 /// (`dst_x[0]` is bit `w-1` of every row of `rows_x`). When the part above bit 64 is at
 /// most 32 bits wide, both blocks' high parts share one 64×64 transposition (the high

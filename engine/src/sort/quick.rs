@@ -6,7 +6,7 @@ use crate::declassify::Reason;
 use crate::error::EngineError;
 use crate::party::Party;
 use crate::share::{Shared, SharedKeys};
-use crate::transpose::{blocks, transpose_pair};
+use crate::transpose::{blocks, transpose_packed, transpose_pair};
 use rayon::prelude::*;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -202,6 +202,30 @@ fn sort_unique(
             let len = m.min(lo + 64) - lo;
             let key = &cur.key[lo..lo + len];
             let seg = &cur.seg[lo..lo + len];
+            if w > 64 && w <= 96 {
+                // The usual case (64-bit keys and up to 2^32 elements): fill the
+                // transposition inputs directly, high parts of both shares packed.
+                let keep = (1u64 << (w - 64)) - 1;
+                let hi2 = |a: u128, b: u128| -> u64 {
+                    ((a >> 64) as u64 & keep) | (((b >> 64) as u64 & keep) << 32)
+                };
+                let (mut xa_lo, mut xb_lo, mut x_hi) = ([0u64; 64], [0u64; 64], [0u64; 64]);
+                let (mut da_lo, mut db_lo, mut d_hi) = ([0u64; 64], [0u64; 64], [0u64; 64]);
+                for r in 0..len {
+                    let [ka, kb] = key[r];
+                    let [pa, pb] = cur.pivot_key[seg[r] as usize];
+                    let (da, db) = (ka ^ pa, kb ^ pb);
+                    xa_lo[r] = ka as u64;
+                    xb_lo[r] = kb as u64;
+                    x_hi[r] = hi2(ka, kb);
+                    da_lo[r] = da as u64;
+                    db_lo[r] = db as u64;
+                    d_hi[r] = hi2(da, db);
+                }
+                transpose_packed(xa_lo, xb_lo, x_hi, w, xa, xb);
+                transpose_packed(da_lo, db_lo, d_hi, w, da, db);
+                return;
+            }
             let x = |s: usize, r: usize| if r < len { key[r][s] } else { 0 };
             let d = |s: usize, r: usize| {
                 if r < len {

@@ -337,21 +337,9 @@ pub fn run(args: &ReportArgs) -> Result<bool, String> {
         for cfg in &configs {
             let label = cfg.label();
             bar.set_message(format!("sort n={n}: {label}"));
-            let skip = match last.get(cfg) {
-                Some(None) => Some("a smaller size of this series was skipped or failed".into()),
-                Some(Some((n0, t0))) => {
-                    let predicted = t0 * cfg.growth(*n0, n);
-                    (predicted > args.point_limit).then(|| {
-                        format!(
-                            "predicted {} (from {} at n={n0}) > {}",
-                            secs(predicted),
-                            secs(*t0),
-                            secs(args.point_limit)
-                        )
-                    })
-                }
-                None => None,
-            };
+            let skip = last.get(cfg).and_then(|prev| {
+                skip_reason(*prev, n, "n=", args.point_limit, |a, b| cfg.growth(a, b))
+            });
             if let Some(reason) = skip {
                 log(format!("skip sort n={n} {label}: {reason}"));
                 sort.skipped.push(Skipped {
@@ -433,22 +421,10 @@ pub fn run(args: &ReportArgs) -> Result<bool, String> {
         let label = round_label(msg);
         bar.set_message(format!("round {users} users, {label}"));
         let skip = match (large, last_large) {
-            (true, Some(None)) => {
-                Some("a smaller size of this series was skipped or failed".into())
-            }
-            (true, Some(Some((u0, t0)))) => {
-                // A round is dominated by sorting its records: n log n.
-                let predicted =
-                    t0 * users as f64 / u0 as f64 * (users as f64).log2() / (u0 as f64).log2();
-                (predicted > args.point_limit).then(|| {
-                    format!(
-                        "predicted {} (from {} at {u0} users) > {}",
-                        secs(predicted),
-                        secs(t0),
-                        secs(args.point_limit)
-                    )
-                })
-            }
+            // A round is dominated by sorting its records: n log n.
+            (true, Some(prev)) => skip_reason(prev, users, "users=", args.point_limit, |a, b| {
+                b as f64 / a as f64 * (b as f64).log2() / (a as f64).log2()
+            }),
             _ => None,
         };
         if let Some(reason) = skip {
@@ -541,6 +517,30 @@ pub fn run(args: &ReportArgs) -> Result<bool, String> {
         ));
     }
     Ok(true)
+}
+
+/// Why to skip size `n` of a series whose previous point was `prev` ((size, wall
+/// seconds), or None if it was dropped), given the work ratio `growth(from, to)`; None
+/// to run it.
+fn skip_reason(
+    prev: Option<(usize, f64)>,
+    n: usize,
+    unit: &str,
+    limit: f64,
+    growth: impl Fn(usize, usize) -> f64,
+) -> Option<String> {
+    let Some((n0, t0)) = prev else {
+        return Some("a smaller size of this series was skipped or failed".into());
+    };
+    let predicted = t0 * growth(n0, n);
+    (predicted > limit).then(|| {
+        format!(
+            "predicted {} (from {} at {unit}{n0}) > {}",
+            secs(predicted),
+            secs(t0),
+            secs(limit)
+        )
+    })
 }
 
 /// Seconds with two significant digits at least.
@@ -1524,6 +1524,26 @@ mod tests {
         let twice = format!("{BEGIN_MARKER}\n{END_MARKER}\n{END_MARKER}\n");
         assert!(merge_generated(Some(&twice), &gen).is_err());
         assert!(merge_generated(Some(BEGIN_MARKER), &gen).is_err());
+    }
+
+    #[test]
+    fn skips_what_would_run_too_long() {
+        let b = SortConfig {
+            algo: "bitonic",
+            threads: 1,
+            payload: 256,
+        };
+        let g = |a, n| b.growth(a, n);
+        // 30 s at 2^16 -> 2^18: 30 × 4 × (18/16)² ≈ 152 s > 120 s.
+        let r = skip_reason(Some((1 << 16, 30.0)), 1 << 18, "n=", 120.0, g).unwrap();
+        assert_eq!(r, "predicted 152 s (from 30 s at n=65536) > 120 s");
+        assert_eq!(
+            skip_reason(Some((1 << 16, 20.0)), 1 << 18, "n=", 120.0, g),
+            None
+        );
+        assert!(skip_reason(None, 1 << 18, "n=", 120.0, g)
+            .unwrap()
+            .contains("smaller size"));
     }
 
     #[test]

@@ -14,7 +14,7 @@
 
 use crate::channel::Peer;
 use crate::error::EngineError;
-use crate::party::{Party, Words};
+use crate::party::{bytes_into_words, words_into_bytes, Party, Words};
 use crate::share::Shared;
 use rayon::prelude::*;
 
@@ -63,6 +63,7 @@ where
     let mut less_a = party.scratch.take_words(nb * w);
     let mut eq_a = party.scratch.take_words(nb * w);
     let mut eq_b = party.scratch.take_words(nb * w);
+    let mut msg = party.take_message(nb * w);
     {
         let (prev, next) = (&party.zero.prev, &party.zero.next);
         let fill = &fill;
@@ -70,10 +71,11 @@ where
             .par_chunks_mut(TASK_BLOCKS * w)
             .zip(eq_a.par_chunks_mut(TASK_BLOCKS * w))
             .zip(eq_b.par_chunks_mut(TASK_BLOCKS * w))
+            .zip(msg.par_chunks_mut(TASK_BLOCKS * w * 8))
             .enumerate()
             .for_each_init(
                 || Layer0Scratch::new(w, stride),
-                |sc, (task, ((z, ea), eb))| {
+                |sc, (task, (((z, ea), eb), mb))| {
                     let b0 = task * TASK_BLOCKS;
                     let count = z.len() / w;
                     let (r, s) = (&mut sc.r[..count * stride], &mut sc.s[..count * stride]);
@@ -98,12 +100,16 @@ where
                             ea[j] = da[j] ^ not_a;
                             eb[j] = db[j] ^ not_b;
                         }
+                        words_into_bytes(z, &mut mb[8 * i * w..8 * (i + 1) * w]);
                     }
                 },
             );
     }
+    party.send_message(Peer::Prev, msg)?;
+    let got = party.recv_message(Peer::Next, nb * w)?;
     let mut less_b = party.scratch.take_words(nb * w);
-    party.exchange_words_into(Peer::Prev, &less_a, Peer::Next, &mut less_b)?;
+    bytes_into_words(&got, &mut less_b);
+    party.recycle_message(got);
 
     // Prefix layers. `state` holds `m` nodes per block, compactly; each pass merges the
     // previous layer's products into the next, smaller state and, in the same sweep over
@@ -116,11 +122,12 @@ where
         eq_a,
         eq_b,
     };
-    let mut z = prefix_and_local(party, &state, nb)?;
+    let (mut z, mut msg) = prefix_and_local(party, &state, nb)?;
     while state.m > 1 {
         let layer = Layer::of(state.m);
-        let mut zb = party.scratch.take_words(z.len());
-        party.exchange_words_into(Peer::Prev, &z, Peer::Next, &mut zb)?;
+        // The other share of this layer's products is read straight from the message.
+        party.send_message(Peer::Prev, msg)?;
+        let zb = party.recv_message(Peer::Next, z.len())?;
         let next_m = layer.next_m();
         let mut next = Nodes {
             m: next_m,
@@ -145,6 +152,7 @@ where
         // One spare word per block after the last layer keeps the zipped chunks aligned.
         let zc_len = next_count.max(1);
         let mut next_z = party.scratch.take_words(nb * zc_len);
+        let mut next_msg = party.take_message(nb * zc_len);
         {
             let (prev, next_prg) = (&party.zero.prev, &party.zero.next);
             let cur = &state;
@@ -156,6 +164,7 @@ where
                 .zip(next.eq_a.par_chunks_mut(TASK_BLOCKS * next_m))
                 .zip(next.eq_b.par_chunks_mut(TASK_BLOCKS * next_m))
                 .zip(next_z.par_chunks_mut(TASK_BLOCKS * zc_len))
+                .zip(next_msg.par_chunks_mut(TASK_BLOCKS * zc_len * 8))
                 .enumerate()
                 .for_each_init(
                     || {
@@ -164,7 +173,7 @@ where
                             vec![0u64; TASK_BLOCKS * stride],
                         )
                     },
-                    |(r, s), (task, ((((la, lb), ea), eb), zc))| {
+                    |(r, s), (task, (((((la, lb), ea), eb), zc), mb))| {
                         let b0 = task * TASK_BLOCKS;
                         let blocks = la.len() / next_m;
                         if next_layer.is_some() {
@@ -177,7 +186,7 @@ where
                             let m = cur.m;
                             let base = blk * m;
                             let za = &z[blk * count..(blk + 1) * count];
-                            let zbb = &zb[blk * count..(blk + 1) * count];
+                            let zbb = &zb[8 * blk * count..8 * (blk + 1) * count];
                             let o = i * next_m..(i + 1) * next_m;
                             let (la, lb, ea, eb) = (
                                 &mut la[o.clone()],
@@ -187,11 +196,11 @@ where
                             );
                             for k in 0..layer.pairs {
                                 la[k] = cur.less_a[base + 2 * k] ^ za[k];
-                                lb[k] = cur.less_b[base + 2 * k] ^ zbb[k];
+                                lb[k] = cur.less_b[base + 2 * k] ^ word(zbb, k);
                             }
                             for k in 0..layer.eq_pairs {
                                 ea[k] = za[layer.pairs + k];
-                                eb[k] = zbb[layer.pairs + k];
+                                eb[k] = word(zbb, layer.pairs + k);
                             }
                             if layer.odd {
                                 let (t, f) = (layer.pairs, base + m - 1);
@@ -202,28 +211,26 @@ where
                             }
                             if let Some(nl) = next_layer {
                                 let rs = i * stride..i * stride + nl.count();
-                                nl.and_local(
-                                    la,
-                                    lb,
-                                    ea,
-                                    eb,
-                                    &r[rs.clone()],
-                                    &s[rs],
-                                    &mut zc[i * zc_len..(i + 1) * zc_len],
-                                );
+                                let zi = &mut zc[i * zc_len..(i + 1) * zc_len];
+                                nl.and_local(la, lb, ea, eb, &r[rs.clone()], &s[rs], zi);
+                                words_into_bytes(zi, &mut mb[8 * i * zc_len..8 * (i + 1) * zc_len]);
                             }
                         }
                     },
                 );
         }
+        party.recycle_message(zb);
         let old = std::mem::replace(&mut state, next);
-        for v in [old.less_a, old.less_b, old.eq_a, old.eq_b, zb] {
+        for v in [old.less_a, old.less_b, old.eq_a, old.eq_b] {
             party.scratch.give_words(v);
         }
         party.scratch.give_words(std::mem::replace(&mut z, next_z));
         z.truncate(nb * next_count);
+        msg = next_msg;
+        msg.truncate(8 * nb * next_count);
     }
     party.scratch.give_words(z);
+    party.recycle_message(msg);
     let Nodes {
         less_a,
         less_b,
@@ -335,9 +342,13 @@ impl Layer {
 }
 
 /// The local AND shares of the first prefix layer over `state`.
-fn prefix_and_local(party: &mut Party, state: &Nodes, nb: usize) -> Result<Words, EngineError> {
+fn prefix_and_local(
+    party: &mut Party,
+    state: &Nodes,
+    nb: usize,
+) -> Result<(Words, Vec<u8>), EngineError> {
     if state.m <= 1 {
-        return Ok(party.scratch.take_words(0));
+        return Ok((party.scratch.take_words(0), party.take_message(0)));
     }
     let layer = Layer::of(state.m);
     let count = layer.count();
@@ -346,8 +357,10 @@ fn prefix_and_local(party: &mut Party, state: &Nodes, nb: usize) -> Result<Words
     let sn = party.zero.next.reserve(nb * stride);
     let m = state.m;
     let mut z = party.scratch.take_words(nb * count);
+    let mut msg = party.take_message(nb * count);
     let (prev, next) = (&party.zero.prev, &party.zero.next);
     z.par_chunks_mut(TASK_BLOCKS * count)
+        .zip(msg.par_chunks_mut(TASK_BLOCKS * count * 8))
         .enumerate()
         .for_each_init(
             || {
@@ -356,7 +369,7 @@ fn prefix_and_local(party: &mut Party, state: &Nodes, nb: usize) -> Result<Words
                     vec![0u64; TASK_BLOCKS * stride],
                 )
             },
-            |(r, s), (task, zt)| {
+            |(r, s), (task, (zt, mt))| {
                 let b0 = task * TASK_BLOCKS;
                 let blocks = zt.len() / count;
                 prev.fill_at(sp + (b0 * stride / 2) as u64, &mut r[..blocks * stride]);
@@ -374,7 +387,14 @@ fn prefix_and_local(party: &mut Party, state: &Nodes, nb: usize) -> Result<Words
                         zc,
                     );
                 }
+                words_into_bytes(zt, mt);
             },
         );
-    Ok(z)
+    Ok((z, msg))
+}
+
+/// Word `k` of a little-endian message.
+#[inline(always)]
+fn word(bytes: &[u8], k: usize) -> u64 {
+    u64::from_le_bytes(bytes[8 * k..8 * k + 8].try_into().expect("8 bytes"))
 }

@@ -210,6 +210,35 @@ impl Party {
         Ok(())
     }
 
+    /// A pooled message buffer of `words` words (`8 * words` bytes, stale contents), for
+    /// a step that writes its outgoing words as bytes while computing them.
+    pub(crate) fn take_message(&mut self, words: usize) -> Vec<u8> {
+        self.scratch.take_bytes(8 * words)
+    }
+
+    /// Sends a message built in a buffer from [`Party::take_message`].
+    pub(crate) fn send_message(&mut self, to: Peer, msg: Vec<u8>) -> Result<(), EngineError> {
+        self.send_bytes(to, msg)
+    }
+
+    /// Receives exactly `words` words' worth of bytes from `from`, completing one
+    /// round begun with [`Party::send_message`]. Hand the buffer back with
+    /// [`Party::recycle_message`] when done.
+    pub(crate) fn recv_message(
+        &mut self,
+        from: Peer,
+        words: usize,
+    ) -> Result<Vec<u8>, EngineError> {
+        let got = self.recv_bytes(from, 8 * words)?;
+        self.count_round();
+        Ok(got)
+    }
+
+    /// Returns a message buffer to the pool.
+    pub(crate) fn recycle_message(&mut self, msg: Vec<u8>) {
+        self.scratch.give_bytes(msg);
+    }
+
     /// Converts a user's 3-way XOR share (this party received `x_i`) into a replicated
     /// share: each party passes its `x_i` to party `i-1`. One round.
     pub fn input_from_xor(&mut self, mine: Vec<u64>) -> Result<Shared, EngineError> {
@@ -296,7 +325,7 @@ impl Party {
 }
 
 /// Little-endian bytes of `words` into `out` (exactly `8 * words.len()` bytes).
-fn words_into_bytes(words: &[u64], out: &mut [u8]) {
+pub(crate) fn words_into_bytes(words: &[u64], out: &mut [u8]) {
     debug_assert_eq!(out.len(), words.len() * 8);
     let work = |(c, w): (&mut [u8], &[u64])| {
         for (b, x) in c.chunks_exact_mut(8).zip(w) {
@@ -313,7 +342,7 @@ fn words_into_bytes(words: &[u64], out: &mut [u8]) {
 }
 
 /// Words from little-endian bytes (`bytes.len() == 8 * out.len()`, checked by the caller).
-fn bytes_into_words(bytes: &[u8], out: &mut [u64]) {
+pub(crate) fn bytes_into_words(bytes: &[u8], out: &mut [u64]) {
     let work = |(w, c): (&mut [u64], &[u8])| {
         for (x, b) in w.iter_mut().zip(c.chunks_exact(8)) {
             *x = u64::from_le_bytes(b.try_into().expect("8 bytes"));

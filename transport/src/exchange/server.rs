@@ -369,6 +369,7 @@ impl RoundLoop {
             tracing::warn!(round = a.round, missing = ?collected.missing, "relay batches missing");
         }
 
+        let t_open = std::time::Instant::now();
         let opened = {
             let intake = self.intake.lock().unwrap_or_else(|e| e.into_inner());
             intake.open_round(a.round, collected.envelopes)
@@ -395,6 +396,8 @@ impl RoundLoop {
         let mut heard: Vec<u64> = shares.keys().copied().collect();
         heard.sort_unstable();
 
+        let open_ms = t_open.elapsed().as_millis() as u64;
+        let t_engine = std::time::Instant::now();
         let (reply, done) = oneshot::channel();
         self.engine
             .send(EngineJob {
@@ -410,6 +413,8 @@ impl RoundLoop {
             .map_err(|_| ServerError::Engine("engine thread ended".into()))?
             .map_err(ServerError::Engine)?;
 
+        let engine_ms = t_engine.elapsed().as_millis() as u64;
+        let t_commit = std::time::Instant::now();
         let mut record = (done.online.len() as u64).to_le_bytes().to_vec();
         record.extend_from_slice(&done.digest);
         let effects = RoundEffects {
@@ -431,6 +436,8 @@ impl RoundLoop {
             return Ok((false, 0.0));
         }
         self.store = done.store;
+        let commit_ms = t_commit.elapsed().as_millis() as u64;
+        let t_out = std::time::Instant::now();
 
         let mut out = Vec::with_capacity(done.online.len());
         {
@@ -459,6 +466,10 @@ impl RoundLoop {
             outputs = sent,
             relays_unreachable = failed.len(),
             seconds = secs,
+            open_ms,
+            engine_ms,
+            commit_ms,
+            outputs_ms = t_out.elapsed().as_millis() as u64,
             "round committed"
         );
         Ok((true, secs))

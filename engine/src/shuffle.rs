@@ -19,6 +19,7 @@ use crate::error::EngineError;
 use crate::party::Party;
 use crate::share::{xor_into, Shared};
 use rayon::prelude::*;
+use zeroize::Zeroize;
 
 /// `out[k] = rows[perm[k]]` for rows of `row_words` words.
 pub fn apply_permutation(rows: &[u64], row_words: usize, perm: &[u32]) -> Vec<u64> {
@@ -36,10 +37,9 @@ pub fn apply_permutation(rows: &[u64], row_words: usize, perm: &[u32]) -> Vec<u6
 }
 
 /// `out[k] = a[perm[k]] ^ b[perm[k]]` for rows of `row_words` words.
-fn permute_xor(a: &[u64], b: &[u64], row_words: usize, perm: &[u32]) -> Vec<u64> {
-    let mut out = vec![0u64; a.len()];
+fn permute_xor(a: &[u64], b: &[u64], row_words: usize, perm: &[u32], out: &mut [u64]) {
     if row_words == 0 {
-        return out;
+        return;
     }
     out.par_chunks_mut(row_words)
         .zip(perm.par_iter())
@@ -53,7 +53,31 @@ fn permute_xor(a: &[u64], b: &[u64], row_words: usize, perm: &[u32]) -> Vec<u64>
                 *d = x ^ y;
             }
         });
-    out
+}
+
+/// `out[k] = rows[perm[k]]` for rows of `row_words` words, into `out`.
+fn permute_into(rows: &[u64], row_words: usize, perm: &[u32], out: &mut [u64]) {
+    if row_words == 0 {
+        return;
+    }
+    out.par_chunks_mut(row_words)
+        .zip(perm.par_iter())
+        .for_each(|(dst, &src)| {
+            let s = src as usize * row_words;
+            dst.copy_from_slice(&rows[s..s + row_words]);
+        });
+}
+
+/// A buffer of `len` words: a spare one (stale contents, all overwritten by the
+/// caller) or a fresh one.
+fn buffer(spare: &mut Vec<Vec<u64>>, len: usize) -> Vec<u64> {
+    match spare.pop() {
+        Some(mut v) => {
+            v.resize(len, 0);
+            v
+        }
+        None => vec![0u64; len],
+    }
 }
 
 /// `dst ^= src`, on all rayon threads.
@@ -75,9 +99,18 @@ impl Party {
             )));
         }
         let n = table.len() / row_words;
-        let mut cur = self.shuffle_step(table, row_words, n, 0)?;
+        // Each step's input buffers become a later step's output buffers, so a large
+        // table is faulted in once, not three times.
+        let mut spare = Vec::new();
+        let mut cur = self.shuffle_step(table, row_words, n, 0, &mut spare)?;
         for j in 1..3 {
-            cur = self.shuffle_step(&cur, row_words, n, j)?;
+            let mut old = std::mem::replace(&mut cur, Shared::default());
+            cur = self.shuffle_step(&old, row_words, n, j, &mut spare)?;
+            spare.push(std::mem::take(&mut old.a));
+            spare.push(std::mem::take(&mut old.b));
+        }
+        for mut v in spare {
+            v.zeroize();
         }
         Ok(cur)
     }
@@ -88,14 +121,16 @@ impl Party {
         row_words: usize,
         n: usize,
         j: usize,
+        spare: &mut Vec<Vec<u64>>,
     ) -> Result<Shared, EngineError> {
         let me = self.id().index();
         let len = n * row_words;
         if me == j {
             // A: u = x_j ^ x_{j+1}; permutation shared with B (next); y_j with C (prev).
             let perm = self.perm.next.permutation(n);
-            let mut sent = permute_xor(&x.a, &x.b, row_words, &perm);
-            let mut y_j = vec![0u64; len];
+            let mut sent = buffer(spare, len);
+            permute_xor(&x.a, &x.b, row_words, &perm, &mut sent);
+            let mut y_j = buffer(spare, len);
             self.mask.prev.fill_par(&mut y_j);
             xor_into_par(&mut sent, &y_j);
             self.swap_rows(&mut sent, Peer::Next)?;
@@ -103,17 +138,18 @@ impl Party {
         } else if me == (j + 1) % 3 {
             // B: v = x_{j+2}; permutation shared with A (prev); y_{j+2} with C (next).
             let perm = self.perm.prev.permutation(n);
-            let mut sent = apply_permutation(&x.b, row_words, &perm);
-            let mut y_j2 = vec![0u64; len];
+            let mut sent = buffer(spare, len);
+            permute_into(&x.b, row_words, &perm, &mut sent);
+            let mut y_j2 = buffer(spare, len);
             self.mask.next.fill_par(&mut y_j2);
             xor_into_par(&mut sent, &y_j2);
             self.swap_rows(&mut sent, Peer::Prev)?;
             Ok(Shared { a: sent, b: y_j2 })
         } else {
             // C: draws y_j (with A, its next) and y_{j+2} (with B, its prev).
-            let mut y_j = vec![0u64; len];
+            let mut y_j = buffer(spare, len);
             self.mask.next.fill_par(&mut y_j);
-            let mut y_j2 = vec![0u64; len];
+            let mut y_j2 = buffer(spare, len);
             self.mask.prev.fill_par(&mut y_j2);
             self.count_round();
             Ok(Shared { a: y_j2, b: y_j })

@@ -104,7 +104,7 @@ impl Party {
         let mut spare = Vec::new();
         let mut cur = self.shuffle_step(table, row_words, n, 0, &mut spare)?;
         for j in 1..3 {
-            let mut old = std::mem::replace(&mut cur, Shared::default());
+            let mut old = std::mem::take(&mut cur);
             cur = self.shuffle_step(&old, row_words, n, j, &mut spare)?;
             spare.push(std::mem::take(&mut old.a));
             spare.push(std::mem::take(&mut old.b));

@@ -252,7 +252,7 @@ where
 
 /// Blocks per parallel task: enough work to amortize scheduling and to generate each
 /// task's random stream in one long run.
-const TASK_BLOCKS: usize = 16;
+const TASK_BLOCKS: usize = 32;
 
 /// Per-task working memory of layer 0 (reused across a rayon job's tasks).
 struct Layer0Scratch {

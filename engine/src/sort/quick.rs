@@ -210,6 +210,31 @@ fn sort_unique(
                     ((a >> 64) as u64 & keep) | (((b >> 64) as u64 & keep) << 32)
                 };
                 let (mut xa_lo, mut xb_lo, mut x_hi) = ([0u64; 64], [0u64; 64], [0u64; 64]);
+                if len > 0 && seg[0] == seg[len - 1] {
+                    // One segment (the list is grouped by segment): every lane has the
+                    // same pivot, so d's planes are x's planes with the pivot's bits
+                    // broadcast over the block's lanes, no second transposition.
+                    for r in 0..len {
+                        let [ka, kb] = key[r];
+                        xa_lo[r] = ka as u64;
+                        xb_lo[r] = kb as u64;
+                        x_hi[r] = hi2(ka, kb);
+                    }
+                    transpose_packed(xa_lo, xb_lo, x_hi, w, xa, xb);
+                    let [pa, pb] = cur.pivot_key[seg[0] as usize];
+                    let lanes = if len == 64 {
+                        u64::MAX
+                    } else {
+                        (1u64 << len) - 1
+                    };
+                    let spread = |p: u128, b: usize| lanes & ((p >> b) as u64 & 1).wrapping_neg();
+                    for j in 0..w {
+                        let b = w - 1 - j;
+                        da[j] = xa[j] ^ spread(pa, b);
+                        db[j] = xb[j] ^ spread(pb, b);
+                    }
+                    return;
+                }
                 let (mut da_lo, mut db_lo, mut d_hi) = ([0u64; 64], [0u64; 64], [0u64; 64]);
                 for r in 0..len {
                     let [ka, kb] = key[r];

@@ -1,9 +1,11 @@
 //! Configuration files (TOML). Relative paths are resolved against the file's directory,
 //! so a deployment directory can be moved as a whole.
 
+use crate::exchange::server::{ServerConfig, Timing};
 use crate::listener::Limits;
 use crate::relay::RelayConfig;
 use crate::tls::{self, Identity};
+use acs_engine::round::RoundConfig;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -175,6 +177,148 @@ impl EntryFile {
             roots: tls::load_roots(&self.ca)?,
             limits: self.limits.limits(),
             max_envelopes_per_round: self.max_envelopes_per_round,
+        })
+    }
+}
+
+/// Round timing as written in a file (milliseconds).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimingFile {
+    /// Submission window (server 0 sets it for everyone).
+    pub submit_window_ms: u64,
+    /// Wait for relay batches after the deadline.
+    pub collect_grace_ms: u64,
+    /// Wait for the peers' commit votes.
+    pub vote_timeout_ms: u64,
+    /// Longest submission window a follower accepts.
+    pub max_window_ms: u64,
+}
+
+impl Default for TimingFile {
+    fn default() -> Self {
+        let t = Timing::default();
+        TimingFile {
+            submit_window_ms: t.submit_window.as_millis() as u64,
+            collect_grace_ms: t.collect_grace.as_millis() as u64,
+            vote_timeout_ms: t.vote_timeout.as_millis() as u64,
+            max_window_ms: t.max_window.as_millis() as u64,
+        }
+    }
+}
+
+/// `acs exchange --config F`.
+///
+/// ```toml
+/// index = 0                          # exchange-0; server 0 coordinates rounds
+/// deployment = "acs-example"         # identical at all three
+/// relay_listen = "0.0.0.0:7300"      # entry relays connect here
+/// peer_listen = "0.0.0.0:7310"       # exchange server index-1 connects here
+/// next_peer = "203.0.113.20:7310"    # exchange server index+1's peer port
+/// relays = [0, 1, 2, 3]              # entry relay indices that feed this server
+/// ca = "certs/ca.pem"
+/// cert = "certs/exchange-0.pem"
+/// key = "certs/exchange-0-key.pem"
+/// master = "master.key"              # kgc master secret (acs master), mode 0600
+/// db = "exchange.redb"
+///
+/// [round]                            # identical at all three servers and all users
+/// payload_words = 32
+/// store_capacity = 10000
+/// expiry_rounds = 100
+///
+/// [timing]
+/// submit_window_ms = 1000
+/// collect_grace_ms = 500
+///
+/// [limits]
+/// max_connections = 1024
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeFile {
+    /// 0, 1 or 2.
+    pub index: u8,
+    /// Deployment name.
+    pub deployment: String,
+    /// Relay-facing address.
+    pub relay_listen: SocketAddr,
+    /// Peer-facing address.
+    pub peer_listen: SocketAddr,
+    /// The next server's peer port.
+    pub next_peer: SocketAddr,
+    /// Entry relay indices.
+    pub relays: Vec<u32>,
+    /// CA certificate.
+    pub ca: PathBuf,
+    /// This server's certificate.
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+    /// kgc master secret file.
+    pub master: PathBuf,
+    /// Database file.
+    pub db: PathBuf,
+    /// Exchange parameters.
+    pub round: RoundConfig,
+    /// Round timing.
+    #[serde(default)]
+    pub timing: TimingFile,
+    /// Listener limits.
+    #[serde(default)]
+    pub limits: LimitsFile,
+}
+
+impl ExchangeFile {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let mut f: ExchangeFile = read_toml(path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut f.ca, &mut f.cert, &mut f.key, &mut f.master, &mut f.db] {
+            *p = resolve(base, p);
+        }
+        let invalid = |reason: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if f.index > 2 {
+            return Err(invalid(format!("index {} is not 0, 1 or 2", f.index)));
+        }
+        if f.relays.is_empty() {
+            return Err(invalid("relays: at least one entry relay".into()));
+        }
+        if f.round.payload_words == 0 || f.round.store_capacity == 0 || f.round.expiry_rounds == 0 {
+            return Err(invalid(
+                "round: payload_words, store_capacity and expiry_rounds must be positive".into(),
+            ));
+        }
+        if f.limits.max_connections == 0 || f.timing.submit_window_ms == 0 {
+            return Err(invalid("limits and timing must be positive".into()));
+        }
+        Ok(f)
+    }
+
+    /// The server configuration, with certificates loaded.
+    pub fn server_config(&self) -> Result<ServerConfig, ConfigError> {
+        let ms = std::time::Duration::from_millis;
+        Ok(ServerConfig {
+            index: self.index,
+            deployment: self.deployment.clone(),
+            next_peer: self.next_peer,
+            identity: Identity::load(&self.cert, &self.key)?,
+            roots: tls::load_roots(&self.ca)?,
+            limits: self.limits.limits(),
+            relays: self.relays.clone(),
+            round: self.round,
+            timing: Timing {
+                submit_window: ms(self.timing.submit_window_ms),
+                collect_grace: ms(self.timing.collect_grace_ms),
+                vote_timeout: ms(self.timing.vote_timeout_ms),
+                max_window: ms(self.timing.max_window_ms),
+            },
+            db_path: self.db.clone(),
+            max_rounds: None,
+            start_gate: None,
         })
     }
 }

@@ -29,6 +29,7 @@ const PENDING_ROUND: TableDefinition<u64, &[u8]> = TableDefinition::new("pending
 const PENDING_META: TableDefinition<&str, u64> = TableDefinition::new("pending_meta");
 
 const COMMITTED: &str = "committed_round";
+const ANNOUNCED: &str = "announced_round";
 const PREPARED: &str = "prepared_round";
 
 /// Database failures. All are fatal for the operation; none leaves partial effects.
@@ -187,6 +188,28 @@ impl Db {
     pub fn committed_round(&self) -> Result<Option<u64>, DbError> {
         let tx = self.inner.begin_read()?;
         Ok(tx.open_table(META)?.get(COMMITTED)?.map(|v| v.value()))
+    }
+
+    /// Records that `round` was announced (server 0, before announcing), so that after a
+    /// restart no round number is announced twice: envelopes sealed for an interrupted
+    /// round can then never be replayed into a new round of the same number.
+    pub fn note_announced(&self, round: u64) -> Result<(), DbError> {
+        let tx = self.inner.begin_write()?;
+        {
+            let mut meta = tx.open_table(META)?;
+            let prev = meta.get(ANNOUNCED)?.map(|v| v.value());
+            if prev.is_none_or(|p| round > p) {
+                meta.insert(ANNOUNCED, round)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The last round recorded by [`Db::note_announced`].
+    pub fn announced_round(&self) -> Result<Option<u64>, DbError> {
+        let tx = self.inner.begin_read()?;
+        Ok(tx.open_table(META)?.get(ANNOUNCED)?.map(|v| v.value()))
     }
 
     /// The round prepared but not yet committed or aborted (after a crash: ask the peers
@@ -422,6 +445,9 @@ mod tests {
         db.commit_round(&effects(5, 5, 2)).unwrap();
         db.prepare(&effects(6, 6, 2)).unwrap();
         db.abort(6).unwrap();
+        db.note_announced(7).unwrap();
+        db.note_announced(6).unwrap();
+        assert_eq!(db.announced_round().unwrap(), Some(7));
         assert_eq!(db.prepared_round().unwrap(), None);
         assert_eq!(db.committed_round().unwrap(), Some(5));
         assert_eq!(db.store().unwrap(), effects(5, 5, 2).store);

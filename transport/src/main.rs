@@ -1,6 +1,10 @@
 //! The `acs` command.
 
-use acs_transport::{certs, config::EntryFile, demo, relay};
+use acs_transport::{
+    certs,
+    config::{EntryFile, ExchangeFile},
+    demo, relay,
+};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +34,22 @@ enum Command {
         /// Entry relays.
         #[arg(long, default_value_t = 1)]
         entries: u32,
+    },
+    /// Make an exchange server's kgc master secret (owner-only file) and its signed
+    /// descriptor (`OUT.descriptor`, for clients to pin).
+    Master {
+        /// The master-secret file to create (refuses to overwrite).
+        #[arg(long)]
+        out: PathBuf,
+        /// The server's TLS certificate (PEM), whose SHA-256 the descriptor carries.
+        #[arg(long)]
+        cert: PathBuf,
+    },
+    /// Run an exchange server.
+    Exchange {
+        /// Configuration file (TOML; see docs/operators.md).
+        #[arg(long)]
+        config: PathBuf,
     },
     /// Run an entry relay.
     Entry {
@@ -96,6 +116,33 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("acs certs: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Master { out, cert } => match make_master(&out, &cert) {
+            Ok(desc) => {
+                println!("{}\n{}", out.display(), desc.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("acs master: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Exchange { config } => {
+            init_logging();
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("acs exchange: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(run_exchange(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
                     ExitCode::FAILURE
                 }
             }
@@ -193,6 +240,61 @@ async fn run_entry(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
     let _ = relay.listener_task.await;
+    Ok(())
+}
+
+fn make_master(
+    out: &std::path::Path,
+    cert: &std::path::Path,
+) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    use sha2::{Digest, Sha256};
+    let der = CertificateDer::from_pem_file(cert)?;
+    let fingerprint: [u8; 32] = Sha256::digest(der.as_ref()).into();
+    let master = acs_kgc::MasterSecret::generate(&mut rand_core::OsRng);
+    master.save(out)?;
+    let now = acs_transport::exchange::clock::now_unix_ms() / 1000;
+    let descriptor = acs_kgc::Kgc::new(master).descriptor(fingerprint, now);
+    let mut path = out.as_os_str().to_owned();
+    path.push(".descriptor");
+    let path = PathBuf::from(path);
+    std::fs::write(&path, descriptor.to_bytes())?;
+    Ok(path)
+}
+
+async fn run_exchange(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
+    let signals = Signals::install()?;
+    let file = ExchangeFile::load(&path)?;
+    let cfg = file.server_config()?;
+    let master = acs_kgc::MasterSecret::load(&file.master)?;
+    let relay_listener = tokio::net::TcpListener::bind(file.relay_listen).await?;
+    let peer_listener = tokio::net::TcpListener::bind(file.peer_listen).await?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tracing::info!(index = file.index, relay = %file.relay_listen, peer = %file.peer_listen, "exchange server starting");
+    let server = tokio::spawn(acs_transport::exchange::server::run(
+        cfg,
+        master,
+        relay_listener,
+        peer_listener,
+        shutdown_rx,
+    ));
+    let mut server = server;
+    let result = tokio::select! {
+        _ = signals.wait() => {
+            tracing::info!("shutting down");
+            let _ = shutdown_tx.send(true);
+            tokio::time::timeout(std::time::Duration::from_secs(10), &mut server)
+                .await
+                .map_err(|_| "exchange server did not stop within 10 s")?
+        }
+        r = &mut server => r,
+    };
+    let summary = result??;
+    tracing::info!(
+        committed = summary.committed,
+        aborted = summary.aborted,
+        "exchange server stopped"
+    );
     Ok(())
 }
 

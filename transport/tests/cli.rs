@@ -141,3 +141,170 @@ fn entry_relay_reports_a_bad_config_clearly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("entry.toml"), "{err}");
 }
+
+#[cfg(unix)]
+fn free_port() -> u16 {
+    // Bound and released at once: another process could take it, a small risk for a test.
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[cfg(unix)]
+fn term_and_wait(mut child: std::process::Child) -> std::process::ExitStatus {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "process did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Three `acs exchange` processes and one `acs entry` from `acs certs` and `acs master`
+/// output: rounds commit, SIGTERM stops everything cleanly, and a restart goes on from
+/// the database with a round number never used before.
+#[cfg(unix)]
+#[test]
+fn exchange_servers_run_as_processes_and_resume_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(Command::new(ACS)
+        .args(["certs", "--entries", "1", "--out"])
+        .arg(d.join("certs"))
+        .output()
+        .unwrap()
+        .status
+        .success());
+    for i in 0..3 {
+        let out = Command::new(ACS)
+            .args(["master", "--out"])
+            .arg(d.join(format!("master-{i}.key")))
+            .arg("--cert")
+            .arg(d.join(format!("certs/exchange-{i}.pem")))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let relay_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let peer_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    for i in 0..3 {
+        std::fs::write(
+            d.join(format!("ex{i}.toml")),
+            format!(
+                r#"index = {i}
+deployment = "cli-test"
+relay_listen = "127.0.0.1:{}"
+peer_listen = "127.0.0.1:{}"
+next_peer = "127.0.0.1:{}"
+relays = [0]
+ca = "certs/ca.pem"
+cert = "certs/exchange-{i}.pem"
+key = "certs/exchange-{i}-key.pem"
+master = "master-{i}.key"
+db = "ex{i}.redb"
+[round]
+payload_words = 2
+store_capacity = 4
+expiry_rounds = 5
+[timing]
+submit_window_ms = 150
+collect_grace_ms = 100
+"#,
+                relay_ports[i],
+                peer_ports[i],
+                peer_ports[(i + 1) % 3]
+            ),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        d.join("entry.toml"),
+        format!(
+            "index = 0\nlisten = \"127.0.0.1:0\"\nexchanges = [\"127.0.0.1:{}\", \"127.0.0.1:{}\", \"127.0.0.1:{}\"]\nca = \"certs/ca.pem\"\ncert = \"certs/entry-0.pem\"\nkey = \"certs/entry-0-key.pem\"\n",
+            relay_ports[0], relay_ports[1], relay_ports[2]
+        ),
+    )
+    .unwrap();
+    let spawn = |args: &[&str], cfg: &str, log: &str| {
+        Command::new(ACS)
+            .args(args)
+            .arg(d.join(cfg))
+            .env("RUST_LOG", "info")
+            .stderr(std::fs::File::create(d.join(log)).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let committed = |log: &str| -> Vec<u64> {
+        std::fs::read_to_string(d.join(log))
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("round committed"))
+            .filter_map(|l| {
+                let i = l.find("round=")? + 6;
+                l[i..]
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    };
+    let wait_rounds = |log: &str, n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while committed(log).len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "rounds did not commit:\n{}",
+                std::fs::read_to_string(d.join(log)).unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    let entry = spawn(&["entry", "--config"], "entry.toml", "entry.log");
+    let servers: Vec<_> = (0..3)
+        .map(|i| {
+            spawn(
+                &["exchange", "--config"],
+                &format!("ex{i}.toml"),
+                &format!("ex{i}.log"),
+            )
+        })
+        .collect();
+    wait_rounds("ex1.log", 3);
+    for s in servers {
+        assert!(term_and_wait(s).success());
+    }
+    let first: Vec<u64> = committed("ex2.log");
+    let servers: Vec<_> = (0..3)
+        .map(|i| {
+            spawn(
+                &["exchange", "--config"],
+                &format!("ex{i}.toml"),
+                &format!("ex{i}.b.log"),
+            )
+        })
+        .collect();
+    wait_rounds("ex1.b.log", 2);
+    for s in servers {
+        assert!(term_and_wait(s).success());
+    }
+    assert!(term_and_wait(entry).success());
+    let second = committed("ex2.b.log");
+    assert!(
+        second[0] > *first.last().unwrap(),
+        "restart reused a round: {first:?} then {second:?}"
+    );
+}

@@ -330,6 +330,10 @@ impl RoundLoop {
     async fn next_announce(&mut self) -> Result<RoundAnnounce, ServerError> {
         if self.cfg.index as usize == clock::COORDINATOR {
             let r = self.last_round.map_or(1, |r| r + 1);
+            let db = self.db.clone();
+            tokio::task::spawn_blocking(move || db.note_announced(r))
+                .await
+                .map_err(|e| ServerError::Engine(e.to_string()))??;
             Ok(clock::announce(
                 &self.control,
                 r,
@@ -538,10 +542,15 @@ pub async fn run(
         .map_err(|_| ServerError::Engine("engine thread ended".into()))?
         .map_err(ServerError::Engine)?;
 
-    let last_round = match (db.committed_round()?, recovered) {
-        (c, commit::Recovery::Abort(r)) => Some(c.unwrap_or(0).max(r)),
-        (c, _) => c,
+    // Never reuse a round number: not an aborted one, not one announced before a restart.
+    let aborted = match recovered {
+        commit::Recovery::Abort(r) => Some(r),
+        _ => None,
     };
+    let last_round = [db.committed_round()?, db.announced_round()?, aborted]
+        .into_iter()
+        .flatten()
+        .max();
     let max_rounds = cfg.max_rounds;
     let mut lp = RoundLoop {
         cfg,

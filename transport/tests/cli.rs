@@ -152,12 +152,37 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A child process that is killed if the test fails before stopping it.
 #[cfg(unix)]
-fn term_and_wait(mut child: std::process::Child) -> std::process::ExitStatus {
+struct Proc(std::process::Child);
+
+#[cfg(unix)]
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[cfg(unix)]
+fn term(proc: &Proc) {
     Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &proc.0.id().to_string()])
         .status()
         .unwrap();
+}
+
+#[cfg(unix)]
+fn term_and_wait(proc: Proc) -> std::process::ExitStatus {
+    term(&proc);
+    wait(proc)
+}
+
+#[cfg(unix)]
+fn wait(mut proc: Proc) -> std::process::ExitStatus {
+    let child = &mut proc.0;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -165,6 +190,23 @@ fn term_and_wait(mut child: std::process::Child) -> std::process::ExitStatus {
         }
         assert!(Instant::now() < deadline, "process did not stop on SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM to all three servers, then wait. A server exits 0 on its own signal, or
+/// non-zero when a peer's shutdown reached it first (it cannot run without its peers).
+#[cfg(unix)]
+fn stop_all(servers: Vec<Proc>, d: &std::path::Path, suffix: &str) {
+    for s in &servers {
+        term(s);
+    }
+    for (i, s) in servers.into_iter().enumerate() {
+        let st = wait(s);
+        let log = std::fs::read_to_string(d.join(format!("ex{i}{suffix}.log"))).unwrap();
+        assert!(
+            st.success() || log.contains("peer link closed"),
+            "server {i}: {st:?}\n{log}"
+        );
     }
 }
 
@@ -238,13 +280,17 @@ collect_grace_ms = 100
     )
     .unwrap();
     let spawn = |args: &[&str], cfg: &str, log: &str| {
-        Command::new(ACS)
-            .args(args)
-            .arg(d.join(cfg))
-            .env("RUST_LOG", "info")
-            .stderr(std::fs::File::create(d.join(log)).unwrap())
-            .spawn()
-            .unwrap()
+        Proc(
+            Command::new(ACS)
+                .args(args)
+                .arg(d.join(cfg))
+                .env("RUST_LOG", "info")
+                .env("NO_COLOR", "1")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(d.join(log)).unwrap())
+                .spawn()
+                .unwrap(),
+        )
     };
     let committed = |log: &str| -> Vec<u64> {
         std::fs::read_to_string(d.join(log))
@@ -284,9 +330,7 @@ collect_grace_ms = 100
         })
         .collect();
     wait_rounds("ex1.log", 3);
-    for s in servers {
-        assert!(term_and_wait(s).success());
-    }
+    stop_all(servers, d, "");
     let first: Vec<u64> = committed("ex2.log");
     let servers: Vec<_> = (0..3)
         .map(|i| {
@@ -298,9 +342,7 @@ collect_grace_ms = 100
         })
         .collect();
     wait_rounds("ex1.b.log", 2);
-    for s in servers {
-        assert!(term_and_wait(s).success());
-    }
+    stop_all(servers, d, ".b");
     assert!(term_and_wait(entry).success());
     let second = committed("ex2.b.log");
     assert!(

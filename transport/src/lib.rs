@@ -1,8 +1,15 @@
-//! ACS networking (design §5): length-prefixed versioned frames ([`wire`]), TLS
-//! everywhere with tokio-rustls on the ring provider ([`tls`], [`certs`]), guarded
-//! listeners ([`listener`]), the engine's [`acs_engine::channel::Channel`] over mutual TLS
-//! ([`mpc`]), the exchange server's crash-safe database ([`db`]), the entry relay
-//! ([`relay`]) and the exchange server's relay-facing port ([`relay_port`]).
+//! ACS networking (design §5) and the running system.
+//!
+//! - [`wire`]: the one codec: versioned, length-prefixed frames with per-type caps;
+//! - [`tls`], [`certs`]: TLS on the ring provider, role names in certificates, `acs certs`;
+//! - [`listener`]: guarded TLS listeners (connection cap, handshake timeout, shutdown);
+//! - [`mpc`]: the engine's [`acs_engine::channel::Channel`] over mutual TLS between the
+//!   three exchange servers, plus their coordination queue;
+//! - [`db`]: the exchange server's crash-safe database (redb);
+//! - [`relay`], [`relay_port`]: the entry relay and the exchange server's side of it;
+//! - [`exchange`]: the exchange server (clock, collection, kgc intake, commit, server loop);
+//! - [`client`], [`user`]: a user's relay connection and the user client;
+//! - [`config`]: TOML configuration; [`demo`]: `acs demo`.
 
 pub mod certs;
 pub mod client;

@@ -1,9 +1,9 @@
-//! Building blocks of the exchange server that do not depend on the engine round or on
-//! kgc: the round clock ([`clock`]), collecting relay batches and returning outputs
-//! ([`collect`]), and the all-three-agree commit with crash recovery ([`commit`]).
+//! The exchange server: the round clock ([`clock`]), collecting relay batches and
+//! returning outputs ([`collect`]), registration and envelope opening on kgc ([`intake`]),
+//! the all-three-agree commit with crash recovery ([`commit`]), and the loop that composes
+//! them ([`server`], `acs exchange`).
 //!
-//! One round at server `i`, as these parts are meant to be composed (the exchange server
-//! binary that does so is not built yet):
+//! One round at server `i`:
 //!
 //! 1. [`clock::announce`] (server 0) or [`clock::await_announce`] (servers 1, 2) over
 //!    [`crate::mpc::MeshControl`]; then [`crate::relay_port::RelayPortHandle::announce`].

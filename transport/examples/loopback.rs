@@ -69,6 +69,7 @@ async fn mpc(mib: usize, msgs: usize) {
             establish_timeout: Duration::from_secs(10),
             limits: Limits::default(),
             status: RoundStatus::default(),
+            config_digest: [0; 32],
         })
         .collect();
     let mut ls = ls.into_iter();

@@ -53,6 +53,8 @@ pub struct MeshConfig {
     pub limits: Limits,
     /// This server's database status, told to the peers in the hello.
     pub status: RoundStatus,
+    /// Digest of the exchange parameters; the peers' must be equal.
+    pub config_digest: [u8; 32],
 }
 
 /// Why the mesh could not be set up.
@@ -252,6 +254,7 @@ async fn hello<S: AsyncRead + AsyncWrite + Unpin>(
         party: cfg.party.index() as u8,
         deployment: cfg.deployment.clone(),
         status: cfg.status,
+        config_digest: cfg.config_digest,
     };
     wire::write_msg(stream, &mine)
         .await
@@ -278,6 +281,8 @@ async fn hello<S: AsyncRead + AsyncWrite + Unpin>(
             "belongs to deployment {:?}, not {:?}",
             theirs.deployment, cfg.deployment
         ))
+    } else if theirs.config_digest != cfg.config_digest {
+        Some("runs different exchange parameters ([round] differs)".to_string())
     } else {
         None
     };

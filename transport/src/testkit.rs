@@ -34,6 +34,7 @@ pub fn mesh_config(
         establish_timeout: Duration::from_secs(10),
         limits: Limits::default(),
         status,
+        config_digest: [0; 32],
     }
 }
 

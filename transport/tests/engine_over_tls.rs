@@ -46,6 +46,7 @@ async fn exchange_rounds_over_mutual_tls_match_the_ideal_round() {
                 establish_timeout: Duration::from_secs(10),
                 limits: Limits::default(),
                 status: RoundStatus::default(),
+                config_digest: [0; 32],
             }
         })
         .collect();

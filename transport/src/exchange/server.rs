@@ -214,6 +214,17 @@ fn engine_thread(
     }
 }
 
+/// What the peers compare in their hellos: the exchange parameters, which must agree.
+pub fn config_digest(cfg: &RoundConfig) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"acs/round-config/v1");
+    h.update((cfg.payload_words as u64).to_le_bytes());
+    h.update((cfg.store_capacity as u64).to_le_bytes());
+    h.update(u64::from(cfg.expiry_rounds).to_le_bytes());
+    h.finalize().into()
+}
+
 fn words_to_bytes(words: &[u64]) -> Vec<u8> {
     words.iter().flat_map(|w| w.to_le_bytes()).collect()
 }
@@ -518,6 +529,7 @@ pub async fn run(
             establish_timeout: Duration::from_secs(120),
             limits: cfg.limits,
             status: commit::status(&db)?,
+            config_digest: config_digest(&cfg.round),
         },
         peer_listener,
     )

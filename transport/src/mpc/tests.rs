@@ -25,6 +25,7 @@ fn config(pki: &DevPki, party: usize, next_addr: SocketAddr) -> MeshConfig {
             committed: Some(party as u64),
             prepared: None,
         },
+        config_digest: [0; 32],
     }
 }
 
@@ -139,6 +140,7 @@ async fn a_peer_sending_garbage_gets_a_clear_error() {
                 party: 2,
                 deployment: "test".into(),
                 status: Default::default(),
+                config_digest: [0; 32],
             },
         )
         .await
@@ -178,6 +180,7 @@ async fn a_peer_sending_garbage_gets_a_clear_error() {
                 party: 0,
                 deployment: "test".into(),
                 status: Default::default(),
+                config_digest: [0; 32],
             },
         )
         .await
@@ -283,4 +286,24 @@ async fn messages_queued_before_dropping_the_mesh_are_delivered() {
         "{:?}",
         got.1
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_with_different_exchange_parameters_do_not_connect() {
+    let pki = pki();
+    let (l0, a0) = bind().await;
+    let (l1, a1) = bind().await;
+    let mut c0 = config(&pki, 0, a1);
+    let mut c1 = config(&pki, 1, a0);
+    c1.config_digest = [9; 32];
+    c0.establish_timeout = Duration::from_millis(700);
+    c1.establish_timeout = Duration::from_millis(700);
+    // Party 0 dials 1 (accepting from 2 never happens): its dial fails on the hello.
+    let (r0, _r1) = tokio::join!(establish(&c0, l0), establish(&c1, l1));
+    match r0.unwrap_err() {
+        MeshError::Timeout { last, .. } => {
+            assert!(last.contains("different exchange parameters"), "{last}")
+        }
+        e => panic!("{e}"),
+    }
 }

@@ -213,6 +213,9 @@ pub struct PeerHello {
     pub deployment: String,
     /// The sender's round status.
     pub status: RoundStatus,
+    /// A digest of the sender's exchange parameters (payload size, store capacity,
+    /// expiry): all three servers must run the same round.
+    pub config_digest: [u8; 32],
 }
 
 impl WireMessage for PeerHello {

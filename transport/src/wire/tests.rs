@@ -84,6 +84,7 @@ async fn every_message_round_trips() {
             committed: Some(4),
             prepared: None,
         },
+        config_digest: [3; 32],
     })
     .await;
     rt(OnlineSetHash {
@@ -307,6 +308,7 @@ async fn random_and_mutated_frames_never_panic() {
             party: 1,
             deployment: "d".into(),
             status: RoundStatus::default(),
+            config_digest: [0; 32],
         })
         .unwrap(),
         encode_frame(&CommitVote {

@@ -92,6 +92,27 @@ impl Party {
     /// Shuffles the `n = table.len() / row_words` rows of `table` with a permutation no
     /// single party knows, re-randomizing every share.
     pub fn shuffle(&mut self, table: &Shared, row_words: usize) -> Result<Shared, EngineError> {
+        self.shuffle_with(table, None, row_words)
+    }
+
+    /// [`Party::shuffle`] of a table the caller no longer needs: its buffers become the
+    /// later steps' outputs, so no table-sized vector is faulted in at all.
+    pub(crate) fn shuffle_owned(
+        &mut self,
+        table: Shared,
+        row_words: usize,
+    ) -> Result<Shared, EngineError> {
+        self.shuffle_with(&Shared::default(), Some(table), row_words)
+    }
+
+    /// Shuffles `owned` if given, else `table`.
+    fn shuffle_with(
+        &mut self,
+        table: &Shared,
+        mut owned: Option<Shared>,
+        row_words: usize,
+    ) -> Result<Shared, EngineError> {
+        let table = owned.as_ref().unwrap_or(table);
         if row_words == 0 || !table.len().is_multiple_of(row_words) {
             return Err(EngineError::InvalidInput(format!(
                 "table of {} words is not whole rows of {row_words}",
@@ -103,6 +124,10 @@ impl Party {
         // table is faulted in once, not three times.
         let mut spare = Vec::new();
         let mut cur = self.shuffle_step(table, row_words, n, 0, &mut spare)?;
+        if let Some(mut t) = owned.take() {
+            spare.push(std::mem::take(&mut t.a));
+            spare.push(std::mem::take(&mut t.b));
+        }
         for j in 1..3 {
             let mut old = std::mem::take(&mut cur);
             cur = self.shuffle_step(&old, row_words, n, j, &mut spare)?;

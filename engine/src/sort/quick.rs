@@ -66,8 +66,7 @@ pub fn quicksort(
         a: build(0),
         b: build(1),
     };
-    let shuffled = party.shuffle(&table, row_words)?;
-    drop(table);
+    let shuffled = party.shuffle_owned(table, row_words)?;
     let key_of = |t: &[u64], i: usize| -> u128 {
         t[i * row_words] as u128 | (t[i * row_words + 1] as u128) << 64
     };

@@ -16,7 +16,7 @@
 
 use crate::channel::Peer;
 use crate::error::EngineError;
-use crate::party::Party;
+use crate::party::{words_into_bytes, Party};
 use crate::share::{xor_into, Shared};
 use rayon::prelude::*;
 use zeroize::Zeroize;
@@ -182,14 +182,21 @@ impl Party {
     }
 
     /// Sends `sent` to `peer`, receives as many words from it, and XORs them into
-    /// `sent` (the receive buffer comes from the party's pool).
+    /// `sent`, reading them straight from the received message.
     fn swap_rows(&mut self, sent: &mut [u64], peer: Peer) -> Result<(), EngineError> {
-        let mut got = self.scratch.take_words(sent.len());
-        let res = self.exchange_words_into(peer, sent, peer, &mut got);
-        if res.is_ok() {
-            xor_into_par(sent, &got);
-        }
-        self.scratch.give_words(got);
-        res
+        let mut msg = self.take_message(sent.len());
+        words_into_bytes(sent, &mut msg);
+        self.send_message(peer, msg)?;
+        let got = self.recv_message(peer, sent.len())?;
+        const CHUNK: usize = 1 << 14;
+        sent.par_chunks_mut(CHUNK)
+            .zip(got.par_chunks(8 * CHUNK))
+            .for_each(|(d, b)| {
+                for (x, w) in d.iter_mut().zip(b.chunks_exact(8)) {
+                    *x ^= u64::from_le_bytes(w.try_into().expect("8 bytes"));
+                }
+            });
+        self.recycle_message(got);
+        Ok(())
     }
 }

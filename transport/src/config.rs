@@ -229,7 +229,7 @@ impl Default for TimingFile {
 ///
 /// [timing]
 /// submit_window_ms = 1000
-/// collect_grace_ms = 500
+/// collect_grace_ms = 2000
 ///
 /// [limits]
 /// max_connections = 1024

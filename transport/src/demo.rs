@@ -173,7 +173,10 @@ pub async fn run(
             round: cfg,
             timing: Timing {
                 submit_window: window,
-                collect_grace: Duration::from_millis(300),
+                // Collection ends as soon as every relay has reported (each always sends a
+                // batch), so a long grace costs nothing unless a relay is late, e.g. on a
+                // loaded machine; a short one would drop its users' shares for the round.
+                collect_grace: Duration::from_secs(5),
                 vote_timeout: Duration::from_secs(120),
                 max_window: Duration::from_secs(120),
             },

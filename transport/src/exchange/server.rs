@@ -52,7 +52,7 @@ impl Default for Timing {
     fn default() -> Self {
         Timing {
             submit_window: Duration::from_millis(1000),
-            collect_grace: Duration::from_millis(500),
+            collect_grace: Duration::from_millis(2000),
             vote_timeout: Duration::from_secs(60),
             max_window: Duration::from_secs(60),
         }

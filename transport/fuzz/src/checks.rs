@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use acs_engine::round::{Output, RoundConfig};
 use acs_kgc::{
-    Direction, Envelope, Kgc, LongTermKey, MasterSecret, RegistrationRequest,
-    RegistrationResponse, Registry, RegistryEntry, ServerPseudonym, SignedDescriptor,
-    UserIdentity, UserPseudonym, UserSecretKey, ENTRY_BYTES,
+    Direction, Envelope, Kgc, LongTermKey, MasterSecret, RegistrationRequest, RegistrationResponse,
+    Registry, RegistryEntry, SignedDescriptor, UserIdentity, UserPseudonym, UserSecretKey,
+    ENTRY_BYTES,
 };
 use acs_transport::config::{EntryFile, ExchangeFile};
 use acs_transport::wire::{self, MsgType, WireMessage, HEADER_LEN};
@@ -55,6 +55,8 @@ pub struct Fixture {
     pub descriptor: SignedDescriptor,
     /// The user (identity seed `[9; 32]`).
     pub user: UserIdentity,
+    /// Their long-term key (a pairing to compute: cached here, not per input).
+    pub key: LongTermKey,
 }
 
 /// The fixture, built once per process (a KGC costs a few G2 operations).
@@ -64,18 +66,14 @@ pub fn fixture() -> &'static Fixture {
         let kgc = Kgc::new(MasterSecret::from_seed([7; 32]));
         let descriptor = kgc.descriptor([3; 32], NOW);
         let user = UserIdentity::from_seed([9; 32]).expect("fixed seed");
+        let key = kgc.agree(user.pseudonym());
         Fixture {
             kgc,
             descriptor,
             user,
+            key,
         }
     })
-}
-
-/// The user's long-term key with the fixture server (both sides agree on it).
-pub fn fixture_long_term_key() -> LongTermKey {
-    let f = fixture();
-    f.kgc.agree(f.user.pseudonym())
 }
 
 /// The deterministic randomness the registration fixtures use: the user's pending
@@ -119,8 +117,16 @@ pub fn wire_frame(data: &[u8]) {
         let used = before.len() - rest.len();
         assert!(frame.body.len() <= frame.ty.cap(), "body over the cap");
         let header = wire::header(frame.ty, frame.body.len()).expect("under the cap");
-        assert_eq!(&before[..HEADER_LEN], &header[..], "header does not re-encode");
-        assert_eq!(&before[HEADER_LEN..used], &frame.body[..], "body is not the bytes read");
+        assert_eq!(
+            &before[..HEADER_LEN],
+            &header[..],
+            "header does not re-encode"
+        );
+        assert_eq!(
+            &before[HEADER_LEN..used],
+            &frame.body[..],
+            "body is not the bytes read"
+        );
         let parsed = wire::parse_header(&header).expect("a header we wrote parses");
         assert_eq!(parsed, (frame.ty, frame.body.len()));
         body_checks(frame.ty, &frame.body);
@@ -217,7 +223,7 @@ pub fn kgc_envelope(data: &[u8]) {
     assert_eq!(b.expect("checked").into_bytes(), data);
     let _ = env.tag();
     let _ = format!("{env:?}");
-    let key = fixture_long_term_key();
+    let key = &fixture().key;
     for direction in [Direction::UserToServer, Direction::ServerToUser] {
         if let Ok(share) = key.open(ROUND, direction, &env) {
             assert_eq!(share.len(), env.share_len());
@@ -231,11 +237,18 @@ pub fn kgc_registration_request(data: &[u8]) {
     let Ok(request) = RegistrationRequest::from_bytes(data) else {
         return;
     };
-    assert_eq!(&request.as_bytes()[..], data, "accepted request does not re-encode");
+    assert_eq!(
+        &request.as_bytes()[..],
+        data,
+        "accepted request does not re-encode"
+    );
     let _ = request.server();
     let f = fixture();
     let mut registry = Registry::new(f.kgc.server());
-    if let Ok(done) = f.kgc.register(&mut registry, &request, NOW, &mut fixture_rng()) {
+    if let Ok(done) = f
+        .kgc
+        .register(&mut registry, &request, NOW, &mut fixture_rng())
+    {
         assert_eq!(registry.len(), 1);
         let bytes = done.response.as_bytes();
         assert!(RegistrationResponse::from_bytes(bytes).is_ok());
@@ -248,7 +261,11 @@ pub fn kgc_registration_response(data: &[u8]) {
     let Ok(response) = RegistrationResponse::from_bytes(data) else {
         return;
     };
-    assert_eq!(&response.as_bytes()[..], data, "accepted response does not re-encode");
+    assert_eq!(
+        &response.as_bytes()[..],
+        data,
+        "accepted response does not re-encode"
+    );
     let f = fixture();
     let (pending, _) = f
         .user
@@ -271,7 +288,11 @@ pub fn kgc_descriptor(data: &[u8]) {
     let Ok(signed) = plain else {
         return;
     };
-    assert_eq!(&signed.to_bytes()[..], data, "accepted descriptor does not re-encode");
+    assert_eq!(
+        &signed.to_bytes()[..],
+        data,
+        "accepted descriptor does not re-encode"
+    );
     let other_pin = [0x55; 32];
     if signed.descriptor().identity_key.to_bytes() != other_pin {
         assert!(SignedDescriptor::from_bytes_pinned(data, &other_pin).is_err());
@@ -282,7 +303,11 @@ pub fn kgc_descriptor(data: &[u8]) {
 /// `RegistryEntry::from_bytes` on the first entry-sized prefix (database records).
 pub fn kgc_registry(data: &[u8]) {
     if let Ok(registry) = Registry::from_bytes(data) {
-        assert_eq!(&registry.to_bytes()[..], data, "accepted registry does not re-encode");
+        assert_eq!(
+            &registry.to_bytes()[..],
+            data,
+            "accepted registry does not re-encode"
+        );
         let mut previous: Option<UserPseudonym> = None;
         for entry in registry.iter() {
             assert!(previous < Some(entry.user()), "entries out of order");
@@ -293,7 +318,11 @@ pub fn kgc_registry(data: &[u8]) {
     let server = fixture().kgc.server();
     let entry_bytes = &data[..data.len().min(ENTRY_BYTES)];
     if let Ok(entry) = RegistryEntry::from_bytes(server, entry_bytes) {
-        assert_eq!(&entry.to_bytes()[..], entry_bytes, "accepted entry does not re-encode");
+        assert_eq!(
+            &entry.to_bytes()[..],
+            entry_bytes,
+            "accepted entry does not re-encode"
+        );
     }
 }
 
@@ -320,7 +349,11 @@ pub fn kgc_master_file(data: &[u8]) {
         return;
     };
     master.save(&output).expect("save to a fresh file");
-    assert_eq!(std::fs::read(&output).expect("read back"), data, "file does not re-encode");
+    assert_eq!(
+        std::fs::read(&output).expect("read back"),
+        data,
+        "file does not re-encode"
+    );
 }
 
 fn write_private(path: &PathBuf, data: &[u8]) {
@@ -355,7 +388,11 @@ pub fn engine_output(data: &[u8]) {
     let zeros = vec![0u64; words.len()];
     assert_eq!(Output::reconstruct([&words, &zeros, &zeros], &cfg), decoded);
     if let Ok(output) = decoded {
-        assert_eq!(output.to_words(&cfg), words, "accepted output does not re-encode");
+        assert_eq!(
+            output.to_words(&cfg),
+            words,
+            "accepted output does not re-encode"
+        );
     }
 }
 

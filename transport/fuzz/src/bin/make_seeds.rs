@@ -3,7 +3,7 @@
 //! Run by `run.sh` when a target has no seeds; the output is deterministic.
 
 use acs_engine::round::{Incoming, Output, Role, RoundConfig, Status};
-use acs_fuzz::checks::{fixture, fixture_long_term_key, fixture_rng, NOW, ROUND};
+use acs_fuzz::checks::{fixture, fixture_rng, NOW, ROUND};
 use acs_kgc::{Direction, MasterSecret, Registry};
 use acs_transport::wire::{self, *};
 use std::path::Path;
@@ -26,7 +26,7 @@ fn main() {
     let dir = std::env::args().nth(1).unwrap_or_else(|| "corpus".into());
     let dir = Path::new(&dir);
     let f = fixture();
-    let key = fixture_long_term_key();
+    let key = &f.key;
     let mut rng = fixture_rng();
 
     let up = key
@@ -116,6 +116,7 @@ fn main() {
             committed: Some(5),
             prepared: Some(6),
         },
+        config_digest: [0x5c; 32],
     };
     let notice = ErrorNotice {
         code: ErrorCode::RoundClosed,

@@ -25,8 +25,11 @@ use acs_transport::wire::{self, MsgType, WireMessage, HEADER_LEN};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
+/// A check: panics on a finding.
+pub type Check = fn(&[u8]);
+
 /// Every check, by the name of its fuzz target (and of its corpus and regressions folder).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("wire_frame", wire_frame),
     ("wire_body", wire_body),
     ("kgc_envelope", kgc_envelope),

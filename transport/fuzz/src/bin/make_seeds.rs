@@ -15,7 +15,10 @@ fn put(dir: &Path, target: &str, name: &str, bytes: &[u8]) {
 }
 
 fn body<T: WireMessage>(msg: &T) -> Vec<u8> {
-    let tag = MsgType::ALL.iter().position(|t| *t == T::TYPE).expect("listed") as u8;
+    let tag = MsgType::ALL
+        .iter()
+        .position(|t| *t == T::TYPE)
+        .expect("listed") as u8;
     let frame = wire::encode_frame(msg).expect("encodes");
     let mut out = vec![tag];
     out.extend_from_slice(&frame[HEADER_LEN..]);
@@ -30,7 +33,12 @@ fn main() {
     let mut rng = fixture_rng();
 
     let up = key
-        .seal(ROUND, Direction::UserToServer, b"a share of a block", &mut rng)
+        .seal(
+            ROUND,
+            Direction::UserToServer,
+            b"a share of a block",
+            &mut rng,
+        )
         .expect("seal");
     let down = key
         .seal(ROUND, Direction::ServerToUser, &[0u8; 48], &mut rng)
@@ -48,10 +56,20 @@ fn main() {
         .kgc
         .register(&mut registry, &request, NOW, &mut rng)
         .expect("server registers");
-    put(dir, "kgc_registration_response", "valid", done.response.as_bytes());
+    put(
+        dir,
+        "kgc_registration_response",
+        "valid",
+        done.response.as_bytes(),
+    );
     put(dir, "kgc_descriptor", "valid", &f.descriptor.to_bytes());
     put(dir, "kgc_registry", "one-user", &registry.to_bytes());
-    put(dir, "kgc_registry", "empty", &Registry::new(f.kgc.server()).to_bytes());
+    put(
+        dir,
+        "kgc_registry",
+        "empty",
+        &Registry::new(f.kgc.server()).to_bytes(),
+    );
     let entry = registry.get(f.user.pseudonym()).expect("registered");
     put(dir, "kgc_registry", "entry", &entry.to_bytes()[..]);
     put(
@@ -64,7 +82,12 @@ fn main() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let path = tmp.path().join("master.key");
     MasterSecret::from_seed([7; 32]).save(&path).expect("save");
-    put(dir, "kgc_master_file", "valid", &std::fs::read(&path).expect("read"));
+    put(
+        dir,
+        "kgc_master_file",
+        "valid",
+        &std::fs::read(&path).expect("read"),
+    );
 
     let cfg = RoundConfig {
         payload_words: 2,

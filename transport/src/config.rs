@@ -358,3 +358,75 @@ max_connections = 10
         assert!(err.to_string().contains("bogus"), "{err}");
     }
 }
+
+/// An entry relay as a client sees it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayAddr {
+    /// The relay's index (its certificate name is `entry-<index>.acs`).
+    pub index: u32,
+    /// Its user-facing address.
+    pub addr: SocketAddr,
+}
+
+fn default_client_timeout_ms() -> u64 {
+    60_000
+}
+
+/// `acs client` configuration:
+///
+/// ```toml
+/// ca = "certs/ca.pem"                 # the deployment's CA (relays' TLS)
+/// identity = "alice.identity"         # created owner-only on first use
+/// descriptors = ["master-0.key.descriptor", "master-1.key.descriptor", "master-2.key.descriptor"]
+/// relays = [{ index = 0, addr = "127.0.0.1:7000" }]
+/// [round]                             # identical to the exchange servers'
+/// payload_words = 32
+/// store_capacity = 10000
+/// expiry_rounds = 100
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientFile {
+    /// CA certificate.
+    pub ca: PathBuf,
+    /// The user's identity seed file (32 bytes, owner-only).
+    pub identity: PathBuf,
+    /// The three exchange servers' signed descriptors, in server order (pinned).
+    pub descriptors: [PathBuf; 3],
+    /// Entry relays to choose from.
+    pub relays: Vec<RelayAddr>,
+    /// Exchange parameters.
+    pub round: RoundConfig,
+    /// How long to wait for a relay, a round or outputs.
+    #[serde(default = "default_client_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl ClientFile {
+    /// Reads and checks a client configuration; relative paths are resolved against the
+    /// file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let mut f: ClientFile = read_toml(path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        f.ca = resolve(base, &f.ca);
+        f.identity = resolve(base, &f.identity);
+        for d in f.descriptors.iter_mut() {
+            *d = resolve(base, d);
+        }
+        let invalid = |reason: &str| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        };
+        if f.relays.is_empty() {
+            return Err(invalid("relays: at least one entry relay is needed"));
+        }
+        if f.round.payload_words == 0 {
+            return Err(invalid("round.payload_words must be positive"));
+        }
+        if f.timeout_ms == 0 {
+            return Err(invalid("timeout_ms must be positive"));
+        }
+        Ok(f)
+    }
+}

@@ -2,7 +2,7 @@
 
 use acs_transport::{
     certs,
-    config::{EntryFile, ExchangeFile},
+    config::{ClientFile, EntryFile, ExchangeFile},
     demo, relay,
 };
 use clap::{Parser, Subcommand};
@@ -56,6 +56,19 @@ enum Command {
         /// Configuration file (TOML; see docs/operators.md).
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Run a user: register with the three exchange servers through the relays, then
+    /// take part in rounds, sending queued messages and printing what arrives.
+    Client {
+        /// Configuration file (TOML; see docs/operators.md).
+        #[arg(long)]
+        config: PathBuf,
+        /// Rounds to take part in (0: register, print the pseudonym, and stop).
+        #[arg(long, default_value_t = 5)]
+        rounds: u64,
+        /// Queue a message: `PSEUDONYM=TEXT` (pseudonym in hex, as printed by `acs client`).
+        #[arg(long = "send", value_name = "PSEUDONYM=TEXT")]
+        send: Vec<String>,
     },
     /// Run three exchange servers, entry relays and simulated users on loopback.
     Demo {
@@ -143,6 +156,27 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Client {
+            config,
+            rounds,
+            send,
+        } => {
+            init_logging();
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("acs client: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(run_client(config, rounds, send)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("acs client: {e}");
                     ExitCode::FAILURE
                 }
             }
@@ -260,6 +294,134 @@ fn make_master(
     let path = PathBuf::from(path);
     std::fs::write(&path, descriptor.to_bytes())?;
     Ok(path)
+}
+
+/// The user's identity: loaded from its seed file, or created there (owner-only) on
+/// first use. A seed file others can read is refused.
+fn load_or_create_identity(
+    path: &std::path::Path,
+) -> Result<acs_kgc::UserIdentity, Box<dyn std::error::Error>> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::metadata(path) {
+        Ok(meta) => {
+            if meta.permissions().mode() & 0o077 != 0 {
+                return Err(format!(
+                    "{}: identity file is readable by others (chmod 600 it)",
+                    path.display()
+                )
+                .into());
+            }
+            let bytes = zeroize::Zeroizing::new(std::fs::read(path)?);
+            let seed: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+                format!(
+                    "{}: identity file must hold exactly 32 bytes",
+                    path.display()
+                )
+            })?;
+            Ok(acs_kgc::UserIdentity::from_seed(seed)?)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let identity = acs_kgc::UserIdentity::generate(&mut rand_core::OsRng);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)?;
+            f.write_all(identity.to_seed().as_ref())?;
+            f.sync_all()?;
+            Ok(identity)
+        }
+        Err(e) => Err(format!("{}: {e}", path.display()).into()),
+    }
+}
+
+/// `PSEUDONYM=TEXT` with the pseudonym in hex.
+fn parse_send(arg: &str, payload_bytes: usize) -> Result<acs_transport::user::OutboxItem, String> {
+    let (to, text) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("--send {arg:?}: expected PSEUDONYM=TEXT"))?;
+    let to = u64::from_str_radix(to.trim_start_matches("0x"), 16)
+        .map_err(|_| format!("--send {arg:?}: the pseudonym must be hexadecimal"))?;
+    if text.len() > payload_bytes {
+        return Err(format!(
+            "--send: message of {} bytes exceeds the payload size ({payload_bytes} bytes)",
+            text.len()
+        ));
+    }
+    Ok(acs_transport::user::OutboxItem {
+        to,
+        payload: text.as_bytes().to_vec(),
+    })
+}
+
+async fn run_client(
+    path: PathBuf,
+    rounds: u64,
+    send: Vec<String>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let file = ClientFile::load(&path)?;
+    let payload_bytes = file.round.payload_words * 8;
+    let queued = send
+        .iter()
+        .map(|a| parse_send(a, payload_bytes))
+        .collect::<Result<Vec<_>, _>>()?;
+    let roots = acs_transport::tls::load_roots(&file.ca)?;
+    let mut descriptors = Vec::with_capacity(3);
+    for d in &file.descriptors {
+        let bytes = std::fs::read(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        descriptors.push(
+            acs_kgc::SignedDescriptor::from_bytes(&bytes)
+                .map_err(|e| format!("{}: {e}", d.display()))?,
+        );
+    }
+    let descriptors: [acs_kgc::SignedDescriptor; 3] = descriptors
+        .try_into()
+        .map_err(|_| "three descriptors are needed")?;
+    let identity = load_or_create_identity(&file.identity)?;
+    let relays: Vec<(u32, std::net::SocketAddr)> =
+        file.relays.iter().map(|r| (r.index, r.addr)).collect();
+    let timeout = std::time::Duration::from_millis(file.timeout_ms);
+    let mut user = acs_transport::user::User::register(
+        identity,
+        file.round,
+        &relays,
+        roots,
+        &descriptors,
+        timeout,
+    )
+    .await?;
+    println!("pseudonym {:016x}", user.pseudonym().get());
+    user.outbox.extend(queued);
+    for _ in 0..rounds {
+        let a = user.next_round().await?;
+        let sent = user.send_block(a.round).await?;
+        let report = user.finish_round(a.round, sent, timeout).await?;
+        let status = match report.status {
+            Some(s) => format!("{s:?}").to_lowercase(),
+            None => "incomplete (will resend)".into(),
+        };
+        let what = match &report.sent {
+            Some(m) => format!("message to {:016x}", m.to),
+            None => "cover".into(),
+        };
+        println!("round {}: {what}: {status}", report.round);
+        if let Some(inc) = &report.incoming {
+            let bytes = acs_engine::round::payload_from_words(&inc.payload);
+            let end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+            println!(
+                "round {}: {:?} from {:016x}: {}",
+                report.round,
+                inc.role,
+                inc.from,
+                String::from_utf8_lossy(&bytes[..end])
+            );
+        }
+    }
+    if !user.outbox.is_empty() {
+        println!("{} message(s) still queued", user.outbox.len());
+    }
+    Ok(())
 }
 
 async fn run_exchange(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {

@@ -210,14 +210,10 @@ fn stop_all(servers: Vec<Proc>, d: &std::path::Path, suffix: &str) {
     }
 }
 
-/// Three `acs exchange` processes and one `acs entry` from `acs certs` and `acs master`
-/// output: rounds commit, SIGTERM stops everything cleanly, and a restart goes on from
-/// the database with a round number never used before.
+/// Writes a deployment into `d`: certificates, three master secrets with descriptors,
+/// `ex{0,1,2}.toml` and `entry.toml` (the relay listening on `entry_listen`).
 #[cfg(unix)]
-#[test]
-fn exchange_servers_run_as_processes_and_resume_after_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+fn write_deployment(d: &std::path::Path, entry_listen: &str) {
     assert!(Command::new(ACS)
         .args(["certs", "--entries", "1", "--out"])
         .arg(d.join("certs"))
@@ -274,11 +270,22 @@ collect_grace_ms = 100
     std::fs::write(
         d.join("entry.toml"),
         format!(
-            "index = 0\nlisten = \"127.0.0.1:0\"\nexchanges = [\"127.0.0.1:{}\", \"127.0.0.1:{}\", \"127.0.0.1:{}\"]\nca = \"certs/ca.pem\"\ncert = \"certs/entry-0.pem\"\nkey = \"certs/entry-0-key.pem\"\n",
+            "index = 0\nlisten = \"{entry_listen}\"\nexchanges = [\"127.0.0.1:{}\", \"127.0.0.1:{}\", \"127.0.0.1:{}\"]\nca = \"certs/ca.pem\"\ncert = \"certs/entry-0.pem\"\nkey = \"certs/entry-0-key.pem\"\n",
             relay_ports[0], relay_ports[1], relay_ports[2]
         ),
     )
     .unwrap();
+}
+
+/// Three `acs exchange` processes and one `acs entry` from `acs certs` and `acs master`
+/// output: rounds commit, SIGTERM stops everything cleanly, and a restart goes on from
+/// the database with a round number never used before.
+#[cfg(unix)]
+#[test]
+fn exchange_servers_run_as_processes_and_resume_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_deployment(d, "127.0.0.1:0");
     let spawn = |args: &[&str], cfg: &str, log: &str| {
         Proc(
             Command::new(ACS)
@@ -349,4 +356,141 @@ collect_grace_ms = 100
         second[0] > *first.last().unwrap(),
         "restart reused a round: {first:?} then {second:?}"
     );
+}
+
+/// `acs <args> <d/cfg>` in the background, stderr to `d/log`.
+#[cfg(unix)]
+fn spawn_acs(d: &std::path::Path, args: &[&str], cfg: &str, log: &str, stdout: Stdio) -> Proc {
+    Proc(
+        Command::new(ACS)
+            .args(args)
+            .arg(d.join(cfg))
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(stdout)
+            .stderr(std::fs::File::create(d.join(log)).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// The pseudonym line `acs client` prints first.
+#[cfg(unix)]
+fn pseudonym_in(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix("pseudonym "))
+        .unwrap_or_else(|| panic!("no pseudonym line in {out:?}"))
+        .trim()
+        .to_string()
+}
+
+/// Two `acs client` processes against three `acs exchange` processes and one `acs entry`:
+/// a message from one reaches the other with its source and content.
+#[cfg(unix)]
+#[test]
+fn a_client_message_reaches_another_client_through_the_running_system() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let entry_port = free_port();
+    write_deployment(d, &format!("127.0.0.1:{entry_port}"));
+    for name in ["alice", "bob"] {
+        std::fs::write(
+            d.join(format!("{name}.toml")),
+            format!(
+                r#"ca = "certs/ca.pem"
+identity = "{name}.identity"
+descriptors = ["master-0.key.descriptor", "master-1.key.descriptor", "master-2.key.descriptor"]
+relays = [{{ index = 0, addr = "127.0.0.1:{entry_port}" }}]
+timeout_ms = 20000
+[round]
+payload_words = 2
+store_capacity = 4
+expiry_rounds = 5
+"#
+            ),
+        )
+        .unwrap();
+    }
+    let entry = spawn_acs(
+        d,
+        &["entry", "--config"],
+        "entry.toml",
+        "entry.log",
+        Stdio::null(),
+    );
+    let servers: Vec<_> = (0..3)
+        .map(|i| {
+            spawn_acs(
+                d,
+                &["exchange", "--config"],
+                &format!("ex{i}.toml"),
+                &format!("ex{i}.log"),
+                Stdio::null(),
+            )
+        })
+        .collect();
+    // Register Bob (0 rounds), retrying while the servers come up.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let bob = loop {
+        let out = Command::new(ACS)
+            .args(["client", "--rounds", "0", "--config"])
+            .arg(d.join("bob.toml"))
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break pseudonym_in(&String::from_utf8_lossy(&out.stdout));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bob could not register: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let bob_run = spawn_acs(
+        d,
+        &["client", "--rounds", "8", "--config"],
+        "bob.toml",
+        "bob.log",
+        Stdio::from(std::fs::File::create(d.join("bob.out")).unwrap()),
+    );
+    let out = Command::new(ACS)
+        .args(["client", "--rounds", "3", "--send"])
+        .arg(format!("{bob}=hi bob!"))
+        .arg("--config")
+        .arg(d.join("alice.toml"))
+        .output()
+        .unwrap();
+    let alice_out = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{alice_out}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let alice = pseudonym_in(&alice_out);
+    assert!(
+        alice_out.contains("delivered") || alice_out.contains("stored"),
+        "{alice_out}"
+    );
+    let st = wait(bob_run);
+    let bob_out = std::fs::read_to_string(d.join("bob.out")).unwrap();
+    assert!(
+        st.success(),
+        "{bob_out}\n{}",
+        std::fs::read_to_string(d.join("bob.log")).unwrap()
+    );
+    assert!(
+        bob_out.contains(&format!("Send from {alice}: hi bob!")),
+        "bob did not get the message:\n{bob_out}\nalice:\n{alice_out}"
+    );
+    // The identity file is private and reused: Bob kept his pseudonym.
+    assert_eq!(pseudonym_in(&bob_out), bob);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(d.join("bob.identity"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0);
+    stop_all(servers, d, "");
+    assert!(term_and_wait(entry).success());
 }

@@ -106,6 +106,40 @@ fn init_logging() {
         .init();
 }
 
+/// Where a long-running command's final error goes: servers log it (their logs are the
+/// operator's record), the client prints it.
+enum Report {
+    Log,
+    Stderr,
+}
+
+/// Runs one of the async commands on a fresh runtime, with logging, and maps its result
+/// to the exit code.
+fn serve(
+    name: &str,
+    fut: impl std::future::Future<Output = Result<(), Box<dyn std::error::Error>>>,
+    report: Report,
+) -> ExitCode {
+    init_logging();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("acs {name}: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            match report {
+                Report::Log => tracing::error!("{e}"),
+                Report::Stderr => eprintln!("acs {name}: {e}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -143,61 +177,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Exchange { config } => {
-            init_logging();
-            let rt = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("acs exchange: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match rt.block_on(run_exchange(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Command::Exchange { config } => serve("exchange", run_exchange(config), Report::Log),
         Command::Client {
             config,
             rounds,
             send,
-        } => {
-            init_logging();
-            let rt = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("acs client: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match rt.block_on(run_client(config, rounds, send)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("acs client: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Command::Entry { config } => {
-            init_logging();
-            let rt = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("acs entry: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match rt.block_on(run_entry(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        } => serve("client", run_client(config, rounds, send), Report::Stderr),
+        Command::Entry { config } => serve("entry", run_entry(config), Report::Log),
         Command::Demo {
             users,
             rounds,

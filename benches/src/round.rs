@@ -1,7 +1,7 @@
 //! `acs-bench round`: one exchange round (or a few) at scale, verified against the ideal
 //! round.
 
-use acs_engine::round::ideal::{ideal_round, StoredItem};
+use acs_engine::round::ideal::{ideal_round, stored_items, StoredItem};
 use acs_engine::round::mpc::{exchange_round, SharedStore};
 use acs_engine::round::{Block, Output, Role, RoundConfig};
 use acs_engine::testing::run_three;
@@ -184,17 +184,7 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
             &parts[1].0.store.rows,
             &parts[2].0.store.rows,
         ]);
-        let got_store: Vec<StoredItem> = store_words
-            .chunks(cfg.store_words().max(1))
-            .filter(|r| r[0] & 1 == 1)
-            .map(|r| StoredItem {
-                role_bits: (r[0] >> 1) & 3,
-                src: r[1],
-                dst: r[2],
-                received: r[3] as u32,
-                payload: r[4..].to_vec(),
-            })
-            .collect();
+        let got_store = stored_items(&store_words, &cfg);
         if got_store != want_store {
             eprintln!("acs-bench round: store differs from the ideal store after round {round}");
             verified = false;

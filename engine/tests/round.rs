@@ -1,7 +1,7 @@
 //! The three-party round against the ideal round, over many random workloads and
 //! consecutive rounds (the store carries over).
 
-use acs_engine::round::ideal::{ideal_round, StoredItem};
+use acs_engine::round::ideal::{ideal_round, stored_items, StoredItem};
 use acs_engine::round::mpc::{exchange_round, SharedStore};
 use acs_engine::round::{Block, Output, Role, RoundConfig, Status};
 use acs_engine::share::reconstruct;
@@ -70,17 +70,7 @@ fn run_rounds(cfg: RoundConfig, rounds: u32, seed: u64, plan: impl Fn(u32, &mut 
             &results[1].store.rows,
             &results[2].store.rows,
         ]);
-        let got_store: Vec<StoredItem> = store_words
-            .chunks(cfg.store_words())
-            .filter(|r| r[0] & 1 == 1)
-            .map(|r| StoredItem {
-                role_bits: (r[0] >> 1) & 3,
-                src: r[1],
-                dst: r[2],
-                received: r[3] as u32,
-                payload: r[4..].to_vec(),
-            })
-            .collect();
+        let got_store = stored_items(&store_words, &cfg);
         assert_eq!(
             got_store, want_store,
             "store after round {round} (seed {seed})"

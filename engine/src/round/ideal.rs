@@ -27,6 +27,23 @@ pub struct StoredItem {
     pub payload: Vec<u64>,
 }
 
+/// The real items of a store, from its reconstructed words (`store_capacity` records of
+/// `[flags (bit 0 valid, bits 1-2 role), src, dst, received, payload..]`), in store order.
+/// For checking the three-party store against [`ideal_round`]'s.
+pub fn stored_items(words: &[u64], cfg: &RoundConfig) -> Vec<StoredItem> {
+    words
+        .chunks(cfg.store_words())
+        .filter(|r| r[0] & 1 == 1)
+        .map(|r| StoredItem {
+            role_bits: (r[0] >> 1) & 3,
+            src: r[1],
+            dst: r[2],
+            received: r[3] as u32,
+            payload: r[4..].to_vec(),
+        })
+        .collect()
+}
+
 /// Runs one round. `blocks` are this round's `(source, block)` for every online user,
 /// sources distinct; `store` is the previous store, best-ranked first. Returns each
 /// user's output in the order of `blocks`, and the new store (best-ranked first, at most

@@ -351,29 +351,24 @@ pub fn run(args: &ReportArgs) -> Result<bool, String> {
                 bar.inc(args.repeat as u64);
                 continue;
             }
-            let mut runs = Vec::new();
-            let mut error = None;
-            for rep in 0..args.repeat {
-                let argv = vec![
-                    "sort".to_string(),
-                    format!("--n={n}"),
-                    format!("--algo={}", cfg.algo),
-                    format!("--payload={}", cfg.payload),
-                    format!("--threads={}", cfg.threads),
-                    format!("--seed={}", rep + 1),
-                    "--json".into(),
-                ];
-                match run_child::<SortRun>(&exe, &argv, limit) {
-                    Ok((r, wall)) if r.verified => runs.push((r, wall)),
-                    Ok(_) => error = Some("verification failed".to_string()),
-                    Err(e) => error = Some(e),
-                }
-                bar.inc(1);
-                if error.is_some() || runs.last().is_some_and(|r| r.1 > REPEAT_BELOW) {
-                    bar.inc((args.repeat - rep - 1) as u64);
-                    break;
-                }
-            }
+            let (runs, error) = run_repeats::<SortRun>(
+                &exe,
+                limit,
+                args.repeat,
+                &bar,
+                |r| r.verified,
+                |seed| {
+                    vec![
+                        "sort".to_string(),
+                        format!("--n={n}"),
+                        format!("--algo={}", cfg.algo),
+                        format!("--payload={}", cfg.payload),
+                        format!("--threads={}", cfg.threads),
+                        format!("--seed={seed}"),
+                        "--json".into(),
+                    ]
+                },
+            );
             if let Some(error) = error {
                 log(format!("FAILED sort n={n} {label}: {error}"));
                 sort.failed.push(Failed {
@@ -438,28 +433,23 @@ pub fn run(args: &ReportArgs) -> Result<bool, String> {
             bar.inc(args.repeat as u64);
             continue;
         }
-        let mut runs = Vec::new();
-        let mut error = None;
-        for rep in 0..args.repeat {
-            let argv = vec![
-                "round".to_string(),
-                format!("--users={users}"),
-                format!("--msg-size={msg}"),
-                format!("--threads={round_threads}"),
-                format!("--seed={}", rep + 1),
-                "--json".into(),
-            ];
-            match run_child::<RoundRun>(&exe, &argv, limit) {
-                Ok((r, wall)) if r.verified => runs.push((r, wall)),
-                Ok(_) => error = Some("verification failed".to_string()),
-                Err(e) => error = Some(e),
-            }
-            bar.inc(1);
-            if error.is_some() || runs.last().is_some_and(|r| r.1 > REPEAT_BELOW) {
-                bar.inc((args.repeat - rep - 1) as u64);
-                break;
-            }
-        }
+        let (runs, error) = run_repeats::<RoundRun>(
+            &exe,
+            limit,
+            args.repeat,
+            &bar,
+            |r| r.verified,
+            |seed| {
+                vec![
+                    "round".to_string(),
+                    format!("--users={users}"),
+                    format!("--msg-size={msg}"),
+                    format!("--threads={round_threads}"),
+                    format!("--seed={seed}"),
+                    "--json".into(),
+                ]
+            },
+        );
         if let Some(error) = error {
             log(format!("FAILED round {users} users {label}: {error}"));
             round.failed.push(Failed {
@@ -617,6 +607,35 @@ fn round_point(users: usize, msg: usize, runs: Vec<(RoundRun, f64)>) -> RoundPoi
         wall_seconds,
         runs,
     }
+}
+
+/// Runs one point up to `repeat` times with seeds 1, 2, ...: stops at the first failure
+/// (a child error or an unverified result) or after a run longer than [`REPEAT_BELOW`]
+/// seconds, advancing `bar` by the runs skipped. Returns the verified runs with their
+/// wall times, and the failure, if any.
+fn run_repeats<T: serde::de::DeserializeOwned>(
+    exe: &Path,
+    limit: Duration,
+    repeat: u32,
+    bar: &ProgressBar,
+    verified: impl Fn(&T) -> bool,
+    argv_for_seed: impl Fn(u32) -> Vec<String>,
+) -> (Vec<(T, f64)>, Option<String>) {
+    let mut runs = Vec::new();
+    let mut error = None;
+    for rep in 0..repeat {
+        match run_child::<T>(exe, &argv_for_seed(rep + 1), limit) {
+            Ok((r, wall)) if verified(&r) => runs.push((r, wall)),
+            Ok(_) => error = Some("verification failed".to_string()),
+            Err(e) => error = Some(e),
+        }
+        bar.inc(1);
+        if error.is_some() || runs.last().is_some_and(|r| r.1 > REPEAT_BELOW) {
+            bar.inc(u64::from(repeat - rep - 1));
+            break;
+        }
+    }
+    (runs, error)
 }
 
 /// Runs this binary with `argv`, kills it after `limit`, and parses the JSON object on

@@ -7,9 +7,26 @@
 use std::sync::mpsc::{channel, Receiver, Sender};
 
 /// One of the three parties, `P0`, `P1`, `P2`. Party `i` holds replicated shares
-/// `(x_i, x_{i+1})` (indices mod 3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// `(x_i, x_{i+1})` (indices mod 3). Serialized as its index; deserializing anything
+/// but 0, 1 or 2 fails.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "u8", into = "u8")]
 pub struct PartyId(u8);
+
+impl TryFrom<u8> for PartyId {
+    type Error = String;
+    fn try_from(index: u8) -> Result<Self, String> {
+        PartyId::new(index as usize).ok_or_else(|| format!("no party {index}"))
+    }
+}
+
+impl From<PartyId> for u8 {
+    fn from(id: PartyId) -> u8 {
+        id.0
+    }
+}
 
 impl PartyId {
     /// All three parties in order.

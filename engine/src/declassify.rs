@@ -1,14 +1,21 @@
 //! The one way to open a shared value, and the record of everything opened.
 //!
 //! Every opening names a [`Reason`] from a closed list; each reason is a value the design
-//! (§1) allows to become public, and `docs/leakage.md` says why each is simulatable. Each
-//! party logs what it opened and keeps a running SHA3-256 digest of all opened values;
-//! [`Party::check_openings`] compares the digests across the three parties, so a party
-//! that sends wrong shares while opening is detected, not obeyed.
+//! (§1) allows to become public, and `docs/leakage.md` says why each is simulatable.
+//!
+//! Each opening is checked as it happens: the share a party misses is held by both other
+//! parties, one sends it as the value and the other sends a hash of it as a check, in the
+//! same round. A party whose value and check disagree stops with
+//! [`EngineError::OpeningCheckFailed`] before using the value, so with at most one
+//! dishonest party no honest party ever proceeds on a wrong opening; the
+//! [`OpeningComplaint`] it carries names the two senders, and [`resolve_complaint`] lets
+//! the third party say which of them its own record contradicts. Each party also logs
+//! what it opened and keeps a running SHA3-256 digest of all opened values, which
+//! [`Party::check_openings`] compares across the three parties.
 
 use crate::channel::{PartyId, Peer};
 use crate::error::EngineError;
-use crate::party::Party;
+use crate::party::{bytes_into_words, words_into_bytes, Party};
 use crate::share::Shared;
 use sha3::{Digest, Sha3_256};
 
@@ -51,18 +58,48 @@ pub struct AuditEntry {
     pub values: Option<Vec<u64>>,
 }
 
+/// What a party itself sent in one opening, for settling a complaint about it later
+/// ([`resolve_complaint`]). Both hashes are in the check's format
+/// (`SHA3-256(domain ‖ opening index ‖ words)`), so they compare directly with the
+/// hashes in an [`OpeningComplaint`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SentRecord {
+    /// The check this party sent to its next party: the hash of its `a` words.
+    pub check: [u8; 32],
+    /// The hash of the value this party sent to its previous party (its `b` words, as
+    /// they went on the wire).
+    pub value_hash: [u8; 32],
+}
+
 /// Everything one party opened, in order.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct AuditLog {
     entries: Vec<AuditEntry>,
+    sent: Vec<SentRecord>,
     digest: Sha3_256,
     pub(crate) record_values: bool,
+    #[cfg(feature = "fault-injection")]
+    fault: Option<OpeningFault>,
 }
 
 impl AuditLog {
     /// The openings, in order.
     pub fn entries(&self) -> &[AuditEntry] {
         &self.entries
+    }
+
+    /// What this party sent in opening `k` (counted from 0), if it got that far.
+    pub fn sent(&self, k: u64) -> Option<SentRecord> {
+        usize::try_from(k)
+            .ok()
+            .and_then(|k| self.sent.get(k))
+            .copied()
+    }
+
+    /// The number of openings this party has begun: the index of its next opening. The
+    /// same as `entries().len()` unless an opening failed (which aborts the computation).
+    pub fn openings_begun(&self) -> u64 {
+        self.sent.len() as u64
     }
 
     /// Total bits opened per reason.
@@ -90,9 +127,7 @@ impl AuditLog {
     fn record(&mut self, reason: Reason, bits: usize, values: &[u64]) {
         self.digest.update([reason as u8]);
         self.digest.update((bits as u64).to_le_bytes());
-        for w in values {
-            self.digest.update(w.to_le_bytes());
-        }
+        update_words(&mut self.digest, values);
         self.entries.push(AuditEntry {
             reason,
             bits,
@@ -101,10 +136,190 @@ impl AuditLog {
     }
 }
 
+/// A party's complaint that, in one opening, the value from its next party and the check
+/// from its previous party disagree. One of the two senders lied (or, with a dishonest
+/// accuser, neither did); the accuser cannot tell which. The other two parties settle
+/// it as far as they can with [`resolve_complaint`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OpeningComplaint {
+    /// The opening's index (counted from 0 over the computation's openings).
+    pub opening: u64,
+    /// The party that found the disagreement.
+    pub accuser: PartyId,
+    /// Who sent the value: the accuser's next party.
+    pub value_from: PartyId,
+    /// Who sent the check: the accuser's previous party.
+    pub check_from: PartyId,
+    /// The hash, in the check's format, of the value that arrived.
+    pub value_hash: [u8; 32],
+    /// The check that arrived.
+    pub check: [u8; 32],
+}
+
+impl std::fmt::Display for OpeningComplaint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} found that in opening {} the value from {} and the check from {} disagree",
+            self.accuser, self.opening, self.value_from, self.check_from
+        )
+    }
+}
+
+/// What a party concludes about a complaint from its own record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Blame {
+    /// This party's record shows that this party lied.
+    Party(PartyId),
+    /// This party cannot tell: it is the accuser, or it has no record of that opening.
+    Unknown,
+}
+
+/// Settles `c` as far as party `me` can, from what `me` itself sent (`log`).
+///
+/// For the party that sent the value: if the value hash in the complaint is the hash of
+/// what it sent, its value arrived intact, so the check was wrong (blame `check_from`);
+/// otherwise the accuser misreports what arrived (blame the accuser). Symmetrically for
+/// the party that sent the check. A complaint whose roles do not fit its accuser, or
+/// whose value and check agree, cannot come from an honest party: blame the accuser.
+///
+/// The caller must have received `c` over `c.accuser`'s authenticated link. Without
+/// signatures this settles a dispute only when the accuser reports honestly: a dishonest
+/// accuser can report one message truthfully and fabricate the other, shifting the blame
+/// onto an honest party (see `docs/leakage.md`). The accuser itself, if honest, knows
+/// only that one of `{value_from, check_from}` lied.
+pub fn resolve_complaint(me: PartyId, log: &AuditLog, c: &OpeningComplaint) -> Blame {
+    if c.value_from != c.accuser.next()
+        || c.check_from != c.accuser.prev()
+        || c.value_hash == c.check
+    {
+        return Blame::Party(c.accuser);
+    }
+    if me == c.accuser {
+        return Blame::Unknown;
+    }
+    let Some(mine) = log.sent(c.opening) else {
+        return Blame::Unknown;
+    };
+    if me == c.value_from {
+        if c.value_hash == mine.value_hash {
+            Blame::Party(c.check_from)
+        } else {
+            Blame::Party(c.accuser)
+        }
+    } else if c.check == mine.check {
+        Blame::Party(c.value_from)
+    } else {
+        Blame::Party(c.accuser)
+    }
+}
+
+/// Which message a faulty party corrupts (see [`OpeningFault`]).
+#[cfg(feature = "fault-injection")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LieKind {
+    /// Flip one bit of the value sent to the previous party.
+    Value,
+    /// Flip one bit of the check sent to the next party.
+    Check,
+}
+
+/// TEST INSTRUMENT (cargo feature `fault-injection`, off by default; never enable it in
+/// a server build): makes a party lie in one opening, to test that the cross-check
+/// catches it and names it. Set with [`Party::inject_fault`].
+#[cfg(feature = "fault-injection")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpeningFault {
+    /// Which opening to lie in, counted from 0: over all openings when `reason` is
+    /// `None`, else over the openings for `reason` only.
+    pub at_opening: u64,
+    /// What to corrupt.
+    pub kind: LieKind,
+    /// Count only openings for this reason (for a target whose global index depends on
+    /// a random number of quicksort levels before it).
+    pub reason: Option<Reason>,
+}
+
+#[cfg(feature = "fault-injection")]
+impl OpeningFault {
+    /// A lie of `kind` in opening `at_opening`, counted over all openings.
+    pub fn new(at_opening: u64, kind: LieKind) -> Self {
+        OpeningFault {
+            at_opening,
+            kind,
+            reason: None,
+        }
+    }
+
+    /// A lie of `kind` in the `nth` opening (from 0) for `reason`.
+    pub fn nth(reason: Reason, nth: u64, kind: LieKind) -> Self {
+        OpeningFault {
+            at_opening: nth,
+            kind,
+            reason: Some(reason),
+        }
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl AuditLog {
+    /// The lie to tell in the opening about to begin, if any.
+    fn fault_now(&self, reason: Reason) -> Option<LieKind> {
+        let f = self.fault?;
+        let count = match f.reason {
+            None => self.openings_begun(),
+            Some(r) if r == reason => self.entries.iter().filter(|e| e.reason == r).count() as u64,
+            Some(_) => return None,
+        };
+        (count == f.at_opening).then_some(f.kind)
+    }
+}
+
+/// Domain tag of the per-opening hashes (checks and the records of sent values).
+const CHECK_DOMAIN: &[u8] = b"acs/opening-check/v1";
+
+/// `SHA3-256(domain ‖ index ‖ bytes)`, `bytes` being words in little-endian order.
+fn check_of_bytes(index: u64, bytes: &[u8]) -> [u8; 32] {
+    let mut h = Sha3_256::new();
+    h.update(CHECK_DOMAIN);
+    h.update(index.to_le_bytes());
+    h.update(bytes);
+    h.finalize().into()
+}
+
+/// [`check_of_bytes`] over words.
+fn check_of_words(index: u64, words: &[u64]) -> [u8; 32] {
+    let mut h = Sha3_256::new();
+    h.update(CHECK_DOMAIN);
+    h.update(index.to_le_bytes());
+    update_words(&mut h, words);
+    h.finalize().into()
+}
+
+/// Feeds `words` to `h` as little-endian bytes, a block at a time (one `update` per
+/// word costs more than the hashing).
+fn update_words(h: &mut Sha3_256, words: &[u64]) {
+    let mut buf = [0u8; 8 * 512];
+    for chunk in words.chunks(512) {
+        let bytes = &mut buf[..8 * chunk.len()];
+        for (b, w) in bytes.chunks_exact_mut(8).zip(chunk) {
+            b.copy_from_slice(&w.to_le_bytes());
+        }
+        h.update(&*bytes);
+    }
+}
+
 impl Party {
     /// Opens the first `lanes` bits of the bitsliced words `x` (lane `k` is bit `k % 64`
     /// of word `k / 64`) to all three parties, for `reason`. Bits past `lanes` come back
-    /// zero. One round: party `i` sends `x_{i+1}` to `i-1` and learns `x_{i+2}` from `i+1`.
+    /// zero.
+    ///
+    /// One round: party `i` sends its `b = x_{i+1}` to `i-1` as the value, and the check
+    /// `SHA3-256(domain ‖ k ‖ a)` of its `a = x_i` to `i+1`, `k` being the opening's
+    /// index. It receives `x_{i+2}` from `i+1` (whose `b` it is) and a check of it from
+    /// `i-1` (whose `a` it is), and verifies the one against the other over whole words
+    /// before using or recording anything. On disagreement returns
+    /// [`EngineError::OpeningCheckFailed`].
     pub fn declassify(
         &mut self,
         reason: Reason,
@@ -118,8 +333,61 @@ impl Party {
             )));
         }
         let words = lanes.div_ceil(64);
-        let third = self.exchange_words(Peer::Prev, &x.b[..words], Peer::Next)?;
-        let mut out: Vec<u64> = (0..words).map(|k| x.a[k] ^ x.b[k] ^ third[k]).collect();
+        let index = self.audit.openings_begun();
+        #[cfg(feature = "fault-injection")]
+        let lie = self.audit.fault_now(reason);
+
+        // The value first, so the previous party can start receiving it while this one
+        // hashes.
+        let mut msg = self.take_message(words);
+        words_into_bytes(&x.b[..words], &mut msg);
+        #[cfg(feature = "fault-injection")]
+        if lie == Some(LieKind::Value) {
+            if let Some(byte) = msg.first_mut() {
+                *byte ^= 1;
+            }
+        }
+        #[cfg(feature = "fault-injection")]
+        let sent_value = (lie == Some(LieKind::Value)).then(|| check_of_bytes(index, &msg));
+        self.send_message(Peer::Prev, msg)?;
+
+        #[allow(unused_mut)] // Mutated only under fault injection.
+        let mut check = check_of_words(index, &x.a[..words]);
+        #[cfg(feature = "fault-injection")]
+        if lie == Some(LieKind::Check) {
+            check[0] ^= 1;
+        }
+        self.send_bytes(Peer::Next, check.to_vec())?;
+
+        let value_hash = check_of_words(index, &x.b[..words]);
+        #[cfg(feature = "fault-injection")]
+        let value_hash = sent_value.unwrap_or(value_hash);
+        self.audit.sent.push(SentRecord { check, value_hash });
+
+        let got = self.recv_bytes(Peer::Next, 8 * words)?;
+        let got_check = self.recv_bytes(Peer::Prev, 32)?;
+        self.count_round();
+        let arrived = check_of_bytes(index, &got);
+        if arrived[..] != got_check[..] {
+            self.recycle_message(got);
+            let me = self.id();
+            let mut check = [0u8; 32];
+            check.copy_from_slice(&got_check);
+            return Err(EngineError::OpeningCheckFailed(OpeningComplaint {
+                opening: index,
+                accuser: me,
+                value_from: me.next(),
+                check_from: me.prev(),
+                value_hash: arrived,
+                check,
+            }));
+        }
+        let mut out = vec![0u64; words];
+        bytes_into_words(&got, &mut out);
+        self.recycle_message(got);
+        for (o, (a, b)) in out.iter_mut().zip(x.a.iter().zip(&x.b)) {
+            *o ^= a ^ b;
+        }
         if !lanes.is_multiple_of(64) {
             if let Some(last) = out.last_mut() {
                 *last &= (1u64 << (lanes % 64)) - 1;
@@ -127,6 +395,13 @@ impl Party {
         }
         self.audit.record(reason, lanes, &out);
         Ok(out)
+    }
+
+    /// TEST INSTRUMENT (feature `fault-injection`): from now on, this party lies once, as
+    /// `f` says, replacing any earlier fault. Honest parties never call this.
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_fault(&mut self, f: OpeningFault) {
+        self.audit.fault = Some(f);
     }
 
     /// Opens whole words (64 bits each) for `reason`: [`Party::declassify`] over every

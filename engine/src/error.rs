@@ -1,6 +1,7 @@
 //! The engine's one error type.
 
 use crate::channel::{ChannelError, PartyId};
+use crate::declassify::OpeningComplaint;
 
 /// Why a three-party computation stopped. Any error aborts the whole computation: no
 /// partial output is ever returned.
@@ -28,6 +29,12 @@ pub enum EngineError {
         /// The party that most likely sent wrong values.
         suspect: Option<PartyId>,
     },
+    /// In an opening, the value from this party's next party and the check from its
+    /// previous party disagree: one of the two lied. Nothing was opened. The complaint
+    /// is meant for the other two parties, who settle it with
+    /// [`crate::declassify::resolve_complaint`].
+    #[error("opening check failed: {0}")]
+    OpeningCheckFailed(OpeningComplaint),
     /// A peer sent something that contradicts what it committed to or what the protocol
     /// allows.
     #[error("{peer} misbehaved: {what}")]

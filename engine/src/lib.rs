@@ -7,7 +7,9 @@
 //! - [`share`]: shares, bitsliced; users' XOR sharing and reconstruction.
 //! - [`party`]: one party, its pairwise random streams, the AND gate.
 //! - [`circuits`]: batched less-than, equality, multiplexer.
-//! - [`declassify`]: the only way to open values, with a reason, logged and cross-checked.
+//! - [`declassify`]: the only way to open values, with a reason, checked as they are
+//!   opened (a party that lies while opening is caught in that round), logged and
+//!   cross-checked.
 //! - [`shuffle`]: oblivious shuffle of shared rows.
 //! - [`sort`]: oblivious quicksort and the bitonic baseline.
 //! - [`round`]: the exchange round (matching, store, routing), its ideal version, and
@@ -28,7 +30,9 @@ pub mod testing;
 pub mod transpose;
 
 pub use channel::{Channel, ChannelError, PartyId, Peer};
-pub use declassify::Reason;
+pub use declassify::{resolve_complaint, Blame, OpeningComplaint, Reason, SentRecord};
+#[cfg(feature = "fault-injection")]
+pub use declassify::{LieKind, OpeningFault};
 pub use error::EngineError;
 pub use party::{CommStats, Party};
 pub use share::{Shared, SharedKeys};

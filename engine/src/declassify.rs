@@ -451,3 +451,135 @@ fn suspect(me: PartyId, agree_next: bool, agree_prev: bool, others_agree: bool) 
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: [PartyId; 3] = PartyId::ALL;
+
+    /// A log whose only record is `rec`, for opening 0.
+    fn log_with(rec: SentRecord) -> AuditLog {
+        AuditLog {
+            sent: vec![rec],
+            ..AuditLog::default()
+        }
+    }
+
+    /// P0 complains about opening 0: the value came from P1, the check from P2. The true
+    /// share hashes to `truth`.
+    fn complaint(value_hash: [u8; 32], check: [u8; 32]) -> OpeningComplaint {
+        OpeningComplaint {
+            opening: 0,
+            accuser: P[0],
+            value_from: P[1],
+            check_from: P[2],
+            value_hash,
+            check,
+        }
+    }
+
+    const TRUTH: [u8; 32] = [7; 32];
+    const LIE: [u8; 32] = [9; 32];
+    const OTHER: [u8; 32] = [1; 32];
+
+    fn value_sender_log(sent_value: [u8; 32]) -> AuditLog {
+        log_with(SentRecord {
+            check: OTHER,
+            value_hash: sent_value,
+        })
+    }
+
+    fn check_sender_log(sent_check: [u8; 32]) -> AuditLog {
+        log_with(SentRecord {
+            check: sent_check,
+            value_hash: OTHER,
+        })
+    }
+
+    #[test]
+    fn a_lying_value_sender_is_blamed_by_the_check_sender() {
+        // P1 sent LIE as the value, P2 the true check; P0 reports both truthfully.
+        let c = complaint(LIE, TRUTH);
+        assert_eq!(
+            resolve_complaint(P[2], &check_sender_log(TRUTH), &c),
+            Blame::Party(P[1])
+        );
+    }
+
+    #[test]
+    fn a_lying_check_sender_is_blamed_by_the_value_sender() {
+        let c = complaint(TRUTH, LIE);
+        assert_eq!(
+            resolve_complaint(P[1], &value_sender_log(TRUTH), &c),
+            Blame::Party(P[2])
+        );
+    }
+
+    #[test]
+    fn a_misreported_message_is_blamed_on_the_accuser() {
+        // P0 claims a value arrived that P1 never sent.
+        let c = complaint(LIE, TRUTH);
+        assert_eq!(
+            resolve_complaint(P[1], &value_sender_log(TRUTH), &c),
+            Blame::Party(P[0])
+        );
+        let c = complaint(TRUTH, LIE);
+        assert_eq!(
+            resolve_complaint(P[2], &check_sender_log(TRUTH), &c),
+            Blame::Party(P[0])
+        );
+    }
+
+    #[test]
+    fn a_dishonest_accuser_splits_the_two_honest_parties() {
+        // The limit of pairwise links without signatures: P0 reports P2's check
+        // truthfully and fabricates P1's value. P1's record contradicts P0; P2's record
+        // agrees with P0 and so points at P1. Neither honest party can tell the other
+        // that it is wrong in a way a third party could verify.
+        let c = complaint(LIE, TRUTH);
+        assert_eq!(
+            resolve_complaint(P[1], &value_sender_log(TRUTH), &c),
+            Blame::Party(P[0])
+        );
+        assert_eq!(
+            resolve_complaint(P[2], &check_sender_log(TRUTH), &c),
+            Blame::Party(P[1])
+        );
+    }
+
+    #[test]
+    fn complaints_no_honest_party_sends_blame_the_accuser() {
+        let log = value_sender_log(TRUTH);
+        // The value and the check agree: nothing to complain about.
+        assert_eq!(
+            resolve_complaint(P[1], &log, &complaint(TRUTH, TRUTH)),
+            Blame::Party(P[0])
+        );
+        // Roles that do not fit the accuser.
+        let mut c = complaint(TRUTH, LIE);
+        std::mem::swap(&mut c.value_from, &mut c.check_from);
+        assert_eq!(resolve_complaint(P[1], &log, &c), Blame::Party(P[0]));
+    }
+
+    #[test]
+    fn the_accuser_and_a_party_without_a_record_cannot_tell() {
+        let c = complaint(LIE, TRUTH);
+        assert_eq!(
+            resolve_complaint(P[0], &value_sender_log(TRUTH), &c),
+            Blame::Unknown
+        );
+        assert_eq!(
+            resolve_complaint(P[1], &AuditLog::default(), &c),
+            Blame::Unknown
+        );
+        let late = OpeningComplaint {
+            opening: u64::MAX,
+            ..c
+        };
+        assert_eq!(
+            resolve_complaint(P[2], &check_sender_log(TRUTH), &late),
+            Blame::Unknown
+        );
+    }
+}

@@ -9,8 +9,12 @@
 //!   fixed-capacity store of the last committed round.
 //! - `rounds`: round (u64) → the round's commit record (opaque: hashes, online count...).
 //! - `meta`: `committed_round` → the last committed round.
-//! - `pending_store`, `pending_meta` (`prepared_round`), `pending_round`: the effects of a
-//!   round that is computed here but not yet agreed by all three servers.
+//! - `outputs`: the last committed round → this server's output shares of that round with
+//!   their routes, so a server that crashed between commit and release (or whose release
+//!   did not reach a relay) can release them again after a restart.
+//! - `pending_store`, `pending_meta` (`prepared_round`), `pending_round`,
+//!   `pending_outputs`: the effects of a round that is computed here but not yet agreed by
+//!   all three servers.
 //!
 //! A round's effects become visible in one write transaction ([`Db::commit`] or
 //! [`Db::commit_round`]): store, round record and committed marker change together or
@@ -27,6 +31,8 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const PENDING_STORE: TableDefinition<u32, &[u8]> = TableDefinition::new("pending_store");
 const PENDING_ROUND: TableDefinition<u64, &[u8]> = TableDefinition::new("pending_round");
 const PENDING_META: TableDefinition<&str, u64> = TableDefinition::new("pending_meta");
+const OUTPUTS: TableDefinition<u64, &[u8]> = TableDefinition::new("outputs");
+const PENDING_OUTPUTS: TableDefinition<u64, &[u8]> = TableDefinition::new("pending_outputs");
 
 const COMMITTED: &str = "committed_round";
 const ANNOUNCED: &str = "announced_round";
@@ -97,6 +103,8 @@ pub struct RoundEffects {
     pub store: Vec<Vec<u8>>,
     /// The round's commit record.
     pub record: Vec<u8>,
+    /// This server's output shares and their routes (opaque to the database).
+    pub outputs: Vec<u8>,
 }
 
 impl std::fmt::Debug for RoundEffects {
@@ -106,6 +114,7 @@ impl std::fmt::Debug for RoundEffects {
             .field("round", &self.round)
             .field("store_slots", &self.store.len())
             .field("record_len", &self.record.len())
+            .field("outputs_len", &self.outputs.len())
             .finish()
     }
 }
@@ -131,6 +140,8 @@ impl Db {
             tx.open_table(PENDING_STORE)?;
             tx.open_table(PENDING_ROUND)?;
             tx.open_table(PENDING_META)?;
+            tx.open_table(OUTPUTS)?;
+            tx.open_table(PENDING_OUTPUTS)?;
         }
         tx.commit()?;
         Ok(Db { inner })
@@ -234,6 +245,14 @@ impl Db {
         Ok(out)
     }
 
+    /// The last committed round's outputs (opaque bytes from [`RoundEffects::outputs`]).
+    pub fn last_outputs(&self) -> Result<Option<(u64, Vec<u8>)>, DbError> {
+        let tx = self.inner.begin_read()?;
+        let t = tx.open_table(OUTPUTS)?;
+        let last = t.last()?.map(|(k, v)| (k.value(), v.value().to_vec()));
+        Ok(last)
+    }
+
     /// The commit record of `round`.
     pub fn round_record(&self, round: u64) -> Result<Option<Vec<u8>>, DbError> {
         let tx = self.inner.begin_read()?;
@@ -272,6 +291,9 @@ impl Db {
             let mut pr = tx.open_table(PENDING_ROUND)?;
             pr.retain(|_, _| false)?;
             pr.insert(effects.round, effects.record.as_slice())?;
+            let mut po = tx.open_table(PENDING_OUTPUTS)?;
+            po.retain(|_, _| false)?;
+            po.insert(effects.round, effects.outputs.as_slice())?;
             tx.open_table(PENDING_META)?
                 .insert(PREPARED, effects.round)?;
         }
@@ -304,6 +326,15 @@ impl Db {
                 .map(|v| v.value().to_vec())
                 .unwrap_or_default();
             tx.open_table(ROUNDS)?.insert(round, record.as_slice())?;
+            let mut po = tx.open_table(PENDING_OUTPUTS)?;
+            let outputs = po
+                .remove(round)?
+                .map(|v| v.value().to_vec())
+                .unwrap_or_default();
+            po.retain(|_, _| false)?;
+            let mut out = tx.open_table(OUTPUTS)?;
+            out.retain(|_, _| false)?;
+            out.insert(round, outputs.as_slice())?;
             meta.insert(COMMITTED, round)?;
             pm.remove(PREPARED)?;
         }
@@ -322,6 +353,7 @@ impl Db {
             }
             tx.open_table(PENDING_STORE)?.retain(|_, _| false)?;
             tx.open_table(PENDING_ROUND)?.retain(|_, _| false)?;
+            tx.open_table(PENDING_OUTPUTS)?.retain(|_, _| false)?;
             pm.remove(PREPARED)?;
         }
         tx.commit()?;
@@ -344,6 +376,9 @@ impl Db {
             }
             tx.open_table(ROUNDS)?
                 .insert(effects.round, effects.record.as_slice())?;
+            let mut out = tx.open_table(OUTPUTS)?;
+            out.retain(|_, _| false)?;
+            out.insert(effects.round, effects.outputs.as_slice())?;
             meta.insert(COMMITTED, effects.round)?;
         }
         tx.commit()?;
@@ -392,6 +427,7 @@ mod tests {
             round,
             store: (0..slots).map(|i| vec![fill, i as u8, 0xee]).collect(),
             record: vec![fill; 8],
+            outputs: vec![fill; 5],
         }
     }
 
@@ -423,6 +459,8 @@ mod tests {
             assert_eq!(db.committed_round().unwrap(), Some(1));
             assert_eq!(db.store().unwrap(), effects(1, 1, 4).store);
             assert_eq!(db.prepared_round().unwrap(), Some(2));
+            // Outputs of the prepared round are not releasable yet.
+            assert_eq!(db.last_outputs().unwrap(), Some((1, vec![1; 5])));
         }
         // As after a crash between prepare and commit.
         let db = Db::open(&path).unwrap();
@@ -436,6 +474,8 @@ mod tests {
         assert_eq!(db.store().unwrap(), effects(2, 2, 3).store);
         assert_eq!(db.round_record(2).unwrap().unwrap(), vec![2; 8]);
         assert_eq!(db.round_record(1).unwrap().unwrap(), vec![1; 8]);
+        // Only the last committed round's outputs are kept.
+        assert_eq!(db.last_outputs().unwrap(), Some((2, vec![2; 5])));
     }
 
     #[test]
@@ -464,5 +504,6 @@ mod tests {
         ));
         assert_eq!(db.store().unwrap(), effects(5, 5, 2).store);
         assert_eq!(db.round_record(6).unwrap(), None);
+        assert_eq!(db.last_outputs().unwrap(), Some((5, vec![5; 5])));
     }
 }

@@ -8,7 +8,8 @@
 //! - [`db`]: the exchange server's crash-safe database (redb);
 //! - [`relay`], [`relay_port`]: the entry relay and the exchange server's side of it;
 //! - [`exchange`]: the exchange server (clock, collection, kgc intake, commit, server loop);
-//! - [`client`], [`user`]: a user's relay connection and the user client;
+//! - [`client`], [`user`]: a user's relay connection and the user client; [`output`]: what
+//!   a server seals to a user each round (its output share, or `retry`);
 //! - [`config`]: TOML configuration; [`demo`]: `acs demo`.
 
 pub mod certs;
@@ -19,6 +20,7 @@ pub mod demo;
 pub mod exchange;
 pub mod listener;
 pub mod mpc;
+pub mod output;
 pub mod relay;
 pub mod relay_port;
 pub mod tls;

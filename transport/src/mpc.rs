@@ -214,6 +214,14 @@ impl MeshControl {
     pub async fn recv_msg<T: WireMessage>(&mut self, from: Peer) -> Result<T, WireError> {
         self.recv(from).await?.decode()
     }
+
+    /// Closes both links (after what is queued is written): the peers' readers see the
+    /// end of the stream, so a peer engine waiting on this server stops waiting.
+    pub fn close(&self) {
+        for out in &self.out {
+            let _ = out.send(Outgoing::Close(None));
+        }
+    }
 }
 
 /// Both halves of an established mesh.
@@ -230,6 +238,12 @@ pub struct Mesh {
 
 /// Joins the mesh: dials the next party, accepts the previous one on `listener`.
 pub async fn establish(cfg: &MeshConfig, listener: TcpListener) -> Result<Mesh, MeshError> {
+    establish_on(cfg, &listener).await
+}
+
+/// [`establish`] on a listener the caller keeps, so a server can build the mesh again
+/// on the same port after a link or a peer failed.
+pub async fn establish_on(cfg: &MeshConfig, listener: &TcpListener) -> Result<Mesh, MeshError> {
     let server = tls::server_config(&cfg.identity, tls::ClientAuth::Required(cfg.roots.clone()))?;
     let client = tls::client_config(cfg.roots.clone(), Some(&cfg.identity))?;
     let deadline = Instant::now() + cfg.establish_timeout;
@@ -342,7 +356,7 @@ async fn dial_next(
 async fn accept_prev(
     cfg: &MeshConfig,
     acceptor: TlsAcceptor,
-    listener: TcpListener,
+    listener: &TcpListener,
     deadline: Instant,
 ) -> Result<(ServerStream, RoundStatus), MeshError> {
     let peer = cfg.party.prev();
@@ -487,36 +501,39 @@ where
     let notices = out_tx.clone();
     let reader_fail = failed.clone();
     let reader = tokio::spawn(async move {
-        let err = loop {
-            let frame = match wire::read_frame(&mut rd, frame_timeout).await {
-                Ok(f) => f,
-                Err(e) => break e,
-            };
-            match frame.ty {
-                MsgType::MpcData => {
-                    // The receiver may be gone (the round ended); that is not the peer's fault.
-                    let _ = mpc_tx.send(Ok(frame.body));
-                }
-                MsgType::RoundAnnounce | MsgType::OnlineSetHash | MsgType::CommitVote => {
-                    let _ = ctl_tx.send(Ok(frame));
-                }
-                MsgType::ErrorNotice => match frame.into_remote_error() {
+        let err =
+            loop {
+                let frame = match wire::read_frame(&mut rd, frame_timeout).await {
+                    Ok(f) => f,
                     Err(e) => break e,
-                    Ok(f) => {
-                        break WireError::Unexpected {
-                            got: f.ty,
-                            expected: "an error notice",
+                };
+                match frame.ty {
+                    MsgType::MpcData => {
+                        // The receiver may be gone (the round ended); that is not the peer's fault.
+                        let _ = mpc_tx.send(Ok(frame.body));
+                    }
+                    MsgType::RoundAnnounce
+                    | MsgType::OnlineSetHash
+                    | MsgType::CommitVote
+                    | MsgType::OpeningComplaint => {
+                        let _ = ctl_tx.send(Ok(frame));
+                    }
+                    MsgType::ErrorNotice => match frame.into_remote_error() {
+                        Err(e) => break e,
+                        Ok(f) => {
+                            break WireError::Unexpected {
+                                got: f.ty,
+                                expected: "an error notice",
+                            }
                         }
-                    }
-                },
-                other => {
-                    break WireError::Unexpected {
+                    },
+                    other => break WireError::Unexpected {
                         got: other,
-                        expected: "MpcData, RoundAnnounce, OnlineSetHash or CommitVote",
-                    }
+                        expected:
+                            "MpcData, RoundAnnounce, OnlineSetHash, CommitVote or OpeningComplaint",
+                    },
                 }
-            }
-        };
+            };
         let notice = err.notice_code().and_then(|code| {
             wire::encode_frame(&wire::ErrorNotice {
                 code,

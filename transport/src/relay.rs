@@ -104,6 +104,9 @@ struct Shared {
     upstream: [mpsc::Sender<Vec<u8>>; 3],
     stats: Arc<RelayStats>,
     max_per_round: usize,
+    // Only the fault tests' relay reads it.
+    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
+    tamper: Tampering,
 }
 
 impl std::fmt::Debug for Shared {
@@ -139,12 +142,97 @@ fn now_unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A relay that misbehaves on purpose, for the fault tests (feature `fault-injection`,
+/// never in a release build): what it does to its batches for one exchange server.
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tamper {
+    /// The exchange server whose batches are tampered with.
+    pub server: u8,
+    /// The only round tampered with.
+    pub round: u64,
+    /// What is done.
+    pub action: TamperAction,
+}
+
+/// What a tampering relay does to a batch.
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TamperAction {
+    /// Leaves out the first `n` envelopes.
+    Drop(usize),
+    /// Sends the first `n` envelopes twice (the copies under new slot numbers).
+    Duplicate(usize),
+    /// Sends the envelopes in reverse order (slot numbers unchanged).
+    Reorder,
+    /// Flips one bit in each of the first `n` envelopes.
+    FlipBit(usize),
+}
+
+#[cfg(feature = "fault-injection")]
+impl Tamper {
+    fn apply(&self, round: u64, server: usize, entries: &mut Vec<BatchEntry>) {
+        if round != self.round || server != self.server as usize {
+            return;
+        }
+        let n = entries.len();
+        match self.action {
+            TamperAction::Drop(k) => {
+                entries.drain(..k.min(n));
+            }
+            TamperAction::Duplicate(k) => {
+                for i in 0..k.min(n) {
+                    let copy = BatchEntry {
+                        slot: (n + i) as u32,
+                        sealed: entries[i].sealed.clone(),
+                    };
+                    entries.push(copy);
+                }
+            }
+            TamperAction::Reorder => entries.reverse(),
+            TamperAction::FlipBit(k) => {
+                for e in entries.iter_mut().take(k) {
+                    if let Some(b) = e.sealed.last_mut() {
+                        *b ^= 1;
+                    }
+                }
+            }
+        }
+        tracing::warn!(round, server, action = ?self.action, "TAMPERING with the batch (fault test)");
+    }
+}
+
 /// Starts a relay: the user listener on `users`, and links to the three exchange servers
 /// (re-dialled with backoff while down). Runs until `shutdown`.
 pub fn start(
     cfg: RelayConfig,
     users: TcpListener,
     shutdown: ShutdownRx,
+) -> Result<Relay, RelayError> {
+    start_relay(cfg, users, shutdown, None)
+}
+
+/// [`start`] for a relay that tampers with its batches as `tamper` says (fault tests).
+#[cfg(feature = "fault-injection")]
+pub fn start_tampering(
+    cfg: RelayConfig,
+    users: TcpListener,
+    shutdown: ShutdownRx,
+    tamper: Tamper,
+) -> Result<Relay, RelayError> {
+    start_relay(cfg, users, shutdown, Some(tamper))
+}
+
+#[cfg(not(feature = "fault-injection"))]
+type Tampering = Option<std::convert::Infallible>;
+#[cfg(feature = "fault-injection")]
+type Tampering = Option<Tamper>;
+
+fn start_relay(
+    cfg: RelayConfig,
+    users: TcpListener,
+    shutdown: ShutdownRx,
+    tamper: Tampering,
 ) -> Result<Relay, RelayError> {
     let server = tls::server_config(&cfg.identity, ClientAuth::None)?;
     let client = tls::client_config(cfg.roots.clone(), Some(&cfg.identity))?;
@@ -169,6 +257,7 @@ pub fn start(
         upstream,
         stats: stats.clone(),
         max_per_round: cfg.max_envelopes_per_round,
+        tamper,
     });
     let connector = TlsConnector::from(client);
     for (l, rx) in up_rx.into_iter().enumerate() {
@@ -377,6 +466,10 @@ fn close_round(shared: &Arc<Shared>) {
                 slot: slot as u32,
                 sealed,
             });
+        }
+        #[cfg(feature = "fault-injection")]
+        if let Some(t) = &shared.tamper {
+            t.apply(round, l, &mut entries);
         }
         let n = entries.len();
         let batch = RelayBatch { round, entries };

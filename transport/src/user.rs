@@ -2,9 +2,11 @@
 //! sends one block every round (the oldest outbox message, or cover), each of its three
 //! sealed shares through a different randomly chosen relay, and reconstructs its output.
 //! A message leaves the outbox only when its status comes back `delivered` or `stored`;
-//! on `dropped`, `retry` or missing outputs it is sent again next round.
+//! on `dropped`, on a `retry` notice (from any one server) or on missing outputs it is
+//! sent again next round.
 
 use crate::client::{FromRelay, RelayLink, RelayWriter};
+use crate::output::ServerOutput;
 use crate::wire::{RegisterRequest, RoundAnnounce, SealedEnvelope, WireError};
 use acs_engine::round::{payload_to_words, Block, Incoming, Output, Role, RoundConfig, Status};
 use acs_kgc::{
@@ -214,7 +216,9 @@ impl User {
     }
 
     /// Collects the three output shares of `round` (until `timeout`), reconstructs the
-    /// output and updates the outbox.
+    /// output and updates the outbox. A `retry` notice from any server ends the wait at
+    /// once: the servers agreed not to take this block, so no output will come.
+    /// Outputs that do not open (damaged on the way) are skipped, not fatal.
     pub async fn finish_round(
         &mut self,
         round: u64,
@@ -222,8 +226,9 @@ impl User {
         timeout: Duration,
     ) -> Result<RoundReport, UserError> {
         let mut parts: [Option<Vec<u64>>; 3] = [None, None, None];
+        let mut retry = false;
         let deadline = tokio::time::Instant::now() + timeout;
-        while parts.iter().any(Option::is_none) {
+        while !retry && parts.iter().any(Option::is_none) {
             let ev = match tokio::time::timeout_at(deadline, self.events.recv()).await {
                 Err(_) => break,
                 Ok(None) => return Err(UserError::Disconnected),
@@ -233,13 +238,22 @@ impl User {
             match ev {
                 FromRelay::Output(o) if o.round == round && (o.server as usize) < 3 => {
                     let l = o.server as usize;
-                    let env = Envelope::from_vec(o.sealed)?;
-                    let bytes = self.keys[l].open(round, Direction::ServerToUser, &env)?;
-                    let words: Vec<u64> = bytes
-                        .chunks_exact(8)
-                        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-                        .collect();
-                    parts[l] = Some(words);
+                    let opened = Envelope::from_vec(o.sealed)
+                        .map_err(UserError::from)
+                        .and_then(|env| {
+                            Ok(self.keys[l].open(round, Direction::ServerToUser, &env)?)
+                        })
+                        .and_then(|bytes| {
+                            ServerOutput::decode(&bytes, self.cfg.output_words())
+                                .map_err(|e| UserError::Config(e.to_string()))
+                        });
+                    match opened {
+                        Ok(ServerOutput::Share(words)) => parts[l] = Some(words),
+                        Ok(ServerOutput::Retry) => retry = true,
+                        Err(e) => {
+                            tracing::warn!(round, server = l, error = %e, "output share skipped")
+                        }
+                    }
                 }
                 // The next round opened before all outputs came: keep it for next_round.
                 FromRelay::Round(a) if self.last_round.is_none_or(|r| a.round > r) => {
@@ -247,6 +261,14 @@ impl User {
                 }
                 _ => {}
             }
+        }
+        if retry {
+            return Ok(RoundReport {
+                round,
+                status: Some(Status::Retry),
+                sent,
+                incoming: None,
+            });
         }
         let output = match &parts {
             [Some(a), Some(b), Some(c)] => Output::reconstruct([a, b, c], &self.cfg).ok(),

@@ -189,6 +189,9 @@ fn body_checks(ty: MsgType, body: &[u8]) {
         MsgType::MpcData => {}
         MsgType::OnlineSetHash => body_round_trip::<OnlineSetHash>(body, |_| ()),
         MsgType::CommitVote => body_round_trip::<CommitVote>(body, |_| ()),
+        MsgType::OpeningComplaint => body_round_trip::<OpeningComplaint>(body, |m| {
+            let _ = check_server(MsgType::OpeningComplaint, m.accuser);
+        }),
     }
 }
 

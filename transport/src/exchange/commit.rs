@@ -110,6 +110,8 @@ pub async fn vote_and_commit(
         }
         on_db(db, move |db| db.prepare(&effects)).await?;
         vote = Vote::Commit;
+        #[cfg(feature = "fault-injection")]
+        super::server::faults::pause("prepared", round).await;
     }
     let mine = CommitVote {
         round,

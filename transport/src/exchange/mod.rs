@@ -14,12 +14,15 @@
 //!    on a blocking thread with the [`crate::mpc::TlsChannel`].
 //! 4. [`commit::vote_and_commit`]: prepare durably, vote, commit only if all three vote
 //!    commit with the same transcript hash.
-//! 5. Only then [`collect::send_outputs`]: outputs are never released for a round that
-//!    might still abort, so an aborted round is simply re-sent by the clients.
+//! 5. Only then [`release::release`]: output shares to the users in the agreed online set,
+//!    `retry` to the other users heard. Outputs are never released for a round that might
+//!    still abort; an aborted round gets `retry` to everyone heard, and clients send again.
+//!    The committed shares are also kept in the database, so a server that crashed
+//!    between commit and release hands them out after its restart.
 //!
-//! On any peer-link failure a server drops its whole mesh and re-establishes it (so its
-//! peers do too, and no vote from an old link survives); the new hellos carry each
-//! server's [`crate::wire::RoundStatus`], and [`commit::recover`] settles a prepared
+//! On any peer-link or engine failure a server drops its whole mesh and re-establishes it
+//! (so its peers do too, and no vote from an old link survives); the new hellos carry
+//! each server's [`crate::wire::RoundStatus`], and [`commit::recover`] settles a prepared
 //! round before the next one starts. Fill [`crate::mpc::MeshConfig::status`] from
 //! [`commit::status`].
 
@@ -27,4 +30,5 @@ pub mod clock;
 pub mod collect;
 pub mod commit;
 pub mod intake;
+pub mod release;
 pub mod server;

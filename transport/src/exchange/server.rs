@@ -6,26 +6,30 @@
 //! outputs); and one dedicated engine thread that owns the engine [`Party`] and its
 //! [`crate::mpc::TlsChannel`] for the server's lifetime.
 //!
-//! Failure policy: a failed peer link or engine error ends `run` with an error, leaving
-//! any prepared round in the database; restarting the server (all three, as each sees
-//! its links drop) re-establishes the mesh, and [`super::commit::recover`] settles the
-//! prepared round from the peers' hellos before the next round. Users whose round did not
-//! commit got no outputs and send again.
+//! Failure policy: a failed peer link or engine error ends the *session* (the mesh and
+//! its engine thread), not the server. The round in progress is aborted, and its users
+//! told to `retry`, if this server had not prepared it; otherwise it stays prepared until
+//! the mesh is back and [`super::commit::recover`] settles it from the peers' hellos. The
+//! server closes its links (so its peers notice at once) and builds the mesh again,
+//! waiting for as long as a peer is down. Database, configuration and recovery conflicts
+//! stop the server.
 
 use super::clock;
-use super::collect::{collect_batches, send_outputs};
+use super::collect::collect_batches;
 use super::commit::{self, vote_and_commit, Decision};
 use super::intake::{Intake, IntakeError};
+use super::release::{self, Answer, Released, Routes};
 use crate::db::{Db, DbError, RoundEffects};
 use crate::listener::{Limits, ListenerStats, ShutdownRx};
 use crate::mpc::{self, MeshConfig, MeshControl, TlsChannel};
+use crate::output::ServerOutput;
 use crate::relay_port::{self, PortEvent, RelayPortConfig, RelayPortHandle};
 use crate::tls::{Identity, Role};
-use crate::wire::{RelayRegisterResponse, RoundAnnounce};
+use crate::wire::{self, RelayRegisterResponse, RoundAnnounce, RoundStatus};
 use acs_engine::round::mpc::{exchange_round, SharedStore};
 use acs_engine::round::RoundConfig;
-use acs_engine::{Party, PartyId, Shared};
-use acs_kgc::{Kgc, MasterSecret, UserPseudonym};
+use acs_engine::{resolve_complaint, Blame, OpeningComplaint, Party, PartyId, Peer, Shared};
+use acs_kgc::{Kgc, MasterSecret};
 use rustls::RootCertStore;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -147,7 +151,14 @@ struct EngineJob {
     heard: Vec<u64>,
     shares: HashMap<u64, Vec<u64>>,
     store: SharedStore,
-    reply: oneshot::Sender<Result<EngineDone, String>>,
+    reply: oneshot::Sender<Result<EngineDone, EngineFailure>>,
+}
+
+/// Why the engine stopped, with what is needed to settle a complaint about an opening.
+struct EngineFailure {
+    error: acs_engine::EngineError,
+    /// This party's record of what it sent in each opening of the session.
+    audit: acs_engine::declassify::AuditLog,
 }
 
 struct EngineDone {
@@ -174,6 +185,11 @@ fn engine_thread(
             return;
         }
     };
+    #[cfg(feature = "fault-injection")]
+    if let Some(f) = faults::lie() {
+        tracing::warn!(fault = ?f, "FAULT INJECTION: this server will lie while opening");
+        party.inject_fault(f);
+    }
     while let Ok(job) = jobs.recv() {
         let result = (|| {
             let agreed = party.agree_online(job.round, &job.heard)?;
@@ -204,12 +220,16 @@ fn engine_thread(
                 digest: party.audit_log().digest(),
             })
         })();
-        let failed = result.is_err();
-        let _ = job.reply.send(result.map_err(|e| e.to_string()));
-        if failed {
-            // A failed computation leaves the parties out of step: stop, and let the
-            // server restart cleanly.
-            return;
+        match result {
+            Ok(done) => {
+                let _ = job.reply.send(Ok(done));
+            }
+            Err(error) => {
+                let audit = party.audit_log().clone();
+                let _ = job.reply.send(Err(EngineFailure { error, audit }));
+                // A failed computation leaves the parties out of step: this session ends.
+                return;
+            }
         }
     }
 }
@@ -325,20 +345,45 @@ fn spawn_dispatcher(
     rx
 }
 
+/// A round this server took part in and has not settled yet.
+struct InFlight {
+    round: u64,
+    /// Where the answers of the users heard this round go.
+    routes: Routes,
+    /// Whether this server prepared (and so may have voted commit): then only
+    /// [`commit::recover`] may decide the round, never this server alone.
+    prepared: bool,
+}
+
+/// One established mesh: the coordination links and the engine thread that owns the
+/// engine's links. Dropped (after [`MeshControl::close`]) when anything on it fails.
+struct Session {
+    control: MeshControl,
+    engine: std::sync::mpsc::Sender<EngineJob>,
+}
+
+/// How a round ended.
+enum RoundEnd {
+    Committed(f64),
+    Aborted,
+}
+
 struct RoundLoop {
     cfg: ServerConfig,
-    control: MeshControl,
     port: RelayPortHandle,
     batches: mpsc::Receiver<PortEvent>,
     intake: Arc<Mutex<Intake>>,
     db: Arc<Db>,
     store: SharedStore,
-    engine: std::sync::mpsc::Sender<EngineJob>,
     last_round: Option<u64>,
+    /// The round being run, from collection until it is settled.
+    in_flight: Option<InFlight>,
+    /// The last committed round whose outputs this process handed to the relays.
+    released: Option<u64>,
 }
 
 impl RoundLoop {
-    async fn next_announce(&mut self) -> Result<RoundAnnounce, ServerError> {
+    async fn next_announce(&mut self, s: &mut Session) -> Result<RoundAnnounce, ServerError> {
         if self.cfg.index as usize == clock::COORDINATOR {
             let r = self.last_round.map_or(1, |r| r + 1);
             let db = self.db.clone();
@@ -346,29 +391,96 @@ impl RoundLoop {
                 .await
                 .map_err(|e| ServerError::Engine(e.to_string()))??;
             Ok(clock::announce(
-                &self.control,
+                &s.control,
                 r,
                 self.cfg.timing.submit_window,
             )?)
         } else {
-            Ok(clock::await_announce(
-                &mut self.control,
-                self.last_round,
-                self.cfg.timing.max_window,
+            Ok(
+                clock::await_announce(&mut s.control, self.last_round, self.cfg.timing.max_window)
+                    .await?,
             )
-            .await?)
         }
     }
 
-    /// One round; returns whether it committed and its deadline-to-outputs time.
-    async fn round(&mut self) -> Result<(bool, f64), ServerError> {
-        let a = self.next_announce().await?;
+    fn release(&self, round: u64, answers: impl IntoIterator<Item = Answer>) -> Released {
+        let intake = self.intake.lock().unwrap_or_else(|e| e.into_inner());
+        release::release(
+            &self.port,
+            &intake,
+            round,
+            self.cfg.round.output_words(),
+            answers,
+        )
+    }
+
+    /// `retry` to everyone heard in `f`'s round: it cannot commit anywhere.
+    fn retry_in_flight(&self, f: &InFlight, why: &str) {
+        let r = self.release(f.round, release::retry_all(&f.routes));
+        tracing::warn!(
+            round = f.round,
+            reason = why,
+            retried = r.sent,
+            "round aborted; users told to retry"
+        );
+    }
+
+    /// Hands out the last committed round's outputs again if this process has not: after
+    /// a restart, the crash may have come between commit and release.
+    fn release_committed(&mut self) -> Result<(), ServerError> {
+        let Some((round, bytes)) = self.db.last_outputs()? else {
+            return Ok(());
+        };
+        if self.released == Some(round) {
+            return Ok(());
+        }
+        let answers =
+            release::decode_stored(&bytes, self.cfg.round.output_words()).ok_or_else(|| {
+                ServerError::Config("stored outputs do not fit the configuration".into())
+            })?;
+        let r = self.release(round, answers);
+        tracing::info!(
+            round,
+            outputs = r.sent,
+            "outputs of the last committed round released again"
+        );
+        self.released = Some(round);
+        Ok(())
+    }
+
+    /// Settles what the last session left open, from the peers' database status.
+    fn settle(&mut self, peer_status: [RoundStatus; 2]) -> Result<commit::Recovery, ServerError> {
+        let recovered = commit::recover(&self.db, peer_status)?;
+        match recovered {
+            commit::Recovery::Nothing => {}
+            commit::Recovery::Commit(r) => {
+                tracing::info!(round = r, "a round prepared before the failure committed");
+                self.store = store_from_slots(&self.db.store()?, &self.cfg.round)?;
+            }
+            commit::Recovery::Abort(r) => {
+                tracing::info!(round = r, "a round prepared before the failure aborted");
+                if let Some(f) = self.in_flight.as_ref().filter(|f| f.round == r) {
+                    self.retry_in_flight(f, "aborted by recovery");
+                }
+                self.last_round = self.last_round.max(Some(r));
+            }
+        }
+        self.in_flight = None;
+        self.release_committed()?;
+        Ok(recovered)
+    }
+
+    /// One round.
+    async fn round(&mut self, s: &mut Session) -> Result<RoundEnd, ServerError> {
+        let a = self.next_announce(s).await?;
         self.last_round = Some(a.round);
         let round32 = u32::try_from(a.round)
             .map_err(|_| ServerError::Config("round number past u32 (the engine's)".into()))?;
         if let Err(e) = self.port.announce(a) {
             tracing::warn!(round = a.round, error = %e, "announcement not sent to relays");
         }
+        #[cfg(feature = "fault-injection")]
+        faults::pause("collect", a.round).await;
         let until_ms = a.deadline_unix_ms + self.cfg.timing.collect_grace.as_millis() as u64;
         let until = tokio::time::Instant::now()
             + Duration::from_millis(until_ms.saturating_sub(clock::now_unix_ms()));
@@ -389,32 +501,37 @@ impl RoundLoop {
             let intake = self.intake.lock().unwrap_or_else(|e| e.into_inner());
             intake.open_round(a.round, collected.envelopes)
         };
-        if !opened.rejected.is_empty() {
-            tracing::info!(
-                round = a.round,
-                rejected = opened.rejected.len(),
-                "envelopes rejected"
-            );
-        }
+        log_rejections(a.round, &opened.rejected);
         let bw = self.cfg.round.block_words();
         let mut shares = HashMap::with_capacity(opened.shares.len());
-        let mut route: HashMap<u64, (u32, u32)> = HashMap::with_capacity(opened.shares.len());
+        let mut routes = Routes::with_capacity(opened.shares.len());
         for s in &opened.shares {
             match bytes_to_words(&s.share).filter(|w| w.len() == bw) {
                 Some(words) => {
                     shares.insert(s.user.get(), words);
-                    route.insert(s.user.get(), (s.relay, s.slot));
+                    routes.insert(s.user.get(), (s.relay, s.slot));
                 }
-                None => tracing::info!(round = a.round, "share of the wrong size rejected"),
+                None => tracing::warn!(
+                    round = a.round,
+                    relay = s.relay,
+                    "share of the wrong size rejected"
+                ),
             }
         }
         let mut heard: Vec<u64> = shares.keys().copied().collect();
         heard.sort_unstable();
+        self.in_flight = Some(InFlight {
+            round: a.round,
+            routes,
+            prepared: false,
+        });
 
+        #[cfg(feature = "fault-injection")]
+        faults::pause("engine", a.round).await;
         let open_ms = t_open.elapsed().as_millis() as u64;
         let t_engine = std::time::Instant::now();
         let (reply, done) = oneshot::channel();
-        self.engine
+        s.engine
             .send(EngineJob {
                 round: round32,
                 heard,
@@ -423,22 +540,43 @@ impl RoundLoop {
                 reply,
             })
             .map_err(|_| ServerError::Engine("engine thread ended".into()))?;
-        let done = done
-            .await
-            .map_err(|_| ServerError::Engine("engine thread ended".into()))?
-            .map_err(ServerError::Engine)?;
+        let done = match done.await {
+            Err(_) => return Err(ServerError::Engine("engine thread ended".into())),
+            Ok(Ok(done)) => done,
+            Ok(Err(f)) => return Err(self.engine_failed(s, a.round, f).await),
+        };
 
         let engine_ms = t_engine.elapsed().as_millis() as u64;
         let t_commit = std::time::Instant::now();
+        let routes = &self.in_flight.as_ref().expect("set above").routes;
+        // Shares to the agreed online set, `retry` to everyone else heard.
+        let mut answers: Vec<Answer> = Vec::with_capacity(routes.len());
+        for (user, words) in done.online.iter().zip(done.outputs) {
+            if let Some(&(relay, slot)) = routes.get(user) {
+                answers.push(Answer {
+                    user: *user,
+                    relay,
+                    slot,
+                    output: ServerOutput::Share(words),
+                });
+            }
+        }
+        let retries: Vec<Answer> = release::retry_all(routes)
+            .filter(|a| done.online.binary_search(&a.user).is_err())
+            .collect();
         let mut record = (done.online.len() as u64).to_le_bytes().to_vec();
         record.extend_from_slice(&done.digest);
         let effects = RoundEffects {
             round: a.round,
             store: store_to_slots(&done.store, &self.cfg.round),
             record,
+            outputs: release::encode_stored(&answers, self.cfg.round.output_words()),
         };
+        if let Some(f) = self.in_flight.as_mut() {
+            f.prepared = true;
+        }
         let decision = vote_and_commit(
-            &mut self.control,
+            &mut s.control,
             &self.db,
             a.round,
             Some(effects),
@@ -446,40 +584,27 @@ impl RoundLoop {
             self.cfg.timing.vote_timeout,
         )
         .await?;
+        let f = self.in_flight.take().expect("set above");
         if let Decision::Aborted(why) = decision {
-            tracing::warn!(round = a.round, %why, "round aborted; users will resend");
-            return Ok((false, 0.0));
+            self.retry_in_flight(&f, &why);
+            return Ok(RoundEnd::Aborted);
         }
+        #[cfg(feature = "fault-injection")]
+        faults::pause("committed", a.round).await;
         self.store = done.store;
         let commit_ms = t_commit.elapsed().as_millis() as u64;
         let t_out = std::time::Instant::now();
-
-        let mut out = Vec::with_capacity(done.online.len());
-        {
-            let intake = self.intake.lock().unwrap_or_else(|e| e.into_inner());
-            let mut rng = rand_core::OsRng;
-            for (user, words) in done.online.iter().zip(&done.outputs) {
-                let (Some(&(relay, slot)), Ok(u)) =
-                    (route.get(user), UserPseudonym::from_u64(*user))
-                else {
-                    continue;
-                };
-                match intake.seal_output(a.round, u, &words_to_bytes(words), relay, slot, &mut rng)
-                {
-                    Ok(o) => out.push(o),
-                    Err(e) => tracing::warn!(round = a.round, error = %e, "output not sealed"),
-                }
-            }
-        }
-        let sent = out.len();
-        let failed = send_outputs(&self.port, a.round, out);
+        let retried = retries.len();
+        let r = self.release(a.round, answers.into_iter().chain(retries));
+        self.released = Some(a.round);
         // Round latency: from the close of submission to outputs handed to the relays.
         let secs = clock::now_unix_ms().saturating_sub(a.deadline_unix_ms) as f64 / 1000.0;
         tracing::info!(
             round = a.round,
             online = done.online.len(),
-            outputs = sent,
-            relays_unreachable = failed.len(),
+            outputs = r.sent,
+            retried,
+            relays_unreachable = r.relays_unreachable,
             seconds = secs,
             open_ms,
             engine_ms,
@@ -487,11 +612,179 @@ impl RoundLoop {
             outputs_ms = t_out.elapsed().as_millis() as u64,
             "round committed"
         );
-        Ok((true, secs))
+        Ok(RoundEnd::Committed(secs))
+    }
+
+    /// Reports an engine failure. A failed opening check is told to both peers (before
+    /// this server closes its links) and logged with the two suspects; on any other
+    /// failure this server waits briefly for a peer's complaint and, if one comes,
+    /// settles it against its own record of what it sent, which names one server.
+    async fn engine_failed(&self, s: &mut Session, round: u64, f: EngineFailure) -> ServerError {
+        let me = PartyId::new(self.cfg.index as usize).expect("index checked at start");
+        if let acs_engine::EngineError::OpeningCheckFailed(c) = &f.error {
+            tracing::error!(
+                round,
+                opening = c.opening,
+                value_from = c.value_from.index(),
+                check_from = c.check_from.index(),
+                "opened value failed its cross-check: server {} or server {} sent a wrong value",
+                c.value_from.index(),
+                c.check_from.index()
+            );
+            let complaint = wire::OpeningComplaint {
+                round,
+                opening: c.opening,
+                accuser: c.accuser.index() as u8,
+                value_from: c.value_from.index() as u8,
+                check_from: c.check_from.index() as u8,
+                value_hash: c.value_hash,
+                check: c.check,
+            };
+            if let Err(e) = s.control.broadcast(&complaint) {
+                tracing::warn!(round, error = %e, "complaint not sent to the peers");
+            }
+        } else if let Some(c) = await_complaint(&mut s.control, Duration::from_secs(2)).await {
+            match resolve_complaint(me, &f.audit, &c) {
+                Blame::Party(culprit) => tracing::error!(
+                    round,
+                    culprit = culprit.index(),
+                    accuser = c.accuser.index(),
+                    opening = c.opening,
+                    "CHEATING: server {} sent wrong values while opening (complaint from server {}, settled against this server's record)",
+                    culprit.index(),
+                    c.accuser.index()
+                ),
+                _ => tracing::warn!(round, accuser = c.accuser.index(), "a peer's opening complaint could not be settled here"),
+            }
+        }
+        ServerError::Engine(f.error.to_string())
+    }
+
+    /// After a session failed: tell this round's users to retry if the round cannot have
+    /// committed anywhere; otherwise leave it to [`RoundLoop::settle`].
+    fn session_failed(&mut self, error: &ServerError) {
+        match self.in_flight.take() {
+            Some(f) if !f.prepared => self.retry_in_flight(&f, &error.to_string()),
+            Some(f) => {
+                tracing::warn!(round = f.round, "round undecided until the peers are back");
+                self.in_flight = Some(f);
+            }
+            None => {}
+        }
     }
 }
 
+/// The first opening complaint a peer sends before its links close (or `timeout`).
+async fn await_complaint(control: &mut MeshControl, timeout: Duration) -> Option<OpeningComplaint> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    for peer in [Peer::Next, Peer::Prev] {
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, control.recv(peer)).await {
+                Ok(Ok(f)) => f,
+                // Link closed, or out of time: nothing (more) from this peer.
+                _ => break,
+            };
+            if frame.ty != wire::MsgType::OpeningComplaint {
+                continue;
+            }
+            let Ok(w) = frame.decode::<wire::OpeningComplaint>() else {
+                break;
+            };
+            let party = |i: u8| PartyId::new(i as usize);
+            if let (Some(accuser), Some(value_from), Some(check_from)) =
+                (party(w.accuser), party(w.value_from), party(w.check_from))
+            {
+                // Only the peer itself may accuse: it sent this over its own link.
+                if accuser == control.party().peer(peer) {
+                    return Some(OpeningComplaint {
+                        opening: w.opening,
+                        accuser,
+                        value_from,
+                        check_from,
+                        value_hash: w.value_hash,
+                        check: w.check,
+                    });
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Logs rejected envelopes per relay and reason, so an operator sees which relay drops,
+/// replays or damages envelopes.
+fn log_rejections(round: u64, rejected: &[super::intake::Rejected]) {
+    let mut by_relay: std::collections::BTreeMap<(u32, String), usize> = Default::default();
+    for r in rejected {
+        *by_relay
+            .entry((r.relay, format!("{:?}", r.why)))
+            .or_default() += 1;
+    }
+    for ((relay, why), n) in by_relay {
+        tracing::warn!(round, relay, reason = %why, rejected = n, "envelopes rejected");
+    }
+}
+
+/// Whether a failure ends only the current mesh (rebuild it and go on) rather than the
+/// server.
+fn ends_session(e: &ServerError) -> bool {
+    match e {
+        ServerError::Mesh(m) => matches!(m, mpc::MeshError::Timeout { .. }),
+        ServerError::Engine(_) | ServerError::Clock(_) => true,
+        ServerError::Commit(c) => matches!(c, commit::CommitError::Undecided { .. }),
+        _ => false,
+    }
+}
+
+async fn start_session(
+    lp: &RoundLoop,
+    party: PartyId,
+    peer_listener: &TcpListener,
+) -> Result<(Session, [RoundStatus; 2]), ServerError> {
+    let cfg = &lp.cfg;
+    let mesh = mpc::establish_on(
+        &MeshConfig {
+            party,
+            deployment: cfg.deployment.clone(),
+            next_addr: cfg.next_peer,
+            identity: cfg.identity.clone(),
+            roots: cfg.roots.clone(),
+            establish_timeout: Duration::from_secs(120),
+            limits: cfg.limits,
+            status: commit::status(&lp.db)?,
+            config_digest: config_digest(&cfg.round),
+        },
+        peer_listener,
+    )
+    .await?;
+    let (jobs, job_rx) = std::sync::mpsc::channel();
+    let (ready_tx, ready) = oneshot::channel();
+    let engine_cfg = cfg.round;
+    let channel = mesh.channel;
+    std::thread::Builder::new()
+        .name(format!("engine-{}", cfg.index))
+        .spawn(move || engine_thread(party, channel, engine_cfg, job_rx, ready_tx))
+        .map_err(|e| ServerError::Engine(e.to_string()))?;
+    let session = Session {
+        control: mesh.control,
+        engine: jobs,
+    };
+    let started = ready
+        .await
+        .map_err(|_| ServerError::Engine("engine thread ended".into()))
+        .and_then(|r| r.map_err(ServerError::Engine));
+    if let Err(e) = started {
+        session.control.close();
+        return Err(e);
+    }
+    Ok((session, mesh.peer_status))
+}
+
 /// Runs an exchange server on the given listeners until `shutdown` or `max_rounds`.
+///
+/// Peer failures do not stop it: when a link drops or the engine fails, it aborts the
+/// round in progress (or leaves it prepared for recovery), closes its links so its peers
+/// notice too, and builds the mesh again, waiting for as long as a peer is down.
 pub async fn run(
     cfg: ServerConfig,
     master: MasterSecret,
@@ -518,86 +811,119 @@ pub async fn run(
         shutdown.clone(),
     )?;
     let batches = spawn_dispatcher(events, port.clone(), intake.clone());
-
-    let mesh = mpc::establish(
-        &MeshConfig {
-            party,
-            deployment: cfg.deployment.clone(),
-            next_addr: cfg.next_peer,
-            identity: cfg.identity.clone(),
-            roots: cfg.roots.clone(),
-            establish_timeout: Duration::from_secs(120),
-            limits: cfg.limits,
-            status: commit::status(&db)?,
-            config_digest: config_digest(&cfg.round),
-        },
-        peer_listener,
-    )
-    .await?;
-    let recovered = commit::recover(&db, mesh.peer_status)?;
-    let store = if recovered == commit::Recovery::Nothing {
-        store
-    } else {
-        tracing::info!(?recovered, "settled the round prepared before a restart");
-        store_from_slots(&db.store()?, &cfg.round)?
-    };
-    let (jobs, job_rx) = std::sync::mpsc::channel();
-    let (ready_tx, ready) = oneshot::channel();
-    let engine_cfg = cfg.round;
-    let channel = mesh.channel;
-    std::thread::Builder::new()
-        .name(format!("engine-{}", cfg.index))
-        .spawn(move || engine_thread(party, channel, engine_cfg, job_rx, ready_tx))
-        .map_err(|e| ServerError::Engine(e.to_string()))?;
-    ready
-        .await
-        .map_err(|_| ServerError::Engine("engine thread ended".into()))?
-        .map_err(ServerError::Engine)?;
-
     // Never reuse a round number: not an aborted one, not one announced before a restart.
-    let aborted = match recovered {
-        commit::Recovery::Abort(r) => Some(r),
-        _ => None,
-    };
-    let last_round = [db.committed_round()?, db.announced_round()?, aborted]
+    let last_round = [db.committed_round()?, db.announced_round()?]
         .into_iter()
         .flatten()
         .max();
     let max_rounds = cfg.max_rounds;
     let mut lp = RoundLoop {
         cfg,
-        control: mesh.control,
         port,
         batches,
         intake,
         db,
         store,
-        engine: jobs,
         last_round,
+        in_flight: None,
+        released: None,
     };
     let mut summary = RunSummary::default();
     let mut shutdown = shutdown;
-    if let Some(gate) = lp.cfg.start_gate.take() {
-        tokio::select! {
-            _ = gate => {}
-            _ = crate::listener::shutdown_signalled(&mut shutdown) => return Ok(summary),
-        }
-    }
-    loop {
-        if max_rounds.is_some_and(|m| summary.committed + summary.aborted >= m) {
-            break;
-        }
-        let r = tokio::select! {
-            r = lp.round() => r?,
+    let mut start_gate = lp.cfg.start_gate.take();
+    'sessions: loop {
+        let started = tokio::select! {
+            s = start_session(&lp, party, &peer_listener) => s,
             _ = crate::listener::shutdown_signalled(&mut shutdown) => break,
         };
-        match r {
-            (true, secs) => {
-                summary.committed += 1;
-                summary.round_seconds.push(secs);
+        let (mut session, peer_status) = match started {
+            Ok(s) => s,
+            Err(e) if ends_session(&e) => {
+                tracing::warn!(error = %e, "mesh not established; trying again");
+                continue;
             }
-            (false, _) => summary.aborted += 1,
+            Err(e) => return Err(e),
+        };
+        lp.settle(peer_status)?;
+        if let Some(gate) = start_gate.take() {
+            tokio::select! {
+                _ = gate => {}
+                _ = crate::listener::shutdown_signalled(&mut shutdown) => break,
+            }
+        }
+        loop {
+            if max_rounds.is_some_and(|m| summary.committed + summary.aborted >= m) {
+                break 'sessions;
+            }
+            let r = tokio::select! {
+                r = lp.round(&mut session) => r,
+                _ = crate::listener::shutdown_signalled(&mut shutdown) => break 'sessions,
+            };
+            match r {
+                Ok(RoundEnd::Committed(secs)) => {
+                    summary.committed += 1;
+                    summary.round_seconds.push(secs);
+                }
+                Ok(RoundEnd::Aborted) => summary.aborted += 1,
+                Err(e) if ends_session(&e) => {
+                    tracing::warn!(error = %e, "peer session failed; rebuilding the mesh");
+                    if lp.in_flight.is_some() {
+                        summary.aborted += 1;
+                    }
+                    lp.session_failed(&e);
+                    session.control.close();
+                    continue 'sessions;
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(summary)
+}
+
+/// TEST INSTRUMENTS, compiled only with the `fault-injection` feature (the crate's own
+/// tests turn it on; release builds never have it): environment variables that make this
+/// server misbehave on purpose, so the fault tests can crash or corrupt a real process at
+/// a chosen point.
+///
+/// - `ACS_FAULT_PAUSE=<phase>:<round>[,...]`: in that round, stop at `collect` (just
+///   after the announcement), `engine` (before the computation), `prepared` (after the
+///   durable prepare, before voting) or `committed` (after the commit, before the
+///   outputs go out), log `FAULT: paused`, and wait to be killed.
+/// - `ACS_FAULT_LIE=<value|check>:<SortComparison|RouteAfterShuffle>:<n>`: lie in the
+///   `n`-th opening (from 0) for that reason in each session's engine.
+#[cfg(feature = "fault-injection")]
+pub(crate) mod faults {
+    use acs_engine::{LieKind, OpeningFault, Reason};
+
+    pub(crate) async fn pause(phase: &str, round: u64) {
+        let Ok(spec) = std::env::var("ACS_FAULT_PAUSE") else {
+            return;
+        };
+        let hit = spec.split(',').any(|p| {
+            p.split_once(':')
+                .is_some_and(|(ph, r)| ph == phase && r.parse() == Ok(round))
+        });
+        if hit {
+            tracing::warn!(round, phase, "FAULT: paused; waiting to be killed");
+            std::future::pending::<()>().await;
+        }
+    }
+
+    pub(crate) fn lie() -> Option<OpeningFault> {
+        let spec = std::env::var("ACS_FAULT_LIE").ok()?;
+        let mut it = spec.split(':');
+        let kind = match it.next()? {
+            "value" => LieKind::Value,
+            "check" => LieKind::Check,
+            _ => return None,
+        };
+        let reason = match it.next()? {
+            "SortComparison" => Reason::SortComparison,
+            "RouteAfterShuffle" => Reason::RouteAfterShuffle,
+            _ => return None,
+        };
+        let nth = it.next()?.parse().ok()?;
+        Some(OpeningFault::nth(reason, nth, kind))
+    }
 }

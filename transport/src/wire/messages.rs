@@ -264,6 +264,32 @@ impl WireMessage for CommitVote {
     const TYPE: MsgType = MsgType::CommitVote;
 }
 
+/// Exchange ↔ exchange: the sender's check of an opened value failed in `round` (the
+/// engine's `OpeningComplaint`): the value that arrived from `value_from` does not match
+/// the check that arrived from `check_from`. Sent to both peers before the sender drops
+/// the mesh, so the third server can say which of the two its own record contradicts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpeningComplaint {
+    /// The round.
+    pub round: u64,
+    /// The opening's index within the round's computation.
+    pub opening: u64,
+    /// The complaining server (0, 1, 2).
+    pub accuser: u8,
+    /// Who sent the value (0, 1, 2).
+    pub value_from: u8,
+    /// Who sent the check (0, 1, 2).
+    pub check_from: u8,
+    /// Hash of the value that arrived.
+    pub value_hash: [u8; 32],
+    /// The check that arrived.
+    pub check: [u8; 32],
+}
+
+impl WireMessage for OpeningComplaint {
+    const TYPE: MsgType = MsgType::OpeningComplaint;
+}
+
 /// Checks that an exchange server index from the wire names one of the three.
 pub fn check_server(ty: MsgType, server: u8) -> Result<acs_engine::channel::PartyId, WireError> {
     acs_engine::channel::PartyId::new(server as usize).ok_or(WireError::Invalid {

@@ -80,11 +80,13 @@ pub enum MsgType {
     OnlineSetHash = 13,
     /// Exchange ↔ exchange: commit or abort a computed round.
     CommitVote = 14,
+    /// Exchange ↔ exchange: an opened value failed its cross-check; who sent what.
+    OpeningComplaint = 15,
 }
 
 impl MsgType {
     /// All types, for tests and tables.
-    pub const ALL: [MsgType; 14] = [
+    pub const ALL: [MsgType; 15] = [
         MsgType::ErrorNotice,
         MsgType::RoundAnnounce,
         MsgType::SealedEnvelope,
@@ -99,6 +101,7 @@ impl MsgType {
         MsgType::MpcData,
         MsgType::OnlineSetHash,
         MsgType::CommitVote,
+        MsgType::OpeningComplaint,
     ];
 
     /// The type with this tag byte.
@@ -113,7 +116,8 @@ impl MsgType {
             | MsgType::RoundAnnounce
             | MsgType::PeerHello
             | MsgType::OnlineSetHash
-            | MsgType::CommitVote => caps::CONTROL,
+            | MsgType::CommitVote
+            | MsgType::OpeningComplaint => caps::CONTROL,
             MsgType::RegisterRequest
             | MsgType::RegisterResponse
             | MsgType::RelayRegisterRequest
@@ -317,6 +321,7 @@ fn type_name_of(ty: MsgType) -> &'static str {
         MsgType::MpcData => "MpcData",
         MsgType::OnlineSetHash => "OnlineSetHash",
         MsgType::CommitVote => "CommitVote",
+        MsgType::OpeningComplaint => "OpeningComplaint",
     }
 }
 

@@ -99,6 +99,16 @@ async fn every_message_round_trips() {
         transcript_hash: [1; 32],
     })
     .await;
+    rt(OpeningComplaint {
+        round: 5,
+        opening: 17,
+        accuser: 0,
+        value_from: 1,
+        check_from: 2,
+        value_hash: [4; 32],
+        check: [5; 32],
+    })
+    .await;
 }
 
 #[test]

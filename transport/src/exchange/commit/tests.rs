@@ -8,6 +8,7 @@ fn effects(round: u64, fill: u8) -> RoundEffects {
         round,
         store: vec![vec![fill; 4]; 3],
         record: vec![fill],
+        outputs: vec![fill; 2],
     }
 }
 

@@ -1,0 +1,176 @@
+//! A loopback deployment written the way an operator would (docs/operators.md): `acs certs`
+//! and `acs master` output plus one TOML file per exchange server and entry relay.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// What the run needs to start and reach the deployment.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    /// `ex{i}.toml`, i = 0, 1, 2.
+    pub exchange_configs: Vec<PathBuf>,
+    /// `entry{j}.toml`.
+    pub entry_configs: Vec<PathBuf>,
+    /// Entry relays' user-facing addresses (index, address).
+    pub relays: Vec<(u32, SocketAddr)>,
+}
+
+/// Exchange and relay parameters of the deployment.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// Entry relays.
+    pub entries: u32,
+    /// Payload words.
+    pub payload_words: usize,
+    /// Store capacity.
+    pub store_capacity: usize,
+    /// Expiry rounds.
+    pub expiry_rounds: u32,
+    /// Submission window (server 0).
+    pub window_ms: u64,
+    /// Wait for late relay batches.
+    pub grace_ms: u64,
+    /// Connections each relay must accept (users × relays per user / relays, plus slack).
+    pub relay_connections: usize,
+    /// Envelopes per round per exchange server a relay accepts.
+    pub relay_envelopes: usize,
+}
+
+fn free_port() -> Result<u16, String> {
+    // Bound and released: the servers bind it again a moment later. Another process could
+    // take it in between; the run then fails with "address in use" and can be repeated.
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("free port: {e}"))?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+fn run_acs(acs: &Path, args: &[&std::ffi::OsStr]) -> Result<(), String> {
+    let out = Command::new(acs)
+        .args(args)
+        .output()
+        .map_err(|e| format!("running {}: {e}", acs.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} {:?} failed: {}",
+            acs.display(),
+            args,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+/// Writes certificates, master secrets and configuration files into `dir`.
+pub fn write(acs: &Path, dir: &Path, p: &Params) -> Result<Deployment, String> {
+    let certs = dir.join("certs");
+    let entries = p.entries.to_string();
+    run_acs(
+        acs,
+        &[
+            "certs".as_ref(),
+            "--entries".as_ref(),
+            entries.as_ref(),
+            "--out".as_ref(),
+            certs.as_os_str(),
+        ],
+    )?;
+    for i in 0..3 {
+        let master = dir.join(format!("master-{i}.key"));
+        let cert = certs.join(format!("exchange-{i}.pem"));
+        run_acs(
+            acs,
+            &[
+                "master".as_ref(),
+                "--out".as_ref(),
+                master.as_os_str(),
+                "--cert".as_ref(),
+                cert.as_os_str(),
+            ],
+        )?;
+    }
+    let relay_ports: Vec<u16> = (0..3).map(|_| free_port()).collect::<Result<_, _>>()?;
+    let peer_ports: Vec<u16> = (0..3).map(|_| free_port()).collect::<Result<_, _>>()?;
+    let relay_list = (0..p.entries)
+        .map(|j| j.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut exchange_configs = Vec::new();
+    for i in 0..3 {
+        let path = dir.join(format!("ex{i}.toml"));
+        let text = format!(
+            r#"index = {i}
+deployment = "acs-load"
+relay_listen = "127.0.0.1:{relay}"
+peer_listen = "127.0.0.1:{peer}"
+next_peer = "127.0.0.1:{next}"
+relays = [{relay_list}]
+ca = "certs/ca.pem"
+cert = "certs/exchange-{i}.pem"
+key = "certs/exchange-{i}-key.pem"
+master = "master-{i}.key"
+db = "ex{i}.redb"
+
+[round]
+payload_words = {pw}
+store_capacity = {cap}
+expiry_rounds = {exp}
+
+[timing]
+submit_window_ms = {window}
+collect_grace_ms = {grace}
+vote_timeout_ms = 600000
+max_window_ms = {max_window}
+
+[limits]
+max_connections = {conns}
+"#,
+            relay = relay_ports[i],
+            peer = peer_ports[i],
+            next = peer_ports[(i + 1) % 3],
+            pw = p.payload_words,
+            cap = p.store_capacity,
+            exp = p.expiry_rounds,
+            window = p.window_ms,
+            grace = p.grace_ms,
+            max_window = p.window_ms.max(60_000),
+            conns = p.entries as usize + 64,
+        );
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        exchange_configs.push(path);
+    }
+    let mut entry_configs = Vec::new();
+    let mut relays = Vec::new();
+    for j in 0..p.entries {
+        let port = free_port()?;
+        let path = dir.join(format!("entry{j}.toml"));
+        // Handshake timeout: thousands of users connect within seconds on a loaded host.
+        let text = format!(
+            r#"index = {j}
+listen = "127.0.0.1:{port}"
+exchanges = ["127.0.0.1:{}", "127.0.0.1:{}", "127.0.0.1:{}"]
+ca = "certs/ca.pem"
+cert = "certs/entry-{j}.pem"
+key = "certs/entry-{j}-key.pem"
+max_envelopes_per_round = {envs}
+
+[limits]
+max_connections = {conns}
+handshake_timeout_ms = 30000
+frame_timeout_ms = 30000
+"#,
+            relay_ports[0],
+            relay_ports[1],
+            relay_ports[2],
+            envs = p.relay_envelopes,
+            conns = p.relay_connections,
+        );
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        entry_configs.push(path);
+        relays.push((j, SocketAddr::from(([127, 0, 0, 1], port))));
+    }
+    Ok(Deployment {
+        exchange_configs,
+        entry_configs,
+        relays,
+    })
+}

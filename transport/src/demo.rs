@@ -310,11 +310,14 @@ pub async fn run(
         let mut last_done = 0u64;
         let (mut n_online, mut n_deliv, mut n_stored, mut n_resend) = (0, 0, 0, 0);
         while let Some(r) = tasks.join_next().await {
-            let (u, a, report, done) = r.map_err(fail)?.map_err(fail)?;
+            let (mut u, a, report, done) = r.map_err(fail)?.map_err(fail)?;
             rounds_seen.push(a.round);
-            if let (Some(rep), Some(done)) = (report, done) {
+            if let Some(done) = done {
                 n_online += 1;
                 last_done = last_done.max(done.saturating_sub(a.deadline_unix_ms));
+            }
+            // This round's report, then any earlier round that settled late.
+            for rep in report.into_iter().chain(u.take_late()) {
                 match rep.status {
                     Some(Status::Delivered) => n_deliv += 1,
                     Some(Status::Stored) => n_stored += 1,

@@ -383,25 +383,9 @@ async fn run_client(
         let a = user.next_round().await?;
         let sent = user.send_block(a.round).await?;
         let report = user.finish_round(a.round, sent, timeout).await?;
-        let status = match report.status {
-            Some(s) => format!("{s:?}").to_lowercase(),
-            None => "incomplete (will resend)".into(),
-        };
-        let what = match &report.sent {
-            Some(m) => format!("message to {:016x}", m.to),
-            None => "cover".into(),
-        };
-        println!("round {}: {what}: {status}", report.round);
-        if let Some(inc) = &report.incoming {
-            let bytes = acs_engine::round::payload_from_words(&inc.payload);
-            let end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
-            println!(
-                "round {}: {:?} from {:016x}: {}",
-                report.round,
-                inc.role,
-                inc.from,
-                String::from_utf8_lossy(&bytes[..end])
-            );
+        print_report(&report, "");
+        for late in user.take_late() {
+            print_report(&late, " (late)");
         }
     }
     if !user.outbox.is_empty() {
@@ -479,5 +463,29 @@ impl Signals {
             let _ = &mut self;
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+/// One line per round outcome of `acs client`, and one per message received.
+fn print_report(report: &acs_transport::user::RoundReport, note: &str) {
+    let status = match report.status {
+        Some(s) => format!("{s:?}").to_lowercase(),
+        None => "incomplete (waiting for the missing output shares)".into(),
+    };
+    let what = match &report.sent {
+        Some(m) => format!("message to {:016x}", m.to),
+        None => "cover".into(),
+    };
+    println!("round {}{note}: {what}: {status}", report.round);
+    if let Some(inc) = &report.incoming {
+        let bytes = acs_engine::round::payload_from_words(&inc.payload);
+        let end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+        println!(
+            "round {}{note}: {:?} from {:016x}: {}",
+            report.round,
+            inc.role,
+            inc.from,
+            String::from_utf8_lossy(&bytes[..end])
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! The entry relay (design §5, `docs/relay.md`): thin, and it keeps state for one round.
+//! The entry relay (design §5, `docs/relay.md`): thin, and it keeps state for a few rounds.
 //!
 //! Users connect over server-authenticated TLS and send [`SealedEnvelope`]s (round,
 //! target exchange server, opaque sealed bytes) and [`RegisterRequest`]s. The relay
@@ -6,9 +6,10 @@
 //! are collected per target server until its deadline. At the deadline each server's
 //! envelopes are shuffled (a fresh uniformly random permutation, so arrival order is not
 //! passed on), numbered `0..n` in shuffled order, and sent as one [`RelayBatch`] over
-//! mutual TLS. The relay remembers, for that round only, which user connection each slot
-//! came from, and routes the [`RelayOutputs`] back as [`OutputShare`]s. When the next
-//! round closes, anything left of the previous one is forgotten.
+//! mutual TLS. The relay remembers, for the last few rounds (`KEEP_ROUNDS`), which user
+//! connection each slot came from, and routes the [`RelayOutputs`] back as
+//! [`OutputShare`]s; older slot maps are forgotten as rounds close. Keeping a few lets an
+//! exchange server that restarted after committing hand out that round's outputs late.
 //!
 //! A relay never sees a pseudonym: it is inside the sealed bytes, which only the target
 //! exchange server can open.
@@ -66,6 +67,10 @@ pub enum RelayError {
 
 type ConnId = u64;
 
+/// Closed rounds whose slot maps a relay keeps, to route outputs that come late (an
+/// exchange server re-releasing after a restart; no round commits while one is down).
+const KEEP_ROUNDS: u64 = 4;
+
 struct OpenRound {
     announce: RoundAnnounce,
     /// Per exchange server: (user connection, sealed bytes) in arrival order.
@@ -78,7 +83,9 @@ struct State {
     open: Option<OpenRound>,
     /// The last round announced (opened), to ignore duplicates from the other servers.
     last_round: Option<u64>,
-    /// Slot → user connection, per (round, server), for the most recently closed round.
+    /// Slot → user connection, per (round, server), for the last [`KEEP_ROUNDS`] closed
+    /// rounds: a restarted exchange server hands out its last committed round's outputs
+    /// again a few rounds late at most.
     inflight: HashMap<(u64, u8), Vec<ConnId>>,
     users: HashMap<ConnId, mpsc::Sender<Vec<u8>>>,
     next_conn: ConnId,
@@ -447,7 +454,7 @@ fn open_round(shared: &Arc<Shared>, a: RoundAnnounce) {
     });
 }
 
-/// Closes the open round: shuffle, number, send; remember slots for this round only.
+/// Closes the open round: shuffle, number, send; remember slots for the last few rounds.
 fn close_round(shared: &Arc<Shared>) {
     let mut rng = rand::thread_rng();
     let mut st = shared.lock();
@@ -455,7 +462,7 @@ fn close_round(shared: &Arc<Shared>) {
         return;
     };
     let round = open.announce.round;
-    st.inflight.clear();
+    st.inflight.retain(|&(r, _), _| r + KEEP_ROUNDS > round);
     for (l, mut envs) in open.envelopes.into_iter().enumerate() {
         envs.shuffle(&mut rng);
         let mut slots = Vec::with_capacity(envs.len());
@@ -497,8 +504,11 @@ fn close_round(shared: &Arc<Shared>) {
 }
 
 fn route_outputs(shared: &Arc<Shared>, l: u8, outputs: RelayOutputs) {
-    let mut st = shared.lock();
-    let Some(slots) = st.inflight.remove(&(outputs.round, l)) else {
+    let mut guard = shared.lock();
+    let st = &mut *guard;
+    // Kept (not removed): a restarted server may send the same round again, and a user
+    // that already has its share ignores the second copy.
+    let Some(slots) = st.inflight.get(&(outputs.round, l)) else {
         tracing::warn!(
             round = outputs.round,
             server = l,

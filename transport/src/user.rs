@@ -2,12 +2,18 @@
 //! sends one block every round (the oldest outbox message, or cover), each of its three
 //! sealed shares through a different randomly chosen relay, and reconstructs its output.
 //! A message leaves the outbox only when its status comes back `delivered` or `stored`;
-//! on `dropped`, on a `retry` notice (from any one server) or on missing outputs it is
-//! sent again next round.
+//! on `dropped` or on a `retry` notice (from any one server) it is sent again next round.
+//!
+//! When a round's outputs are incomplete (an exchange server crashed between commit and
+//! release), the round is *unsettled*: the user cannot tell whether its message went
+//! out, so it sends cover until the missing share arrives late (a restarted server hands
+//! out its last committed round again) and the round settles, reported through
+//! [`User::take_late`]. Resending at once would deliver the message twice. Only after
+//! [`LATE_ROUNDS`] rounds without the share does it give up and resend.
 
 use crate::client::{FromRelay, RelayLink, RelayWriter};
 use crate::output::ServerOutput;
-use crate::wire::{RegisterRequest, RoundAnnounce, SealedEnvelope, WireError};
+use crate::wire::{OutputShare, RegisterRequest, RoundAnnounce, SealedEnvelope, WireError};
 use acs_engine::round::{payload_to_words, Block, Incoming, Output, Role, RoundConfig, Status};
 use acs_kgc::{
     Direction, Envelope, LongTermKey, RegistrationResponse, SignedDescriptor, UserIdentity,
@@ -68,6 +74,26 @@ pub struct RoundReport {
     pub incoming: Option<Incoming>,
 }
 
+/// A round is taken only with at least this long (ms) left to submit.
+const SUBMIT_MARGIN_MS: u64 = 20;
+
+/// Rounds an unsettled round waits for its missing output shares.
+pub const LATE_ROUNDS: u64 = 4;
+
+/// A round whose outputs were incomplete when its wait ended.
+#[derive(Debug)]
+struct Unsettled {
+    round: u64,
+    parts: [Option<Vec<u64>>; 3],
+    sent: Option<OutboxItem>,
+}
+
+/// What one sealed output share said.
+enum Part {
+    Share(Vec<u64>),
+    Retry,
+}
+
 /// A registered user with its relay connections.
 #[derive(Debug)]
 pub struct User {
@@ -81,6 +107,10 @@ pub struct User {
     last_round: Option<u64>,
     /// A round announced while the previous one's outputs were awaited.
     pending_round: Option<RoundAnnounce>,
+    /// Rounds waiting for late output shares, oldest first.
+    unsettled: Vec<Unsettled>,
+    /// Reports of unsettled rounds that settled (or were given up), for `take_late`.
+    late: Vec<RoundReport>,
     timeout: Duration,
 }
 
@@ -118,6 +148,8 @@ impl User {
             outbox: VecDeque::new(),
             last_round: None,
             pending_round: None,
+            unsettled: Vec::new(),
+            late: Vec::new(),
             timeout,
         };
         let now = crate::exchange::clock::now_unix_ms() / 1000;
@@ -157,28 +189,145 @@ impl User {
         }
     }
 
-    /// Waits for the next round to open; returns its announcement.
+    /// Waits for the next round to open; returns its announcement. A round whose
+    /// submission window has already closed (announced while this user was still
+    /// waiting for outputs) is skipped: an envelope for it would only be refused.
     pub async fn next_round(&mut self) -> Result<RoundAnnounce, UserError> {
+        let open = |a: &RoundAnnounce| {
+            a.deadline_unix_ms > crate::exchange::clock::now_unix_ms() + SUBMIT_MARGIN_MS
+        };
         if let Some(a) = self.pending_round.take() {
-            if self.last_round.is_none_or(|l| a.round > l) {
+            if self.last_round.is_none_or(|l| a.round > l) && open(&a) {
                 self.last_round = Some(a.round);
+                self.give_up_unsettled(a.round);
                 return Ok(a);
             }
         }
         loop {
-            if let FromRelay::Round(a) = self.next_event("a round announcement").await? {
-                if self.last_round.is_none_or(|r| a.round > r) {
+            match self.next_event("a round announcement").await? {
+                FromRelay::Round(a) if self.last_round.is_none_or(|r| a.round > r) && open(&a) => {
                     self.last_round = Some(a.round);
+                    self.give_up_unsettled(a.round);
                     return Ok(a);
                 }
+                FromRelay::Output(o) => self.late_output(o),
+                _ => {}
             }
+        }
+    }
+
+    /// Reports of earlier rounds that settled late (their missing output shares came) or
+    /// were given up after [`LATE_ROUNDS`] (`status: None`; the message is resent).
+    pub fn take_late(&mut self) -> Vec<RoundReport> {
+        std::mem::take(&mut self.late)
+    }
+
+    /// Rounds still waiting for late output shares.
+    pub fn unsettled(&self) -> usize {
+        self.unsettled.len()
+    }
+
+    /// Whether a message may have gone out in a round not settled yet.
+    fn in_doubt(&self) -> bool {
+        self.unsettled.iter().any(|u| u.sent.is_some())
+    }
+
+    /// Opens an output share sealed for `round` by server `server`.
+    fn open_part(&self, round: u64, server: usize, sealed: Vec<u8>) -> Result<Part, UserError> {
+        let env = Envelope::from_vec(sealed)?;
+        let bytes = self.keys[server].open(round, Direction::ServerToUser, &env)?;
+        match ServerOutput::decode(&bytes, self.cfg.output_words())
+            .map_err(|e| UserError::Config(e.to_string()))?
+        {
+            ServerOutput::Share(words) => Ok(Part::Share(words)),
+            ServerOutput::Retry => Ok(Part::Retry),
+        }
+    }
+
+    /// A late output share for an unsettled round.
+    fn late_output(&mut self, o: OutputShare) {
+        let l = o.server as usize;
+        let Some(i) = self.unsettled.iter().position(|u| u.round == o.round) else {
+            return;
+        };
+        if l >= 3 {
+            return;
+        }
+        match self.open_part(o.round, l, o.sealed) {
+            Ok(Part::Share(words)) => self.unsettled[i].parts[l] = Some(words),
+            Ok(Part::Retry) => {
+                let u = self.unsettled.remove(i);
+                let report = self.settle(u.round, Some(Status::Retry), u.sent, None);
+                self.late.push(report);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(round = o.round, server = l, error = %e, "late output share skipped");
+                return;
+            }
+        }
+        if let [Some(a), Some(b), Some(c)] = &self.unsettled[i].parts {
+            let output = Output::reconstruct([a, b, c], &self.cfg).ok();
+            let u = self.unsettled.remove(i);
+            let status = output.as_ref().map(|o| o.status);
+            let incoming = output.and_then(|o| o.incoming);
+            let report = self.settle(u.round, status, u.sent, incoming);
+            self.late.push(report);
+        }
+    }
+
+    /// Gives up on unsettled rounds too old for their shares to come (`now` is the
+    /// round just opened): their messages go out again.
+    fn give_up_unsettled(&mut self, now: u64) {
+        while let Some(u) = self.unsettled.first() {
+            if u.round + LATE_ROUNDS > now {
+                break;
+            }
+            let u = self.unsettled.remove(0);
+            tracing::warn!(
+                round = u.round,
+                "output shares never completed; the round's message will be sent again"
+            );
+            self.late.push(RoundReport {
+                round: u.round,
+                status: None,
+                sent: u.sent,
+                incoming: None,
+            });
+        }
+    }
+
+    /// A settled round's report; takes a delivered or stored message out of the outbox.
+    fn settle(
+        &mut self,
+        round: u64,
+        status: Option<Status>,
+        sent: Option<OutboxItem>,
+        incoming: Option<Incoming>,
+    ) -> RoundReport {
+        if matches!(status, Some(Status::Delivered) | Some(Status::Stored))
+            && sent.is_some()
+            && self.outbox.front() == sent.as_ref()
+        {
+            self.outbox.pop_front();
+        }
+        RoundReport {
+            round,
+            status,
+            sent,
+            incoming,
         }
     }
 
     /// Sends this round's block (oldest outbox message, or cover): one sealed share per
     /// server, each through a different random relay where there are enough.
+    /// While an earlier round is unsettled and may have carried the message, cover.
     pub async fn send_block(&mut self, round: u64) -> Result<Option<OutboxItem>, UserError> {
-        let sent = self.outbox.front().cloned();
+        let sent = if self.in_doubt() {
+            None
+        } else {
+            self.outbox.front().cloned()
+        };
         let block = match &sent {
             Some(m) => Block {
                 role: Role::Send,
@@ -218,7 +367,9 @@ impl User {
     /// Collects the three output shares of `round` (until `timeout`), reconstructs the
     /// output and updates the outbox. A `retry` notice from any server ends the wait at
     /// once: the servers agreed not to take this block, so no output will come.
-    /// Outputs that do not open (damaged on the way) are skipped, not fatal.
+    /// Outputs that do not open (damaged on the way) are skipped, not fatal. When shares
+    /// are still missing at the end, the report has `status: None` and the round stays
+    /// unsettled (see the module documentation).
     pub async fn finish_round(
         &mut self,
         round: u64,
@@ -238,23 +389,15 @@ impl User {
             match ev {
                 FromRelay::Output(o) if o.round == round && (o.server as usize) < 3 => {
                     let l = o.server as usize;
-                    let opened = Envelope::from_vec(o.sealed)
-                        .map_err(UserError::from)
-                        .and_then(|env| {
-                            Ok(self.keys[l].open(round, Direction::ServerToUser, &env)?)
-                        })
-                        .and_then(|bytes| {
-                            ServerOutput::decode(&bytes, self.cfg.output_words())
-                                .map_err(|e| UserError::Config(e.to_string()))
-                        });
-                    match opened {
-                        Ok(ServerOutput::Share(words)) => parts[l] = Some(words),
-                        Ok(ServerOutput::Retry) => retry = true,
+                    match self.open_part(round, l, o.sealed) {
+                        Ok(Part::Share(words)) => parts[l] = Some(words),
+                        Ok(Part::Retry) => retry = true,
                         Err(e) => {
                             tracing::warn!(round, server = l, error = %e, "output share skipped")
                         }
                     }
                 }
+                FromRelay::Output(o) => self.late_output(o),
                 // The next round opened before all outputs came: keep it for next_round.
                 FromRelay::Round(a) if self.last_round.is_none_or(|r| a.round > r) => {
                     self.pending_round = Some(a);
@@ -263,26 +406,26 @@ impl User {
             }
         }
         if retry {
-            return Ok(RoundReport {
-                round,
-                status: Some(Status::Retry),
-                sent,
-                incoming: None,
-            });
+            return Ok(self.settle(round, Some(Status::Retry), sent, None));
         }
         let output = match &parts {
             [Some(a), Some(b), Some(c)] => Output::reconstruct([a, b, c], &self.cfg).ok(),
-            _ => None,
+            _ => {
+                self.unsettled.push(Unsettled {
+                    round,
+                    parts,
+                    sent: sent.clone(),
+                });
+                return Ok(RoundReport {
+                    round,
+                    status: None,
+                    sent,
+                    incoming: None,
+                });
+            }
         };
         let status = output.as_ref().map(|o| o.status);
-        if matches!(status, Some(Status::Delivered) | Some(Status::Stored)) && sent.is_some() {
-            self.outbox.pop_front();
-        }
-        Ok(RoundReport {
-            round,
-            status,
-            sent,
-            incoming: output.and_then(|o| o.incoming),
-        })
+        let incoming = output.and_then(|o| o.incoming);
+        Ok(self.settle(round, status, sent, incoming))
     }
 }

@@ -889,9 +889,12 @@ pub async fn run(
 /// - `ACS_FAULT_PAUSE=<phase>:<round>[,...]`: in that round, stop at `collect` (just
 ///   after the announcement), `engine` (before the computation), `prepared` (after the
 ///   durable prepare, before voting) or `committed` (after the commit, before the
-///   outputs go out), log `FAULT: paused`, and wait to be killed.
+///   outputs go out), log `FAULT: paused`, and wait to be killed. `<phase>:armed`
+///   stops in the first round to reach that phase once the file named by
+///   `ACS_FAULT_ARM` exists (so a test can pick a round its users take part in).
 /// - `ACS_FAULT_LIE=<value|check>:<SortComparison|RouteAfterShuffle>:<n>`: lie in the
-///   `n`-th opening (from 0) for that reason in each session's engine.
+///   `n`-th opening (from 0) for that reason, in the first session's engine only (so the
+///   test sees one aborted round and then the honest rounds after it).
 #[cfg(feature = "fault-injection")]
 pub(crate) mod faults {
     use acs_engine::{LieKind, OpeningFault, Reason};
@@ -900,9 +903,12 @@ pub(crate) mod faults {
         let Ok(spec) = std::env::var("ACS_FAULT_PAUSE") else {
             return;
         };
+        let armed =
+            || std::env::var_os("ACS_FAULT_ARM").is_some_and(|p| std::path::Path::new(&p).exists());
         let hit = spec.split(',').any(|p| {
-            p.split_once(':')
-                .is_some_and(|(ph, r)| ph == phase && r.parse() == Ok(round))
+            p.split_once(':').is_some_and(|(ph, r)| {
+                ph == phase && (r.parse() == Ok(round) || (r == "armed" && armed()))
+            })
         });
         if hit {
             tracing::warn!(round, phase, "FAULT: paused; waiting to be killed");
@@ -911,7 +917,11 @@ pub(crate) mod faults {
     }
 
     pub(crate) fn lie() -> Option<OpeningFault> {
+        static USED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
         let spec = std::env::var("ACS_FAULT_LIE").ok()?;
+        if USED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
         let mut it = spec.split(':');
         let kind = match it.next()? {
             "value" => LieKind::Value,

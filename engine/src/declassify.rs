@@ -263,6 +263,12 @@ impl OpeningFault {
 
 #[cfg(feature = "fault-injection")]
 impl AuditLog {
+    /// Openings for `reason` begun so far in this session: with [`OpeningFault::nth`],
+    /// a test aims a lie at an opening still to come (e.g. the first of the next round).
+    pub fn openings_for(&self, reason: Reason) -> u64 {
+        self.entries.iter().filter(|e| e.reason == reason).count() as u64
+    }
+
     /// The lie to tell in the opening about to begin, if any.
     fn fault_now(&self, reason: Reason) -> Option<LieKind> {
         let f = self.fault?;

@@ -186,11 +186,16 @@ fn engine_thread(
         }
     };
     #[cfg(feature = "fault-injection")]
-    if let Some(f) = faults::lie() {
-        tracing::warn!(fault = ?f, "FAULT INJECTION: this server will lie while opening");
-        party.inject_fault(f);
-    }
+    let mut lie = faults::lie();
     while let Ok(job) = jobs.recv() {
+        #[cfg(feature = "fault-injection")]
+        if let Some((reason, nth, kind)) = lie.filter(|_| faults::armed()) {
+            let at = party.audit_log().openings_for(reason) + nth;
+            let f = acs_engine::OpeningFault::nth(reason, at, kind);
+            tracing::warn!(round = job.round, fault = ?f, "FAULT: this server will lie while opening");
+            party.inject_fault(f);
+            lie = None;
+        }
         let result = (|| {
             let agreed = party.agree_online(job.round, &job.heard)?;
             let mut blocks = Vec::with_capacity(agreed.online.len() * cfg.block_words());
@@ -893,11 +898,12 @@ pub async fn run(
 ///   stops in the first round to reach that phase once the file named by
 ///   `ACS_FAULT_ARM` exists (so a test can pick a round its users take part in).
 /// - `ACS_FAULT_LIE=<value|check>:<SortComparison|RouteAfterShuffle>:<n>`: lie in the
-///   `n`-th opening (from 0) for that reason, in the first session's engine only (so the
-///   test sees one aborted round and then the honest rounds after it).
+///   `n`-th opening (from 0) for that reason, counted from the first round computed once
+///   armed (see `ACS_FAULT_ARM`; at once without it), in the first session only (so the
+///   test sees one aborted round and then honest rounds).
 #[cfg(feature = "fault-injection")]
 pub(crate) mod faults {
-    use acs_engine::{LieKind, OpeningFault, Reason};
+    use acs_engine::{LieKind, Reason};
 
     pub(crate) async fn pause(phase: &str, round: u64) {
         let Ok(spec) = std::env::var("ACS_FAULT_PAUSE") else {
@@ -916,7 +922,16 @@ pub(crate) mod faults {
         }
     }
 
-    pub(crate) fn lie() -> Option<OpeningFault> {
+    /// Whether the fault is armed: always without `ACS_FAULT_ARM`, else once that file
+    /// exists.
+    pub(crate) fn armed() -> bool {
+        std::env::var_os("ACS_FAULT_ARM").is_none_or(|p| std::path::Path::new(&p).exists())
+    }
+
+    /// The lie `ACS_FAULT_LIE` asks for: the reason, which of its openings (from the
+    /// first job after arming) and what to corrupt. Taken once per process, so only the
+    /// first session lies.
+    pub(crate) fn lie() -> Option<(Reason, u64, LieKind)> {
         static USED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
         let spec = std::env::var("ACS_FAULT_LIE").ok()?;
         if USED.swap(true, std::sync::atomic::Ordering::Relaxed) {
@@ -934,6 +949,6 @@ pub(crate) mod faults {
             _ => return None,
         };
         let nth = it.next()?.parse().ok()?;
-        Some(OpeningFault::nth(reason, nth, kind))
+        Some((reason, nth, kind))
     }
 }

@@ -7,6 +7,9 @@
 //! Include it after `system.rs`:
 //! `#[path = "common/system.rs"] mod system; #[path = "common/crowd.rs"] mod crowd;`
 
+// Each fault test binary uses a different part of this module.
+#![allow(dead_code)]
+
 use crate::system::Deployment;
 use acs_engine::round::{payload_to_words, Status};
 use acs_kgc::UserIdentity;

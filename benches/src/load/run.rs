@@ -173,7 +173,8 @@ impl Runner {
                 self.sample();
                 on_tick(&self.state);
             }
-            if heartbeat.elapsed() >= Duration::from_secs(30) {
+            // Registration has its own progress lines.
+            if heartbeat.elapsed() >= Duration::from_secs(30) && what != "registration" {
                 heartbeat = Instant::now();
                 eprintln!(
                     "acs-load: still waiting for {what} ({:.0} s)",

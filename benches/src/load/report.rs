@@ -332,3 +332,49 @@ impl LoadReport {
         o
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    fn series(rss_mib: &[u64]) -> MemorySeries {
+        let rss: Vec<u64> = rss_mib.iter().map(|m| m * MIB).collect();
+        let mut hwm = Vec::new();
+        let mut top = 0;
+        for &r in &rss {
+            top = top.max(r);
+            hwm.push(top);
+        }
+        MemorySeries {
+            process: "exchange-0".into(),
+            rss_after_round: rss.clone(),
+            peak_in_round: rss,
+            hwm_after_round: hwm,
+            peak: top,
+        }
+    }
+
+    #[test]
+    fn flat_noise_passes_growth_fails() {
+        let noisy = series(&[100, 104, 103, 105, 102, 104, 103, 105, 104, 103]);
+        assert!(flatness(&noisy, 10.0, 8.0).unwrap().flat);
+        // 5 MiB per round from round 3 on: +35 MiB, +27%.
+        let growing = series(&[100, 120, 130, 135, 140, 145, 150, 155, 160, 165]);
+        let f = flatness(&growing, 10.0, 8.0).unwrap();
+        assert!(!f.flat);
+        assert!((f.rss_growth_pct - (165.0 / 130.0 - 1.0) * 100.0).abs() < 1e-9);
+        // A small process may move by a few MiB: within the absolute slack.
+        let small = series(&[20, 20, 20, 21, 22, 23, 23, 24, 24, 24]);
+        assert!(flatness(&small, 10.0, 8.0).unwrap().flat);
+        assert!(flatness(&series(&[1, 2, 3, 4]), 10.0, 8.0).is_none());
+    }
+
+    #[test]
+    fn median_is_the_upper_middle() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 3.0);
+        assert_eq!(median(&[]), 0.0);
+    }
+}

@@ -725,3 +725,33 @@ fn loadavg() -> String {
         .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> LoadArgs {
+        #[derive(Parser)]
+        struct A {
+            #[command(flatten)]
+            a: LoadArgs,
+        }
+        let mut v = vec!["acs-load"];
+        v.extend_from_slice(extra);
+        A::parse_from(v).a
+    }
+
+    #[test]
+    fn plan_spreads_connections_under_the_fd_limit() {
+        // 10^5 users × 3 connections with 20000 descriptors: 19 relays and 19 drivers of
+        // at most 80% of (20000 - 200) connections each.
+        let p = plan(&args(&["--users", "100000"]), 20_000).unwrap();
+        assert_eq!((p.entries, p.drivers, p.relays_per_user), (19, 19, 3));
+        assert_eq!(p.window_ms, 52_000);
+        let p = plan(&args(&["--users", "1000"]), 20_000).unwrap();
+        assert_eq!((p.entries, p.drivers), (3, 1));
+        assert!(plan(&args(&["--users", "100000", "--entries", "3"]), 20_000).is_err());
+        assert!(plan(&args(&["--users", "3"]), 20_000).is_err());
+    }
+}

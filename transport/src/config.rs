@@ -55,6 +55,8 @@ pub struct LimitsFile {
     pub frame_timeout_ms: u64,
     /// Time open connections get on shutdown.
     pub shutdown_grace_ms: u64,
+    /// A relay closes a user connection silent this long (users send every round).
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for LimitsFile {
@@ -65,6 +67,7 @@ impl Default for LimitsFile {
             handshake_timeout_ms: d.handshake_timeout.as_millis() as u64,
             frame_timeout_ms: d.frame_timeout.as_millis() as u64,
             shutdown_grace_ms: d.shutdown_grace.as_millis() as u64,
+            idle_timeout_ms: d.idle_timeout.as_millis() as u64,
         }
     }
 }
@@ -77,6 +80,7 @@ impl LimitsFile {
             handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
             frame_timeout: Duration::from_millis(self.frame_timeout_ms),
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
         }
     }
 }
@@ -101,6 +105,7 @@ fn default_max_envelopes() -> usize {
 /// handshake_timeout_ms = 5000
 /// frame_timeout_ms = 10000
 /// shutdown_grace_ms = 2000
+/// idle_timeout_ms = 600000       # close user connections silent this long
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -29,6 +29,10 @@ pub struct Limits {
     pub frame_timeout: Duration,
     /// On shutdown, how long open connections get to finish before they are dropped.
     pub shutdown_grace: Duration,
+    /// How long a connection may stay silent before it is closed, where the protocol
+    /// expects traffic (a relay's users send every round): idle connections must not
+    /// hold the `max_connections` slots for ever.
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -38,6 +42,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(5),
             frame_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(600),
         }
     }
 }

@@ -247,6 +247,41 @@ fn main() -> ExitCode {
     }
 }
 
+/// TEST INSTRUMENT (feature `fault-injection`, which only the crate's own tests turn on):
+/// `ACS_FAULT_TAMPER=<drop|dup|reorder|flip>:<n>:<server>` makes this relay tamper with
+/// its first non-empty batch for exchange server `server` (see `relay::TamperAction`).
+#[cfg(feature = "fault-injection")]
+fn tamper_from_env() -> Result<Option<relay::Tamper>, String> {
+    use relay::{Tamper, TamperAction};
+    let Ok(spec) = std::env::var("ACS_FAULT_TAMPER") else {
+        return Ok(None);
+    };
+    let bad = || format!("ACS_FAULT_TAMPER={spec:?}: want <drop|dup|reorder|flip>:<n>:<server>");
+    let parts: Vec<&str> = spec.split(':').collect();
+    let [action, n, server] = parts[..] else {
+        return Err(bad());
+    };
+    let n: usize = n.parse().map_err(|_| bad())?;
+    let action = match action {
+        "drop" => TamperAction::Drop(n),
+        "dup" => TamperAction::Duplicate(n),
+        "reorder" => TamperAction::Reorder,
+        "flip" => TamperAction::FlipBit(n),
+        _ => return Err(bad()),
+    };
+    let server: u8 = server.parse().ok().filter(|s| *s < 3).ok_or_else(bad)?;
+    tracing::warn!(
+        ?action,
+        server,
+        "FAULT: this relay will tamper with a batch"
+    );
+    Ok(Some(Tamper {
+        server,
+        round: 0,
+        action,
+    }))
+}
+
 async fn run_entry(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
     // Handlers first: a signal that arrives while starting must stop us gracefully too.
     let signals = Signals::install()?;
@@ -254,6 +289,12 @@ async fn run_entry(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
     let cfg = file.relay_config()?;
     let listener = tokio::net::TcpListener::bind(file.listen).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    #[cfg(feature = "fault-injection")]
+    let relay = match tamper_from_env()? {
+        Some(t) => relay::start_tampering(cfg, listener, shutdown_rx, t)?,
+        None => relay::start(cfg, listener, shutdown_rx)?,
+    };
+    #[cfg(not(feature = "fault-injection"))]
     let relay = relay::start(cfg, listener, shutdown_rx)?;
     tracing::info!(index = file.index, addr = %relay.user_addr, "entry relay listening");
     signals.wait().await;

@@ -362,54 +362,64 @@ async fn accept_prev(
     let peer = cfg.party.prev();
     let role = Role::Exchange(peer.index() as u8);
     let mut last = String::from("no connection");
+    // Handshakes run side by side (at most `ACCEPT_PARALLEL` at a time), so connections
+    // that stall their handshake cannot keep the real peer waiting behind them; the first
+    // one that proves to be the peer wins and the rest are dropped.
+    let mut attempts = tokio::task::JoinSet::new();
     loop {
-        let (tcp, addr) = match tokio::time::timeout_at(deadline, listener.accept()).await {
-            Ok(Ok(x)) => x,
-            Ok(Err(e)) => {
-                last = e.to_string();
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-            Err(_) => {
-                return Err(MeshError::Timeout {
-                    peer,
-                    timeout: cfg.establish_timeout,
-                    last,
-                })
-            }
-        };
-        let attempt = async {
-            let _ = tcp.set_nodelay(true);
-            let mut s = listener::handshake(&acceptor, tcp, cfg.limits.handshake_timeout).await?;
-            let certs = s.get_ref().1.peer_certificates();
-            if let Err(e) = tls::verify_peer_role(certs, role) {
-                let notice = WireError::Invalid {
-                    ty: MsgType::PeerHello,
-                    reason: e.to_string(),
+        tokio::select! {
+            accepted = listener.accept(), if attempts.len() < ACCEPT_PARALLEL => {
+                let (tcp, addr) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        last = e.to_string();
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
                 };
-                wire::send_notice(&mut s, &notice).await;
-                let _ = s.shutdown().await;
-                return Err(MeshError::Tls(e));
+                let (cfg, acceptor) = (cfg.clone(), acceptor.clone());
+                attempts.spawn(async move {
+                    let attempt = async {
+                        let _ = tcp.set_nodelay(true);
+                        let mut s =
+                            listener::handshake(&acceptor, tcp, cfg.limits.handshake_timeout).await?;
+                        let certs = s.get_ref().1.peer_certificates();
+                        if let Err(e) = tls::verify_peer_role(certs, role) {
+                            let notice = WireError::Invalid {
+                                ty: MsgType::PeerHello,
+                                reason: e.to_string(),
+                            };
+                            wire::send_notice(&mut s, &notice).await;
+                            let _ = s.shutdown().await;
+                            return Err(MeshError::Tls(e));
+                        }
+                        let status = hello(&cfg, &mut s, peer).await?;
+                        Ok::<_, MeshError>((s, status))
+                    };
+                    (addr, attempt.await)
+                });
             }
-            let status = hello(cfg, &mut s, peer).await?;
-            Ok::<_, MeshError>((s, status))
-        };
-        match tokio::time::timeout_at(deadline, attempt).await {
-            Ok(Ok(s)) => return Ok(s),
-            Ok(Err(e)) => {
-                tracing::warn!(party = %cfg.party, %addr, error = %e, "rejected peer connection");
-                last = e.to_string();
-            }
-            Err(_) => {
+            Some(done) = attempts.join_next(), if !attempts.is_empty() => match done {
+                Ok((_, Ok(s))) => return Ok(s),
+                Ok((addr, Err(e))) => {
+                    tracing::warn!(party = %cfg.party, %addr, error = %e, "rejected peer connection");
+                    last = e.to_string();
+                }
+                Err(e) => last = e.to_string(),
+            },
+            _ = tokio::time::sleep_until(deadline) => {
                 return Err(MeshError::Timeout {
                     peer,
                     timeout: cfg.establish_timeout,
                     last,
-                })
+                });
             }
         }
     }
 }
+
+/// Peer-port handshakes run at once while the mesh forms.
+const ACCEPT_PARALLEL: usize = 64;
 
 /// Starts reader and writer tasks for the two links (any streams; the TLS ones in
 /// production).

@@ -46,6 +46,9 @@ pub enum OutputFormatError {
     /// An unknown kind byte.
     #[error("unknown server output kind {0}")]
     Kind(u8),
+    /// A `retry` notice whose padding is not zero.
+    #[error("retry notice with non-zero padding")]
+    Padding,
 }
 
 impl ServerOutput {
@@ -83,7 +86,8 @@ impl ServerOutput {
                     .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
                     .collect(),
             )),
-            RETRY => Ok(ServerOutput::Retry),
+            RETRY if bytes[1..].iter().all(|&b| b == 0) => Ok(ServerOutput::Retry),
+            RETRY => Err(OutputFormatError::Padding),
             k => Err(OutputFormatError::Kind(k)),
         }
     }

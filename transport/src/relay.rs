@@ -67,6 +67,14 @@ pub enum RelayError {
 
 type ConnId = u64;
 
+/// What users may send a relay (anything else is refused before its body is read).
+const USER_TYPES: [MsgType; 3] = [
+    MsgType::SealedEnvelope,
+    MsgType::RegisterRequest,
+    MsgType::ErrorNotice,
+];
+const USER_EXPECTED: &str = "SealedEnvelope or RegisterRequest";
+
 /// Closed rounds whose slot maps a relay keeps, to route outputs that come late (an
 /// exchange server re-releasing after a restart; no round commits while one is down).
 const KEEP_ROUNDS: u64 = 4;
@@ -91,6 +99,9 @@ struct State {
     next_conn: ConnId,
     registrations: HashMap<(u8, u64), ConnId>,
     next_request: u64,
+    /// Whether the fault tests' tampering has happened (it happens once).
+    #[cfg(feature = "fault-injection")]
+    tampered: bool,
 }
 
 /// Counters an operator (and the tests) can read.
@@ -156,21 +167,23 @@ fn now_unix_ms() -> u64 {
 pub struct Tamper {
     /// The exchange server whose batches are tampered with.
     pub server: u8,
-    /// The only round tampered with.
+    /// Tampers with the first non-empty batch for `server` from this round on, once.
     pub round: u64,
     /// What is done.
     pub action: TamperAction,
 }
 
-/// What a tampering relay does to a batch.
+/// What a tampering relay does to a batch. It tampers *consistently*: it numbers the
+/// slots after tampering and routes outputs by those numbers, as a malicious relay that
+/// wants to stay unnoticed would.
 #[cfg(feature = "fault-injection")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TamperAction {
     /// Leaves out the first `n` envelopes.
     Drop(usize),
-    /// Sends the first `n` envelopes twice (the copies under new slot numbers).
+    /// Sends the first `n` envelopes twice (the copies in slots of their own).
     Duplicate(usize),
-    /// Sends the envelopes in reverse order (slot numbers unchanged).
+    /// Reverses the (already shuffled) order: one more permutation, harmless.
     Reorder,
     /// Flips one bit in each of the first `n` envelopes.
     FlipBit(usize),
@@ -178,34 +191,34 @@ pub enum TamperAction {
 
 #[cfg(feature = "fault-injection")]
 impl Tamper {
-    fn apply(&self, round: u64, server: usize, entries: &mut Vec<BatchEntry>) {
-        if round != self.round || server != self.server as usize {
-            return;
+    /// Tampers with one server's shuffled `(connection, sealed)` list before it is
+    /// numbered. Returns whether it tampered.
+    fn apply(&self, round: u64, server: usize, envs: &mut Vec<(ConnId, Vec<u8>)>) -> bool {
+        if round < self.round || server != self.server as usize || envs.is_empty() {
+            return false;
         }
-        let n = entries.len();
+        let n = envs.len();
         match self.action {
             TamperAction::Drop(k) => {
-                entries.drain(..k.min(n));
+                envs.drain(..k.min(n));
             }
             TamperAction::Duplicate(k) => {
                 for i in 0..k.min(n) {
-                    let copy = BatchEntry {
-                        slot: (n + i) as u32,
-                        sealed: entries[i].sealed.clone(),
-                    };
-                    entries.push(copy);
+                    let copy = envs[i].clone();
+                    envs.push(copy);
                 }
             }
-            TamperAction::Reorder => entries.reverse(),
+            TamperAction::Reorder => envs.reverse(),
             TamperAction::FlipBit(k) => {
-                for e in entries.iter_mut().take(k) {
-                    if let Some(b) = e.sealed.last_mut() {
+                for (_, sealed) in envs.iter_mut().take(k) {
+                    if let Some(b) = sealed.last_mut() {
                         *b ^= 1;
                     }
                 }
             }
         }
         tracing::warn!(round, server, action = ?self.action, "TAMPERING with the batch (fault test)");
+        true
     }
 }
 
@@ -260,6 +273,8 @@ fn start_relay(
             next_conn: 0,
             registrations: HashMap::new(),
             next_request: 0,
+            #[cfg(feature = "fault-injection")]
+            tampered: false,
         }),
         upstream,
         stats: stats.clone(),
@@ -465,6 +480,10 @@ fn close_round(shared: &Arc<Shared>) {
     st.inflight.retain(|&(r, _), _| r + KEEP_ROUNDS > round);
     for (l, mut envs) in open.envelopes.into_iter().enumerate() {
         envs.shuffle(&mut rng);
+        #[cfg(feature = "fault-injection")]
+        if let Some(t) = shared.tamper.as_ref().filter(|_| !st.tampered) {
+            st.tampered = t.apply(round, l, &mut envs);
+        }
         let mut slots = Vec::with_capacity(envs.len());
         let mut entries = Vec::with_capacity(envs.len());
         for (slot, (conn, sealed)) in envs.into_iter().enumerate() {
@@ -473,10 +492,6 @@ fn close_round(shared: &Arc<Shared>) {
                 slot: slot as u32,
                 sealed,
             });
-        }
-        #[cfg(feature = "fault-injection")]
-        if let Some(t) = &shared.tamper {
-            t.apply(round, l, &mut entries);
         }
         let n = entries.len();
         let batch = RelayBatch { round, entries };
@@ -619,10 +634,17 @@ async fn serve_user(
 
     let result: Result<(), WireError> = async {
         loop {
+            // Users send every round: a connection silent for `idle_timeout` is closed so
+            // that idle connections cannot hold every slot.
+            let read = tokio::time::timeout(
+                limits.idle_timeout,
+                wire::read_frame_of(&mut rd, limits.frame_timeout, &USER_TYPES, USER_EXPECTED),
+            );
             let frame = tokio::select! {
-                f = wire::read_frame(&mut rd, limits.frame_timeout) => match f {
-                    Err(WireError::Closed) => return Ok(()),
-                    f => f?,
+                f = read => match f {
+                    Err(_) => return Err(WireError::Idle(limits.idle_timeout)),
+                    Ok(Err(WireError::Closed)) => return Ok(()),
+                    Ok(f) => f?,
                 },
                 _ = listener::shutdown_signalled(&mut shutdown) => return Ok(()),
             };

@@ -109,6 +109,12 @@ pub struct User {
     pending_round: Option<RoundAnnounce>,
     /// Rounds waiting for late output shares, oldest first.
     unsettled: Vec<Unsettled>,
+    /// Submission deadline of the round last taken.
+    last_deadline: u64,
+    /// The last round each relay link announced: a share goes only through a relay that
+    /// has opened the round (the announcements reach the relays at slightly different
+    /// times, and an early envelope is refused).
+    relay_round: Vec<u64>,
     /// Reports of unsettled rounds that settled (or were given up), for `take_late`.
     late: Vec<RoundReport>,
     timeout: Duration,
@@ -149,6 +155,8 @@ impl User {
             last_round: None,
             pending_round: None,
             unsettled: Vec::new(),
+            relay_round: vec![0; relays.len()],
+            last_deadline: 0,
             late: Vec::new(),
             timeout,
         };
@@ -176,12 +184,22 @@ impl User {
         Ok(user)
     }
 
+    /// Notes which relay announced which round.
+    fn note(&mut self, tag: usize, ev: &FromRelay) {
+        if let (FromRelay::Round(a), Some(r)) = (ev, self.relay_round.get_mut(tag)) {
+            *r = (*r).max(a.round);
+        }
+    }
+
     async fn next_event(&mut self, what: &'static str) -> Result<FromRelay, UserError> {
         loop {
             match tokio::time::timeout(self.timeout, self.events.recv()).await {
                 Err(_) => return Err(UserError::Timeout(what)),
                 Ok(None) => return Err(UserError::Disconnected),
-                Ok(Some((_, Ok(ev)))) => return Ok(ev),
+                Ok(Some((tag, Ok(ev)))) => {
+                    self.note(tag, &ev);
+                    return Ok(ev);
+                }
                 Ok(Some((tag, Err(e)))) => {
                     tracing::warn!(relay_link = tag, error = %e, "relay link ended");
                 }
@@ -199,6 +217,7 @@ impl User {
         if let Some(a) = self.pending_round.take() {
             if self.last_round.is_none_or(|l| a.round > l) && open(&a) {
                 self.last_round = Some(a.round);
+                self.last_deadline = a.deadline_unix_ms;
                 self.give_up_unsettled(a.round);
                 return Ok(a);
             }
@@ -207,6 +226,7 @@ impl User {
             match self.next_event("a round announcement").await? {
                 FromRelay::Round(a) if self.last_round.is_none_or(|r| a.round > r) && open(&a) => {
                     self.last_round = Some(a.round);
+                    self.last_deadline = a.deadline_unix_ms;
                     self.give_up_unsettled(a.round);
                     return Ok(a);
                 }
@@ -214,6 +234,42 @@ impl User {
                 _ => {}
             }
         }
+    }
+
+    /// The relay links that have opened `round`: waits a little (a quarter of what is
+    /// left of the window) for the others' announcements, then goes with those that came.
+    async fn relays_open(&mut self, round: u64) -> Result<Vec<usize>, UserError> {
+        let open = |u: &User| -> Vec<usize> {
+            (0..u.relay_round.len())
+                .filter(|&t| u.relay_round[t] >= round)
+                .collect()
+        };
+        let left_ms = self
+            .last_deadline
+            .saturating_sub(crate::exchange::clock::now_unix_ms());
+        let wait = tokio::time::Instant::now() + Duration::from_millis(left_ms / 4);
+        while open(self).len() < self.relay_round.len() {
+            match tokio::time::timeout_at(wait, self.events.recv()).await {
+                Err(_) => break,
+                Ok(None) => return Err(UserError::Disconnected),
+                Ok(Some((tag, Ok(ev)))) => {
+                    self.note(tag, &ev);
+                    match ev {
+                        FromRelay::Output(o) => self.late_output(o),
+                        FromRelay::Round(a) if a.round > round => self.pending_round = Some(a),
+                        _ => {}
+                    }
+                }
+                Ok(Some((_, Err(_)))) => {}
+            }
+        }
+        let ready = open(self);
+        if ready.is_empty() {
+            // Announced through a link that then failed: use them all and let a refusal
+            // show up as a retry.
+            return Ok((0..self.writers.len()).collect());
+        }
+        Ok(ready)
     }
 
     /// Reports of earlier rounds that settled late (their missing output shares came) or
@@ -342,7 +398,7 @@ impl User {
             None => Block::cover(&self.cfg),
         };
         let shares = block.share(&self.cfg, &mut rand::thread_rng());
-        let mut order: Vec<usize> = (0..self.writers.len()).collect();
+        let mut order = self.relays_open(round).await?;
         order.shuffle(&mut rand::thread_rng());
         for (server, share) in shares.iter().enumerate() {
             let bytes: Vec<u8> = share.iter().flat_map(|w| w.to_le_bytes()).collect();
@@ -383,7 +439,10 @@ impl User {
             let ev = match tokio::time::timeout_at(deadline, self.events.recv()).await {
                 Err(_) => break,
                 Ok(None) => return Err(UserError::Disconnected),
-                Ok(Some((_, Ok(ev)))) => ev,
+                Ok(Some((tag, Ok(ev)))) => {
+                    self.note(tag, &ev);
+                    ev
+                }
                 Ok(Some((_, Err(_)))) => continue,
             };
             match ev {

@@ -19,8 +19,9 @@
 //! `replayed_envelopes_are_rejected_and_the_message_arrives_once` replays a user's sealed
 //! envelopes in the same and in later rounds.
 //!
-//! Tests marked `#[ignore = "bug: ..."]` show weaknesses found here; each asserts the
-//! behaviour the system should have, and fails today.
+//! The last three tests were written against weaknesses found here (a relay buffering a
+//! server-only frame type up to its cap, idle connections holding a relay's slots,
+//! stalled peer-port handshakes keeping the mesh from forming) and pass since the fixes.
 
 #[path = "common/system.rs"]
 mod system;
@@ -842,6 +843,7 @@ fn the_relays_connection_cap_deadlines_and_per_connection_limits_act() {
                 handshake_timeout_ms: HANDSHAKE.as_millis() as u64,
                 frame_timeout_ms: FRAME.as_millis() as u64,
                 shutdown_grace_ms: 300,
+                idle_timeout_ms: 60_000,
             },
             max_envelopes_per_round: 3,
             ..Options::default()
@@ -1356,14 +1358,10 @@ fn replayed_envelopes_are_rejected_and_the_message_arrives_once() {
     })
 }
 
-/// The relay's user port reads a frame up to the cap of the *type the header names*
-/// before checking that users may send that type at all: an unauthenticated TLS client
-/// announcing an `MpcData` frame (cap 1 GiB) or a `RelayBatch` (256 MiB) makes the relay
-/// buffer everything it sends, then closes with `Unexpected`. The relay should refuse a
-/// type it does not take from users as soon as the header is in, as it refuses an
-/// over-long `SealedEnvelope`.
+/// The relay's user port refuses a type users may not send (here `MpcData`, whose cap is
+/// 1 GiB) as soon as the header names it, before its body: an unauthenticated TLS client
+/// cannot make the relay buffer up to a server-only type's cap.
 #[cfg(unix)]
-#[ignore = "bug: the relay's user port buffers MpcData/RelayBatch frames up to their 1 GiB / 256 MiB caps before refusing the type (transport/src/relay.rs serve_user reads with wire::read_frame, which caps by the header's own type)"]
 #[test]
 fn the_user_port_refuses_server_only_frame_types_before_their_body() {
     run(async {
@@ -1413,19 +1411,19 @@ fn the_user_port_refuses_server_only_frame_types_before_their_body() {
     })
 }
 
-/// Connections that complete TLS and then say nothing are kept for ever (waiting for a
-/// frame to *start* has no deadline, since users idle between rounds): an attacker who
-/// opens `max_connections` of them holds every slot of a relay, and no new user gets in
-/// until the attacker lets go. Honest users send an envelope every round, so a relay could
-/// close connections that stay silent for a few rounds, or cap connections per address.
+/// Connections that complete TLS and then say nothing must not hold a relay's slots for
+/// ever: honest users send an envelope every round, so the relay closes a user connection
+/// silent for `idle_timeout_ms`, and a new user gets in after an attacker filled
+/// `max_connections` with idle connections.
 #[cfg(unix)]
-#[ignore = "bug: idle TLS connections hold the relay's connection slots indefinitely; no idle deadline or per-address cap (transport/src/relay.rs serve_user, transport/src/wire/mod.rs read_frame: no deadline before a frame's first byte)"]
 #[test]
 fn idle_tls_connections_do_not_lock_new_users_out() {
     run(async {
         let d = Deployment::write(Options {
             entry_limits: LimitsToml {
                 max_connections: 8,
+                // Shorter than the rounds the test waits out below.
+                idle_timeout_ms: 1000,
                 ..LimitsToml::default()
             },
             ..Options::default()
@@ -1457,18 +1455,12 @@ fn idle_tls_connections_do_not_lock_new_users_out() {
     })
 }
 
-/// The peer port accepts one connection at a time while the mesh is being established
-/// (`accept_prev` in transport/src/mpc.rs handshakes each accepted connection before
-/// accepting the next), so clients that connect and stall the handshake delay the real
-/// peer by a full handshake timeout each, and the dialing peer gives up on its own
-/// connection after one handshake timeout (`listener::connect` covers the wait in the
-/// backlog too) and queues again behind the attacker's fresh connections. Eight stalled
-/// connections, kept up, on server 1's peer port keep server 0 out for as long as they
-/// last (seen: no round in 20 s; `start_session` retries for ever). The acceptor should
-/// handshake concurrently and take the first connection that proves to be the expected
-/// peer (or the dialer should allow for a queue before its handshake starts).
+/// Clients that connect to an exchange server's peer port and stall the handshake while
+/// the mesh forms must not keep the real peer out: `accept_prev` (transport/src/mpc.rs)
+/// handshakes the connections it accepts side by side and takes the first that proves to
+/// be the peer. (When it handshook one at a time, eight stalled connections kept server 0
+/// out for good: no round in 20 s.)
 #[cfg(unix)]
-#[ignore = "bug: stalled connections to an exchange server's peer port during mesh establishment block the mesh (transport/src/mpc.rs accept_prev handshakes one connection at a time)"]
 #[test]
 fn stalled_peer_port_connections_do_not_stop_the_mesh_forming() {
     run(async {

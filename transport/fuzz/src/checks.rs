@@ -377,6 +377,7 @@ fn write_private(path: &PathBuf, data: &[u8]) {
 /// `Output::from_words` and `Output::reconstruct` (user, from the three output shares it
 /// opened): the first byte picks the payload size (0..=4 words), the rest are the words.
 pub fn engine_output(data: &[u8]) {
+    server_output(data);
     let Some((&size, rest)) = data.split_first() else {
         return;
     };
@@ -397,6 +398,23 @@ pub fn engine_output(data: &[u8]) {
         assert_eq!(
             output.to_words(&cfg),
             words,
+            "accepted output does not re-encode"
+        );
+    }
+}
+
+/// `ServerOutput::decode` (user, on the plaintext of each opened output share): the
+/// first byte picks the output size (0..=15 words), the rest is the plaintext. Called
+/// from the `engine_output` target, which reaches the same user code path.
+pub fn server_output(data: &[u8]) {
+    let Some((&size, rest)) = data.split_first() else {
+        return;
+    };
+    let words = size as usize % 16;
+    if let Ok(out) = acs_transport::output::ServerOutput::decode(rest, words) {
+        assert_eq!(
+            &out.encode(words)[..],
+            rest,
             "accepted output does not re-encode"
         );
     }

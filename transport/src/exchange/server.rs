@@ -569,6 +569,7 @@ impl RoundLoop {
         let retries: Vec<Answer> = release::retry_all(routes)
             .filter(|a| done.online.binary_search(&a.user).is_err())
             .collect();
+        log_left_out(a.round, &retries);
         let mut record = (done.online.len() as u64).to_le_bytes().to_vec();
         record.extend_from_slice(&done.digest);
         let effects = RoundEffects {
@@ -727,6 +728,25 @@ fn log_rejections(round: u64, rejected: &[super::intake::Rejected]) {
     }
     for ((relay, why), n) in by_relay {
         tracing::warn!(round, relay, reason = %why, rejected = n, "envelopes rejected");
+    }
+}
+
+/// Logs, per relay they came through here, the users this server heard that were left
+/// out of the round because another server did not hear them: one of their other shares
+/// was lost (by the user, a relay or the network; this server cannot tell which relay
+/// carried the lost one, so an operator compares the servers' lines).
+fn log_left_out(round: u64, retries: &[Answer]) {
+    let mut by_relay: std::collections::BTreeMap<u32, usize> = Default::default();
+    for a in retries {
+        *by_relay.entry(a.relay).or_default() += 1;
+    }
+    for (relay, n) in by_relay {
+        tracing::warn!(
+            round,
+            relay,
+            users = n,
+            "users heard here but not by every server; told to retry"
+        );
     }
 }
 

@@ -208,6 +208,9 @@ pub enum WireError {
     /// A frame that had started did not finish in time.
     #[error("timed out after {0:?} in the middle of a frame")]
     Timeout(Duration),
+    /// Nothing arrived for this long on a link where traffic is expected.
+    #[error("connection idle for {0:?}")]
+    Idle(Duration),
     /// We refuse to send a body over the cap (a bug or an oversized engine batch).
     #[error("refusing to send {ty:?} body of {len} bytes: cap is {cap}")]
     OutgoingTooLong {
@@ -247,7 +250,7 @@ impl WireError {
             WireError::TooLong { .. } => Some(ErrorCode::TooLong),
             WireError::Unexpected { .. } => Some(ErrorCode::Unexpected),
             WireError::Invalid { .. } => Some(ErrorCode::Invalid),
-            WireError::Timeout(_) => Some(ErrorCode::Timeout),
+            WireError::Timeout(_) | WireError::Idle(_) => Some(ErrorCode::Timeout),
             WireError::OutgoingTooLong { .. } | WireError::Encode { .. } => {
                 Some(ErrorCode::Internal)
             }
@@ -422,12 +425,24 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     body_timeout: Duration,
 ) -> Result<Frame, WireError> {
+    read_frame_of(r, body_timeout, &MsgType::ALL, "any message type").await
+}
+
+/// [`read_frame`] on a link that carries only the types in `allowed`: any other type is
+/// refused ([`WireError::Unexpected`]) as soon as its tag is in, before its body, so a
+/// peer cannot make this side buffer up to another type's (larger) cap.
+pub async fn read_frame_of<R: AsyncRead + Unpin>(
+    r: &mut R,
+    body_timeout: Duration,
+    allowed: &[MsgType],
+    expected: &'static str,
+) -> Result<Frame, WireError> {
     let mut h = [0u8; HEADER_LEN];
     let first = r.read(&mut h).await?;
     if first == 0 {
         return Err(WireError::Closed);
     }
-    match tokio::time::timeout(body_timeout, read_rest(r, h, first)).await {
+    match tokio::time::timeout(body_timeout, read_rest(r, h, first, allowed, expected)).await {
         Ok(result) => result,
         Err(_) => Err(WireError::Timeout(body_timeout)),
     }
@@ -437,6 +452,8 @@ async fn read_rest<R: AsyncRead + Unpin>(
     r: &mut R,
     mut h: [u8; HEADER_LEN],
     mut got: usize,
+    allowed: &[MsgType],
+    expected: &'static str,
 ) -> Result<Frame, WireError> {
     loop {
         // Reject a wrong version or type as soon as those bytes are in, without waiting
@@ -445,7 +462,10 @@ async fn read_rest<R: AsyncRead + Unpin>(
             return Err(WireError::Version { got: h[0] });
         }
         if got >= 2 {
-            MsgType::from_tag(h[1]).ok_or(WireError::UnknownType(h[1]))?;
+            let ty = MsgType::from_tag(h[1]).ok_or(WireError::UnknownType(h[1]))?;
+            if !allowed.contains(&ty) {
+                return Err(WireError::Unexpected { got: ty, expected });
+            }
         }
         if got == HEADER_LEN {
             break;

@@ -129,11 +129,14 @@ impl Crowd {
         }
     }
 
-    /// Whether every message has left its outbox and no round is waiting for shares.
+    /// Whether every message has left its outbox, no round is waiting for shares, and as
+    /// many messages arrived as were sent (a stored one arrives a round or more after
+    /// its sender saw `stored`).
     pub fn settled(&self) -> bool {
         self.users
             .iter()
             .all(|u| u.outbox.is_empty() && u.unsettled() == 0)
+            && self.tally.received.len() >= self.sent.len()
     }
 
     /// One round for every user: take the next open round, send, collect the outputs.

@@ -46,6 +46,7 @@ pub fn test_limits() -> Limits {
         handshake_timeout: Duration::from_millis(500),
         frame_timeout: Duration::from_millis(500),
         shutdown_grace: Duration::from_millis(200),
+        idle_timeout: Duration::from_secs(60),
     }
 }
 

@@ -30,16 +30,19 @@ pub struct LimitsToml {
     pub frame_timeout_ms: u64,
     /// Shutdown grace.
     pub shutdown_grace_ms: u64,
+    /// Silence after which a relay closes a user connection.
+    pub idle_timeout_ms: u64,
 }
 
 impl LimitsToml {
     fn toml(&self) -> String {
         format!(
-            "[limits]\nmax_connections = {}\nhandshake_timeout_ms = {}\nframe_timeout_ms = {}\nshutdown_grace_ms = {}\n",
+            "[limits]\nmax_connections = {}\nhandshake_timeout_ms = {}\nframe_timeout_ms = {}\nshutdown_grace_ms = {}\nidle_timeout_ms = {}\n",
             self.max_connections,
             self.handshake_timeout_ms,
             self.frame_timeout_ms,
-            self.shutdown_grace_ms
+            self.shutdown_grace_ms,
+            self.idle_timeout_ms
         )
     }
 }
@@ -52,6 +55,7 @@ impl Default for LimitsToml {
             handshake_timeout_ms: 500,
             frame_timeout_ms: 500,
             shutdown_grace_ms: 300,
+            idle_timeout_ms: 60_000,
         }
     }
 }
@@ -99,13 +103,19 @@ impl Default for Options {
 }
 
 /// A port that was free a moment ago (bound and released: another process could take it
-/// in between, a small risk for a test).
+/// in between, a small risk for a test). Drawn below the kernel's ephemeral range
+/// (32768 and up by default), so the many outgoing connections of tests running at the
+/// same time (or of a load run) cannot take it first.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    for _ in 0..1000 {
+        let port = rng.gen_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000");
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -236,11 +246,17 @@ max_envelopes_per_round = {max}
 
     /// Starts `acs entry` for relay `j`, logging to `entry{j}{suffix}.log`.
     pub fn start_entry(&self, j: u32, suffix: &str) -> Proc {
-        Proc::spawn(
+        self.start_entry_with(j, suffix, &[])
+    }
+
+    /// [`Deployment::start_entry`] with extra environment variables (`ACS_FAULT_TAMPER`).
+    pub fn start_entry_with(&self, j: u32, suffix: &str, env: &[(&str, &str)]) -> Proc {
+        Proc::spawn_with(
             &format!("entry-{j}"),
             &["entry", "--config"],
             &self.path(&format!("entry{j}.toml")),
             &self.path(&format!("entry{j}{suffix}.log")),
+            env,
         )
     }
 

@@ -35,6 +35,9 @@ pub struct Params {
     pub relay_connections: usize,
     /// Envelopes per round per exchange server a relay accepts.
     pub relay_envelopes: usize,
+    /// Relays close user connections silent this long; users registered first wait,
+    /// silent, until the last one has registered, so this must cover registration.
+    pub relay_idle_timeout_ms: u64,
 }
 
 fn free_port() -> Result<u16, String> {
@@ -157,12 +160,14 @@ max_envelopes_per_round = {envs}
 max_connections = {conns}
 handshake_timeout_ms = 30000
 frame_timeout_ms = 30000
+idle_timeout_ms = {idle}
 "#,
             relay_ports[0],
             relay_ports[1],
             relay_ports[2],
             envs = p.relay_envelopes,
             conns = p.relay_connections,
+            idle = p.relay_idle_timeout_ms,
         );
         std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
         entry_configs.push(path);

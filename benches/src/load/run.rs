@@ -378,6 +378,8 @@ pub fn run(a: &LoadArgs) -> Result<LoadReport, String> {
             grace_ms: a.grace_ms,
             relay_connections: per_relay + 64,
             relay_envelopes: a.users * 3 + 16,
+            // The registration time limit below, plus a round.
+            relay_idle_timeout_ms: (600 + a.users as u64 / 20) * 1000 + 2 * p.window_ms + 60_000,
         },
     )?;
 

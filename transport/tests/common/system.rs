@@ -107,15 +107,26 @@ impl Default for Options {
 /// (32768 and up by default), so the many outgoing connections of tests running at the
 /// same time (or of a load run) cannot take it first.
 pub fn free_port() -> u16 {
+    free_ports(1)[0]
+}
+
+/// `n` distinct ports, each free a moment ago (see [`free_port`]): all are held until
+/// the last is found, so one deployment never gets the same port twice.
+pub fn free_ports(n: usize) -> Vec<u16> {
     use rand::Rng;
     let mut rng = rand::thread_rng();
-    for _ in 0..1000 {
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n * 1000 {
+        if held.len() == n {
+            break;
+        }
         let port = rng.gen_range(20_000..32_000);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            held.push((port, l));
         }
     }
-    panic!("no free port in 20000..32000");
+    assert_eq!(held.len(), n, "not enough free ports in 20000..32000");
+    held.into_iter().map(|(port, _)| port).collect()
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -156,9 +167,10 @@ impl Deployment {
                     .arg(d.join(format!("certs/exchange-{i}.pem"))),
             );
         }
-        let relay_ports = [free_port(), free_port(), free_port()];
-        let peer_ports = [free_port(), free_port(), free_port()];
-        let entry_ports: Vec<u16> = (0..opts.entries).map(|_| free_port()).collect();
+        let ports = free_ports(6 + opts.entries as usize);
+        let relay_ports = [ports[0], ports[1], ports[2]];
+        let peer_ports = [ports[3], ports[4], ports[5]];
+        let entry_ports: Vec<u16> = ports[6..].to_vec();
         let relays: Vec<String> = (0..opts.entries).map(|j| j.to_string()).collect();
         for i in 0..3 {
             let text = format!(

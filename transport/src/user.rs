@@ -421,8 +421,9 @@ impl User {
     }
 
     /// Collects the three output shares of `round` (until `timeout`), reconstructs the
-    /// output and updates the outbox. A `retry` notice from any server ends the wait at
-    /// once: the servers agreed not to take this block, so no output will come.
+    /// output and updates the outbox. A `retry` notice from any server, or a relay's
+    /// refusal of one of this round's shares, ends the wait at once: the servers will not
+    /// take this block, so no output will come.
     /// Outputs that do not open (damaged on the way) are skipped, not fatal. When shares
     /// are still missing at the end, the report has `status: None` and the round stays
     /// unsettled (see the module documentation).
@@ -457,6 +458,15 @@ impl User {
                     }
                 }
                 FromRelay::Output(o) => self.late_output(o),
+                // A share of this round's block was refused (too late, or the relay's
+                // batch was full): its server never heard it, so the servers cannot take
+                // the block (they take only blocks all three heard) and it is safe to send
+                // again. Refusals come back at once, long before any round's outputs, so
+                // this one is about this round's envelopes.
+                FromRelay::Refused(n) => {
+                    tracing::info!(round, code = ?n.code, notice = %n.message, "share refused by a relay; will send again");
+                    retry = true;
+                }
                 // The next round opened before all outputs came: keep it for next_round.
                 FromRelay::Round(a) if self.last_round.is_none_or(|r| a.round > r) => {
                     self.pending_round = Some(a);

@@ -26,7 +26,7 @@ use rustls::RootCertStore;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -151,13 +151,6 @@ pub struct Relay {
     pub stats: Arc<RelayStats>,
     /// The user listener; finishes after shutdown once open connections have drained.
     pub listener_task: tokio::task::JoinHandle<()>,
-}
-
-fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// A relay that misbehaves on purpose, for the fault tests (feature `fault-injection`,
@@ -454,7 +447,10 @@ fn open_round(shared: &Arc<Shared>, a: RoundAnnounce) {
         }
     }
     tracing::debug!(round = a.round, deadline = a.deadline_unix_ms, "round open");
-    let wait = Duration::from_millis(a.deadline_unix_ms.saturating_sub(now_unix_ms()));
+    let wait = Duration::from_millis(
+        a.deadline_unix_ms
+            .saturating_sub(crate::exchange::clock::now_unix_ms()),
+    );
     let shared = shared.clone();
     tokio::spawn(async move {
         tokio::time::sleep(wait).await;

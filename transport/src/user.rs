@@ -88,12 +88,6 @@ struct Unsettled {
     sent: Option<OutboxItem>,
 }
 
-/// What one sealed output share said.
-enum Part {
-    Share(Vec<u64>),
-    Retry,
-}
-
 /// A registered user with its relay connections.
 #[derive(Debug)]
 pub struct User {
@@ -289,15 +283,16 @@ impl User {
     }
 
     /// Opens an output share sealed for `round` by server `server`.
-    fn open_part(&self, round: u64, server: usize, sealed: Vec<u8>) -> Result<Part, UserError> {
+    fn open_part(
+        &self,
+        round: u64,
+        server: usize,
+        sealed: Vec<u8>,
+    ) -> Result<ServerOutput, UserError> {
         let env = Envelope::from_vec(sealed)?;
         let bytes = self.keys[server].open(round, Direction::ServerToUser, &env)?;
-        match ServerOutput::decode(&bytes, self.cfg.output_words())
-            .map_err(|e| UserError::Config(e.to_string()))?
-        {
-            ServerOutput::Share(words) => Ok(Part::Share(words)),
-            ServerOutput::Retry => Ok(Part::Retry),
-        }
+        ServerOutput::decode(&bytes, self.cfg.output_words())
+            .map_err(|e| UserError::Config(e.to_string()))
     }
 
     /// A late output share for an unsettled round.
@@ -310,8 +305,8 @@ impl User {
             return;
         }
         match self.open_part(o.round, l, o.sealed) {
-            Ok(Part::Share(words)) => self.unsettled[i].parts[l] = Some(words),
-            Ok(Part::Retry) => {
+            Ok(ServerOutput::Share(words)) => self.unsettled[i].parts[l] = Some(words),
+            Ok(ServerOutput::Retry) => {
                 let u = self.unsettled.remove(i);
                 let report = self.settle(u.round, Some(Status::Retry), u.sent, None);
                 self.late.push(report);
@@ -322,12 +317,9 @@ impl User {
                 return;
             }
         }
-        if let [Some(a), Some(b), Some(c)] = &self.unsettled[i].parts {
-            let output = Output::reconstruct([a, b, c], &self.cfg).ok();
+        if self.unsettled[i].parts.iter().all(Option::is_some) {
             let u = self.unsettled.remove(i);
-            let status = output.as_ref().map(|o| o.status);
-            let incoming = output.and_then(|o| o.incoming);
-            let report = self.settle(u.round, status, u.sent, incoming);
+            let report = self.settle_parts(u.round, &u.parts, u.sent);
             self.late.push(report);
         }
     }
@@ -344,12 +336,8 @@ impl User {
                 round = u.round,
                 "output shares never completed; the round's message will be sent again"
             );
-            self.late.push(RoundReport {
-                round: u.round,
-                status: None,
-                sent: u.sent,
-                incoming: None,
-            });
+            let report = self.settle(u.round, None, u.sent, None);
+            self.late.push(report);
         }
     }
 
@@ -373,6 +361,22 @@ impl User {
             sent,
             incoming,
         }
+    }
+
+    /// [`User::settle`] with the output reconstructed from three shares (`status: None`
+    /// if they do not reconstruct).
+    fn settle_parts(
+        &mut self,
+        round: u64,
+        parts: &[Option<Vec<u64>>; 3],
+        sent: Option<OutboxItem>,
+    ) -> RoundReport {
+        let output = match parts {
+            [Some(a), Some(b), Some(c)] => Output::reconstruct([a, b, c], &self.cfg).ok(),
+            _ => None,
+        };
+        let status = output.as_ref().map(|o| o.status);
+        self.settle(round, status, sent, output.and_then(|o| o.incoming))
     }
 
     /// Sends this round's block (oldest outbox message, or cover): one sealed share per
@@ -450,8 +454,8 @@ impl User {
                 FromRelay::Output(o) if o.round == round && (o.server as usize) < 3 => {
                     let l = o.server as usize;
                     match self.open_part(round, l, o.sealed) {
-                        Ok(Part::Share(words)) => parts[l] = Some(words),
-                        Ok(Part::Retry) => retry = true,
+                        Ok(ServerOutput::Share(words)) => parts[l] = Some(words),
+                        Ok(ServerOutput::Retry) => retry = true,
                         Err(e) => {
                             tracing::warn!(round, server = l, error = %e, "output share skipped")
                         }
@@ -477,24 +481,14 @@ impl User {
         if retry {
             return Ok(self.settle(round, Some(Status::Retry), sent, None));
         }
-        let output = match &parts {
-            [Some(a), Some(b), Some(c)] => Output::reconstruct([a, b, c], &self.cfg).ok(),
-            _ => {
-                self.unsettled.push(Unsettled {
-                    round,
-                    parts,
-                    sent: sent.clone(),
-                });
-                return Ok(RoundReport {
-                    round,
-                    status: None,
-                    sent,
-                    incoming: None,
-                });
-            }
-        };
-        let status = output.as_ref().map(|o| o.status);
-        let incoming = output.and_then(|o| o.incoming);
-        Ok(self.settle(round, status, sent, incoming))
+        if parts.iter().all(Option::is_some) {
+            return Ok(self.settle_parts(round, &parts, sent));
+        }
+        self.unsettled.push(Unsettled {
+            round,
+            parts,
+            sent: sent.clone(),
+        });
+        Ok(self.settle(round, None, sent, None))
     }
 }

@@ -12,16 +12,9 @@ mod system;
 #[path = "common/crowd.rs"]
 mod crowd;
 
-use crowd::Crowd;
-use std::sync::Mutex;
+use crowd::{runtime, serial, Crowd};
 use std::time::Duration;
 use system::{committed_rounds, field, wait_until, Deployment, Options, Proc};
-
-/// One deployment at a time (see faults_crash.rs).
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn logs(ps: &[Proc]) -> String {
     ps.iter()
@@ -51,11 +44,7 @@ fn cheat(liar: usize, lie: &str) {
             }
         })
         .collect();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let mut crowd = rt.block_on(Crowd::register(&d, 6, 3, None));
     rt.block_on(crowd.round());
     std::fs::write(&arm, b"").unwrap();

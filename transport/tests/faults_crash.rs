@@ -15,25 +15,9 @@ mod system;
 #[path = "common/crowd.rs"]
 mod crowd;
 
-use crowd::Crowd;
-use std::sync::Mutex;
+use crowd::{runtime, serial, Crowd};
 use std::time::Duration;
 use system::{committed_rounds, field, wait_until, Deployment, Options, Proc};
-
-/// One deployment at a time: each test runs six processes, and on a two-core machine
-/// parallel deployments would make every round deadline a race.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// The round of the `FAULT: paused` line in a log.
 fn paused_round(log: &str) -> Option<u64> {

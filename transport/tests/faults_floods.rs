@@ -85,10 +85,7 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 }
 
 fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    acs_transport::exchange::clock::now_unix_ms() / 1000
 }
 
 fn header(ty: MsgType, len: u32) -> Vec<u8> {
@@ -937,20 +934,7 @@ fn the_relays_connection_cap_deadlines_and_per_connection_limits_act() {
                     .unwrap(),
             );
         }
-        let round = loop {
-            match tokio::time::timeout(Duration::from_secs(20), links[0].next())
-                .await
-                .expect("no round announced for 20 s")
-                .unwrap()
-            {
-                FromRelay::Round(a)
-                    if a.deadline_unix_ms.saturating_sub(system_now_ms()) >= 500 =>
-                {
-                    break a.round
-                }
-                _ => {}
-            }
-        };
+        let round = open_round(&mut links[0]).await;
         let junk = |server: u8| SealedEnvelope {
             round,
             server,
@@ -998,20 +982,7 @@ fn the_relays_connection_cap_deadlines_and_per_connection_limits_act() {
         let mut doubled = RelayLink::connect(addr, 0, roots.clone(), SLACK)
             .await
             .unwrap();
-        let round = loop {
-            match tokio::time::timeout(Duration::from_secs(20), doubled.next())
-                .await
-                .expect("no round announced for 20 s")
-                .unwrap()
-            {
-                FromRelay::Round(a)
-                    if a.deadline_unix_ms.saturating_sub(system_now_ms()) >= 500 =>
-                {
-                    break a.round
-                }
-                _ => {}
-            }
-        };
+        let round = open_round(&mut doubled).await;
         let junk = SealedEnvelope {
             round,
             server: 1,
@@ -1152,10 +1123,23 @@ impl HandUser {
 }
 
 fn system_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
+    acs_transport::exchange::clock::now_unix_ms()
+}
+
+/// Reads `link` until a round is announced with at least 500 ms left to submit.
+async fn open_round(link: &mut RelayLink) -> u64 {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), link.next())
+            .await
+            .expect("no round announced for 20 s")
+            .unwrap()
+        {
+            FromRelay::Round(a) if a.deadline_unix_ms.saturating_sub(system_now_ms()) >= 500 => {
+                return a.round
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Output shares of `round` that reach `link` within `within`, by server; stops early

@@ -16,16 +16,9 @@ mod system;
 #[path = "common/crowd.rs"]
 mod crowd;
 
-use crowd::Crowd;
-use std::sync::Mutex;
+use crowd::{runtime, serial, Crowd};
 use std::time::Duration;
 use system::{field, rejections, Deployment, Options, Proc};
-
-/// One deployment at a time (see faults_crash.rs).
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 const USERS: usize = 6;
 
@@ -115,11 +108,7 @@ fn tampered(tamper: &str) -> Run {
         d.start_entry_with(1, "", &[("ACS_FAULT_TAMPER", tamper)]),
     ];
     let exchanges: Vec<Proc> = (0..3).map(|i| d.start_exchange(i, "")).collect();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let mut crowd = rt.block_on(Crowd::register(&d, USERS, 3, None));
     rt.block_on(crowd.until_settled(30, Duration::from_secs(300)));
     let round = entries[1]

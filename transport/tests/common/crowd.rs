@@ -18,6 +18,23 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+/// One deployment at a time: each fault test runs several `acs` processes, and on a
+/// two-core machine parallel deployments would make every round deadline a race.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The runtime the users run on (the test thread itself stays free to kill and start
+/// processes).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// How long a user waits for a round's outputs before leaving the round unsettled.
 pub const FINISH_TIMEOUT: Duration = Duration::from_secs(30);
 

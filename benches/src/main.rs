@@ -4,6 +4,7 @@
 //! in this process over in-memory channels, reconstructs the outputs and verifies them
 //! against a plaintext computation; it exits non-zero if verification fails.
 
+mod cheat;
 mod report;
 mod round;
 mod sort;
@@ -24,6 +25,9 @@ enum Command {
     Sort(sort::SortArgs),
     /// One exchange round (or a few) at scale, verified against the ideal round.
     Round(round::RoundArgs),
+    /// One round in which one party deviates at a chosen place: was it detected, who was
+    /// blamed, did any user accept a wrong output (bench-only cheating code).
+    Cheat(cheat::CheatArgs),
     /// Run the sort and round grids as child processes; write JSON, SVG plots and the
     /// generated section of benchmarks.md.
     Report(report::ReportArgs),
@@ -35,6 +39,7 @@ fn main() -> ExitCode {
         Command::Sort(args) => sort::run(&args),
         Command::Round(args) => round::run(&args),
         Command::Report(args) => report::run(&args),
+        Command::Cheat(args) => cheat::run(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -3,7 +3,8 @@
 
 use acs_engine::round::ideal::{ideal_round, stored_items, StoredItem};
 use acs_engine::round::mpc::{exchange_round, SharedStore};
-use acs_engine::round::{Block, Output, Role, RoundConfig};
+use acs_engine::round::outputs::reconstruct_checked;
+use acs_engine::round::{Block, Role, RoundConfig};
 use acs_engine::testing::run_three;
 use clap::Args;
 use rand::{Rng, SeedableRng};
@@ -162,15 +163,18 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
         let inputs: Vec<(u64, Block)> = online.iter().copied().zip(blocks).collect();
         let (want, want_store) = ideal_round(&cfg, round, &inputs, &ideal_store);
         for (u, w) in want.iter().enumerate() {
-            let got = Output::reconstruct(
+            let got = reconstruct_checked(
+                round,
+                online[u],
                 [
                     &parts[0].0.outputs[u],
                     &parts[1].0.outputs[u],
                     &parts[2].0.outputs[u],
                 ],
                 &cfg,
-            );
-            if got.as_ref() != Ok(w) {
+            )
+            .map(|c| (c.liar, c.output));
+            if got.as_ref() != Ok(&(None, w.clone())) {
                 eprintln!(
                     "acs-bench round: user {} got {got:?}, expected {w:?}",
                     online[u]

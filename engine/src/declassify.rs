@@ -169,25 +169,30 @@ impl std::fmt::Display for OpeningComplaint {
 /// What a party concludes about a complaint from its own record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Blame {
-    /// This party's record shows that this party lied.
+    /// Certain: the complaint contradicts what this party itself sent, so the accuser
+    /// misreports (it sent the complaint over its own authenticated link). Certain for
+    /// this party; not a proof it can show others.
     Party(PartyId),
+    /// One of these two lied; this party's record cannot tell which.
+    Pair(PartyId, PartyId),
     /// This party cannot tell: it is the accuser, or it has no record of that opening.
     Unknown,
 }
 
 /// Settles `c` as far as party `me` can, from what `me` itself sent (`log`).
 ///
-/// For the party that sent the value: if the value hash in the complaint is the hash of
-/// what it sent, its value arrived intact, so the check was wrong (blame `check_from`);
-/// otherwise the accuser misreports what arrived (blame the accuser). Symmetrically for
-/// the party that sent the check. A complaint whose roles do not fit its accuser, or
-/// whose value and check agree, cannot come from an honest party: blame the accuser.
+/// For the party that sent the value: if the value hash in the complaint is not the hash
+/// of what it sent, the accuser misreports what arrived (certain: blame the accuser);
+/// if it is, either the check's sender sent a wrong check or the accuser misreports the
+/// check, and this party cannot tell which (a pair). Symmetrically for the party that
+/// sent the check. A complaint whose roles do not fit its accuser, or whose value and
+/// check agree, cannot come from an honest party: blame the accuser.
 ///
-/// The caller must have received `c` over `c.accuser`'s authenticated link. Without
-/// signatures this settles a dispute only when the accuser reports honestly: a dishonest
-/// accuser can report one message truthfully and fabricate the other, shifting the blame
-/// onto an honest party (see `docs/leakage.md`). The accuser itself, if honest, knows
-/// only that one of `{value_from, check_from}` lied.
+/// The caller must have received `c` over `c.accuser`'s authenticated link. An honest
+/// accuser knows only that one of `{value_from, check_from}` lied; with an honest
+/// accuser, the honest one of those two answers with a pair holding the liar and the
+/// accuser, so the two honest parties' pairs intersect in the liar. With a dishonest
+/// accuser, no honest party is ever blamed alone (see `docs/security.md`).
 pub fn resolve_complaint(me: PartyId, log: &AuditLog, c: &OpeningComplaint) -> Blame {
     if c.value_from != c.accuser.next()
         || c.check_from != c.accuser.prev()
@@ -203,12 +208,12 @@ pub fn resolve_complaint(me: PartyId, log: &AuditLog, c: &OpeningComplaint) -> B
     };
     if me == c.value_from {
         if c.value_hash == mine.value_hash {
-            Blame::Party(c.check_from)
+            Blame::Pair(c.check_from, c.accuser)
         } else {
             Blame::Party(c.accuser)
         }
     } else if c.check == mine.check {
-        Blame::Party(c.value_from)
+        Blame::Pair(c.value_from, c.accuser)
     } else {
         Blame::Party(c.accuser)
     }
@@ -436,24 +441,20 @@ impl Party {
             return Ok(());
         }
         Err(EngineError::OpeningMismatch {
-            suspect: suspect(self.id(), agree_next, agree_prev, from_next == from_prev),
+            suspect: suspect(self.id(), agree_next, agree_prev),
         })
     }
 }
 
-/// Who to blame, from this party's view of the digests. Party `j` learns its missing
-/// share from `j+1`, so when exactly one party's digest is the odd one out, its `next`
-/// fed it the wrong share.
-fn suspect(me: PartyId, agree_next: bool, agree_prev: bool, others_agree: bool) -> Option<PartyId> {
-    match (agree_next, agree_prev, others_agree) {
-        // I am the odd one out: my next lied to me.
-        (false, false, true) => Some(me.next()),
-        // Next is the odd one out: next's next (my prev) lied to it.
-        (false, true, _) => Some(me.prev()),
-        // Prev is the odd one out: prev's next is me, so I can only blame myself... which
-        // an honest party knows is false; the dishonest party is prev (lying about its
-        // digest) or its input source. Name prev.
-        (true, false, _) => Some(me.prev()),
+/// Who to blame, from this party's view of the digests. Every opening was cross-checked
+/// as it happened (value from one peer, check from the other), so the honest parties'
+/// digests are equal: with at most one dishonest party, a peer whose digest differs from
+/// this party's while the other peer's agrees is that party (it misreported its digest).
+/// When both peers differ from this party, nothing singles one out.
+fn suspect(me: PartyId, agree_next: bool, agree_prev: bool) -> Option<PartyId> {
+    match (agree_next, agree_prev) {
+        (false, true) => Some(me.next()),
+        (true, false) => Some(me.prev()),
         _ => None,
     }
 }
@@ -504,22 +505,34 @@ mod tests {
     }
 
     #[test]
-    fn a_lying_value_sender_is_blamed_by_the_check_sender() {
-        // P1 sent LIE as the value, P2 the true check; P0 reports both truthfully.
+    fn a_lying_value_sender_is_in_the_check_senders_pair() {
+        // P1 sent LIE as the value, P2 the true check; P0 reports both truthfully. P2
+        // cannot tell P1's lie from P0 misreporting: a pair, which meets P0's own pair
+        // {P1, P2} in the liar.
         let c = complaint(LIE, TRUTH);
         assert_eq!(
             resolve_complaint(P[2], &check_sender_log(TRUTH), &c),
-            Blame::Party(P[1])
+            Blame::Pair(P[1], P[0])
         );
     }
 
     #[test]
-    fn a_lying_check_sender_is_blamed_by_the_value_sender() {
+    fn a_lying_check_sender_is_in_the_value_senders_pair() {
         let c = complaint(TRUTH, LIE);
         assert_eq!(
             resolve_complaint(P[1], &value_sender_log(TRUTH), &c),
-            Blame::Party(P[2])
+            Blame::Pair(P[2], P[0])
         );
+    }
+
+    #[test]
+    fn digest_suspects_are_only_ever_the_odd_peer() {
+        for me in P {
+            assert_eq!(suspect(me, false, true), Some(me.next()));
+            assert_eq!(suspect(me, true, false), Some(me.prev()));
+            assert_eq!(suspect(me, false, false), None);
+            assert_eq!(suspect(me, true, true), None);
+        }
     }
 
     #[test]
@@ -538,11 +551,10 @@ mod tests {
     }
 
     #[test]
-    fn a_dishonest_accuser_splits_the_two_honest_parties() {
-        // The limit of pairwise links without signatures: P0 reports P2's check
-        // truthfully and fabricates P1's value. P1's record contradicts P0; P2's record
-        // agrees with P0 and so points at P1. Neither honest party can tell the other
-        // that it is wrong in a way a third party could verify.
+    fn a_dishonest_accuser_never_gets_an_honest_party_blamed_alone() {
+        // P0 reports P2's check truthfully and fabricates P1's value. P1's record
+        // contradicts P0 (certain); P2's record agrees with P0, so P2 names the pair
+        // {P1, P0}, which holds the liar: no honest party is blamed alone.
         let c = complaint(LIE, TRUTH);
         assert_eq!(
             resolve_complaint(P[1], &value_sender_log(TRUTH), &c),
@@ -550,7 +562,7 @@ mod tests {
         );
         assert_eq!(
             resolve_complaint(P[2], &check_sender_log(TRUTH), &c),
-            Blame::Party(P[1])
+            Blame::Pair(P[1], P[0])
         );
     }
 

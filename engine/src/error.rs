@@ -2,6 +2,7 @@
 
 use crate::channel::{ChannelError, PartyId};
 use crate::declassify::OpeningComplaint;
+use crate::round::consistency::{EquivocationProof, SignedStatement};
 
 /// Why a three-party computation stopped. Any error aborts the whole computation: no
 /// partial output is ever returned.
@@ -21,12 +22,13 @@ pub enum EngineError {
         /// Bytes received.
         got: usize,
     },
-    /// The parties opened different values: some party sent wrong shares while opening.
-    /// `suspect` is the party whose shares explain the disagreement, when the pattern of
-    /// digests names one.
+    /// The parties' digests of everything opened disagree. Every opening was already
+    /// cross-checked, so honest parties' digests are equal: a peer whose digest differs
+    /// from this party's while the other peer's agrees misreported it (`suspect`, seen
+    /// over its authenticated link); when both peers differ, nobody is named.
     #[error("opened values disagree across parties (suspect: {suspect:?})")]
     OpeningMismatch {
-        /// The party that most likely sent wrong values.
+        /// The peer whose reported digest contradicts the other two, if exactly one does.
         suspect: Option<PartyId>,
     },
     /// In an opening, the value from this party's next party and the check from its
@@ -43,6 +45,23 @@ pub enum EngineError {
         peer: PartyId,
         /// What it did.
         what: String,
+    },
+    /// A peer signed two different statements about its online set for one round: a
+    /// proof anyone holding its identity key can check.
+    #[error("equivocation: {0}")]
+    Equivocation(Box<EquivocationProof>),
+    /// A peer signed a final online set other than the intersection of the three agreed
+    /// sets (a signed, checkable claim that contradicts the peer's own signed set).
+    #[error("{} signed a final online set that is not the intersection of the agreed sets", .0.statement.signer)]
+    WrongFinalSet(Box<SignedStatement>),
+    /// The shares are inconsistent in a way that shows one of two parties deviated,
+    /// without showing which: both are named as suspects and neither is blamed alone.
+    #[error("{what}: {} or {} deviated", .suspects[0], .suspects[1])]
+    Deviation {
+        /// What was found.
+        what: String,
+        /// The two parties, one of which deviated.
+        suspects: [PartyId; 2],
     },
     /// The caller passed inputs that do not fit the protocol (sizes, widths).
     #[error("invalid input: {0}")]

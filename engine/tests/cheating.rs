@@ -84,7 +84,7 @@ fn third(x: PartyId, y: PartyId) -> PartyId {
 
 /// Checks that `liar`'s lie of `kind` in opening `opening` was caught by its victim in
 /// that opening, that the victim opened nothing from then on, that the other honest
-/// party's record blames exactly the liar, and that the other two stopped because the
+/// party's record puts the liar in a pair with the victim, and that the other two stopped because the
 /// victim went away. Returns the complaint.
 fn assert_caught<T>(
     out: &[Outcome<T>; 3],
@@ -119,10 +119,15 @@ fn assert_caught<T>(
         opening,
         "victim used the value"
     );
-    // The other honest party completed that opening, and its record names the liar.
+    // The other honest party completed that opening; its record puts the liar in a pair
+    // with the accuser, which meets the accuser's own pair {value_from, check_from} in
+    // the liar alone. No honest party is blamed alone.
     let other_log = &out[other.index()].1;
     assert!(other_log.entries().len() as u64 > opening);
-    assert_eq!(resolve_complaint(other, other_log, &c), Blame::Party(liar));
+    assert_eq!(
+        resolve_complaint(other, other_log, &c),
+        Blame::Pair(liar, victim)
+    );
     // The accuser cannot settle its own complaint.
     assert_eq!(resolve_complaint(victim, victim_log, &c), Blame::Unknown);
     for p in [liar, other] {
@@ -261,8 +266,11 @@ fn honest_round_with_an_unfired_fault_matches_the_ideal_round() {
     let [a, b, c] = out;
     let (ra, rb, rc) = (a.0.unwrap(), b.0.unwrap(), c.0.unwrap());
     for (u, w) in want.iter().enumerate() {
-        let got = Output::reconstruct([&ra.outputs[u], &rb.outputs[u], &rc.outputs[u]], &CFG)
-            .expect("output decodes");
+        let got = Output::reconstruct(
+            [&ra.outputs[u].own, &rb.outputs[u].own, &rc.outputs[u].own],
+            &CFG,
+        )
+        .expect("output decodes");
         assert_eq!(&got, w, "user {u}");
     }
     assert_records_agree([&a.1, &b.1, &c.1]);

@@ -1,11 +1,16 @@
 //! The three-party round against the ideal round, over many random workloads and
 //! consecutive rounds (the store carries over).
 
+use acs_engine::round::consistency::{
+    KeyNotary, Notary, SignedStatement, Statement, StatementKind,
+};
 use acs_engine::round::ideal::{ideal_round, stored_items, StoredItem};
 use acs_engine::round::mpc::{exchange_round, SharedStore};
+use acs_engine::round::outputs::reconstruct_checked;
 use acs_engine::round::{Block, Output, Role, RoundConfig, Status};
 use acs_engine::share::reconstruct;
 use acs_engine::testing::run_three;
+use acs_engine::{EngineError, PartyId, Peer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
@@ -50,7 +55,9 @@ fn run_rounds(cfg: RoundConfig, rounds: u32, seed: u64, plan: impl Fn(u32, &mut 
         .map(|r| r.expect("party failed"));
 
         for (u, want_out) in want.iter().enumerate() {
-            let got = Output::reconstruct(
+            let got = reconstruct_checked(
+                round,
+                online[u],
                 [
                     &results[0].outputs[u],
                     &results[1].outputs[u],
@@ -58,12 +65,24 @@ fn run_rounds(cfg: RoundConfig, rounds: u32, seed: u64, plan: impl Fn(u32, &mut 
                 ],
                 &cfg,
             )
-            .expect("output decodes");
+            .expect("output decodes and checks");
+            assert_eq!(got.liar, None, "honest servers named as liars");
             assert_eq!(
-                &got, want_out,
+                &got.output, want_out,
                 "round {round}, user {} (seed {seed})",
                 online[u]
             );
+            // Each server's own component alone, as before, gives the same output.
+            let plain = Output::reconstruct(
+                [
+                    &results[0].outputs[u].own,
+                    &results[1].outputs[u].own,
+                    &results[2].outputs[u].own,
+                ],
+                &cfg,
+            )
+            .expect("output decodes");
+            assert_eq!(&plain, want_out);
         }
         let store_words = reconstruct([
             &results[0].store.rows,
@@ -329,25 +348,113 @@ fn hundreds_of_random_workloads_up_to_a_thousand_users() {
     }
 }
 
+fn notaries() -> Arc<[KeyNotary; 3]> {
+    Arc::new(KeyNotary::three_random([3; 32]))
+}
+
 #[test]
 fn consistency_check_agrees_or_falls_back_to_the_intersection() {
+    let n = notaries();
     let sets: [Vec<u64>; 3] = [vec![5, 1, 9, 3], vec![1, 3, 5, 9], vec![9, 5, 3, 1]];
-    let out = run_three(move |p| p.agree_online(7, &sets[p.id().index()])).map(|r| r.unwrap());
+    let nn = n.clone();
+    let out = run_three(move |p| {
+        let i = p.id().index();
+        p.agree_online(7, &sets[i], &nn[i])
+    })
+    .map(|r| r.unwrap());
     for a in &out {
         assert!(a.consistent);
         assert_eq!(a.online, vec![1, 3, 5, 9]);
         assert!(a.retry.is_empty());
+        assert_eq!(a.missing_at, [0; 3]);
     }
     // A relay dropped user 3 on its way to P1, and P2 heard from an extra user 11.
     let sets: [Vec<u64>; 3] = [vec![1, 3, 5, 9], vec![1, 5, 9], vec![1, 3, 5, 9, 11]];
-    let out = run_three(move |p| p.agree_online(8, &sets[p.id().index()])).map(|r| r.unwrap());
+    let out = run_three(move |p| {
+        let i = p.id().index();
+        p.agree_online(8, &sets[i], &n[i])
+    })
+    .map(|r| r.unwrap());
     for a in &out {
         assert!(!a.consistent);
         assert_eq!(a.online, vec![1, 5, 9]);
+        assert_eq!(a.missing_at, [1, 2, 0]);
     }
     assert_eq!(out[0].retry, vec![3]);
     assert_eq!(out[1].retry, Vec::<u64>::new());
     assert_eq!(out[2].retry, vec![3, 11]);
+}
+
+/// Signs honestly, except that to its next party it claims a set without `drop`.
+struct Equivocator {
+    honest: KeyNotary,
+    drop: u64,
+    heard: Vec<u64>,
+}
+
+impl Notary for Equivocator {
+    fn context(&self) -> [u8; 32] {
+        self.honest.context()
+    }
+    fn sign(&self, to: Peer, s: &Statement) -> SignedStatement {
+        if to == Peer::Next && s.kind == StatementKind::Heard {
+            let mut set = self.heard.clone();
+            set.retain(|&p| p != self.drop);
+            set.sort_unstable();
+            let lie = Statement {
+                count: set.len() as u64,
+                digest: acs_engine::round::consistency::online_digest(s.round, &set),
+                ..*s
+            };
+            return self.honest.sign(to, &lie);
+        }
+        self.honest.sign(to, s)
+    }
+    fn key_of(&self, who: PartyId) -> &ed25519_dalek::VerifyingKey {
+        self.honest.key_of(who)
+    }
+}
+
+#[test]
+fn an_equivocating_server_is_proven_so_by_both_honest_servers() {
+    for liar in PartyId::ALL {
+        let set = vec![2u64, 4, 6, 8];
+        let three = KeyNotary::three_random([4; 32]);
+        let keys = PartyId::ALL.map(|p| *three[0].key_of(p));
+        let notaries: Vec<Box<dyn Notary + Sync>> = three
+            .into_iter()
+            .enumerate()
+            .map(|(i, honest)| -> Box<dyn Notary + Sync> {
+                if i == liar.index() {
+                    Box::new(Equivocator {
+                        honest,
+                        drop: 6,
+                        heard: set.clone(),
+                    })
+                } else {
+                    Box::new(honest)
+                }
+            })
+            .collect();
+        let notaries = Arc::new(notaries);
+        let out = run_three(move |p| {
+            let i = p.id().index();
+            p.agree_online(3, &set, notaries[i].as_ref())
+        });
+        for p in PartyId::ALL.into_iter().filter(|&p| p != liar) {
+            match &out[p.index()] {
+                Err(EngineError::Equivocation(proof)) => {
+                    assert_eq!(proof.culprit(), liar, "{p} blames the wrong server");
+                    assert!(
+                        proof.verify(&keys[liar.index()]),
+                        "{p}'s proof does not verify"
+                    );
+                    assert!(!proof.verify(&keys[p.index()]));
+                }
+                other => panic!("liar {liar}: {p} ended with {other:?}"),
+            }
+        }
+    }
 }
 
 #[test]
@@ -390,9 +497,34 @@ fn the_round_opens_only_sort_comparisons_and_routing_tags() {
         .collect();
     // Route A opens one tag per record (2U + C), route B one per item (U + C).
     assert_eq!(routing, vec![(2 * 50 + 10) * 64, (50 + 10) * 64]);
-    assert!(logs[0]
+    // The exact shape: sort-1's comparison levels, route A, sort-2's levels, route B.
+    // Each comparison level opens at most one bit per record of its sort.
+    let shape: Vec<char> = logs[0]
         .iter()
-        .all(|e| matches!(e.reason, Reason::SortComparison | Reason::RouteAfterShuffle)));
+        .map(|e| match e.reason {
+            Reason::SortComparison => 's',
+            Reason::RouteAfterShuffle => 'r',
+            other => panic!("unexpected opening {other:?}"),
+        })
+        .collect::<String>()
+        .split('r')
+        .map(|run| if run.is_empty() { '-' } else { 's' })
+        .collect();
+    assert_eq!(shape, vec!['s', 's', '-'], "openings in the wrong order");
+    let first_route = logs[0]
+        .iter()
+        .position(|e| e.reason == Reason::RouteAfterShuffle)
+        .unwrap();
+    for (k, e) in logs[0].iter().enumerate() {
+        if e.reason == Reason::SortComparison {
+            let n = if k < first_route {
+                2 * 50 + 10
+            } else {
+                50 + 10
+            };
+            assert!(e.bits < n, "a level opened {} bits of {n} records", e.bits);
+        }
+    }
     assert_eq!(logs[0], logs[1]);
     assert_eq!(logs[1], logs[2]);
 }

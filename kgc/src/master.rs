@@ -97,6 +97,15 @@ impl MasterSecret {
         &self.signing
     }
 
+    /// A copy of the server's Ed25519 identity key (the one its descriptor names), for
+    /// signing the exchange servers' protocol statements to each other. Every kind of
+    /// signed message starts with its own 8-byte prefix (`ACS-SD` for descriptors,
+    /// `ACS-OS` for online-set statements), so no signature serves two purposes. The
+    /// copy is wiped on drop.
+    pub fn identity_signing_key(&self) -> SigningKey {
+        self.signing.clone()
+    }
+
     pub(crate) fn x25519(&self) -> &StaticSecret {
         &self.x25519
     }

@@ -64,6 +64,10 @@ async fn mpc(mib: usize, msgs: usize) {
             party: PartyId::new(i).unwrap(),
             deployment: "bench".into(),
             next_addr: addrs[(i + 1) % 3],
+            descriptor: acs_transport::mpc::descriptor_for(
+                &acs_kgc::Kgc::new(acs_kgc::MasterSecret::generate(&mut rand::rngs::OsRng)),
+                &identity(&pki, Role::Exchange(i as u8)),
+            ),
             identity: identity(&pki, Role::Exchange(i as u8)),
             roots: roots.clone(),
             establish_timeout: Duration::from_secs(10),

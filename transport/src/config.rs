@@ -300,6 +300,14 @@ impl ExchangeFile {
         if f.limits.max_connections == 0 || f.timing.submit_window_ms == 0 {
             return Err(invalid("limits and timing must be positive".into()));
         }
+        let answer = crate::output::plaintext_bytes(f.round.output_words());
+        if answer > acs_kgc::MAX_SHARE_BYTES {
+            return Err(invalid(format!(
+                "round.payload_words {} is too large: each answer to a user (both output components, checkable) would be {answer} bytes, above the sealing limit of {} bytes",
+                f.round.payload_words,
+                acs_kgc::MAX_SHARE_BYTES
+            )));
+        }
         Ok(f)
     }
 

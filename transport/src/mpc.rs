@@ -23,6 +23,8 @@ use crate::listener::{self, Limits};
 use crate::tls::{self, Identity, Role, TlsError};
 use crate::wire::{self, Frame, MsgType, PeerHello, RoundStatus, WireError, WireMessage};
 use acs_engine::channel::{Channel, ChannelError, PartyId, Peer};
+use acs_kgc::ed25519_dalek::VerifyingKey;
+use acs_kgc::SignedDescriptor;
 use rustls::RootCertStore;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -55,6 +57,22 @@ pub struct MeshConfig {
     pub status: RoundStatus,
     /// Digest of the exchange parameters; the peers' must be equal.
     pub config_digest: [u8; 32],
+    /// This server's signed descriptor ([`descriptor_for`]), naming `identity`'s
+    /// certificate: the peers take from it the identity key that checks this server's
+    /// signed online-set statements.
+    pub descriptor: Vec<u8>,
+}
+
+/// The signed descriptor of the server whose kgc is `kgc` and whose TLS identity is
+/// `identity`, for [`MeshConfig::descriptor`].
+pub fn descriptor_for(kgc: &acs_kgc::Kgc, identity: &tls::Identity) -> Vec<u8> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    kgc.descriptor(identity.cert_sha256(), now)
+        .to_bytes()
+        .to_vec()
 }
 
 /// Why the mesh could not be set up.
@@ -234,6 +252,9 @@ pub struct Mesh {
     /// What the peers said about their databases, `[next, prev]`
     /// (see [`crate::exchange::commit::recovery`]).
     pub peer_status: [RoundStatus; 2],
+    /// The peers' identity keys, `[next, prev]`, from descriptors that name the very
+    /// certificates they presented (so the keys belong to exchange servers of this CA).
+    pub peer_keys: [VerifyingKey; 2],
 }
 
 /// Joins the mesh: dials the next party, accepts the previous one on `listener`.
@@ -251,24 +272,35 @@ pub async fn establish_on(cfg: &MeshConfig, listener: &TcpListener) -> Result<Me
         dial_next(cfg, TlsConnector::from(client), deadline),
         accept_prev(cfg, TlsAcceptor::from(server), listener, deadline),
     );
-    let (next, next_status) = next?;
-    let (prev, prev_status) = prev?;
-    let mut mesh = spawn_links(cfg.party, next, prev, cfg.limits.frame_timeout);
+    let (next, (next_status, next_key)) = next?;
+    let (prev, (prev_status, prev_key)) = prev?;
+    let mut mesh = spawn_links(
+        cfg.party,
+        next,
+        prev,
+        cfg.limits.frame_timeout,
+        [next_key, prev_key],
+    );
     mesh.peer_status = [next_status, prev_status];
     Ok(mesh)
 }
+
+/// What a peer's hello establishes: its database status and its identity key.
+type HelloOutcome = (RoundStatus, VerifyingKey);
 
 async fn hello<S: AsyncRead + AsyncWrite + Unpin>(
     cfg: &MeshConfig,
     stream: &mut S,
     peer: PartyId,
-) -> Result<RoundStatus, MeshError> {
+    peer_cert_sha256: Option<[u8; 32]>,
+) -> Result<HelloOutcome, MeshError> {
     let err = |reason: String| MeshError::Hello { peer, reason };
     let mine = PeerHello {
         party: cfg.party.index() as u8,
         deployment: cfg.deployment.clone(),
         status: cfg.status,
         config_digest: cfg.config_digest,
+        descriptor: cfg.descriptor.clone(),
     };
     wire::write_msg(stream, &mine)
         .await
@@ -288,8 +320,19 @@ async fn hello<S: AsyncRead + AsyncWrite + Unpin>(
             return Err(err(e.to_string()));
         }
     };
+    let key = SignedDescriptor::from_bytes(&theirs.descriptor)
+        .map_err(|e| e.to_string())
+        .and_then(|d| {
+            if Some(d.descriptor().tls_cert_sha256) == peer_cert_sha256 {
+                Ok(d.descriptor().identity_key)
+            } else {
+                Err("its descriptor names another TLS certificate than the one it presented".into())
+            }
+        });
     let problem = if theirs.party as usize != peer.index() {
         Some(format!("says it is party {}", theirs.party))
+    } else if let Err(e) = &key {
+        Some(format!("descriptor: {e}"))
     } else if theirs.deployment != cfg.deployment {
         Some(format!(
             "belongs to deployment {:?}, not {:?}",
@@ -308,7 +351,8 @@ async fn hello<S: AsyncRead + AsyncWrite + Unpin>(
         wire::send_notice(stream, &e).await;
         return Err(err(reason));
     }
-    Ok(theirs.status)
+    let key = key.map_err(err)?;
+    Ok((theirs.status, key))
 }
 
 type ClientStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
@@ -318,7 +362,7 @@ async fn dial_next(
     cfg: &MeshConfig,
     connector: TlsConnector,
     deadline: Instant,
-) -> Result<(ClientStream, RoundStatus), MeshError> {
+) -> Result<(ClientStream, HelloOutcome), MeshError> {
     let peer = cfg.party.next();
     let role = Role::Exchange(peer.index() as u8);
     let mut backoff = Duration::from_millis(20);
@@ -332,8 +376,9 @@ async fn dial_next(
                 cfg.limits.handshake_timeout,
             )
             .await?;
-            let status = hello(cfg, &mut s, peer).await?;
-            Ok::<_, MeshError>((s, status))
+            let cert = tls::peer_cert_sha256(s.get_ref().1.peer_certificates());
+            let outcome = hello(cfg, &mut s, peer, cert).await?;
+            Ok::<_, MeshError>((s, outcome))
         };
         match tokio::time::timeout_at(deadline, attempt).await {
             Ok(Ok(s)) => return Ok(s),
@@ -358,7 +403,7 @@ async fn accept_prev(
     acceptor: TlsAcceptor,
     listener: &TcpListener,
     deadline: Instant,
-) -> Result<(ServerStream, RoundStatus), MeshError> {
+) -> Result<(ServerStream, HelloOutcome), MeshError> {
     let peer = cfg.party.prev();
     let role = Role::Exchange(peer.index() as u8);
     let mut last = String::from("no connection");
@@ -393,8 +438,9 @@ async fn accept_prev(
                             let _ = s.shutdown().await;
                             return Err(MeshError::Tls(e));
                         }
-                        let status = hello(&cfg, &mut s, peer).await?;
-                        Ok::<_, MeshError>((s, status))
+                        let cert = tls::peer_cert_sha256(s.get_ref().1.peer_certificates());
+                        let outcome = hello(&cfg, &mut s, peer, cert).await?;
+                        Ok::<_, MeshError>((s, outcome))
                     };
                     (addr, attempt.await)
                 });
@@ -423,7 +469,13 @@ const ACCEPT_PARALLEL: usize = 64;
 
 /// Starts reader and writer tasks for the two links (any streams; the TLS ones in
 /// production).
-fn spawn_links<A, B>(party: PartyId, next: A, prev: B, frame_timeout: Duration) -> Mesh
+fn spawn_links<A, B>(
+    party: PartyId,
+    next: A,
+    prev: B,
+    frame_timeout: Duration,
+    peer_keys: [VerifyingKey; 2],
+) -> Mesh
 where
     A: AsyncRead + AsyncWrite + Send + 'static,
     B: AsyncRead + AsyncWrite + Send + 'static,
@@ -449,6 +501,7 @@ where
             _tasks: tasks,
         },
         peer_status: [RoundStatus::default(); 2],
+        peer_keys,
     }
 }
 

@@ -19,17 +19,25 @@ pub fn identity(pki: &DevPki, role: Role) -> Identity {
     Identity::from_pem(&c.cert_pem, &c.key_pem).unwrap()
 }
 
+/// A signed descriptor for `identity` under a fresh random kgc master secret.
+pub fn descriptor(identity: &Identity) -> Vec<u8> {
+    let kgc = acs_kgc::Kgc::new(acs_kgc::MasterSecret::generate(&mut rand_core::OsRng));
+    crate::mpc::descriptor_for(&kgc, identity)
+}
+
 pub fn mesh_config(
     pki: &DevPki,
     party: usize,
     next_addr: SocketAddr,
     status: RoundStatus,
 ) -> MeshConfig {
+    let identity = identity(pki, Role::Exchange(party as u8));
     MeshConfig {
         party: PartyId::new(party).unwrap(),
         deployment: "test".into(),
         next_addr,
-        identity: identity(pki, Role::Exchange(party as u8)),
+        descriptor: descriptor(&identity),
+        identity,
         roots: tls::roots_from_pem(&pki.ca.cert_pem).unwrap(),
         establish_timeout: Duration::from_secs(10),
         limits: Limits::default(),

@@ -111,6 +111,25 @@ pub struct Identity {
     key: PrivateKeyDer<'static>,
 }
 
+/// SHA-256 of the DER of the end-entity certificate a peer presented.
+pub fn peer_cert_sha256(peer_certs: Option<&[CertificateDer<'_>]>) -> Option<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    peer_certs
+        .and_then(|c| c.first())
+        .map(|c| Sha256::digest(c.as_ref()).into())
+}
+
+impl Identity {
+    /// SHA-256 of this identity's certificate (DER), as descriptors name it.
+    pub fn cert_sha256(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        self.chain
+            .first()
+            .map(|c| Sha256::digest(c.as_ref()).into())
+            .unwrap_or([0; 32])
+    }
+}
+
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Identity")

@@ -14,7 +14,8 @@
 use crate::client::{FromRelay, RelayLink, RelayWriter};
 use crate::output::ServerOutput;
 use crate::wire::{OutputShare, RegisterRequest, RoundAnnounce, SealedEnvelope, WireError};
-use acs_engine::round::{payload_to_words, Block, Incoming, Output, Role, RoundConfig, Status};
+use acs_engine::round::outputs::{reconstruct_checked, OutputShare as ShareOfOutput};
+use acs_engine::round::{payload_to_words, Block, Incoming, Role, RoundConfig, Status};
 use acs_kgc::{
     Direction, Envelope, LongTermKey, RegistrationResponse, SignedDescriptor, UserIdentity,
     UserPseudonym,
@@ -72,6 +73,10 @@ pub struct RoundReport {
     pub sent: Option<OutboxItem>,
     /// What arrived for this user.
     pub incoming: Option<Incoming>,
+    /// The exchange server whose answer this round contradicted the other two servers'
+    /// (it was outvoted: the output above is right all the same). Only a dishonest or
+    /// broken server is ever named here.
+    pub liar: Option<usize>,
 }
 
 /// A round is taken only with at least this long (ms) left to submit.
@@ -84,7 +89,7 @@ pub const LATE_ROUNDS: u64 = 4;
 #[derive(Debug)]
 struct Unsettled {
     round: u64,
-    parts: [Option<Vec<u64>>; 3],
+    parts: [Option<ShareOfOutput>; 3],
     sent: Option<OutboxItem>,
 }
 
@@ -360,6 +365,7 @@ impl User {
             status,
             sent,
             incoming,
+            liar: None,
         }
     }
 
@@ -368,15 +374,35 @@ impl User {
     fn settle_parts(
         &mut self,
         round: u64,
-        parts: &[Option<Vec<u64>>; 3],
+        parts: &[Option<ShareOfOutput>; 3],
         sent: Option<OutboxItem>,
     ) -> RoundReport {
-        let output = match parts {
-            [Some(a), Some(b), Some(c)] => Output::reconstruct([a, b, c], &self.cfg).ok(),
+        let user = self.pseudonym().get();
+        let checked = match (parts, u32::try_from(round)) {
+            ([Some(a), Some(b), Some(c)], Ok(r)) => {
+                match reconstruct_checked(r, user, [a, b, c], &self.cfg) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        tracing::error!(round, error = %e, "output shares do not check; output not accepted");
+                        None
+                    }
+                }
+            }
             _ => None,
         };
+        let liar = checked.as_ref().and_then(|c| c.liar).map(|p| p.index());
+        if let Some(l) = liar {
+            tracing::error!(
+                round,
+                server = l,
+                "CHEATING: exchange server {l} sent this user an output share that the other two servers contradict; outvoted, output reconstructed from theirs"
+            );
+        }
+        let output = checked.map(|c| c.output);
         let status = output.as_ref().map(|o| o.status);
-        self.settle(round, status, sent, output.and_then(|o| o.incoming))
+        let mut report = self.settle(round, status, sent, output.and_then(|o| o.incoming));
+        report.liar = liar;
+        report
     }
 
     /// Sends this round's block (oldest outbox message, or cover): one sealed share per
@@ -437,7 +463,7 @@ impl User {
         sent: Option<OutboxItem>,
         timeout: Duration,
     ) -> Result<RoundReport, UserError> {
-        let mut parts: [Option<Vec<u64>>; 3] = [None, None, None];
+        let mut parts: [Option<ShareOfOutput>; 3] = [None, None, None];
         let mut retry = false;
         let deadline = tokio::time::Instant::now() + timeout;
         while !retry && parts.iter().any(Option::is_none) {

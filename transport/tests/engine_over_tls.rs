@@ -3,6 +3,7 @@
 //! consistency check (with one server having heard one user fewer) and two consecutive
 //! exchange rounds, and the reconstructed outputs equal the plaintext reference round.
 
+use acs_engine::round::consistency::KeyNotary;
 use acs_engine::round::ideal::{ideal_round, StoredItem};
 use acs_engine::round::mpc::{exchange_round, SharedStore};
 use acs_engine::round::{Block, Output, Role, RoundConfig};
@@ -37,11 +38,14 @@ async fn exchange_rounds_over_mutual_tls_match_the_ideal_round() {
     let cfgs: Vec<MeshConfig> = (0..3)
         .map(|i| {
             let c = pki.leaf(TlsRole::Exchange(i as u8)).unwrap();
+            let identity = Identity::from_pem(&c.cert_pem, &c.key_pem).unwrap();
+            let kgc = acs_kgc::Kgc::new(acs_kgc::MasterSecret::generate(&mut rand::rngs::OsRng));
             MeshConfig {
+                descriptor: acs_transport::mpc::descriptor_for(&kgc, &identity),
                 party: PartyId::new(i).unwrap(),
                 deployment: "engine-test".into(),
                 next_addr: addrs[(i + 1) % 3],
-                identity: Identity::from_pem(&c.cert_pem, &c.key_pem).unwrap(),
+                identity,
                 roots: roots.clone(),
                 establish_timeout: Duration::from_secs(10),
                 limits: Limits::default(),
@@ -85,9 +89,11 @@ async fn exchange_rounds_over_mutual_tls_match_the_ideal_round() {
         .collect();
 
     let mut tasks = Vec::new();
+    let notaries = std::sync::Arc::new(KeyNotary::three_random([5; 32]));
     for (i, mesh) in [a.unwrap(), b.unwrap(), c.unwrap()].into_iter().enumerate() {
         let users = users.clone();
         let shares = shares.clone();
+        let notaries = notaries.clone();
         tasks.push(tokio::task::spawn_blocking(move || {
             let control = mesh.control;
             let mut party = Party::setup(PartyId::new(i).unwrap(), Box::new(mesh.channel)).unwrap();
@@ -101,7 +107,7 @@ async fn exchange_rounds_over_mutual_tls_match_the_ideal_round() {
                 } else {
                     users.clone()
                 };
-                let agreed = party.agree_online(round, &heard).unwrap();
+                let agreed = party.agree_online(round, &heard, &notaries[i]).unwrap();
                 let blocks: Vec<u64> = users
                     .iter()
                     .zip(round_shares)
@@ -112,7 +118,14 @@ async fn exchange_rounds_over_mutual_tls_match_the_ideal_round() {
                     exchange_round(&mut party, &CFG, round, &agreed.online, blocks, &store)
                         .unwrap();
                 store = result.store;
-                outs.push((agreed.online, result.outputs));
+                outs.push((
+                    agreed.online,
+                    result
+                        .outputs
+                        .into_iter()
+                        .map(|o| o.own)
+                        .collect::<Vec<_>>(),
+                ));
             }
             drop(control);
             (outs, party.stats())

@@ -9,12 +9,14 @@
 //!
 //! - [`ideal`]: the plaintext reference round (the oracle for tests);
 //! - [`mpc`]: the three-party round;
-//! - [`consistency`]: the cross-server check of the online set;
+//! - [`consistency`]: the signed, echoed agreement on the online set;
+//! - [`outputs`]: output shares users can check;
 //! - this module: the word encodings users and parties share.
 
 pub mod consistency;
 pub mod ideal;
 pub mod mpc;
+pub mod outputs;
 
 use crate::share::{xor_reconstruct, xor_share};
 use rand::RngCore;

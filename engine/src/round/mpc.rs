@@ -24,6 +24,7 @@
 //! Openings: quicksort comparison bits (twice) and routing tags after a fresh shuffle
 //! (twice), all through [`Party::declassify`], cross-checked at the end.
 
+use super::outputs::OutputShare;
 use super::RoundConfig;
 use crate::channel::PartyId;
 use crate::circuits::equal;
@@ -71,9 +72,9 @@ impl SharedStore {
 /// What one party holds after a round.
 #[derive(Debug)]
 pub struct RoundResult {
-    /// This party's output share for each online user, in the order of `online`: what
-    /// it sends to that user.
-    pub outputs: Vec<Vec<u64>>,
+    /// This party's answer to each online user, in the order of `online`: what it sends
+    /// to that user (both components it holds, checkable by the user).
+    pub outputs: Vec<OutputShare>,
     /// The new store.
     pub store: SharedStore,
     /// Wall-clock seconds of each phase at this party, in order, for profiling.
@@ -243,19 +244,25 @@ pub fn exchange_round(
 
     // Store sort: (not kept, received, src); not kept = dummy ^ delivered (exclusive).
     let item_rows = gather_rows(&routed, row, &items);
-    // Each user's output share without its status, which comes back after the store sort:
-    // [incoming role << 8, from, payload]; the user receives x_i = a.
-    let mut outputs: Vec<Vec<u64>> = mailbox_at
-        .iter()
-        .map(|&k| {
-            let m = &routed.a[k * row..(k + 1) * row];
-            let mut out = Vec::with_capacity(cfg.output_words());
-            out.push((m[FLAGS] & ROLE_MASK) << 8);
-            out.push(m[SRC]);
-            out.extend_from_slice(&m[PAYLOAD..]);
-            out
-        })
-        .collect();
+    // Each user's two output components without the status, which comes back after the
+    // store sort: [incoming role << 8, from, payload]. Component x_i (this party's `a`)
+    // and x_{i+1} (its `b`) both go to the user, so that it can check them
+    // (`outputs::reconstruct_checked`).
+    let assemble = |v: &[u64]| -> Vec<Vec<u64>> {
+        mailbox_at
+            .iter()
+            .map(|&k| {
+                let m = &v[k * row..(k + 1) * row];
+                let mut out = Vec::with_capacity(cfg.output_words());
+                out.push((m[FLAGS] & ROLE_MASK) << 8);
+                out.push(m[SRC]);
+                out.extend_from_slice(&m[PAYLOAD..]);
+                out
+            })
+            .collect()
+    };
+    let mut outputs_a = assemble(&routed.a);
+    let mut outputs_b = assemble(&routed.b);
     drop(routed);
     let mut keys2 = SharedKeys::default();
     for (share, out) in [(Share::A, &mut keys2.a), (Share::B, &mut keys2.b)] {
@@ -331,10 +338,12 @@ pub fn exchange_round(
     clock.lap("statuses and route back");
 
     // Status into word 0. XOR, never OR: shares of a value have random high bits.
-    for (out, &k) in outputs.iter_mut().zip(&status_at) {
-        out[0] ^= routed_status.a[2 * k + 1];
+    for (k, &at) in status_at.iter().enumerate() {
+        outputs_a[k][0] ^= routed_status.a[2 * at + 1];
+        outputs_b[k][0] ^= routed_status.b[2 * at + 1];
     }
-    clock.lap("assemble outputs");
+    let outputs = party.commit_outputs(round, online, outputs_a, outputs_b)?;
+    clock.lap("assemble and commit outputs");
     Ok(RoundResult {
         outputs,
         store: SharedStore { rows: new_store },
@@ -424,10 +433,14 @@ fn gather_rows(rows: &Shared, row: usize, idx: &[usize]) -> Shared {
     }
 }
 
+/// The opened routing tags are not the public multiset they must be. Every opening was
+/// cross-checked, so all honest parties opened these same tags: the shares themselves
+/// are wrong, which only a deviation in the computation explains. Without verified
+/// computation nothing says which of the two other parties deviated.
 fn route_mismatch(id: PartyId) -> EngineError {
-    EngineError::PeerMisbehaved {
-        peer: id,
+    EngineError::Deviation {
         what: "opened routing tags are not the expected multiset".into(),
+        suspects: [id.next(), id.prev()],
     }
 }
 

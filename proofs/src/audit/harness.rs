@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use acs_engine::declassify::AuditEntry;
+use acs_engine::round::consistency::KeyNotary;
 use acs_engine::round::mpc::{exchange_round, SharedStore};
 use acs_engine::round::Output;
 use acs_engine::testing::run_three;
@@ -92,6 +93,7 @@ pub fn run_plan(
         .collect();
     let shares = Arc::new(shares);
     let online = Arc::new(public.online.clone());
+    let notaries = Arc::new(KeyNotary::three_random([0; 32]));
     let results = run_three(move |p| -> Result<(PartyRun, Option<u32>), EngineError> {
         let i = p.id().index();
         p.record_opened_values(true);
@@ -101,7 +103,7 @@ pub fn run_plan(
         let mut inconsistent = None;
         for (r, round_shares) in shares.iter().enumerate() {
             let round = r as u32 + 1;
-            if !p.agree_online(round, &online)?.consistent {
+            if !p.agree_online(round, &online, &notaries[i])?.consistent {
                 inconsistent.get_or_insert(round);
             }
             let blocks = round_shares[i].clone();
@@ -110,7 +112,7 @@ pub fn run_plan(
                 Variant::Leaky(leak) => leaky_round(p, &cfg, round, &online, blocks, &store, leak)?,
             };
             marks.push(p.audit_log().entries().len());
-            outputs.push(result.outputs);
+            outputs.push(result.outputs.into_iter().map(|o| o.own).collect());
             store = result.store;
         }
         Ok((

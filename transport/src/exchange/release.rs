@@ -5,7 +5,7 @@
 
 use super::collect::send_outputs;
 use super::intake::Intake;
-use crate::output::ServerOutput;
+use crate::output::{self, ServerOutput};
 use crate::relay_port::RelayPortHandle;
 use acs_kgc::UserPseudonym;
 use std::collections::HashMap;
@@ -84,30 +84,34 @@ pub fn retry_all(routes: &Routes) -> impl Iterator<Item = Answer> + '_ {
 const ENTRY_HEAD: usize = 16;
 
 /// A committed round's output shares with their routes, as the database keeps them:
-/// per user 8 bytes pseudonym, 4 relay, 4 slot, then `output_words` words, little-endian.
+/// per user 8 bytes pseudonym, 4 relay, 4 slot (little-endian), then the encoded share
+/// ([`crate::output::encode_share`]).
 pub fn encode_stored(answers: &[Answer], output_words: usize) -> Vec<u8> {
     let shares = answers
         .iter()
         .filter_map(|a| match &a.output {
-            ServerOutput::Share(w) if w.len() == output_words => Some((a, w)),
+            ServerOutput::Share(s)
+                if s.own.len() == output_words && s.next.len() == output_words =>
+            {
+                Some((a, s))
+            }
             _ => None,
         })
         .collect::<Vec<_>>();
-    let mut out = Vec::with_capacity(shares.len() * (ENTRY_HEAD + output_words * 8));
-    for (a, words) in shares {
+    let mut out =
+        Vec::with_capacity(shares.len() * (ENTRY_HEAD + output::share_bytes(output_words)));
+    for (a, share) in shares {
         out.extend_from_slice(&a.user.to_le_bytes());
         out.extend_from_slice(&a.relay.to_le_bytes());
         out.extend_from_slice(&a.slot.to_le_bytes());
-        for w in words {
-            out.extend_from_slice(&w.to_le_bytes());
-        }
+        output::encode_share(share, &mut out);
     }
     out
 }
 
 /// The inverse of [`encode_stored`]; `None` if the bytes do not fit `output_words`.
 pub fn decode_stored(bytes: &[u8], output_words: usize) -> Option<Vec<Answer>> {
-    let entry = ENTRY_HEAD + output_words * 8;
+    let entry = ENTRY_HEAD + output::share_bytes(output_words);
     if !bytes.len().is_multiple_of(entry) {
         return None;
     }
@@ -116,17 +120,17 @@ pub fn decode_stored(bytes: &[u8], output_words: usize) -> Option<Vec<Answer>> {
         x[..b.len()].copy_from_slice(b);
         u64::from_le_bytes(x)
     };
-    Some(
-        bytes
-            .chunks_exact(entry)
-            .map(|e| Answer {
+    bytes
+        .chunks_exact(entry)
+        .map(|e| {
+            Some(Answer {
                 user: le(&e[..8]),
                 relay: le(&e[8..12]) as u32,
                 slot: le(&e[12..16]) as u32,
-                output: ServerOutput::Share(e[ENTRY_HEAD..].chunks_exact(8).map(le).collect()),
+                output: ServerOutput::Share(output::decode_share(&e[ENTRY_HEAD..], output_words)?),
             })
-            .collect(),
-    )
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -140,7 +144,7 @@ mod tests {
                 user: 7,
                 relay: 1,
                 slot: 9,
-                output: ServerOutput::Share(vec![1, 2, 3]),
+                output: crate::output::tests::share(vec![1, 2, 3]),
             },
             Answer {
                 user: 8,
@@ -152,7 +156,7 @@ mod tests {
                 user: u64::MAX,
                 relay: u32::MAX,
                 slot: 0,
-                output: ServerOutput::Share(vec![u64::MAX, 0, 5]),
+                output: crate::output::tests::share(vec![u64::MAX, 0, 5]),
             },
         ];
         let bytes = encode_stored(&answers, 3);

@@ -26,9 +26,12 @@ use crate::output::ServerOutput;
 use crate::relay_port::{self, PortEvent, RelayPortConfig, RelayPortHandle};
 use crate::tls::{Identity, Role};
 use crate::wire::{self, RelayRegisterResponse, RoundAnnounce, RoundStatus};
+use acs_engine::round::consistency::{KeyNotary, Notary};
 use acs_engine::round::mpc::{exchange_round, SharedStore};
+use acs_engine::round::outputs::OutputShare;
 use acs_engine::round::RoundConfig;
 use acs_engine::{resolve_complaint, Blame, OpeningComplaint, Party, PartyId, Peer, Shared};
+use acs_kgc::ed25519_dalek::SigningKey;
 use acs_kgc::{Kgc, MasterSecret};
 use rustls::RootCertStore;
 use std::collections::HashMap;
@@ -163,7 +166,7 @@ struct EngineFailure {
 
 struct EngineDone {
     online: Vec<u64>,
-    outputs: Vec<Vec<u64>>,
+    outputs: Vec<OutputShare>,
     store: SharedStore,
     digest: [u8; 32],
 }
@@ -174,6 +177,7 @@ fn engine_thread(
     cfg: RoundConfig,
     jobs: std::sync::mpsc::Receiver<EngineJob>,
     ready: oneshot::Sender<Result<(), String>>,
+    notary: Box<dyn Notary>,
 ) {
     let mut party = match Party::setup(id, Box::new(channel)) {
         Ok(p) => {
@@ -197,7 +201,17 @@ fn engine_thread(
             lie = None;
         }
         let result = (|| {
-            let agreed = party.agree_online(job.round, &job.heard)?;
+            let agreed = party.agree_online(job.round, &job.heard, notary.as_ref())?;
+            if !agreed.consistent {
+                tracing::warn!(
+                    round = job.round,
+                    online = agreed.online.len(),
+                    not_heard_at_0 = agreed.missing_at[0],
+                    not_heard_at_1 = agreed.missing_at[1],
+                    not_heard_at_2 = agreed.missing_at[2],
+                    "online sets differed; the round runs over their intersection"
+                );
+            }
             let mut blocks = Vec::with_capacity(agreed.online.len() * cfg.block_words());
             for u in &agreed.online {
                 // The agreed set is a subset of what this server heard, so every share is here.
@@ -237,6 +251,18 @@ fn engine_thread(
             }
         }
     }
+}
+
+/// What every signed online-set statement of this deployment carries: the deployment
+/// name and the exchange parameters, so a statement cannot be replayed elsewhere.
+fn statement_context(deployment: &str, cfg: &RoundConfig) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"acs/online-set-context/v1");
+    h.update((deployment.len() as u64).to_le_bytes());
+    h.update(deployment.as_bytes());
+    h.update(config_digest(cfg));
+    h.finalize().into()
 }
 
 /// What the peers compare in their hellos: the exchange parameters, which must agree.
@@ -375,6 +401,11 @@ enum RoundEnd {
 
 struct RoundLoop {
     cfg: ServerConfig,
+    /// This server's identity key (its descriptor's), which signs its online-set
+    /// statements.
+    signing: SigningKey,
+    /// This server's signed descriptor, sent to its peers in the hello.
+    descriptor: Vec<u8>,
     port: RelayPortHandle,
     batches: mpsc::Receiver<PortEvent>,
     intake: Arc<Mutex<Intake>>,
@@ -556,13 +587,15 @@ impl RoundLoop {
         let routes = &self.in_flight.as_ref().expect("set above").routes;
         // Shares to the agreed online set, `retry` to everyone else heard.
         let mut answers: Vec<Answer> = Vec::with_capacity(routes.len());
-        for (user, words) in done.online.iter().zip(done.outputs) {
+        #[cfg(feature = "fault-injection")]
+        let done = faults::alter_outputs(done, a.round);
+        for (user, share) in done.online.iter().zip(done.outputs) {
             if let Some(&(relay, slot)) = routes.get(user) {
                 answers.push(Answer {
                     user: *user,
                     relay,
                     slot,
-                    output: ServerOutput::Share(words),
+                    output: ServerOutput::Share(share),
                 });
             }
         }
@@ -656,13 +689,26 @@ impl RoundLoop {
                     culprit = culprit.index(),
                     accuser = c.accuser.index(),
                     opening = c.opening,
-                    "CHEATING: server {} sent wrong values while opening (complaint from server {}, settled against this server's record)",
+                    "CHEATING: server {} misreported an opening in its complaint (it contradicts what this server sent it)",
                     culprit.index(),
-                    c.accuser.index()
                 ),
-                _ => tracing::warn!(round, accuser = c.accuser.index(), "a peer's opening complaint could not be settled here"),
+                Blame::Pair(x, y) => tracing::error!(
+                    round,
+                    suspect_a = x.index(),
+                    suspect_b = y.index(),
+                    accuser = c.accuser.index(),
+                    opening = c.opening,
+                    "opening complaint from server {}: server {} or server {} lied (this server's record cannot tell which; the accuser's own pair is {{{}, {}}})",
+                    c.accuser.index(),
+                    x.index(),
+                    y.index(),
+                    c.value_from.index(),
+                    c.check_from.index()
+                ),
+                Blame::Unknown => tracing::warn!(round, accuser = c.accuser.index(), "a peer's opening complaint could not be settled here"),
             }
         }
+        log_blame(round, &f.error);
         ServerError::Engine(f.error.to_string())
     }
 
@@ -678,6 +724,54 @@ impl RoundLoop {
             None => {}
         }
     }
+}
+
+/// Logs who an engine error blames, by the rules of `docs/security.md`: a proof names one
+/// server (and is logged in full so an operator can show it to others); what a server
+/// saw on a peer's own authenticated link names that peer, for this server only; an
+/// inconsistency that two servers could have caused names both as suspects.
+fn log_blame(round: u64, e: &acs_engine::EngineError) {
+    use acs_engine::EngineError as E;
+    match e {
+        E::Equivocation(proof) => tracing::error!(
+            round,
+            culprit = proof.culprit().index(),
+            proof = %proof.to_hex(),
+            "CHEATING (proven): {proof}; the proof is two statements signed with its identity key (hex, ':'-separated; each is the signed bytes followed by the Ed25519 signature)"
+        ),
+        E::WrongFinalSet(signed) => tracing::error!(
+            round,
+            culprit = signed.statement.signer.index(),
+            statement = %hex(&signed.to_bytes()),
+            "CHEATING (proven): server {} signed a final online set that is not the intersection of the three signed sets",
+            signed.statement.signer.index()
+        ),
+        E::PeerMisbehaved { peer, what } => tracing::error!(
+            round,
+            culprit = peer.index(),
+            "server {} misbehaved on its own link to this server: {what}",
+            peer.index()
+        ),
+        E::Deviation { what, suspects } => tracing::error!(
+            round,
+            suspect_a = suspects[0].index(),
+            suspect_b = suspects[1].index(),
+            "{what}: server {} or server {} deviated (no evidence names one of them)",
+            suspects[0].index(),
+            suspects[1].index()
+        ),
+        E::OpeningMismatch { suspect: Some(p) } => tracing::error!(
+            round,
+            culprit = p.index(),
+            "server {} reported a digest of the openings that contradicts the other two",
+            p.index()
+        ),
+        _ => {}
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The first opening complaint a peer sends before its links close (or `timeout`).
@@ -778,17 +872,32 @@ async fn start_session(
             limits: cfg.limits,
             status: commit::status(&lp.db)?,
             config_digest: config_digest(&cfg.round),
+            descriptor: lp.descriptor.clone(),
         },
         peer_listener,
     )
     .await?;
+    let mut keys = [lp.signing.verifying_key(); 3];
+    keys[party.next().index()] = mesh.peer_keys[0];
+    keys[party.prev().index()] = mesh.peer_keys[1];
+    let notary = KeyNotary::new(
+        statement_context(&cfg.deployment, &cfg.round),
+        party,
+        lp.signing.clone(),
+        keys,
+    )
+    .map_err(|e| ServerError::Engine(e.to_string()))?;
+    #[cfg(feature = "fault-injection")]
+    let notary: Box<dyn Notary> = faults::notary(notary);
+    #[cfg(not(feature = "fault-injection"))]
+    let notary: Box<dyn Notary> = Box::new(notary);
     let (jobs, job_rx) = std::sync::mpsc::channel();
     let (ready_tx, ready) = oneshot::channel();
     let engine_cfg = cfg.round;
     let channel = mesh.channel;
     std::thread::Builder::new()
         .name(format!("engine-{}", cfg.index))
-        .spawn(move || engine_thread(party, channel, engine_cfg, job_rx, ready_tx))
+        .spawn(move || engine_thread(party, channel, engine_cfg, job_rx, ready_tx, notary))
         .map_err(|e| ServerError::Engine(e.to_string()))?;
     let session = Session {
         control: mesh.control,
@@ -820,7 +929,10 @@ pub async fn run(
     let party = PartyId::new(cfg.index as usize)
         .ok_or_else(|| ServerError::Config(format!("index {} is not 0, 1 or 2", cfg.index)))?;
     let db = Arc::new(Db::open(&cfg.db_path)?);
-    let intake = Arc::new(Mutex::new(Intake::load(Kgc::new(master), db.clone())?));
+    let signing = master.identity_signing_key();
+    let kgc = Kgc::new(master);
+    let descriptor = mpc::descriptor_for(&kgc, &cfg.identity);
+    let intake = Arc::new(Mutex::new(Intake::load(kgc, db.clone())?));
     let store = store_from_slots(&db.store()?, &cfg.round)?;
 
     let (port, events) = relay_port::start(
@@ -844,6 +956,8 @@ pub async fn run(
     let max_rounds = cfg.max_rounds;
     let mut lp = RoundLoop {
         cfg,
+        signing,
+        descriptor,
         port,
         batches,
         intake,
@@ -917,13 +1031,88 @@ pub async fn run(
 ///   outputs go out), log `FAULT: paused`, and wait to be killed. `<phase>:armed`
 ///   stops in the first round to reach that phase once the file named by
 ///   `ACS_FAULT_ARM` exists (so a test can pick a round its users take part in).
+/// - `ACS_FAULT_EQUIVOCATE=1`: once armed, sign a different online-set digest for the
+///   next server than for the previous one, in one round.
+/// - `ACS_FAULT_OUTPUT=<own|next|commit|all>`: once armed, corrupt that field of this
+///   server's answers to every user of one round (after the servers' own checks).
 /// - `ACS_FAULT_LIE=<value|check>:<SortComparison|RouteAfterShuffle>:<n>`: lie in the
 ///   `n`-th opening (from 0) for that reason, counted from the first round computed once
 ///   armed (see `ACS_FAULT_ARM`; at once without it), in the first session only (so the
 ///   test sees one aborted round and then honest rounds).
 #[cfg(feature = "fault-injection")]
 pub(crate) mod faults {
-    use acs_engine::{LieKind, Reason};
+    use acs_engine::round::consistency::{
+        KeyNotary, Notary, SignedStatement, Statement, StatementKind,
+    };
+    use acs_engine::{LieKind, PartyId, Peer, Reason};
+
+    /// `ACS_FAULT_EQUIVOCATE=1`: once armed, this server signs a different digest of its
+    /// online set for its next peer than for its previous one (once per process).
+    struct Equivocating(KeyNotary);
+
+    impl Notary for Equivocating {
+        fn context(&self) -> [u8; 32] {
+            self.0.context()
+        }
+        fn sign(&self, to: Peer, s: &Statement) -> SignedStatement {
+            static USED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if to == Peer::Next
+                && s.kind == StatementKind::Heard
+                && armed()
+                && !USED.swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                let mut lie = *s;
+                lie.digest[0] ^= 1;
+                tracing::warn!(
+                    round = s.round,
+                    "FAULT: signing a different online-set digest for the next server"
+                );
+                return self.0.sign(to, &lie);
+            }
+            self.0.sign(to, s)
+        }
+        fn key_of(&self, who: PartyId) -> &acs_kgc::ed25519_dalek::VerifyingKey {
+            self.0.key_of(who)
+        }
+    }
+
+    pub(crate) fn notary(n: KeyNotary) -> Box<dyn Notary> {
+        if std::env::var_os("ACS_FAULT_EQUIVOCATE").is_some() {
+            Box::new(Equivocating(n))
+        } else {
+            Box::new(n)
+        }
+    }
+
+    /// `ACS_FAULT_OUTPUT=<own|next|commit|all>`: in the first round computed once armed,
+    /// flip a bit of that field of this server's answer to every user (after the
+    /// servers' checks, so only the users can notice).
+    pub(super) fn alter_outputs(mut done: super::EngineDone, round: u64) -> super::EngineDone {
+        static USED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        let Ok(what) = std::env::var("ACS_FAULT_OUTPUT") else {
+            return done;
+        };
+        if !armed()
+            || done.outputs.is_empty()
+            || USED.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            return done;
+        }
+        tracing::warn!(round, field = %what, users = done.outputs.len(), "FAULT: altering this server's output shares");
+        for s in &mut done.outputs {
+            match what.as_str() {
+                "own" => s.own[0] ^= 1 << 8,
+                "next" => s.next[1] ^= 1,
+                "commit" => s.other_commit[0] ^= 1,
+                _ => {
+                    s.own[0] ^= 1 << 8;
+                    s.next[1] ^= 1;
+                    s.other_commit[0] ^= 1;
+                }
+            }
+        }
+        done
+    }
 
     pub(crate) async fn pause(phase: &str, round: u64) {
         let Ok(spec) = std::env::var("ACS_FAULT_PAUSE") else {

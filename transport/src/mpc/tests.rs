@@ -13,11 +13,13 @@ fn identity(pki: &DevPki, role: Role) -> Identity {
 }
 
 fn config(pki: &DevPki, party: usize, next_addr: SocketAddr) -> MeshConfig {
+    let identity = identity(pki, Role::Exchange(party as u8));
     MeshConfig {
         party: PartyId::new(party).unwrap(),
         deployment: "test".into(),
         next_addr,
-        identity: identity(pki, Role::Exchange(party as u8)),
+        descriptor: crate::testkit::descriptor(&identity),
+        identity,
         roots: tls::roots_from_pem(&pki.ca.cert_pem).unwrap(),
         establish_timeout: Duration::from_secs(10),
         limits: Limits::default(),
@@ -125,6 +127,7 @@ async fn a_peer_sending_garbage_gets_a_clear_error() {
     let acc2 = TlsAcceptor::from(
         tls::server_config(&id2, tls::ClientAuth::Required(roots.clone())).unwrap(),
     );
+    let d2 = crate::testkit::descriptor(&id2);
     let p2 = tokio::spawn(async move {
         let (tcp, _) = l2.accept().await.unwrap();
         let mut s = acc2.accept(tcp).await.unwrap();
@@ -141,6 +144,7 @@ async fn a_peer_sending_garbage_gets_a_clear_error() {
                 deployment: "test".into(),
                 status: Default::default(),
                 config_digest: [0; 32],
+                descriptor: d2,
             },
         )
         .await
@@ -164,6 +168,7 @@ async fn a_peer_sending_garbage_gets_a_clear_error() {
     };
     let impostor = identity(&pki, Role::Entry(0));
     let id0 = identity(&pki, Role::Exchange(0));
+    let d0 = crate::testkit::descriptor(&id0);
     let p0 = tokio::spawn(async move {
         // First an entry relay's (valid, CA-signed) certificate: refused with a notice.
         let mut s = dial(impostor).await;
@@ -181,6 +186,7 @@ async fn a_peer_sending_garbage_gets_a_clear_error() {
                 deployment: "test".into(),
                 status: Default::default(),
                 config_digest: [0; 32],
+                descriptor: d0,
             },
         )
         .await

@@ -216,6 +216,10 @@ pub struct PeerHello {
     /// A digest of the sender's exchange parameters (payload size, store capacity,
     /// expiry): all three servers must run the same round.
     pub config_digest: [u8; 32],
+    /// The sender's signed server descriptor (280 bytes), naming the TLS certificate it
+    /// presented on this link: its identity key signs its online-set statements.
+    #[serde(with = "serde_bytes")]
+    pub descriptor: Vec<u8>,
 }
 
 impl WireMessage for PeerHello {

@@ -85,6 +85,7 @@ async fn every_message_round_trips() {
             prepared: None,
         },
         config_digest: [3; 32],
+        descriptor: vec![9; 280],
     })
     .await;
     rt(OnlineSetHash {
@@ -319,6 +320,7 @@ async fn random_and_mutated_frames_never_panic() {
             deployment: "d".into(),
             status: RoundStatus::default(),
             config_digest: [0; 32],
+            descriptor: vec![0; 280],
         })
         .unwrap(),
         encode_frame(&CommitVote {

@@ -47,6 +47,8 @@ pub struct Tally {
     pub received: Vec<(u64, u64, Vec<u64>)>,
     /// Rounds the crowd took part in.
     pub rounds: Vec<u64>,
+    /// `(round, user index, server)` for every server a user's check named as a liar.
+    pub liars: Vec<(u64, usize, usize)>,
 }
 
 impl Tally {
@@ -174,6 +176,9 @@ impl Crowd {
             for rep in reports.into_iter().chain(u.take_late()) {
                 rounds.push(rep.round);
                 self.tally.statuses[i].push((rep.round, rep.status));
+                if let Some(l) = rep.liar {
+                    self.tally.liars.push((rep.round, i, l));
+                }
                 if let Some(inc) = rep.incoming {
                     self.tally
                         .received

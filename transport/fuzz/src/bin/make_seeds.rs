@@ -140,6 +140,7 @@ fn main() {
             prepared: Some(6),
         },
         config_digest: [0x5c; 32],
+        descriptor: vec![0x5d; 280],
     };
     let notice = ErrorNotice {
         code: ErrorCode::RoundClosed,

@@ -518,6 +518,12 @@ fn print_report(report: &acs_transport::user::RoundReport, note: &str) {
         None => "cover".into(),
     };
     println!("round {}{note}: {what}: {status}", report.round);
+    if let Some(l) = report.liar {
+        println!(
+            "round {}{note}: WARNING: exchange server {l} sent an answer the other two servers contradict; it was outvoted and this round's output is right",
+            report.round
+        );
+    }
     if let Some(inc) = &report.incoming {
         let bytes = acs_engine::round::payload_from_words(&inc.payload);
         let end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);

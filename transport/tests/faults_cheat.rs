@@ -96,6 +96,9 @@ fn cheat(liar: usize, lie: &str) {
     // accuser's own pair {value_from, check_from}, only the liar is in both.
     let judge = honest.iter().copied().find(|i| *i != accusers[0]).unwrap();
     let verdict = about(judge, "opening complaint from server");
+    for l in about(accusers[0], "failed its cross-check").iter().chain(&verdict) {
+        eprintln!("evidence: {l}");
+    }
     assert!(
         verdict.iter().any(|l| {
             field(l, "suspect_a") == Some(liar as u64)
@@ -222,6 +225,7 @@ fn equivocation(liar: usize) {
             .find(|l| l.contains("CHEATING (proven)") && field(l, "round") == Some(round))
             .unwrap_or_else(|| panic!("server {i} holds no proof\n{}", logs(&ex)));
         assert_eq!(field(line, "culprit"), Some(liar as u64), "{line}");
+        eprintln!("evidence, server {i}: {line}");
         // The logged proof verifies against the liar's published identity key, and
         // against no other server's.
         let hex = text_field(line, "proof").expect("proof field");
@@ -293,6 +297,11 @@ fn altered_outputs(liar: usize, field_name: &str) {
         );
         assert_eq!(r, round, "user {user} named a liar in round {r}");
     }
+    eprintln!(
+        "evidence: in round {round}, {} users named server {liar} as the liar: {:?}",
+        named.len(),
+        named
+    );
     let served = crowd.tally.served_in(round);
     let users_named: std::collections::BTreeSet<usize> = named.iter().map(|n| n.1).collect();
     assert_eq!(

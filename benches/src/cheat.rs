@@ -94,6 +94,8 @@ pub struct Outcome {
     pub honest_blamed: bool,
     /// Users who accepted a wrong output.
     pub outputs_wrong: usize,
+    /// Users whose check named a liar (or refused the output).
+    pub users_detecting: usize,
     /// What each honest server ended with.
     pub servers: Vec<String>,
 }
@@ -304,7 +306,7 @@ pub fn run_once(
 
     // Users: only when every party finished the round do they get outputs.
     let mut outputs_wrong = 0;
-    let mut user_detected = false;
+    let mut users_detecting = 0;
     if ends.iter().all(|e| e.result.is_ok()) {
         let mut results: Vec<RoundResult> = ends
             .drain(..)
@@ -328,14 +330,14 @@ pub fn run_once(
             match reconstruct_checked(1, online[k], answers, &cfg) {
                 Ok(c) => {
                     if let Some(l) = c.liar {
-                        user_detected = true;
+                        users_detecting += 1;
                         blamed.insert(l.index());
                     }
                     if &c.output != w {
                         outputs_wrong += 1;
                     }
                 }
-                Err(_) => user_detected = true,
+                Err(_) => users_detecting += 1,
             }
         }
     }
@@ -344,12 +346,13 @@ pub fn run_once(
         at: at.name(),
         party: liar.index(),
         users: online.len(),
-        detected: server_detected || user_detected,
+        detected: server_detected || users_detecting > 0,
         aborted_before_opening,
         blamed: blamed.into_iter().collect(),
         suspect_pairs,
         honest_blamed,
         outputs_wrong,
+        users_detecting,
         servers,
     })
 }

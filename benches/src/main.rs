@@ -5,6 +5,7 @@
 //! against a plaintext computation; it exits non-zero if verification fails.
 
 mod cheat;
+mod net;
 mod report;
 mod round;
 mod sort;

@@ -1,11 +1,11 @@
 //! `acs-bench round`: one exchange round (or a few) at scale, verified against the ideal
 //! round.
 
+use crate::net::{run_parties, Net};
 use acs_engine::round::ideal::{ideal_round, stored_items, StoredItem};
 use acs_engine::round::mpc::{exchange_round, SharedStore};
 use acs_engine::round::outputs::reconstruct_checked;
 use acs_engine::round::{Block, Role, RoundConfig};
-use acs_engine::testing::run_three;
 use clap::Args;
 use rand::{Rng, SeedableRng};
 use std::sync::{Arc, Barrier};
@@ -39,6 +39,10 @@ pub struct RoundArgs {
     /// Seed for the workload.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// How the three parties are connected: in-memory channels in one process, or the
+    /// mutual-TLS mesh of `acs exchange` on loopback (one runtime per party).
+    #[arg(long, value_enum, default_value_t = Net::Inproc)]
+    net: Net,
     /// Print one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -46,6 +50,7 @@ pub struct RoundArgs {
 
 #[derive(serde::Serialize)]
 struct Report {
+    net: Net,
     users: usize,
     msg_size: usize,
     store: usize,
@@ -125,7 +130,7 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
         let barrier = Arc::new(Barrier::new(3));
         let on = online.clone();
         eprintln!("acs-bench round: round {round}: running three parties");
-        let results = run_three(move |p| {
+        let results = run_parties(args.net, move |p| {
             let i = p.id().index();
             let before = p.stats();
             barrier.wait();
@@ -139,7 +144,7 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
                 after.bytes_sent - before.bytes_sent,
                 after.rounds - before.rounds,
             ))
-        });
+        })?;
         let mut parts = Vec::new();
         for r in results {
             parts.push(r.map_err(|e| format!("party failed: {e}"))?);
@@ -201,6 +206,7 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
         }
     }
     let report = Report {
+        net: args.net,
         users: n,
         msg_size: args.msg_size,
         store: cfg.store_capacity,

@@ -1,8 +1,8 @@
 //! `acs-bench sort`.
 
+use crate::net::{run_parties, Net};
 use acs_engine::share::{reconstruct, reconstruct_keys, xor_share};
 use acs_engine::sort::{bitonic_sort, quicksort};
-use acs_engine::testing::run_three;
 use acs_engine::SharedKeys;
 use clap::{Args, ValueEnum};
 use rand::{Rng, SeedableRng};
@@ -37,6 +37,10 @@ pub struct SortArgs {
     /// Seed for the random inputs.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// How the three parties are connected: in-memory channels in one process, or the
+    /// mutual-TLS mesh of `acs exchange` on loopback (one runtime per party).
+    #[arg(long, value_enum, default_value_t = Net::Inproc)]
+    net: Net,
     /// Print one JSON object on stdout instead of a readable line.
     #[arg(long)]
     json: bool,
@@ -44,6 +48,7 @@ pub struct SortArgs {
 
 #[derive(serde::Serialize)]
 struct Report {
+    net: Net,
     algo: &'static str,
     n: usize,
     key_bits: u32,
@@ -93,7 +98,7 @@ pub fn run(args: &SortArgs) -> Result<bool, String> {
     let barrier = Arc::new(Barrier::new(3));
     let algo = args.algo;
     eprintln!("acs-bench sort: running three parties");
-    let results = run_three(move |p| {
+    let results = run_parties(args.net, move |p| {
         let i = p.id().index();
         let k = p.input_from_xor(key_shares[i].clone())?;
         let pl = p.input_from_xor(payload_shares[i].clone())?;
@@ -113,7 +118,7 @@ pub fn run(args: &SortArgs) -> Result<bool, String> {
             after.bytes_sent - before.bytes_sent,
             after.rounds - before.rounds,
         ))
-    });
+    })?;
     let mut parts = Vec::new();
     for r in results {
         parts.push(r.map_err(|e| format!("party failed: {e}"))?);
@@ -152,6 +157,7 @@ pub fn run(args: &SortArgs) -> Result<bool, String> {
     let verified = keys_ascending && got == expect;
 
     let report = Report {
+        net: args.net,
         algo: match algo {
             Algo::Quick => "quick",
             Algo::Bitonic => "bitonic",

@@ -96,7 +96,10 @@ fn cheat(liar: usize, lie: &str) {
     // accuser's own pair {value_from, check_from}, only the liar is in both.
     let judge = honest.iter().copied().find(|i| *i != accusers[0]).unwrap();
     let verdict = about(judge, "opening complaint from server");
-    for l in about(accusers[0], "failed its cross-check").iter().chain(&verdict) {
+    for l in about(accusers[0], "failed its cross-check")
+        .iter()
+        .chain(&verdict)
+    {
         eprintln!("evidence: {l}");
     }
     assert!(

@@ -37,6 +37,8 @@ const PENDING_OUTPUTS: TableDefinition<u64, &[u8]> = TableDefinition::new("pendi
 const COMMITTED: &str = "committed_round";
 const ANNOUNCED: &str = "announced_round";
 const PREPARED: &str = "prepared_round";
+/// In `PENDING_META`: 1 when the prepared round replaces the store.
+const STORE_SET: &str = "store_set";
 
 /// Database failures. All are fatal for the operation; none leaves partial effects.
 #[derive(Debug, thiserror::Error)]
@@ -99,8 +101,10 @@ pub enum Registered {
 pub struct RoundEffects {
     /// The round.
     pub round: u64,
-    /// The full new store, slot by slot (this server's shares).
-    pub store: Vec<Vec<u8>>,
+    /// The full new store, slot by slot (this server's shares), or `None` when the round
+    /// left the store as it was (no user online: nothing was computed), so that an idle
+    /// server writes no store at all.
+    pub store: Option<Vec<Vec<u8>>>,
     /// The round's commit record.
     pub record: Vec<u8>,
     /// This server's output shares and their routes (opaque to the database).
@@ -112,7 +116,7 @@ impl std::fmt::Debug for RoundEffects {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RoundEffects")
             .field("round", &self.round)
-            .field("store_slots", &self.store.len())
+            .field("store_slots", &self.store.as_ref().map(Vec::len))
             .field("record_len", &self.record.len())
             .field("outputs_len", &self.outputs.len())
             .finish()
@@ -277,17 +281,20 @@ impl Db {
     /// Durably records `effects` as prepared (replacing an older prepared round), without
     /// touching the committed state.
     pub fn prepare(&self, effects: &RoundEffects) -> Result<(), DbError> {
-        if u32::try_from(effects.store.len()).is_err() {
-            return Err(DbError::StoreTooLarge(effects.store.len()));
+        let slots = effects.store.as_ref().map_or(0, Vec::len);
+        if u32::try_from(slots).is_err() {
+            return Err(DbError::StoreTooLarge(slots));
         }
         let tx = self.inner.begin_write()?;
         {
             Self::check_after_committed(&tx.open_table(META)?, effects.round)?;
             let mut ps = tx.open_table(PENDING_STORE)?;
             ps.retain(|_, _| false)?;
-            for (i, blob) in effects.store.iter().enumerate() {
+            for (i, blob) in effects.store.iter().flatten().enumerate() {
                 ps.insert(i as u32, blob.as_slice())?;
             }
+            tx.open_table(PENDING_META)?
+                .insert(STORE_SET, u64::from(effects.store.is_some()))?;
             let mut pr = tx.open_table(PENDING_ROUND)?;
             pr.retain(|_, _| false)?;
             pr.insert(effects.round, effects.record.as_slice())?;
@@ -312,12 +319,16 @@ impl Db {
             }
             let mut meta = tx.open_table(META)?;
             Self::check_after_committed(&meta, round)?;
-            let mut store = tx.open_table(STORE)?;
-            store.retain(|_, _| false)?;
+            // Older prepared rounds carry no flag: they always replaced the store.
+            let store_set = pm.remove(STORE_SET)?.map_or(1, |v| v.value());
             let mut ps = tx.open_table(PENDING_STORE)?;
-            for item in ps.iter()? {
-                let (k, v) = item?;
-                store.insert(k.value(), v.value())?;
+            if store_set == 1 {
+                let mut store = tx.open_table(STORE)?;
+                store.retain(|_, _| false)?;
+                for item in ps.iter()? {
+                    let (k, v) = item?;
+                    store.insert(k.value(), v.value())?;
+                }
             }
             ps.retain(|_, _| false)?;
             let mut pr = tx.open_table(PENDING_ROUND)?;
@@ -355,6 +366,7 @@ impl Db {
             tx.open_table(PENDING_ROUND)?.retain(|_, _| false)?;
             tx.open_table(PENDING_OUTPUTS)?.retain(|_, _| false)?;
             pm.remove(PREPARED)?;
+            pm.remove(STORE_SET)?;
         }
         tx.commit()?;
         Ok(())
@@ -362,17 +374,20 @@ impl Db {
 
     /// Prepare and commit in one transaction (when agreement was reached before writing).
     pub fn commit_round(&self, effects: &RoundEffects) -> Result<(), DbError> {
-        if u32::try_from(effects.store.len()).is_err() {
-            return Err(DbError::StoreTooLarge(effects.store.len()));
+        let slots = effects.store.as_ref().map_or(0, Vec::len);
+        if u32::try_from(slots).is_err() {
+            return Err(DbError::StoreTooLarge(slots));
         }
         let tx = self.inner.begin_write()?;
         {
             let mut meta = tx.open_table(META)?;
             Self::check_after_committed(&meta, effects.round)?;
-            let mut store = tx.open_table(STORE)?;
-            store.retain(|_, _| false)?;
-            for (i, blob) in effects.store.iter().enumerate() {
-                store.insert(i as u32, blob.as_slice())?;
+            if let Some(slots) = &effects.store {
+                let mut store = tx.open_table(STORE)?;
+                store.retain(|_, _| false)?;
+                for (i, blob) in slots.iter().enumerate() {
+                    store.insert(i as u32, blob.as_slice())?;
+                }
             }
             tx.open_table(ROUNDS)?
                 .insert(effects.round, effects.record.as_slice())?;
@@ -425,7 +440,7 @@ mod tests {
     fn effects(round: u64, fill: u8, slots: usize) -> RoundEffects {
         RoundEffects {
             round,
-            store: (0..slots).map(|i| vec![fill, i as u8, 0xee]).collect(),
+            store: Some((0..slots).map(|i| vec![fill, i as u8, 0xee]).collect()),
             record: vec![fill; 8],
             outputs: vec![fill; 5],
         }
@@ -457,7 +472,7 @@ mod tests {
             db.prepare(&effects(2, 2, 3)).unwrap();
             // Committed state is still round 1.
             assert_eq!(db.committed_round().unwrap(), Some(1));
-            assert_eq!(db.store().unwrap(), effects(1, 1, 4).store);
+            assert_eq!(db.store().unwrap(), effects(1, 1, 4).store.unwrap());
             assert_eq!(db.prepared_round().unwrap(), Some(2));
             // Outputs of the prepared round are not releasable yet.
             assert_eq!(db.last_outputs().unwrap(), Some((1, vec![1; 5])));
@@ -471,11 +486,33 @@ mod tests {
         assert_eq!(db.committed_round().unwrap(), Some(2));
         assert_eq!(db.prepared_round().unwrap(), None);
         // The store shrank to the new round's three slots: nothing stale is left.
-        assert_eq!(db.store().unwrap(), effects(2, 2, 3).store);
+        assert_eq!(db.store().unwrap(), effects(2, 2, 3).store.unwrap());
         assert_eq!(db.round_record(2).unwrap().unwrap(), vec![2; 8]);
         assert_eq!(db.round_record(1).unwrap().unwrap(), vec![1; 8]);
         // Only the last committed round's outputs are kept.
         assert_eq!(db.last_outputs().unwrap(), Some((2, vec![2; 5])));
+    }
+
+    #[test]
+    fn a_round_that_leaves_the_store_as_it_was_writes_none_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("x.redb")).unwrap();
+        db.commit_round(&effects(1, 1, 4)).unwrap();
+        let idle = |round| RoundEffects {
+            store: None,
+            ..effects(round, round as u8, 0)
+        };
+        db.commit_round(&idle(2)).unwrap();
+        db.prepare(&idle(3)).unwrap();
+        db.commit(3).unwrap();
+        assert_eq!(db.committed_round().unwrap(), Some(3));
+        assert_eq!(db.store().unwrap(), effects(1, 1, 4).store.unwrap());
+        // A later round that replaces the store still does, after an idle one.
+        db.prepare(&idle(4)).unwrap();
+        db.abort(4).unwrap();
+        db.prepare(&effects(5, 5, 2)).unwrap();
+        db.commit(5).unwrap();
+        assert_eq!(db.store().unwrap(), effects(5, 5, 2).store.unwrap());
     }
 
     #[test]
@@ -490,7 +527,7 @@ mod tests {
         assert_eq!(db.announced_round().unwrap(), Some(7));
         assert_eq!(db.prepared_round().unwrap(), None);
         assert_eq!(db.committed_round().unwrap(), Some(5));
-        assert_eq!(db.store().unwrap(), effects(5, 5, 2).store);
+        assert_eq!(db.store().unwrap(), effects(5, 5, 2).store.unwrap());
         assert!(matches!(
             db.prepare(&effects(5, 9, 2)),
             Err(DbError::StaleRound {
@@ -502,7 +539,7 @@ mod tests {
             db.commit_round(&effects(4, 9, 2)),
             Err(DbError::StaleRound { .. })
         ));
-        assert_eq!(db.store().unwrap(), effects(5, 5, 2).store);
+        assert_eq!(db.store().unwrap(), effects(5, 5, 2).store.unwrap());
         assert_eq!(db.round_record(6).unwrap(), None);
         assert_eq!(db.last_outputs().unwrap(), Some((5, vec![5; 5])));
     }

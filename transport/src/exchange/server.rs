@@ -167,6 +167,9 @@ struct EngineFailure {
 struct EngineDone {
     online: Vec<u64>,
     outputs: Vec<OutputShare>,
+    /// Whether the round computed a new store (false when nobody was online: the round
+    /// computes nothing, and the store stays as it was, share for share).
+    store_changed: bool,
     store: SharedStore,
     digest: [u8; 32],
 }
@@ -212,6 +215,20 @@ fn engine_thread(
                     "online sets differed; the round runs over their intersection"
                 );
             }
+            if agreed.online.is_empty() {
+                // Nobody online (public): nothing to match or deliver. Stored items keep
+                // their shares; expiry depends only on the round number, so an item that
+                // expires meanwhile is dropped by the next round that computes, exactly
+                // as if every idle round had run. An idle server computes and writes
+                // (almost) nothing.
+                return Ok(EngineDone {
+                    online: Vec::new(),
+                    outputs: Vec::new(),
+                    store: job.store.clone(),
+                    store_changed: false,
+                    digest: party.audit_log().digest(),
+                });
+            }
             let mut blocks = Vec::with_capacity(agreed.online.len() * cfg.block_words());
             for u in &agreed.online {
                 // The agreed set is a subset of what this server heard, so every share is here.
@@ -236,6 +253,7 @@ fn engine_thread(
                 online: agreed.online,
                 outputs: r.outputs,
                 store: r.store,
+                store_changed: true,
                 digest: party.audit_log().digest(),
             })
         })();
@@ -607,7 +625,9 @@ impl RoundLoop {
         record.extend_from_slice(&done.digest);
         let effects = RoundEffects {
             round: a.round,
-            store: store_to_slots(&done.store, &self.cfg.round),
+            store: done
+                .store_changed
+                .then(|| store_to_slots(&done.store, &self.cfg.round)),
             record,
             outputs: release::encode_stored(&answers, self.cfg.round.output_words()),
         };

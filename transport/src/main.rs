@@ -363,13 +363,40 @@ fn load_or_create_identity(
     }
 }
 
+/// A pseudonym as `acs client` prints it: exactly 16 hexadecimal digits (an optional
+/// `0x` before them). Shorter input is refused, not zero-padded: a truncated pseudonym
+/// names somebody else, or nobody.
+fn parse_pseudonym(s: &str) -> Result<u64, String> {
+    let digits = s.strip_prefix("0x").unwrap_or(s);
+    if digits.len() != 16 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "the pseudonym must be exactly 16 hexadecimal digits (got {} characters)",
+            digits.len()
+        ));
+    }
+    u64::from_str_radix(digits, 16).map_err(|e| e.to_string())
+}
+
+/// Received text as printable: control characters (newlines, escapes) and other
+/// non-printing characters escaped, so a sender cannot forge lines or drive the terminal.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || c == '\\' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// `PSEUDONYM=TEXT` with the pseudonym in hex.
 fn parse_send(arg: &str, payload_bytes: usize) -> Result<acs_transport::user::OutboxItem, String> {
     let (to, text) = arg
         .split_once('=')
         .ok_or_else(|| format!("--send {arg:?}: expected PSEUDONYM=TEXT"))?;
-    let to = u64::from_str_radix(to.trim_start_matches("0x"), 16)
-        .map_err(|_| format!("--send {arg:?}: the pseudonym must be hexadecimal"))?;
+    let to = parse_pseudonym(to).map_err(|e| format!("--send {arg:?}: {e}"))?;
     if text.len() > payload_bytes {
         return Err(format!(
             "--send: message of {} bytes exceeds the payload size ({payload_bytes} bytes)",
@@ -532,7 +559,38 @@ fn print_report(report: &acs_transport::user::RoundReport, note: &str) {
             report.round,
             inc.role,
             inc.from,
-            String::from_utf8_lossy(&bytes[..end])
+            printable(&String::from_utf8_lossy(&bytes[..end]))
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pseudonyms_are_exactly_sixteen_hex_digits() {
+        assert_eq!(parse_pseudonym("7450974d00000001"), Ok(0x7450974d00000001));
+        assert_eq!(
+            parse_pseudonym("0x7450974D00000001"),
+            Ok(0x7450974d00000001)
+        );
+        assert!(parse_pseudonym("7450974d").is_err());
+        assert!(parse_pseudonym("7450974d000000011").is_err());
+        assert!(parse_pseudonym("7450974d0000000g").is_err());
+        assert!(parse_pseudonym("+450974d00000001").is_err());
+        assert!(parse_pseudonym("").is_err());
+    }
+
+    #[test]
+    fn received_text_cannot_forge_lines_or_drive_the_terminal() {
+        assert_eq!(printable("hi"), "hi");
+        assert_eq!(
+            printable("x\nround 999: Send from 0000000000000001: y"),
+            "x\\nround 999: Send from 0000000000000001: y"
+        );
+        assert_eq!(printable("\u{1b}[2J"), "\\u{1b}[2J");
+        assert_eq!(printable("a\\b"), "a\\\\b");
+        assert_eq!(printable("grüße"), "grüße");
     }
 }

@@ -69,6 +69,10 @@ enum Command {
         /// Queue a message: `PSEUDONYM=TEXT` (pseudonym in hex, as printed by `acs client`).
         #[arg(long = "send", value_name = "PSEUDONYM=TEXT")]
         send: Vec<String>,
+        /// Send nothing (cover only) and take part in rounds until interrupted, printing
+        /// what arrives; `--rounds` and `--send` do not apply.
+        #[arg(long, conflicts_with_all = ["send", "rounds"])]
+        receive_only: bool,
     },
     /// Run three exchange servers, entry relays and simulated users on loopback.
     Demo {
@@ -182,7 +186,11 @@ fn main() -> ExitCode {
             config,
             rounds,
             send,
-        } => serve("client", run_client(config, rounds, send), Report::Stderr),
+            receive_only,
+        } => {
+            let rounds = if receive_only { None } else { Some(rounds) };
+            serve("client", run_client(config, rounds, send), Report::Stderr)
+        }
         Command::Entry { config } => serve("entry", run_entry(config), Report::Log),
         Command::Demo {
             users,
@@ -409,9 +417,10 @@ fn parse_send(arg: &str, payload_bytes: usize) -> Result<acs_transport::user::Ou
     })
 }
 
+/// `rounds: None` is receive-only: cover every round until interrupted.
 async fn run_client(
     path: PathBuf,
-    rounds: u64,
+    rounds: Option<u64>,
     send: Vec<String>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let file = ClientFile::load(&path)?;
@@ -431,7 +440,7 @@ async fn run_client(
     }
     let descriptors: [acs_kgc::SignedDescriptor; 3] = descriptors
         .try_into()
-        .map_err(|_| "three descriptors are needed")?;
+        .map_err(|_| format!("{}: descriptors: three are needed", path.display()))?;
     let identity = load_or_create_identity(&file.identity)?;
     let relays: Vec<(u32, std::net::SocketAddr)> =
         file.relays.iter().map(|r| (r.index, r.addr)).collect();
@@ -447,7 +456,8 @@ async fn run_client(
     .await?;
     println!("pseudonym {:016x}", user.pseudonym().get());
     user.outbox.extend(queued);
-    for _ in 0..rounds {
+    let mut done = 0u64;
+    while rounds.is_none_or(|r| done < r) {
         let a = user.next_round().await?;
         let sent = user.send_block(a.round).await?;
         let report = user.finish_round(a.round, sent, timeout).await?;
@@ -455,9 +465,14 @@ async fn run_client(
         for late in user.take_late() {
             print_report(&late, " (late)");
         }
+        done += 1;
     }
     if !user.outbox.is_empty() {
-        println!("{} message(s) still queued", user.outbox.len());
+        return Err(format!(
+            "{} message(s) still queued after {done} round(s): run more rounds (--rounds) to send them",
+            user.outbox.len()
+        )
+        .into());
     }
     Ok(())
 }

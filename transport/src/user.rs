@@ -10,6 +10,12 @@
 //! out its last committed round again) and the round settles, reported through
 //! [`User::take_late`]. Resending at once would deliver the message twice. Only after
 //! [`LATE_ROUNDS`] rounds without the share does it give up and resend.
+//!
+//! Relays come and go: a user starts when at least one relay answers (naming the others
+//! in a warning) and reconnects every link that is down in the background, with
+//! exponential backoff and jitter. A message goes out only when as many distinct relays
+//! are up as it has shares (three, or fewer when fewer are configured); until then the
+//! user sends cover and the message waits, so no relay ever carries two shares of it.
 
 use crate::client::{FromRelay, RelayLink, RelayWriter};
 use crate::output::ServerOutput;
@@ -51,6 +57,9 @@ pub enum UserError {
     /// Configuration.
     #[error("{0}")]
     Config(String),
+    /// This client's configuration does not match the deployment's (named in the text).
+    #[error("{0}")]
+    Mismatch(String),
 }
 
 /// A message waiting to be delivered.
@@ -79,6 +88,14 @@ pub struct RoundReport {
     pub liar: Option<usize>,
 }
 
+/// Where a link's connection generation sits in an event's tag.
+const GEN_SHIFT: u32 = 32;
+
+/// The link an event's tag is about.
+fn link_of(tag: usize) -> usize {
+    tag & ((1usize << GEN_SHIFT) - 1)
+}
+
 /// A round is taken only with at least this long (ms) left to submit.
 const SUBMIT_MARGIN_MS: u64 = 20;
 
@@ -99,8 +116,21 @@ pub struct User {
     identity: UserIdentity,
     cfg: RoundConfig,
     keys: Vec<LongTermKey>,
-    writers: Vec<RelayWriter>,
+    /// One per configured relay; `None` while that link is down (a task is reconnecting).
+    writers: Vec<Option<RelayWriter>>,
+    /// The configured relays (index, address), in link-tag order.
+    relays: Vec<(u32, SocketAddr)>,
+    roots: Arc<RootCertStore>,
     events: mpsc::UnboundedReceiver<(usize, Result<FromRelay, WireError>)>,
+    /// Where link readers (the first ones and reconnected ones) send what relays say.
+    events_tx: mpsc::UnboundedSender<(usize, Result<FromRelay, WireError>)>,
+    /// Links re-established by the reconnect tasks.
+    reconnected: mpsc::UnboundedReceiver<(usize, RelayWriter)>,
+    reconnected_tx: mpsc::UnboundedSender<(usize, RelayWriter)>,
+    /// Per link, the generation of its current connection: events carry
+    /// `link | generation << GEN_SHIFT`, so the end of a replaced connection is not
+    /// mistaken for the end of its successor.
+    generation: Vec<usize>,
     /// Messages not yet delivered or stored, oldest first.
     pub outbox: VecDeque<OutboxItem>,
     last_round: Option<u64>,
@@ -125,8 +155,10 @@ impl User {
         self.identity.pseudonym()
     }
 
-    /// Connects to every relay in `relays` (index, address), then registers with the
+    /// Connects to the relays in `relays` (index, address), then registers with the
     /// three servers whose (pinned) descriptors are given, each through a random relay.
+    /// Starts when at least one relay answers: the others are named in a warning and
+    /// reconnected in the background, with backoff, as is any link that drops later.
     pub async fn register(
         identity: UserIdentity,
         cfg: RoundConfig,
@@ -139,17 +171,36 @@ impl User {
             return Err(UserError::Config("no relays".into()));
         }
         let (tx, events) = mpsc::unbounded_channel();
+        let (reconnected_tx, reconnected) = mpsc::unbounded_channel();
         let mut writers = Vec::with_capacity(relays.len());
+        let mut down = Vec::new();
         for (tag, &(index, addr)) in relays.iter().enumerate() {
-            let link = RelayLink::connect(addr, index, roots.clone(), timeout).await?;
-            writers.push(link.spawn_reader(tag, tx.clone()));
+            match RelayLink::connect(addr, index, roots.clone(), timeout).await {
+                Ok(link) => writers.push(Some(link.spawn_reader(tag, tx.clone()))),
+                Err(e) => {
+                    down.push(format!("relay {index} at {addr}: {e}"));
+                    writers.push(None);
+                }
+            }
+        }
+        if writers.iter().all(Option::is_none) {
+            return Err(UserError::Config(format!(
+                "no relay answered: {}",
+                down.join("; ")
+            )));
         }
         let mut user = User {
             identity,
             cfg,
             keys: Vec::with_capacity(3),
             writers,
+            relays: relays.to_vec(),
+            roots,
             events,
+            events_tx: tx,
+            reconnected,
+            reconnected_tx,
+            generation: vec![0; relays.len()],
             outbox: VecDeque::new(),
             last_round: None,
             pending_round: None,
@@ -159,22 +210,59 @@ impl User {
             late: Vec::new(),
             timeout,
         };
+        for problem in &down {
+            tracing::warn!("{problem}; reconnecting in the background");
+        }
+        for tag in 0..user.writers.len() {
+            if user.writers[tag].is_none() {
+                user.reconnect(tag);
+            }
+        }
         let now = crate::exchange::clock::now_unix_ms() / 1000;
         for (server, descriptor) in descriptors.iter().enumerate() {
             let (pending, request) =
                 user.identity
                     .register(descriptor, now, &mut rand_core::OsRng)?;
-            let via = rand::thread_rng().gen_range(0..user.writers.len());
-            user.writers[via]
-                .register(&RegisterRequest {
-                    server: server as u8,
-                    body: request.as_bytes().to_vec(),
-                })
-                .await?;
+            let up: Vec<usize> = (0..user.writers.len())
+                .filter(|&t| user.writers[t].is_some())
+                .collect();
+            let Some(&via) = up.choose(&mut rand::thread_rng()) else {
+                return Err(UserError::Disconnected);
+            };
+            let req = RegisterRequest {
+                server: server as u8,
+                body: request.as_bytes().to_vec(),
+            };
+            if let Some(w) = user.writers[via].as_mut() {
+                if let Err(e) = w.register(&req).await {
+                    user.link_down(via, &e);
+                    return Err(e.into());
+                }
+            }
+            // One deadline for the answer, however many other events come meanwhile.
+            let deadline = tokio::time::Instant::now() + timeout;
             let body = loop {
-                match user.next_event("a registration answer").await? {
-                    FromRelay::Registered(r) if r.server as usize == server => break r.body,
-                    _ => {}
+                let ev = match tokio::time::timeout_at(deadline, user.events.recv()).await {
+                    Err(_) => {
+                        return Err(UserError::Mismatch(format!(
+                            "no registration answer from exchange server {server} within timeout_ms ({} ms): check that descriptors[{server}] is server {server}'s descriptor (the order in the client config) and that the server runs",
+                            timeout.as_millis()
+                        )))
+                    }
+                    Ok(None) => return Err(UserError::Disconnected),
+                    Ok(Some((tag, Ok(ev)))) => {
+                        user.note(tag, &ev);
+                        ev
+                    }
+                    Ok(Some((tag, Err(e)))) => {
+                        user.link_down(tag, &e);
+                        continue;
+                    }
+                };
+                if let FromRelay::Registered(r) = ev {
+                    if r.server as usize == server {
+                        break r.body;
+                    }
                 }
             };
             let secret = pending.finish(&RegistrationResponse::from_bytes(&body)?)?;
@@ -183,9 +271,69 @@ impl User {
         Ok(user)
     }
 
+    /// A relay link ended (the relay restarted, or the network failed): forget its writer
+    /// and reconnect in the background. `tag` is an event's tag or a bare link index (the
+    /// current connection); the end of an already replaced connection is ignored.
+    fn link_down(&mut self, tag: usize, e: &dyn std::fmt::Display) {
+        let link = link_of(tag);
+        let generation = tag >> GEN_SHIFT;
+        if link >= self.writers.len() || (generation != 0 && generation != self.generation[link]) {
+            return;
+        }
+        if tag == link && self.generation[link] != 0 && self.writers[link].is_none() {
+            return;
+        }
+        if self.writers[link].take().is_some() {
+            let (index, addr) = self.relays[link];
+            tracing::warn!(relay = index, %addr, error = %e, "relay link ended; reconnecting");
+            self.relay_round[link] = 0;
+            self.reconnect(link);
+        }
+    }
+
+    /// Reconnects `link` in a task: exponential backoff from 200 ms to 30 s with jitter
+    /// (so users do not all come back at once), one log line per outage.
+    fn reconnect(&mut self, link: usize) {
+        self.generation[link] += 1;
+        let tag = link | (self.generation[link] << GEN_SHIFT);
+        let (index, addr) = self.relays[link];
+        let (roots, timeout) = (self.roots.clone(), self.timeout);
+        let (events, done) = (self.events_tx.clone(), self.reconnected_tx.clone());
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                let jitter = rand::thread_rng().gen_range(0..=backoff.as_millis() as u64 / 2);
+                tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+                if done.is_closed() {
+                    return;
+                }
+                if let Ok(link_up) = RelayLink::connect(addr, index, roots.clone(), timeout).await {
+                    let writer = link_up.spawn_reader(tag, events);
+                    let _ = done.send((link, writer));
+                    return;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        });
+    }
+
+    /// Takes up links the reconnect tasks re-established.
+    fn poll_reconnects(&mut self) {
+        while let Ok((tag, writer)) = self.reconnected.try_recv() {
+            let (index, addr) = self.relays[tag];
+            tracing::info!(relay = index, %addr, "relay link re-established");
+            self.writers[tag] = Some(writer);
+        }
+    }
+
+    /// Links up now.
+    fn links_up(&self) -> usize {
+        self.writers.iter().filter(|w| w.is_some()).count()
+    }
+
     /// Notes which relay announced which round.
     fn note(&mut self, tag: usize, ev: &FromRelay) {
-        if let (FromRelay::Round(a), Some(r)) = (ev, self.relay_round.get_mut(tag)) {
+        if let (FromRelay::Round(a), Some(r)) = (ev, self.relay_round.get_mut(link_of(tag))) {
             *r = (*r).max(a.round);
         }
     }
@@ -199,9 +347,7 @@ impl User {
                     self.note(tag, &ev);
                     return Ok(ev);
                 }
-                Ok(Some((tag, Err(e)))) => {
-                    tracing::warn!(relay_link = tag, error = %e, "relay link ended");
-                }
+                Ok(Some((tag, Err(e)))) => self.link_down(tag, &e),
             }
         }
     }
@@ -210,6 +356,7 @@ impl User {
     /// submission window has already closed (announced while this user was still
     /// waiting for outputs) is skipped: an envelope for it would only be refused.
     pub async fn next_round(&mut self) -> Result<RoundAnnounce, UserError> {
+        self.poll_reconnects();
         let open = |a: &RoundAnnounce| {
             a.deadline_unix_ms > crate::exchange::clock::now_unix_ms() + SUBMIT_MARGIN_MS
         };
@@ -238,16 +385,17 @@ impl User {
     /// The relay links that have opened `round`: waits a little (a quarter of what is
     /// left of the window) for the others' announcements, then goes with those that came.
     async fn relays_open(&mut self, round: u64) -> Result<Vec<usize>, UserError> {
+        self.poll_reconnects();
         let open = |u: &User| -> Vec<usize> {
             (0..u.relay_round.len())
-                .filter(|&t| u.relay_round[t] >= round)
+                .filter(|&t| u.relay_round[t] >= round && u.writers[t].is_some())
                 .collect()
         };
         let left_ms = self
             .last_deadline
             .saturating_sub(crate::exchange::clock::now_unix_ms());
         let wait = tokio::time::Instant::now() + Duration::from_millis(left_ms / 4);
-        while open(self).len() < self.relay_round.len() {
+        while open(self).len() < self.links_up() {
             match tokio::time::timeout_at(wait, self.events.recv()).await {
                 Err(_) => break,
                 Ok(None) => return Err(UserError::Disconnected),
@@ -259,14 +407,16 @@ impl User {
                         _ => {}
                     }
                 }
-                Ok(Some((_, Err(_)))) => {}
+                Ok(Some((tag, Err(e)))) => self.link_down(tag, &e),
             }
         }
         let ready = open(self);
         if ready.is_empty() {
-            // Announced through a link that then failed: use them all and let a refusal
-            // show up as a retry.
-            return Ok((0..self.writers.len()).collect());
+            // Announced through a link that then failed: use every link that is up and
+            // let a refusal show up as a retry.
+            return Ok((0..self.writers.len())
+                .filter(|&t| self.writers[t].is_some())
+                .collect());
         }
         Ok(ready)
     }
@@ -296,8 +446,16 @@ impl User {
     ) -> Result<ServerOutput, UserError> {
         let env = Envelope::from_vec(sealed)?;
         let bytes = self.keys[server].open(round, Direction::ServerToUser, &env)?;
-        ServerOutput::decode(&bytes, self.cfg.output_words())
-            .map_err(|e| UserError::Config(e.to_string()))
+        ServerOutput::decode(&bytes, self.cfg.output_words()).map_err(|e| match e {
+            // It opened under this server's key, so the server sent it: the sizes differ.
+            crate::output::OutputFormatError::Length { expected, got } => {
+                UserError::Mismatch(format!(
+                    "exchange server {server}'s answer for round {round} is {got} bytes where this client expects {expected}: the client's [round] payload_words ({}) differs from the servers'",
+                    self.cfg.payload_words
+                ))
+            }
+            other => UserError::Config(other.to_string()),
+        })
     }
 
     /// A late output share for an unsettled round.
@@ -409,7 +567,20 @@ impl User {
     /// server, each through a different random relay where there are enough.
     /// While an earlier round is unsettled and may have carried the message, cover.
     pub async fn send_block(&mut self, round: u64) -> Result<Option<OutboxItem>, UserError> {
-        let sent = if self.in_doubt() {
+        let mut order = self.relays_open(round).await?;
+        order.shuffle(&mut rand::thread_rng());
+        // Each share through its own relay where three are configured (or as many
+        // distinct ones as there are): with fewer up, the message waits and this round
+        // carries cover, so no relay ever holds two shares of a message.
+        let distinct = self.relays.len().min(3);
+        let sent = if self.in_doubt() || order.len() < distinct {
+            if order.len() < distinct && !self.outbox.is_empty() {
+                tracing::info!(
+                    round,
+                    relays_up = order.len(),
+                    "fewer relays up than shares: sending cover, the message waits"
+                );
+            }
             None
         } else {
             self.outbox.front().cloned()
@@ -427,9 +598,12 @@ impl User {
             },
             None => Block::cover(&self.cfg),
         };
+        if order.is_empty() {
+            // No relay up: nothing can go out this round (the wait for outputs ends as
+            // a timeout and the round stays unsettled, as cover).
+            return Ok(None);
+        }
         let shares = block.share(&self.cfg, &mut rand::thread_rng());
-        let mut order = self.relays_open(round).await?;
-        order.shuffle(&mut rand::thread_rng());
         for (server, share) in shares.iter().enumerate() {
             let bytes: Vec<u8> = share.iter().flat_map(|w| w.to_le_bytes()).collect();
             let env = self.keys[server].seal(
@@ -439,13 +613,21 @@ impl User {
                 &mut rand_core::OsRng,
             )?;
             let via = order[server % order.len()];
-            self.writers[via]
+            let Some(w) = self.writers[via].as_mut() else {
+                continue;
+            };
+            let submitted = w
                 .submit(&SealedEnvelope {
                     round,
                     server: server as u8,
                     sealed: env.into_bytes(),
                 })
-                .await?;
+                .await;
+            // A lost share means the servers cannot all take the block: the round
+            // answers with a retry (or times out) and the message goes again.
+            if let Err(e) = submitted {
+                self.link_down(via, &e);
+            }
         }
         Ok(sent)
     }
@@ -474,7 +656,10 @@ impl User {
                     self.note(tag, &ev);
                     ev
                 }
-                Ok(Some((_, Err(_)))) => continue,
+                Ok(Some((tag, Err(e)))) => {
+                    self.link_down(tag, &e);
+                    continue;
+                }
             };
             match ev {
                 FromRelay::Output(o) if o.round == round && (o.server as usize) < 3 => {
@@ -482,6 +667,7 @@ impl User {
                     match self.open_part(round, l, o.sealed) {
                         Ok(ServerOutput::Share(words)) => parts[l] = Some(words),
                         Ok(ServerOutput::Retry) => retry = true,
+                        Err(e @ UserError::Mismatch(_)) => return Err(e),
                         Err(e) => {
                             tracing::warn!(round, server = l, error = %e, "output share skipped")
                         }

@@ -565,11 +565,18 @@ impl RoundLoop {
                     shares.insert(s.user.get(), words);
                     routes.insert(s.user.get(), (s.relay, s.slot));
                 }
-                None => tracing::warn!(
-                    round = a.round,
-                    relay = s.relay,
-                    "share of the wrong size rejected"
-                ),
+                None => {
+                    // Answered with `retry` like any user left out: a client whose
+                    // [round] differs from the servers' learns it from the answer's size.
+                    routes.insert(s.user.get(), (s.relay, s.slot));
+                    tracing::warn!(
+                        round = a.round,
+                        relay = s.relay,
+                        bytes = s.share.len(),
+                        expected = bw * 8,
+                        "share of the wrong size rejected (the user's [round] payload_words differs?)"
+                    )
+                }
             }
         }
         let mut heard: Vec<u64> = shares.keys().copied().collect();

@@ -1,0 +1,50 @@
+//! A client that survives its relays (issue 15): users start while one of two relays is
+//! down, send only cover while fewer relays are up than they need for distinct shares
+//! (their messages wait), take the relay up when it comes, and reconnect on their own
+//! when a relay is killed and restarted mid-run. Every message arrives exactly once.
+
+#[path = "common/system.rs"]
+mod system;
+
+#[path = "common/crowd.rs"]
+mod crowd;
+
+use crowd::{runtime, serial, Crowd};
+use std::time::Duration;
+use system::{Deployment, Options, Proc};
+
+#[test]
+fn users_start_with_a_relay_down_and_reconnect_after_a_relay_restarts() {
+    let _serial = serial();
+    let d = Deployment::write(Options {
+        entries: 2,
+        submit_window_ms: 600,
+        ..Options::default()
+    });
+    // Relay 1 is down at first.
+    let mut relay0: Proc = d.start_entry(0, "");
+    let _ex: Vec<Proc> = (0..3).map(|i| d.start_exchange(i, "")).collect();
+    let rt = runtime();
+    let mut crowd = rt.block_on(Crowd::register(&d, 4, 2, None));
+    // With one of two relays up, a share per relay is impossible: cover only.
+    rt.block_on(crowd.round());
+    assert!(
+        crowd.tally.received.is_empty(),
+        "a message went out while only one of two relays was up"
+    );
+    assert_eq!(crowd.users.iter().map(|u| u.outbox.len()).sum::<usize>(), 8);
+
+    // Relay 1 comes up: the users' background reconnects take it up.
+    let _relay1 = d.start_entry(1, "");
+    // Relay 0 is killed and restarted mid-run.
+    rt.block_on(async {
+        crowd.round().await;
+        crowd.round().await;
+    });
+    relay0.kill();
+    rt.block_on(crowd.round());
+    relay0 = d.start_entry(0, "-restarted");
+    rt.block_on(crowd.until_settled(40, Duration::from_secs(300)));
+    crowd.assert_exactly_once();
+    drop(relay0);
+}

@@ -37,6 +37,9 @@ pub struct DemoOptions {
     pub offline: f64,
     /// Workload seed.
     pub seed: u64,
+    /// Serve `/metrics` and `/healthz` on 127.0.0.1: exchange servers at this port, +1,
+    /// +2, relays from +3 on.
+    pub metrics_base_port: Option<u16>,
 }
 
 impl Default for DemoOptions {
@@ -48,6 +51,7 @@ impl Default for DemoOptions {
             entries: 3,
             offline: 0.1,
             seed: 1,
+            metrics_base_port: None,
         }
     }
 }
@@ -169,7 +173,7 @@ pub async fn run(
             identity: ident(Role::Exchange(i as u8))?,
             roots: roots.clone(),
             limits,
-            relays: (0..opts.entries).collect(),
+            relays: (0..opts.entries).collect::<Vec<u32>>().into(),
             round: cfg,
             timing: Timing {
                 submit_window: window,
@@ -183,7 +187,17 @@ pub async fn run(
             db_path: dir.path().join(format!("exchange-{i}.redb")),
             max_rounds: None,
             start_gate: if i == 0 { gate_rx.take() } else { None },
+            metrics: std::sync::Arc::new(crate::metrics::ExchangeMetrics::new()),
         };
+        if let Some(base) = opts.metrics_base_port {
+            let addr = SocketAddr::from(([127, 0, 0, 1], base + i as u16));
+            let at = crate::metrics::start(addr, scfg.metrics.clone(), shutdown.clone())
+                .await
+                .map_err(fail)?;
+            progress(format!(
+                "exchange server {i}: metrics at http://{at}/metrics"
+            ));
+        }
         let sd = shutdown.clone();
         servers.push(tokio::spawn(server::run(
             scfg,
@@ -214,6 +228,14 @@ pub async fn run(
             shutdown.clone(),
         )
         .map_err(fail)?;
+        if let Some(base) = opts.metrics_base_port {
+            let addr = SocketAddr::from(([127, 0, 0, 1], base + 3 + j as u16));
+            let m = std::sync::Arc::new(crate::metrics::RelayMetrics::new(r.stats.clone()));
+            let at = crate::metrics::start(addr, m, shutdown.clone())
+                .await
+                .map_err(fail)?;
+            progress(format!("entry relay {j}: metrics at http://{at}/metrics"));
+        }
         entry_addrs.push((j, r.user_addr));
         relays.push(r);
     }
@@ -308,7 +330,9 @@ pub async fn run(
         }
         let mut rounds_seen = Vec::new();
         let mut last_done = 0u64;
-        let (mut n_online, mut n_deliv, mut n_stored, mut n_resend) = (0, 0, 0, 0);
+        // Per round: messages that arrived (reconstructed by their receivers, whenever
+        // sent), senders' blocks that went into the store, messages to be sent again.
+        let (mut n_online, mut n_received, mut n_stored, mut n_resend) = (0, 0, 0, 0);
         while let Some(r) = tasks.join_next().await {
             let (mut u, a, report, done) = r.map_err(fail)?.map_err(fail)?;
             rounds_seen.push(a.round);
@@ -319,9 +343,8 @@ pub async fn run(
             // This round's report, then any earlier round that settled late.
             for rep in report.into_iter().chain(u.take_late()) {
                 match rep.status {
-                    Some(Status::Delivered) => n_deliv += 1,
                     Some(Status::Stored) => n_stored += 1,
-                    Some(Status::Cover) => {}
+                    Some(Status::Delivered) | Some(Status::Cover) => {}
                     _ => {
                         if rep.sent.is_some() {
                             n_resend += 1
@@ -329,6 +352,7 @@ pub async fn run(
                     }
                 }
                 if let Some(inc) = rep.incoming {
+                    n_received += 1;
                     let key = (inc.from, u.pseudonym().get(), inc.payload.clone());
                     match index.get(&key) {
                         Some(&i) => {
@@ -349,11 +373,11 @@ pub async fn run(
         let secs = last_done as f64 / 1000.0;
         latencies.push(secs);
         progress(format!(
-            "round {:>3}{}: online {:>5}, delivered {:>4}, stored {:>4}, resend {:>3}, in flight {:>4}, latency {:.3} s",
+            "round {:>3}{}: online {:>5}, received {:>4}, stored {:>4}, resent {:>3}, in flight {:>4}, latency {:.3} s",
             rounds_seen.first().copied().unwrap_or(0),
             if workload { "" } else { " (drain)" },
             n_online,
-            n_deliv,
+            n_received,
             n_stored,
             n_resend,
             sent.len() - delivered.len(),

@@ -87,6 +87,13 @@ pub async fn shutdown_signalled(rx: &mut ShutdownRx) {
     }
 }
 
+/// Whether a listener faces users (an entry relay's user port): users' IP addresses are
+/// logged at `debug` only there (`docs/relay.md`); connection outcomes still count in
+/// [`ListenerStats`] and the relay's metrics.
+fn user_facing(name: &str) -> bool {
+    name == "entry"
+}
+
 /// An accepted, handshaken connection handed to a handler.
 #[derive(Debug)]
 pub struct Conn {
@@ -154,7 +161,11 @@ pub async fn serve<H, F, E>(
                         _ => &stats.handshake_failed,
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(listener = name, %peer, error = %e, "connection refused");
+                    if user_facing(name) {
+                        tracing::debug!(listener = name, %peer, error = %e, "connection refused");
+                    } else {
+                        tracing::info!(listener = name, %peer, error = %e, "connection refused");
+                    }
                     return;
                 }
             };
@@ -165,7 +176,11 @@ pub async fn serve<H, F, E>(
                 }
                 Err(e) => {
                     stats.closed_with_error.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(listener = name, %peer, error = %e, "connection closed with error");
+                    if user_facing(name) {
+                        tracing::debug!(listener = name, %peer, error = %e, "connection closed with error");
+                    } else {
+                        tracing::info!(listener = name, %peer, error = %e, "connection closed with error");
+                    }
                 }
             }
         });

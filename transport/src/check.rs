@@ -430,8 +430,11 @@ pub fn check_client(f: &ClientFile) -> Report {
 
 /// What answered a TLS probe.
 enum Answer {
-    /// Nothing listening, or no TLS.
+    /// Nothing listening.
     Unreachable(String),
+    /// A TCP listener that completed no TLS handshake in time: not a relay port (an
+    /// exchange server's peer port accepts only while its peers connect).
+    Silent,
     /// TLS with a certificate that is not the expected role's.
     WrongCertificate(String),
     /// The expected server; whether it selected the relay-port protocol.
@@ -469,7 +472,7 @@ async fn probe(addr: SocketAddr, roots: Arc<rustls::RootCertStore>, expected: Ro
             Answer::WrongCertificate(e.to_string())
         }
         Ok(Err(e)) => Answer::Unreachable(format!("TLS: {e}")),
-        Err(_) => Answer::Unreachable("TLS handshake did not finish in 3 s".into()),
+        Err(_) => Answer::Silent,
     }
 }
 
@@ -509,6 +512,10 @@ pub async fn probe_exchange(f: &ExchangeFile, r: &mut Report) {
         Answer::Server { relay_port: false } => {
             r.ok(format!("next_peer {}: {next} answers", f.next_peer))
         }
+        Answer::Silent => r.ok(format!(
+            "next_peer {}: accepts connections (a peer port completes TLS only while its peers connect)",
+            f.next_peer
+        )),
     }
 }
 
@@ -532,6 +539,9 @@ pub async fn probe_entry(f: &EntryFile, r: &mut Report) {
             )),
             Answer::Server { relay_port: false } => r.error(format!(
                 "exchanges[{l}] {addr}: {role} answers there, but it is not its relay port (a peer port?)"
+            )),
+            Answer::Silent => r.error(format!(
+                "exchanges[{l}] {addr}: accepts TCP but completes no TLS handshake in 3 s: not a relay port (a peer port of running servers?)"
             )),
             Answer::Server { relay_port: true } => {
                 r.ok(format!("exchanges[{l}] {addr}: {role}'s relay port answers"))

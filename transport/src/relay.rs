@@ -404,20 +404,40 @@ async fn upstream_link(
             _ = listener::shutdown_signalled(&mut shutdown) => return,
         };
         let failure = match stream {
+            Err(e @ tls::TlsError::HandshakeTimeout(_)) => Some((
+                Outage::Unreachable,
+                format!("{e}: no TLS answer in time (a relay port answers at once; an exchange server's peer port does not once its peers are connected: check `exchanges`)"),
+            )),
             Err(e) => Some((Outage::Unreachable, e.to_string())),
             Ok(s) if s.get_ref().1.alpn_protocol() != Some(crate::relay_port::RELAY_ALPN) => {
                 Some((Outage::NotRelayPort, String::new()))
             }
             Ok(stream) => {
-                log.up();
-                connected.store(true, std::sync::atomic::Ordering::Relaxed);
                 let up_since = std::time::Instant::now();
                 let (mut rd, mut wr) = tokio::io::split(stream);
+                // The link counts as up (logged, in the metrics) once the server has sent
+                // a frame or kept it open for a moment: a server that refuses this relay
+                // completes the TLS handshake first and then says no.
+                let mut confirmed = false;
+                let confirm = |confirmed: &mut bool, log: &mut OutageLog| {
+                    if !*confirmed {
+                        *confirmed = true;
+                        log.up();
+                        connected.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                };
                 let result: Result<(), WireError> = async {
                     loop {
                         tokio::select! {
                             f = wire::read_frame(&mut rd, limits.frame_timeout) => {
-                                handle_upstream_frame(l, f?, &shared)?;
+                                let f = f?;
+                                if f.ty != MsgType::ErrorNotice {
+                                    confirm(&mut confirmed, &mut log);
+                                }
+                                handle_upstream_frame(l, f, &shared)?;
+                            }
+                            _ = tokio::time::sleep(Duration::from_secs(1)), if !confirmed => {
+                                confirm(&mut confirmed, &mut log);
                             }
                             item = queue.recv() => match item {
                                 Some(bytes) => {
@@ -443,12 +463,12 @@ async fn upstream_link(
                     Err(e) => {
                         let kind = match &e {
                             WireError::Remote { message, .. }
-                                if message.starts_with(crate::relay_port::REFUSED_NOTICE) =>
+                                if message.contains(crate::relay_port::REFUSED_NOTICE) =>
                             {
                                 Outage::Refused
                             }
                             WireError::Remote { message, .. }
-                                if message.starts_with(crate::relay_port::REPLACED_NOTICE) =>
+                                if message.contains(crate::relay_port::REPLACED_NOTICE) =>
                             {
                                 Outage::Replaced
                             }

@@ -90,10 +90,10 @@ pub enum PortError {
 /// error instead of waiting for frames that never come.
 pub const RELAY_ALPN: &[u8] = b"acs-relay/1";
 
-/// Start of the notice text a relay gets when its certificate is not in the server's
+/// In the notice text a relay gets when its certificate is not in the server's
 /// `relays` list (the relay backs off and says so once per outage).
 pub const REFUSED_NOTICE: &str = "relay not accepted";
-/// Start of the notice text a relay connection gets when another connection with the
+/// In the notice text a relay connection gets when another connection with the
 /// same certificate replaced it.
 pub const REPLACED_NOTICE: &str = "connection replaced";
 

@@ -337,7 +337,9 @@ async fn serve_relay(
             };
             wire::send_notice(&mut stream, &e).await;
             let _ = stream.shutdown().await;
-            return Ok(());
+            // Counted (and logged at INFO) by the listener as a connection closed with an
+            // error; the relay backs off, so these are a few lines a minute at most.
+            return Err(e);
         }
     };
     let (mut rd, mut wr) = tokio::io::split(stream);

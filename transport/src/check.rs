@@ -341,7 +341,7 @@ pub fn check_exchange(f: &ExchangeFile) -> Report {
             }
         ),
         format!(
-            "store: {} records, {store_mib:.1} MiB of shares in the database and in memory",
+            "store: {} records, {store_mib:.2} MiB of shares in the database and in memory",
             f.round.store_capacity
         ),
         match f.metrics_listen {

@@ -87,9 +87,10 @@ pub async fn shutdown_signalled(rx: &mut ShutdownRx) {
     }
 }
 
-/// Whether a listener faces users (an entry relay's user port): users' IP addresses are
-/// logged at `debug` only there (`docs/relay.md`); connection outcomes still count in
-/// [`ListenerStats`] and the relay's metrics.
+/// Whether a listener faces users (an entry relay's user port): there, users' IP
+/// addresses are logged only when `debug` is on (`docs/relay.md`); refused and failed
+/// connections are still logged at `info`, without the address, and counted in
+/// [`ListenerStats`]. Normal disconnects are not errors (see `relay::serve_user`).
 fn user_facing(name: &str) -> bool {
     name == "entry"
 }
@@ -162,7 +163,12 @@ pub async fn serve<H, F, E>(
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
                     if user_facing(name) {
-                        tracing::debug!(listener = name, %peer, error = %e, "connection refused");
+                        // Users' addresses only at debug; the event itself stays at info.
+                        if tracing::enabled!(tracing::Level::DEBUG) {
+                            tracing::debug!(listener = name, %peer, error = %e, "connection refused");
+                        } else {
+                            tracing::info!(listener = name, error = %e, "connection refused");
+                        }
                     } else {
                         tracing::info!(listener = name, %peer, error = %e, "connection refused");
                     }
@@ -177,7 +183,11 @@ pub async fn serve<H, F, E>(
                 Err(e) => {
                     stats.closed_with_error.fetch_add(1, Ordering::Relaxed);
                     if user_facing(name) {
-                        tracing::debug!(listener = name, %peer, error = %e, "connection closed with error");
+                        if tracing::enabled!(tracing::Level::DEBUG) {
+                            tracing::debug!(listener = name, %peer, error = %e, "connection closed with error");
+                        } else {
+                            tracing::info!(listener = name, error = %e, "connection closed with error");
+                        }
                     } else {
                         tracing::info!(listener = name, %peer, error = %e, "connection closed with error");
                     }

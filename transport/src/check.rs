@@ -232,18 +232,56 @@ fn same_port(a: SocketAddr, b: SocketAddr) -> bool {
 pub fn check_exchange(f: &ExchangeFile) -> Report {
     let mut r = Report::new(format!("exchange server {}", f.index));
     let role = Role::Exchange(f.index);
-    check_identity(&mut r, &f.ca, &f.cert, &f.key, role);
-    match acs_kgc::MasterSecret::load(&f.master) {
-        Ok(_) => r.ok(format!("master {}: loaded, owner-only", f.master.display())),
-        Err(e) => r.error(format!("master {}: {e}", f.master.display())),
-    }
+    let identity = check_identity(&mut r, &f.ca, &f.cert, &f.key, role).map(|(id, _)| id);
+    let master = match acs_kgc::MasterSecret::load(&f.master) {
+        Ok(m) => {
+            r.ok(format!("master {}: loaded, owner-only", f.master.display()));
+            Some(m)
+        }
+        Err(e) => {
+            r.error(format!("master {}: {e}", f.master.display()));
+            None
+        }
+    };
     let mut desc = f.master.as_os_str().to_owned();
     desc.push(".descriptor");
-    if !Path::new(&desc).exists() {
-        r.warn(format!(
+    let desc = std::path::PathBuf::from(desc);
+    match std::fs::read(&desc) {
+        Err(_) => r.warn(format!(
             "master descriptor {} not found: clients need it (acs master writes it)",
-            Path::new(&desc).display()
-        ));
+            desc.display()
+        )),
+        Ok(bytes) => match acs_kgc::SignedDescriptor::from_bytes(&bytes) {
+            Err(e) => r.error(format!("master descriptor {}: {e}", desc.display())),
+            Ok(sd) => {
+                use sha2::{Digest, Sha256};
+                let d = sd.descriptor();
+                if let Some(id) = &identity {
+                    let fp: [u8; 32] = Sha256::digest(id.end_entity().as_ref()).into();
+                    if d.tls_cert_sha256 != fp {
+                        r.error(format!(
+                            "master descriptor {} pins another TLS certificate than {}: clients will refuse this server",
+                            desc.display(),
+                            f.cert.display()
+                        ));
+                    }
+                }
+                if let Some(m) = master {
+                    let ours = acs_kgc::Kgc::new(m).descriptor(d.tls_cert_sha256, 0);
+                    if ours.descriptor().identity_key != d.identity_key {
+                        r.error(format!(
+                            "master descriptor {} was not made from {}",
+                            desc.display(),
+                            f.master.display()
+                        ));
+                    }
+                }
+                r.ok(format!(
+                    "master descriptor {}: valid (clients pin it)",
+                    desc.display()
+                ));
+            }
+        },
     }
     if f.db.exists() {
         let size = std::fs::metadata(&f.db).map(|m| m.len()).unwrap_or(0);

@@ -204,6 +204,20 @@ fn acs_check_accepts_a_good_config_and_names_what_is_wrong_in_broken_ones() {
     println!("--- acs check, missing certificate\n{out}");
     d.write_exchange(0, &d.exchange_file(0));
 
+    // Server 1's descriptor next to server 0's master secret: clients would refuse it.
+    let ours = std::fs::read(d.path("master-0.key.descriptor")).unwrap();
+    std::fs::copy(
+        d.path("master-1.key.descriptor"),
+        d.path("master-0.key.descriptor"),
+    )
+    .unwrap();
+    let (ok, out) = check(&d.path("ex0.toml"));
+    assert!(!ok, "{out}");
+    assert!(out.contains("pins another TLS certificate"), "{out}");
+    assert!(out.contains("was not made from"), "{out}");
+    std::fs::write(d.path("master-0.key.descriptor"), ours).unwrap();
+    assert!(check(&d.path("ex0.toml")).0);
+
     // A relay pointed at a peer port: found by the probe once server 1 runs.
     let _ex1 = d.start_exchange(1, "");
     wait_until(Duration::from_secs(20), "server 1 listening", || {

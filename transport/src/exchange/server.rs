@@ -562,7 +562,9 @@ impl RoundLoop {
             intake.open_round(a.round, collected.envelopes)
         };
         log_rejections(a.round, &opened.rejected);
-        (self.cfg.metrics).rejected(opened.rejected.iter().map(|r| format!("{:?}", r.why)));
+        self.cfg
+            .metrics
+            .rejected(opened.rejected.iter().map(|r| format!("{:?}", r.why)));
         let bw = self.cfg.round.block_words();
         let mut shares = HashMap::with_capacity(opened.shares.len());
         let mut routes = Routes::with_capacity(opened.shares.len());

@@ -139,7 +139,7 @@ struct LiveRelay {
     tx: mpsc::Sender<Vec<u8>>,
     peer: std::net::SocketAddr,
     /// Fired to close this connection when a newer one with the same certificate arrives.
-    kick: Option<tokio::sync::oneshot::Sender<()>>,
+    kick: Option<tokio::sync::oneshot::Sender<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -233,7 +233,9 @@ impl RelayPortHandle {
                     "entry relay removed from the relays list; disconnecting it"
                 );
                 if let Some(k) = live.kick.take() {
-                    let _ = k.send(());
+                    let _ = k.send(format!(
+                        "{REFUSED_NOTICE}: entry-{j}.acs was removed from this server's relays list"
+                    ));
                 }
             }
         }
@@ -344,7 +346,7 @@ async fn serve_relay(
     };
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(RELAY_QUEUE);
-    let (kick_tx, mut kicked) = tokio::sync::oneshot::channel::<()>();
+    let (kick_tx, mut kicked) = tokio::sync::oneshot::channel::<String>();
     let conn_id = {
         let mut st = handle.lock();
         st.next_conn += 1;
@@ -374,7 +376,9 @@ async fn serve_relay(
                 "entry relay connected again while its previous connection was open; the new connection replaces the old one (two processes with one certificate?)"
             );
             if let Some(k) = old.kick.take() {
-                let _ = k.send(());
+                let _ = k.send(format!(
+                    "{REPLACED_NOTICE}: a newer connection with this relay's certificate replaced this one"
+                ));
             }
         }
         id
@@ -390,14 +394,15 @@ async fn serve_relay(
         let _ = wr.shutdown().await;
     });
 
-    let mut replaced = false;
+    // Why this connection was closed from our side (replaced, or removed from the list).
+    let mut kicked_why: Option<String> = None;
     let result: Result<(), WireError> = async {
         loop {
             let frame = tokio::select! {
                 f = wire::read_frame(&mut rd, limits.frame_timeout) => f?,
                 _ = listener::shutdown_signalled(&mut shutdown) => return Ok(()),
-                _ = &mut kicked => {
-                    replaced = true;
+                why = &mut kicked => {
+                    kicked_why = Some(why.unwrap_or_default());
                     return Ok(());
                 }
             };
@@ -443,12 +448,10 @@ async fn serve_relay(
             st.relays.remove(&relay);
         }
     }
-    if replaced {
+    if let Some(why) = &kicked_why {
         if let Ok(b) = wire::encode_frame(&wire::ErrorNotice {
             code: wire::ErrorCode::Unavailable,
-            message: format!(
-                "{REPLACED_NOTICE}: a newer connection with this relay's certificate replaced this one"
-            ),
+            message: why.clone(),
         }) {
             let _ = tx.try_send(b);
         }
@@ -466,7 +469,7 @@ async fn serve_relay(
     drop(tx);
     let _ = tokio::time::timeout(limits.shutdown_grace, writer).await;
     let reason = match &result {
-        Ok(()) if replaced => "replaced by a newer connection".to_string(),
+        Ok(()) if kicked_why.is_some() => kicked_why.clone().unwrap_or_default(),
         Ok(()) => "closed".to_string(),
         Err(e) => e.to_string(),
     };

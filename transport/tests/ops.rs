@@ -399,6 +399,24 @@ fn an_unknown_relay_is_refused_clearly_then_admitted_by_sighup() {
         &sys.entries[1].log_text(),
         &["again"],
     );
+
+    // Removed again: disconnected at the next round, and told why.
+    let refused = |log: &str| lines_with(log, "exchange server refused this relay");
+    let before = refused(&sys.entries[1].log_text());
+    for i in 0..3 {
+        d.write_exchange(i, &d.exchange_file(i));
+        sys.exchanges[i].hup();
+    }
+    wait_until(Duration::from_secs(20), "relay 1 removed", || {
+        refused(&sys.entries[1].log_text()) >= before + 3
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", sys.logs()));
+    let relay = sys.entries[1].log_text();
+    assert!(
+        relay.contains("was removed from this server's relays list"),
+        "{relay}"
+    );
+    show("entry-1 after removal", &relay, &["removed"]);
     sys.assert_healthy();
 }
 

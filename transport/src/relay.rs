@@ -328,6 +328,8 @@ const LINK_STABLE: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outage {
     Unreachable,
+    /// TCP connects but no TLS answer comes in time.
+    Silent,
     Lost,
     NotRelayPort,
     Refused,
@@ -353,6 +355,9 @@ impl OutageLog {
         match kind {
             Outage::Unreachable => {
                 tracing::warn!(server, %addr, error = detail, "exchange server unreachable; retrying with backoff")
+            }
+            Outage::Silent => {
+                tracing::warn!(server, %addr, error = detail, "exchange server accepts connections but completes no TLS handshake in time; retrying with backoff (a relay port answers at once; an exchange server's peer port does not once its peers are connected: check `exchanges` in the relay's config)")
             }
             Outage::Lost => {
                 tracing::warn!(server, %addr, error = detail, "link to exchange server lost; retrying with backoff")
@@ -404,10 +409,7 @@ async fn upstream_link(
             _ = listener::shutdown_signalled(&mut shutdown) => return,
         };
         let failure = match stream {
-            Err(e @ tls::TlsError::HandshakeTimeout(_)) => Some((
-                Outage::Unreachable,
-                format!("{e}: no TLS answer in time (a relay port answers at once; an exchange server's peer port does not once its peers are connected: check `exchanges`)"),
-            )),
+            Err(e @ tls::TlsError::HandshakeTimeout(_)) => Some((Outage::Silent, e.to_string())),
             Err(e) => Some((Outage::Unreachable, e.to_string())),
             Ok(s) if s.get_ref().1.alpn_protocol() != Some(crate::relay_port::RELAY_ALPN) => {
                 Some((Outage::NotRelayPort, String::new()))
@@ -497,7 +499,7 @@ async fn upstream_link(
                 backoff = (w * 2).min(REDIAL_REFUSED);
                 w
             }
-            Outage::Unreachable | Outage::Lost => {
+            Outage::Unreachable | Outage::Silent | Outage::Lost => {
                 let w = backoff;
                 backoff = (backoff * 2).min(REDIAL_MAX.max(backoff));
                 w

@@ -86,6 +86,15 @@ impl Report {
             .collect()
     }
 
+    /// The warnings.
+    pub fn warnings(&self) -> Vec<&str> {
+        self.findings
+            .iter()
+            .filter(|f| f.level == Level::Warn)
+            .map(|f| f.text.as_str())
+            .collect()
+    }
+
     /// The report as `acs check` prints it.
     pub fn render(&self) -> String {
         let mut out = format!("{}:\n", self.role);

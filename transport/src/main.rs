@@ -427,7 +427,9 @@ async fn run_entry(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
     // Handlers first: a signal that arrives while starting must stop us gracefully too.
     let mut signals = Signals::install()?;
     let file = EntryFile::load(&path)?;
-    check::check_entry(&file).into_result()?;
+    for w in check::check_entry(&file).into_result()?.warnings() {
+        tracing::warn!("configuration: {w}");
+    }
     let cfg = file.relay_config()?;
     let listener = bind("listen", file.listen).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -617,7 +619,9 @@ async fn run_client(
 async fn run_exchange(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
     let mut signals = Signals::install()?;
     let file = ExchangeFile::load(&path)?;
-    check::check_exchange(&file).into_result()?;
+    for w in check::check_exchange(&file).into_result()?.warnings() {
+        tracing::warn!("configuration: {w}");
+    }
     let cfg = file.server_config()?;
     let master = acs_kgc::MasterSecret::load(&file.master)?;
     let relay_listener = bind("relay_listen", file.relay_listen).await?;

@@ -236,7 +236,7 @@ impl Default for TimingFile {
 /// relay_listen = "0.0.0.0:7300"      # entry relays connect here
 /// peer_listen = "0.0.0.0:7310"       # exchange server index-1 connects here
 /// next_peer = "203.0.113.20:7310"    # exchange server index+1's peer port
-/// relays = [0, 1, 2, 3]              # entry relay indices that feed this server
+/// relays = [0, 1, 2, 3]              # entry relay indices that feed this server (SIGHUP reloads)
 /// ca = "certs/ca.pem"
 /// cert = "certs/exchange-0.pem"
 /// key = "certs/exchange-0-key.pem"
@@ -269,7 +269,7 @@ pub struct ExchangeFile {
     pub peer_listen: SocketAddr,
     /// The next server's peer port.
     pub next_peer: SocketAddr,
-    /// Entry relay indices.
+    /// Entry relay indices (the one setting `acs exchange` re-reads on SIGHUP).
     pub relays: Vec<u32>,
     /// CA certificate.
     pub ca: PathBuf,

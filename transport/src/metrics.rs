@@ -609,3 +609,103 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result
         .unwrap_or_default();
     Ok((status, body))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Stub(bool);
+
+    impl Observed for Stub {
+        fn render(&self) -> String {
+            "stub_total 1\n".into()
+        }
+        fn health(&self) -> Health {
+            Health {
+                ok: self.0,
+                detail: if self.0 {
+                    "ok: stub"
+                } else {
+                    "unavailable: stub"
+                }
+                .into(),
+            }
+        }
+    }
+
+    async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> String {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _ = tcp.write_all(request).await;
+        let mut buf = Vec::new();
+        let _ = tcp.read_to_end(&mut buf).await;
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    #[tokio::test]
+    async fn endpoints_answer_and_bad_requests_are_refused() {
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let any = "127.0.0.1:0".parse().unwrap();
+        let up = start(any, Arc::new(Stub(true)), rx.clone()).await.unwrap();
+        let down = start(any, Arc::new(Stub(false)), rx).await.unwrap();
+        assert_eq!(
+            http_get(up, "/metrics").await.unwrap(),
+            (200, "stub_total 1\n".into())
+        );
+        assert_eq!(
+            http_get(up, "/healthz?verbose").await.unwrap(),
+            (200, "ok: stub\n".into())
+        );
+        assert_eq!(
+            http_get(down, "/healthz").await.unwrap(),
+            (503, "unavailable: stub\n".into())
+        );
+        assert_eq!(http_get(up, "/other").await.unwrap().0, 404);
+        assert!(raw(up, b"POST /metrics HTTP/1.1\r\n\r\n")
+            .await
+            .starts_with("HTTP/1.1 400"));
+        // A request head over the cap gets no metrics.
+        let mut huge = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
+        huge.extend(std::iter::repeat_n(b'a', 2 * HTTP_MAX_REQUEST));
+        assert!(!raw(up, &huge).await.contains("stub_total"));
+        // A bind error names the address.
+        let taken = start(
+            up,
+            Arc::new(Stub(true)),
+            tokio::sync::watch::channel(false).1,
+        )
+        .await
+        .unwrap_err();
+        assert!(taken.contains(&up.to_string()), "{taken}");
+    }
+
+    #[test]
+    fn exchange_metrics_render_every_series_and_health_follows_the_session() {
+        let m = ExchangeMetrics::new();
+        m.configure(1, Duration::from_secs(60));
+        assert!(!m.health().ok);
+        m.set_session(true);
+        assert!(m.health().ok, "{:?}", m.health());
+        m.committed(7, 12, &[("engine", 0.5), ("total", 0.8)]);
+        m.aborted(AbortReason::Vote);
+        m.rejected(["Replay".to_string()]);
+        let text = m.render();
+        for line in [
+            "acs_rounds_committed_total 1",
+            "acs_online_users 12",
+            "acs_last_committed_round 7",
+            "acs_rounds_aborted_total{reason=\"vote\"} 1",
+            "acs_rounds_aborted_total{reason=\"recovery\"} 0",
+            "acs_envelopes_rejected_total{reason=\"Replay\"} 1",
+            "acs_envelopes_rejected_total{reason=\"OpenFailed\"} 0",
+            "acs_peer_connected{peer=\"2\"} 1",
+            "acs_peer_connected{peer=\"0\"} 1",
+            "acs_round_duration_seconds_count{phase=\"engine\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        m.set_session(false);
+        assert!(!m.health().ok);
+        assert!(m.render().contains("acs_peer_connected{peer=\"2\"} 0"));
+    }
+}

@@ -23,6 +23,20 @@ pub enum CertError {
     /// rcgen failed.
     #[error("generating certificate: {0}")]
     Rcgen(#[from] rcgen::Error),
+    /// A file to be written exists already: nothing was written.
+    #[error("{path} exists: refusing to overwrite certificates or keys (move it away first; `acs certs issue` adds one certificate from an existing CA)")]
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The CA directory for `acs certs issue` is not usable.
+    #[error("CA in {dir}: {reason}")]
+    Ca {
+        /// The directory.
+        dir: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// Writing a file failed.
     #[error("writing {path}: {source}")]
     Io {
@@ -78,9 +92,10 @@ fn validity(params: &mut CertificateParams) {
     params.not_after = rcgen::date_time_ymd(year + 5, 1, 1);
 }
 
-/// Makes a CA and one certificate per role.
-pub fn generate(roles: &[Role]) -> Result<DevPki, CertError> {
-    let ca_key = KeyPair::generate()?;
+/// The development CA's parameters. `acs certs issue` rebuilds the issuer from them and
+/// the CA key: the name and key identifier of a leaf's issuer are derived from exactly
+/// these, so they match the CA certificate that `generate` made.
+fn ca_params() -> Result<CertificateParams, CertError> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca_params
@@ -92,15 +107,28 @@ pub fn generate(roles: &[Role]) -> Result<DevPki, CertError> {
         KeyUsagePurpose::DigitalSignature,
     ];
     validity(&mut ca_params);
+    Ok(ca_params)
+}
+
+/// Makes a CA and one certificate per role.
+pub fn generate(roles: &[Role]) -> Result<DevPki, CertError> {
+    let ca_key = KeyPair::generate()?;
+    let ca_params = ca_params()?;
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let ca = IssuedCert {
         cert_pem: ca_cert.pem(),
         key_pem: ca_key.serialize_pem(),
     };
     let issuer = Issuer::new(ca_params, ca_key);
-
     let mut leaves = Vec::with_capacity(roles.len());
     for &role in roles {
+        leaves.push((role, leaf(role, &issuer)?));
+    }
+    Ok(DevPki { ca, leaves })
+}
+
+fn leaf(role: Role, issuer: &Issuer<'_, KeyPair>) -> Result<IssuedCert, CertError> {
+    {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(vec![role.dns_name()])?;
         params
@@ -113,16 +141,70 @@ pub fn generate(roles: &[Role]) -> Result<DevPki, CertError> {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         validity(&mut params);
-        let cert = params.signed_by(&key, &issuer)?;
-        leaves.push((
-            role,
-            IssuedCert {
-                cert_pem: cert.pem(),
-                key_pem: key.serialize_pem(),
-            },
-        ));
+        let cert = params.signed_by(&key, issuer)?;
+        Ok(IssuedCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
     }
-    Ok(DevPki { ca, leaves })
+}
+
+/// `acs certs issue`: one more certificate for `role` from the CA that `acs certs` made
+/// in `dir` (`ca.pem`, `ca-key.pem`), written there as `{role}.pem` and
+/// `{role}-key.pem` (never over existing files). The new certificate is checked against
+/// `ca.pem` before anything is written.
+pub fn issue(dir: &Path, role: Role) -> Result<Vec<PathBuf>, CertError> {
+    let ca_err = |reason: String| CertError::Ca {
+        dir: dir.to_path_buf(),
+        reason,
+    };
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name)).map_err(|e| ca_err(format!("{name}: {e}")))
+    };
+    let ca_pem = read("ca.pem")?;
+    let ca_key =
+        KeyPair::from_pem(&read("ca-key.pem")?).map_err(|e| ca_err(format!("ca-key.pem: {e}")))?;
+    let issuer = Issuer::new(ca_params()?, ca_key);
+    let cert = leaf(role, &issuer)?;
+    // A CA that `acs certs` did not make (another name) would give certificates that do
+    // not chain: refuse rather than write them.
+    let roots = crate::tls::roots_from_pem(&ca_pem).map_err(|e| ca_err(format!("ca.pem: {e}")))?;
+    let id = crate::tls::Identity::from_pem(&cert.cert_pem, &cert.key_pem)
+        .map_err(|e| ca_err(e.to_string()))?;
+    id.check_issued_for(roots, role).map_err(|e| {
+        ca_err(format!(
+            "a certificate issued with ca-key.pem does not verify against ca.pem ({e}); was this CA made by `acs certs`?"
+        ))
+    })?;
+    let files = [
+        (format!("{}.pem", role.file_stem()), cert.cert_pem, false),
+        (format!("{}-key.pem", role.file_stem()), cert.key_pem, true),
+    ];
+    refuse_existing(dir, files.iter().map(|(n, _, _)| n.as_str()))?;
+    let mut written = Vec::new();
+    for (name, text, secret) in files {
+        let path = dir.join(name);
+        write_file(&path, text.as_bytes(), secret).map_err(|source| CertError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// Fails with [`CertError::Exists`] naming the first of `names` in `dir` that exists.
+fn refuse_existing<'a>(
+    dir: &Path,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<(), CertError> {
+    for name in names {
+        let path = dir.join(name);
+        if path.exists() {
+            return Err(CertError::Exists { path });
+        }
+    }
+    Ok(())
 }
 
 /// The roles of a deployment with `exchanges` exchange servers and `entries` relays.
@@ -133,12 +215,19 @@ pub fn deployment_roles(exchanges: u8, entries: u32) -> Vec<Role> {
         .collect()
 }
 
-/// Writes `pki` into `dir` (created if missing); returns the files written.
+/// Writes `pki` into `dir` (created if missing); returns the files written. Refuses,
+/// before writing anything, if any of the files exists.
 pub fn write(pki: &DevPki, dir: &Path) -> Result<Vec<PathBuf>, CertError> {
     std::fs::create_dir_all(dir).map_err(|source| CertError::Io {
         path: dir.to_path_buf(),
         source,
     })?;
+    let mut names = vec!["ca.pem".to_string(), "ca-key.pem".to_string()];
+    for (role, _) in &pki.leaves {
+        names.push(format!("{}.pem", role.file_stem()));
+        names.push(format!("{}-key.pem", role.file_stem()));
+    }
+    refuse_existing(dir, names.iter().map(String::as_str))?;
     let mut written = Vec::new();
     let mut put = |name: String, text: &str, secret: bool| -> Result<(), CertError> {
         let path = dir.join(name);
@@ -160,7 +249,7 @@ pub fn write(pki: &DevPki, dir: &Path) -> Result<Vec<PathBuf>, CertError> {
 
 fn write_file(path: &Path, bytes: &[u8], secret: bool) -> std::io::Result<()> {
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     if secret {
         use std::os::unix::fs::OpenOptionsExt;
@@ -225,5 +314,41 @@ mod tests {
         let roots = tls::load_roots(&dir.path().join("ca.pem")).unwrap();
         let _ = tls::client_config(roots.clone(), Some(&id)).unwrap();
         let _ = tls::server_config(&id, tls::ClientAuth::Required(roots)).unwrap();
+    }
+
+    #[test]
+    fn write_refuses_to_overwrite_and_issue_adds_one_certificate_from_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = generate(&deployment_roles(3, 1)).unwrap();
+        write(&pki, dir.path()).unwrap();
+        let ca_before = std::fs::read(dir.path().join("ca.pem")).unwrap();
+        let again = generate(&deployment_roles(3, 1)).unwrap();
+        let err = write(&again, dir.path()).unwrap_err();
+        assert!(matches!(err, CertError::Exists { .. }), "{err}");
+        assert_eq!(std::fs::read(dir.path().join("ca.pem")).unwrap(), ca_before);
+
+        let files = issue(dir.path(), Role::Entry(7)).unwrap();
+        assert_eq!(files.len(), 2);
+        let id = tls::Identity::load(
+            &dir.path().join("entry-7.pem"),
+            &dir.path().join("entry-7-key.pem"),
+        )
+        .unwrap();
+        let roots = tls::load_roots(&dir.path().join("ca.pem")).unwrap();
+        id.check_issued_for(roots.clone(), Role::Entry(7)).unwrap();
+        let err = id.check_issued_for(roots, Role::Entry(0)).unwrap_err();
+        assert!(err.contains("entry-7.acs"), "{err}");
+        let err = issue(dir.path(), Role::Entry(7)).unwrap_err();
+        assert!(matches!(err, CertError::Exists { .. }), "{err}");
+        let err = issue(dir.path(), Role::Exchange(0)).unwrap_err();
+        assert!(matches!(err, CertError::Exists { .. }), "{err}");
+
+        // A CA made elsewhere: refused, nothing written.
+        let other = tempfile::tempdir().unwrap();
+        std::fs::write(other.path().join("ca.pem"), &pki.ca.cert_pem).unwrap();
+        std::fs::write(other.path().join("ca-key.pem"), &again.ca.key_pem).unwrap();
+        let err = issue(other.path(), Role::Entry(1)).unwrap_err();
+        assert!(matches!(err, CertError::Ca { .. }), "{err}");
+        assert!(!other.path().join("entry-1.pem").exists());
     }
 }

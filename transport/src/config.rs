@@ -6,7 +6,7 @@ use crate::listener::Limits;
 use crate::relay::RelayConfig;
 use crate::tls::{self, Identity};
 use acs_engine::round::RoundConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -44,7 +44,7 @@ pub enum ConfigError {
 }
 
 /// Listener limits as written in a file (milliseconds).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsFile {
     /// Concurrent connections.
@@ -99,6 +99,7 @@ fn default_max_envelopes() -> usize {
 /// cert = "certs/entry-0.pem"
 /// key = "certs/entry-0-key.pem"
 /// max_envelopes_per_round = 1000000
+/// metrics_listen = "127.0.0.1:9400" # optional: /metrics and /healthz (plain HTTP)
 ///
 /// [limits]
 /// max_connections = 10000
@@ -107,7 +108,7 @@ fn default_max_envelopes() -> usize {
 /// shutdown_grace_ms = 2000
 /// idle_timeout_ms = 600000       # close user connections silent this long
 /// ```
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EntryFile {
     /// Relay index.
@@ -125,6 +126,9 @@ pub struct EntryFile {
     /// Cap on envelopes per round per exchange server.
     #[serde(default = "default_max_envelopes")]
     pub max_envelopes_per_round: usize,
+    /// Where `/metrics` and `/healthz` are served over plain HTTP (none if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Listener limits.
     #[serde(default)]
     pub limits: LimitsFile,
@@ -141,6 +145,12 @@ fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigErr
     })
 }
 
+/// The one writer of configuration files: `acs demo`, the tests and the load generator
+/// write what these types serialize to, so a file they write always loads.
+fn to_toml<T: Serialize>(value: &T) -> Result<String, toml::ser::Error> {
+    toml::to_string(value)
+}
+
 fn resolve(base: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
@@ -150,6 +160,12 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
 }
 
 impl EntryFile {
+    /// As TOML that [`EntryFile::load`] reads back (paths as they are here: write
+    /// relative ones to resolve against the file's directory).
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        to_toml(self)
+    }
+
     /// Reads and checks `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut f: EntryFile = read_toml(path)?;
@@ -187,7 +203,7 @@ impl EntryFile {
 }
 
 /// Round timing as written in a file (milliseconds).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TimingFile {
     /// Submission window (server 0 sets it for everyone).
@@ -220,12 +236,13 @@ impl Default for TimingFile {
 /// relay_listen = "0.0.0.0:7300"      # entry relays connect here
 /// peer_listen = "0.0.0.0:7310"       # exchange server index-1 connects here
 /// next_peer = "203.0.113.20:7310"    # exchange server index+1's peer port
-/// relays = [0, 1, 2, 3]              # entry relay indices that feed this server
+/// relays = [0, 1, 2, 3]              # entry relay indices that feed this server (SIGHUP reloads)
 /// ca = "certs/ca.pem"
 /// cert = "certs/exchange-0.pem"
 /// key = "certs/exchange-0-key.pem"
 /// master = "master.key"              # kgc master secret (acs master), mode 0600
 /// db = "exchange.redb"
+/// metrics_listen = "127.0.0.1:9300" # optional: /metrics and /healthz (plain HTTP)
 ///
 /// [round]                            # identical at all three servers and all users
 /// payload_words = 32
@@ -239,7 +256,7 @@ impl Default for TimingFile {
 /// [limits]
 /// max_connections = 1024
 /// ```
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExchangeFile {
     /// 0, 1 or 2.
@@ -252,7 +269,7 @@ pub struct ExchangeFile {
     pub peer_listen: SocketAddr,
     /// The next server's peer port.
     pub next_peer: SocketAddr,
-    /// Entry relay indices.
+    /// Entry relay indices (the one setting `acs exchange` re-reads on SIGHUP).
     pub relays: Vec<u32>,
     /// CA certificate.
     pub ca: PathBuf,
@@ -264,6 +281,9 @@ pub struct ExchangeFile {
     pub master: PathBuf,
     /// Database file.
     pub db: PathBuf,
+    /// Where `/metrics` and `/healthz` are served over plain HTTP (none if absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Exchange parameters.
     pub round: RoundConfig,
     /// Round timing.
@@ -275,6 +295,11 @@ pub struct ExchangeFile {
 }
 
 impl ExchangeFile {
+    /// As TOML that [`ExchangeFile::load`] reads back (paths as they are here).
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        to_toml(self)
+    }
+
     /// Reads and checks `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut f: ExchangeFile = read_toml(path)?;
@@ -321,7 +346,7 @@ impl ExchangeFile {
             identity: Identity::load(&self.cert, &self.key)?,
             roots: tls::load_roots(&self.ca)?,
             limits: self.limits.limits(),
-            relays: self.relays.clone(),
+            relays: self.relays.clone().into(),
             round: self.round,
             timing: Timing {
                 submit_window: ms(self.timing.submit_window_ms),
@@ -332,6 +357,7 @@ impl ExchangeFile {
             db_path: self.db.clone(),
             max_rounds: None,
             start_gate: None,
+            metrics: std::sync::Arc::new(crate::metrics::ExchangeMetrics::new()),
         })
     }
 }
@@ -370,10 +396,106 @@ max_connections = 10
         let err = EntryFile::load(&p).unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");
     }
+
+    /// What `to_toml` writes loads back to the same value (the demo, the tests and the
+    /// load generator write configurations only this way).
+    #[test]
+    fn to_toml_round_trips_every_file_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let round = RoundConfig {
+            payload_words: 4,
+            store_capacity: 8,
+            expiry_rounds: 20,
+        };
+        let ex = ExchangeFile {
+            index: 1,
+            deployment: "t".into(),
+            relay_listen: addr(7301),
+            peer_listen: addr(7311),
+            next_peer: addr(7312),
+            relays: vec![0, 2],
+            ca: d.join("certs/ca.pem"),
+            cert: d.join("certs/exchange-1.pem"),
+            key: d.join("certs/exchange-1-key.pem"),
+            master: d.join("master-1.key"),
+            db: d.join("ex1.redb"),
+            metrics_listen: Some(addr(9301)),
+            round,
+            timing: TimingFile {
+                submit_window_ms: 300,
+                ..TimingFile::default()
+            },
+            limits: LimitsFile {
+                max_connections: 64,
+                ..LimitsFile::default()
+            },
+        };
+        let p = d.join("ex1.toml");
+        std::fs::write(&p, ex.to_toml().unwrap()).unwrap();
+        assert_eq!(ExchangeFile::load(&p).unwrap(), ex);
+
+        let entry = EntryFile {
+            index: 2,
+            listen: addr(7402),
+            exchanges: [addr(7300), addr(7301), addr(7302)],
+            ca: d.join("certs/ca.pem"),
+            cert: d.join("certs/entry-2.pem"),
+            key: d.join("certs/entry-2-key.pem"),
+            max_envelopes_per_round: 10,
+            metrics_listen: None,
+            limits: LimitsFile::default(),
+        };
+        let p = d.join("entry2.toml");
+        std::fs::write(&p, entry.to_toml().unwrap()).unwrap();
+        assert_eq!(EntryFile::load(&p).unwrap(), entry);
+
+        let client = ClientFile {
+            ca: d.join("certs/ca.pem"),
+            identity: d.join("alice.identity"),
+            descriptors: [0, 1, 2].map(|i| d.join(format!("master-{i}.key.descriptor"))),
+            relays: vec![RelayAddr {
+                index: 0,
+                addr: addr(7400),
+            }],
+            round,
+            timeout_ms: 1000,
+        };
+        let p = d.join("alice.toml");
+        std::fs::write(&p, client.to_toml().unwrap()).unwrap();
+        assert_eq!(ClientFile::load(&p).unwrap(), client);
+    }
+
+    /// The examples in `docs/operators.md` parse as the types they document.
+    #[test]
+    fn the_operators_guide_examples_parse() {
+        let doc = include_str!("../../docs/operators.md");
+        let blocks: Vec<&str> = doc
+            .split("```toml\n")
+            .skip(1)
+            .map(|b| b.split("```").next().unwrap())
+            .collect();
+        assert!(blocks.len() >= 3, "{}", blocks.len());
+        let (mut ex, mut en, mut cl) = (0, 0, 0);
+        for b in blocks {
+            if b.contains("relay_listen") {
+                toml::from_str::<ExchangeFile>(b).unwrap_or_else(|e| panic!("{e}\n{b}"));
+                ex += 1;
+            } else if b.contains("exchanges") {
+                toml::from_str::<EntryFile>(b).unwrap_or_else(|e| panic!("{e}\n{b}"));
+                en += 1;
+            } else if b.contains("descriptors") {
+                toml::from_str::<ClientFile>(b).unwrap_or_else(|e| panic!("{e}\n{b}"));
+                cl += 1;
+            }
+        }
+        assert!(ex >= 1 && en >= 1 && cl >= 1, "{ex} {en} {cl}");
+    }
 }
 
 /// An entry relay as a client sees it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RelayAddr {
     /// The relay's index (its certificate name is `entry-<index>.acs`).
@@ -398,7 +520,7 @@ fn default_client_timeout_ms() -> u64 {
 /// store_capacity = 10000
 /// expiry_rounds = 100
 /// ```
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientFile {
     /// CA certificate.
@@ -417,6 +539,11 @@ pub struct ClientFile {
 }
 
 impl ClientFile {
+    /// As TOML that [`ClientFile::load`] reads back (paths as they are here).
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        to_toml(self)
+    }
+
     /// Reads and checks a client configuration; relative paths are resolved against the
     /// file's directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {

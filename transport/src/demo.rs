@@ -1,15 +1,17 @@
 //! `acs demo`: three exchange servers and `E` entry relays on loopback, real TLS, real
-//! databases in a temporary directory, `N` simulated users registering through the relays
+//! databases in a temporary directory (with the certificates, master secrets and one
+//! configuration file per process, written by `to_toml` and loaded and checked as
+//! `acs exchange` and `acs entry` do), `N` simulated users registering through the relays
 //! and running `R` rounds of a random workload (messages and covers; a fraction of users
 //! offline each round), then drain rounds with everyone online until every message has
 //! arrived. Every delivery is checked against what was sent: exactly once, right source,
 //! right content.
 
 use crate::certs;
-use crate::exchange::server::{self, ServerConfig, Timing};
-use crate::listener::Limits;
-use crate::relay::{self, RelayConfig};
-use crate::tls::{self, Identity, Role};
+use crate::config::{EntryFile, ExchangeFile, LimitsFile, TimingFile};
+use crate::exchange::server;
+use crate::relay;
+use crate::tls::{self, Role};
 use crate::user::{OutboxItem, User};
 use acs_engine::round::{payload_to_words, RoundConfig, Status};
 use acs_kgc::{Kgc, MasterSecret, SignedDescriptor, UserIdentity};
@@ -37,6 +39,9 @@ pub struct DemoOptions {
     pub offline: f64,
     /// Workload seed.
     pub seed: u64,
+    /// Serve `/metrics` and `/healthz` on 127.0.0.1: exchange servers at this port, +1,
+    /// +2, relays from +3 on.
+    pub metrics_base_port: Option<u16>,
 }
 
 impl Default for DemoOptions {
@@ -48,6 +53,7 @@ impl Default for DemoOptions {
             entries: 3,
             offline: 0.1,
             seed: 1,
+            metrics_base_port: None,
         }
     }
 }
@@ -119,17 +125,22 @@ pub async fn run(
         store_capacity: opts.users,
         expiry_rounds: 1_000,
     };
-    let pki = certs::generate(&certs::deployment_roles(3, opts.entries)).map_err(fail)?;
-    let roots = tls::roots_from_pem(&pki.ca.cert_pem).map_err(fail)?;
-    let ident = |role| {
-        let c = pki.leaf(role).expect("generated");
-        Identity::from_pem(&c.cert_pem, &c.key_pem).map_err(fail)
-    };
+    // The deployment is written as an operator's would be (certificates, master secrets,
+    // one configuration file per process, by the configuration types' own writer) and
+    // loaded and checked the way `acs exchange` and `acs entry` load them.
     let dir = tempfile::tempdir().map_err(fail)?;
+    let d = dir.path();
+    let pki = certs::generate(&certs::deployment_roles(3, opts.entries)).map_err(fail)?;
+    certs::write(&pki, &d.join("certs")).map_err(fail)?;
+    let roots = tls::roots_from_pem(&pki.ca.cert_pem).map_err(fail)?;
     let (shutdown_tx, shutdown) = watch::channel(false);
-    let limits = Limits {
+    let limits = LimitsFile {
         max_connections: opts.users * 2 + 64,
-        ..Limits::default()
+        ..LimitsFile::default()
+    };
+    let metrics_addr = |k: u16| {
+        opts.metrics_base_port
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p + k)))
     };
 
     let mut relay_ports = Vec::new();
@@ -145,13 +156,17 @@ pub async fn run(
         peer_ports.push(p);
     }
     let now = crate::exchange::clock::now_unix_ms() / 1000;
-    let window = Duration::from_millis(300 + 3 * opts.users as u64);
+    let window_ms = 300 + 3 * opts.users as u64;
     let (gate_tx, gate_rx) = oneshot::channel();
     let mut gate_rx = Some(gate_rx);
     let mut descriptors = Vec::new();
     let mut servers = Vec::new();
     for (i, (rp, pp)) in relay_ports.into_iter().zip(peer_ports).enumerate() {
         let seed: [u8; 32] = rng.gen();
+        let master_path = d.join(format!("master-{i}.key"));
+        MasterSecret::from_seed(seed)
+            .save(&master_path)
+            .map_err(fail)?;
         let cert_der = pki
             .leaf(Role::Exchange(i as u8))
             .map(|c| c.cert_pem.clone())
@@ -161,36 +176,63 @@ pub async fn run(
             let der = CertificateDer::from_pem_slice(cert_der.as_bytes()).map_err(fail)?;
             Sha256::digest(der.as_ref()).into()
         };
-        descriptors.push(Kgc::new(MasterSecret::from_seed(seed)).descriptor(fingerprint, now));
-        let scfg = ServerConfig {
+        let descriptor = Kgc::new(MasterSecret::from_seed(seed)).descriptor(fingerprint, now);
+        std::fs::write(
+            d.join(format!("master-{i}.key.descriptor")),
+            descriptor.to_bytes(),
+        )
+        .map_err(fail)?;
+        descriptors.push(descriptor);
+        let file = ExchangeFile {
             index: i as u8,
             deployment: "acs-demo".into(),
+            relay_listen: relay_addrs[i],
+            peer_listen: peer_addrs[i],
             next_peer: peer_addrs[(i + 1) % 3],
-            identity: ident(Role::Exchange(i as u8))?,
-            roots: roots.clone(),
-            limits,
             relays: (0..opts.entries).collect(),
+            ca: "certs/ca.pem".into(),
+            cert: format!("certs/exchange-{i}.pem").into(),
+            key: format!("certs/exchange-{i}-key.pem").into(),
+            master: format!("master-{i}.key").into(),
+            db: format!("exchange-{i}.redb").into(),
+            metrics_listen: metrics_addr(i as u16),
             round: cfg,
-            timing: Timing {
-                submit_window: window,
-                // Collection ends as soon as every relay has reported (each always sends a
-                // batch), so a long grace costs nothing unless a relay is late, e.g. on a
-                // loaded machine; a short one would drop its users' shares for the round.
-                collect_grace: Duration::from_secs(5),
-                vote_timeout: Duration::from_secs(120),
-                max_window: Duration::from_secs(120),
+            timing: TimingFile {
+                submit_window_ms: window_ms,
+                // Collection ends as soon as every relay has reported (each always sends
+                // a batch), so a long grace costs nothing unless a relay is late, e.g. on
+                // a loaded machine; a short one would drop its users' shares for the round.
+                collect_grace_ms: 5_000,
+                vote_timeout_ms: 120_000,
+                max_window_ms: 120_000,
             },
-            db_path: dir.path().join(format!("exchange-{i}.redb")),
-            max_rounds: None,
-            start_gate: if i == 0 { gate_rx.take() } else { None },
+            limits: limits.clone(),
         };
-        let sd = shutdown.clone();
+        let path = d.join(format!("exchange-{i}.toml"));
+        std::fs::write(&path, file.to_toml().map_err(fail)?).map_err(fail)?;
+        let file = ExchangeFile::load(&path).map_err(fail)?;
+        crate::check::check_exchange(&file)
+            .into_result()
+            .map_err(fail)?;
+        let mut scfg = file.server_config().map_err(fail)?;
+        if i == 0 {
+            scfg.start_gate = gate_rx.take();
+        }
+        if let Some(addr) = file.metrics_listen {
+            let at = crate::metrics::start(addr, scfg.metrics.clone(), shutdown.clone())
+                .await
+                .map_err(fail)?;
+            progress(format!(
+                "exchange server {i}: metrics at http://{at}/metrics"
+            ));
+        }
+        let master = MasterSecret::load(&file.master).map_err(fail)?;
         servers.push(tokio::spawn(server::run(
             scfg,
-            MasterSecret::from_seed(seed),
+            master,
             rp,
             pp,
-            sd,
+            shutdown.clone(),
         )));
     }
     let descriptors: [SignedDescriptor; 3] = descriptors
@@ -201,19 +243,32 @@ pub async fn run(
     let mut relays = Vec::new();
     for j in 0..opts.entries {
         let l = TcpListener::bind("127.0.0.1:0").await.map_err(fail)?;
-        let r = relay::start(
-            RelayConfig {
-                index: j,
-                exchanges: [relay_addrs[0], relay_addrs[1], relay_addrs[2]],
-                identity: ident(Role::Entry(j))?,
-                roots: roots.clone(),
-                limits,
-                max_envelopes_per_round: opts.users * 3 + 16,
-            },
-            l,
-            shutdown.clone(),
-        )
-        .map_err(fail)?;
+        let file = EntryFile {
+            index: j,
+            listen: l.local_addr().map_err(fail)?,
+            exchanges: [relay_addrs[0], relay_addrs[1], relay_addrs[2]],
+            ca: "certs/ca.pem".into(),
+            cert: format!("certs/entry-{j}.pem").into(),
+            key: format!("certs/entry-{j}-key.pem").into(),
+            max_envelopes_per_round: opts.users * 3 + 16,
+            metrics_listen: metrics_addr(3 + j as u16),
+            limits: limits.clone(),
+        };
+        let path = d.join(format!("entry-{j}.toml"));
+        std::fs::write(&path, file.to_toml().map_err(fail)?).map_err(fail)?;
+        let file = EntryFile::load(&path).map_err(fail)?;
+        crate::check::check_entry(&file)
+            .into_result()
+            .map_err(fail)?;
+        let r =
+            relay::start(file.relay_config().map_err(fail)?, l, shutdown.clone()).map_err(fail)?;
+        if let Some(addr) = file.metrics_listen {
+            let m = std::sync::Arc::new(crate::metrics::RelayMetrics::new(r.stats.clone()));
+            let at = crate::metrics::start(addr, m, shutdown.clone())
+                .await
+                .map_err(fail)?;
+            progress(format!("entry relay {j}: metrics at http://{at}/metrics"));
+        }
         entry_addrs.push((j, r.user_addr));
         relays.push(r);
     }
@@ -308,7 +363,9 @@ pub async fn run(
         }
         let mut rounds_seen = Vec::new();
         let mut last_done = 0u64;
-        let (mut n_online, mut n_deliv, mut n_stored, mut n_resend) = (0, 0, 0, 0);
+        // Per round: messages that arrived (reconstructed by their receivers, whenever
+        // sent), senders' blocks that went into the store, messages to be sent again.
+        let (mut n_online, mut n_received, mut n_stored, mut n_resend) = (0, 0, 0, 0);
         while let Some(r) = tasks.join_next().await {
             let (mut u, a, report, done) = r.map_err(fail)?.map_err(fail)?;
             rounds_seen.push(a.round);
@@ -319,9 +376,8 @@ pub async fn run(
             // This round's report, then any earlier round that settled late.
             for rep in report.into_iter().chain(u.take_late()) {
                 match rep.status {
-                    Some(Status::Delivered) => n_deliv += 1,
                     Some(Status::Stored) => n_stored += 1,
-                    Some(Status::Cover) => {}
+                    Some(Status::Delivered) | Some(Status::Cover) => {}
                     _ => {
                         if rep.sent.is_some() {
                             n_resend += 1
@@ -329,6 +385,7 @@ pub async fn run(
                     }
                 }
                 if let Some(inc) = rep.incoming {
+                    n_received += 1;
                     let key = (inc.from, u.pseudonym().get(), inc.payload.clone());
                     match index.get(&key) {
                         Some(&i) => {
@@ -349,11 +406,11 @@ pub async fn run(
         let secs = last_done as f64 / 1000.0;
         latencies.push(secs);
         progress(format!(
-            "round {:>3}{}: online {:>5}, delivered {:>4}, stored {:>4}, resend {:>3}, in flight {:>4}, latency {:.3} s",
+            "round {:>3}{}: online {:>5}, received {:>4}, stored {:>4}, resent {:>3}, in flight {:>4}, latency {:.3} s",
             rounds_seen.first().copied().unwrap_or(0),
             if workload { "" } else { " (drain)" },
             n_online,
-            n_deliv,
+            n_received,
             n_stored,
             n_resend,
             sent.len() - delivered.len(),

@@ -10,15 +10,18 @@
 //! - [`exchange`]: the exchange server (clock, collection, kgc intake, commit, server loop);
 //! - [`client`], [`user`]: a user's relay connection and the user client; [`output`]: what
 //!   a server seals to a user each round (its output share, or `retry`);
-//! - [`config`]: TOML configuration; [`demo`]: `acs demo`.
+//! - [`config`]: TOML configuration; [`check`]: `acs check`; [`demo`]: `acs demo`;
+//! - [`metrics`]: Prometheus metrics and health checks (`/metrics`, `/healthz`).
 
 pub mod certs;
+pub mod check;
 pub mod client;
 pub mod config;
 pub mod db;
 pub mod demo;
 pub mod exchange;
 pub mod listener;
+pub mod metrics;
 pub mod mpc;
 pub mod output;
 pub mod relay;

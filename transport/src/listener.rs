@@ -87,6 +87,14 @@ pub async fn shutdown_signalled(rx: &mut ShutdownRx) {
     }
 }
 
+/// Whether a listener faces users (an entry relay's user port): there, users' IP
+/// addresses are logged only when `debug` is on (`docs/relay.md`); refused and failed
+/// connections are still logged at `info`, without the address, and counted in
+/// [`ListenerStats`]. Normal disconnects are not errors (see `relay::serve_user`).
+fn user_facing(name: &str) -> bool {
+    name == "entry"
+}
+
 /// An accepted, handshaken connection handed to a handler.
 #[derive(Debug)]
 pub struct Conn {
@@ -154,7 +162,16 @@ pub async fn serve<H, F, E>(
                         _ => &stats.handshake_failed,
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(listener = name, %peer, error = %e, "connection refused");
+                    if user_facing(name) {
+                        // Users' addresses only at debug; the event itself stays at info.
+                        if tracing::enabled!(tracing::Level::DEBUG) {
+                            tracing::debug!(listener = name, %peer, error = %e, "connection refused");
+                        } else {
+                            tracing::info!(listener = name, error = %e, "connection refused");
+                        }
+                    } else {
+                        tracing::info!(listener = name, %peer, error = %e, "connection refused");
+                    }
                     return;
                 }
             };
@@ -165,7 +182,15 @@ pub async fn serve<H, F, E>(
                 }
                 Err(e) => {
                     stats.closed_with_error.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(listener = name, %peer, error = %e, "connection closed with error");
+                    if user_facing(name) {
+                        if tracing::enabled!(tracing::Level::DEBUG) {
+                            tracing::debug!(listener = name, %peer, error = %e, "connection closed with error");
+                        } else {
+                            tracing::info!(listener = name, error = %e, "connection closed with error");
+                        }
+                    } else {
+                        tracing::info!(listener = name, %peer, error = %e, "connection closed with error");
+                    }
                 }
             }
         });

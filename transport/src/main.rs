@@ -1,7 +1,7 @@
 //! The `acs` command.
 
 use acs_transport::{
-    certs,
+    certs, check,
     config::{ClientFile, EntryFile, ExchangeFile},
     demo, relay,
 };
@@ -17,17 +17,49 @@ use tokio::sync::watch;
     about = "ACS: anti-tracking messaging over a three-party secure computation"
 )]
 struct Cli {
+    /// Log format on stderr: `text`, or `json` (one object per line, for log shippers).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum CertsAction {
+    /// Add one certificate from the CA that `acs certs` made (refuses to overwrite).
+    Issue {
+        /// The directory with `ca.pem` and `ca-key.pem`; the new pair is written there.
+        #[arg(long)]
+        ca: PathBuf,
+        /// Issue `entry-N` (an entry relay).
+        #[arg(
+            long,
+            conflicts_with = "exchange",
+            required_unless_present = "exchange"
+        )]
+        entry: Option<u32>,
+        /// Issue `exchange-I` (0, 1 or 2; to replace a lost key, move the old pair away first).
+        #[arg(long)]
+        exchange: Option<u8>,
+    },
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Make a development CA and the certificates of a deployment.
+    /// Make a development CA and the certificates of a deployment (refuses to overwrite).
+    #[command(args_conflicts_with_subcommands = true)]
     Certs {
+        #[command(subcommand)]
+        action: Option<CertsAction>,
         /// Output directory (created if missing).
         #[arg(long)]
-        out: PathBuf,
+        out: Option<PathBuf>,
         /// Exchange servers (ACS runs exactly three).
         #[arg(long, default_value_t = 3)]
         exchanges: u8,
@@ -44,6 +76,14 @@ enum Command {
         /// The server's TLS certificate (PEM), whose SHA-256 the descriptor carries.
         #[arg(long)]
         cert: PathBuf,
+    },
+    /// Check an exchange, entry or client configuration without starting anything: the
+    /// certificate's role and index, every path, port roles, what answers at the
+    /// addresses it dials, round settings; prints what it would run. Exit 1 on an error.
+    Check {
+        /// Configuration file (TOML; see docs/operators.md).
+        #[arg(long)]
+        config: PathBuf,
     },
     /// Run an exchange server.
     Exchange {
@@ -97,17 +137,65 @@ enum Command {
         /// End with one JSON line of results.
         #[arg(long)]
         json: bool,
+        /// Serve `/metrics` and `/healthz` on 127.0.0.1: exchange servers at P, P+1,
+        /// P+2, relays from P+3 on.
+        #[arg(long, value_name = "P")]
+        metrics_base_port: Option<u16>,
     },
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+/// The log filter from `RUST_LOG` (`info` when unset). A value that does not parse, or
+/// a bare word that is neither a level nor a module (`RUST_LOG=verbose` would otherwise
+/// be read as "module `verbose` only" and hide everything, fatal errors included), is
+/// an error: the command says so and does not start.
+fn log_filter() -> Result<tracing_subscriber::EnvFilter, String> {
+    let spec = match std::env::var("RUST_LOG") {
+        Err(std::env::VarError::NotPresent) => {
+            return Ok(tracing_subscriber::EnvFilter::new("info"))
+        }
+        Err(e) => return Err(format!("RUST_LOG: {e}")),
+        Ok(s) => s,
+    };
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    const CRATES: [&str; 9] = [
+        "acs",
+        "acs_transport",
+        "acs_engine",
+        "acs_kgc",
+        "rustls",
+        "tokio",
+        "tokio_rustls",
+        "redb",
+        "h2",
+    ];
+    for d in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let target = d.split(['=', '[']).next().unwrap_or(d);
+        let bare = !d.contains('=') && !d.contains('[');
+        let known = LEVELS.contains(&target.to_ascii_lowercase().as_str())
+            || target.contains("::")
+            || CRATES.contains(&target);
+        if bare && !known {
+            return Err(format!(
+                "RUST_LOG={spec:?}: {d:?} is neither a level ({}) nor one of this program's modules (e.g. acs_transport=debug)",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(&spec).map_err(|e| format!("RUST_LOG={spec:?}: {e}"))
+}
+
+fn init_logging(format: LogFormat) -> Result<(), String> {
+    let filter = log_filter()?;
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+    Ok(())
 }
 
 /// Where a long-running command's final error goes: servers log it (their logs are the
@@ -121,10 +209,14 @@ enum Report {
 /// to the exit code.
 fn serve(
     name: &str,
+    format: LogFormat,
     fut: impl std::future::Future<Output = Result<(), Box<dyn std::error::Error>>>,
     report: Report,
 ) -> ExitCode {
-    init_logging();
+    if let Err(e) = init_logging(format) {
+        eprintln!("acs {name}: {e}");
+        return ExitCode::from(2);
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -146,12 +238,48 @@ fn serve(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let log_format = cli.log_format;
     match cli.command {
         Command::Certs {
+            action:
+                Some(CertsAction::Issue {
+                    ca,
+                    entry,
+                    exchange,
+                }),
+            ..
+        } => {
+            let role = match (entry, exchange) {
+                (Some(j), None) => acs_transport::tls::Role::Entry(j),
+                (None, Some(i)) if i < 3 => acs_transport::tls::Role::Exchange(i),
+                _ => {
+                    eprintln!("acs certs issue: give --entry N or --exchange I (0, 1 or 2)");
+                    return ExitCode::from(2);
+                }
+            };
+            match certs::issue(&ca, role) {
+                Ok(files) => {
+                    for f in files {
+                        println!("{}", f.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("acs certs issue: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Certs {
+            action: None,
             out,
             exchanges,
             entries,
         } => {
+            let Some(out) = out else {
+                eprintln!("acs certs: --out DIR is required (or `acs certs issue`)");
+                return ExitCode::from(2);
+            };
             if exchanges != 3 {
                 eprintln!("acs certs: ACS runs exactly three exchange servers (got --exchanges {exchanges})");
                 return ExitCode::from(2);
@@ -181,7 +309,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Exchange { config } => serve("exchange", run_exchange(config), Report::Log),
+        Command::Check { config } => run_check(&config),
+        Command::Exchange { config } => {
+            serve("exchange", log_format, run_exchange(config), Report::Log)
+        }
         Command::Client {
             config,
             rounds,
@@ -189,9 +320,14 @@ fn main() -> ExitCode {
             receive_only,
         } => {
             let rounds = if receive_only { None } else { Some(rounds) };
-            serve("client", run_client(config, rounds, send), Report::Stderr)
+            serve(
+                "client",
+                log_format,
+                run_client(config, rounds, send),
+                Report::Stderr,
+            )
         }
-        Command::Entry { config } => serve("entry", run_entry(config), Report::Log),
+        Command::Entry { config } => serve("entry", log_format, run_entry(config), Report::Log),
         Command::Demo {
             users,
             rounds,
@@ -200,9 +336,13 @@ fn main() -> ExitCode {
             offline,
             seed,
             json,
+            metrics_base_port,
         } => {
             if std::env::var_os("RUST_LOG").is_some() {
-                init_logging();
+                if let Err(e) = init_logging(log_format) {
+                    eprintln!("acs demo: {e}");
+                    return ExitCode::from(2);
+                }
             }
             let rt = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
@@ -218,6 +358,7 @@ fn main() -> ExitCode {
                 entries,
                 offline,
                 seed,
+                metrics_base_port,
             };
             match rt.block_on(demo::run(opts, |line| println!("{line}"))) {
                 Ok(r) => {
@@ -292,11 +433,15 @@ fn tamper_from_env() -> Result<Option<relay::Tamper>, String> {
 
 async fn run_entry(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
     // Handlers first: a signal that arrives while starting must stop us gracefully too.
-    let signals = Signals::install()?;
+    let mut signals = Signals::install()?;
     let file = EntryFile::load(&path)?;
+    for w in check::check_entry(&file).into_result()?.warnings() {
+        tracing::warn!("configuration: {w}");
+    }
     let cfg = file.relay_config()?;
-    let listener = tokio::net::TcpListener::bind(file.listen).await?;
+    let listener = bind("listen", file.listen).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let metrics_shutdown = shutdown_rx.clone();
     #[cfg(feature = "fault-injection")]
     let relay = match tamper_from_env()? {
         Some(t) => relay::start_tampering(cfg, listener, shutdown_rx, t)?,
@@ -305,7 +450,16 @@ async fn run_entry(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
     #[cfg(not(feature = "fault-injection"))]
     let relay = relay::start(cfg, listener, shutdown_rx)?;
     tracing::info!(index = file.index, addr = %relay.user_addr, "entry relay listening");
-    signals.wait().await;
+    if let Some(addr) = file.metrics_listen {
+        let m = std::sync::Arc::new(acs_transport::metrics::RelayMetrics::new(
+            relay.stats.clone(),
+        ));
+        let at = acs_transport::metrics::start(addr, m, metrics_shutdown).await?;
+        tracing::info!(addr = %at, "metrics at /metrics and /healthz");
+    }
+    while let Signal::Reload = signals.wait().await {
+        tracing::info!("SIGHUP: an entry relay has nothing to reload (restart it to apply a new configuration)");
+    }
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
     let _ = relay.listener_task.await;
@@ -478,14 +632,22 @@ async fn run_client(
 }
 
 async fn run_exchange(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
-    let signals = Signals::install()?;
+    let mut signals = Signals::install()?;
     let file = ExchangeFile::load(&path)?;
+    for w in check::check_exchange(&file).into_result()?.warnings() {
+        tracing::warn!("configuration: {w}");
+    }
     let cfg = file.server_config()?;
     let master = acs_kgc::MasterSecret::load(&file.master)?;
-    let relay_listener = tokio::net::TcpListener::bind(file.relay_listen).await?;
-    let peer_listener = tokio::net::TcpListener::bind(file.peer_listen).await?;
+    let relay_listener = bind("relay_listen", file.relay_listen).await?;
+    let peer_listener = bind("peer_listen", file.peer_listen).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    tracing::info!(index = file.index, relay = %file.relay_listen, peer = %file.peer_listen, "exchange server starting");
+    let (relays, metrics) = (cfg.relays.clone(), cfg.metrics.clone());
+    if let Some(addr) = file.metrics_listen {
+        let at = acs_transport::metrics::start(addr, metrics.clone(), shutdown_rx.clone()).await?;
+        tracing::info!(addr = %at, "metrics at /metrics and /healthz");
+    }
+    tracing::info!(index = file.index, relay = %file.relay_listen, peer = %file.peer_listen, relays = ?relays.get(), "exchange server starting");
     let server = tokio::spawn(acs_transport::exchange::server::run(
         cfg,
         master,
@@ -494,15 +656,20 @@ async fn run_exchange(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
         shutdown_rx,
     ));
     let mut server = server;
-    let result = tokio::select! {
-        _ = signals.wait() => {
-            tracing::info!("shutting down");
-            let _ = shutdown_tx.send(true);
-            tokio::time::timeout(std::time::Duration::from_secs(10), &mut server)
-                .await
-                .map_err(|_| "exchange server did not stop within 10 s")?
+    let result = loop {
+        tokio::select! {
+            sig = signals.wait() => match sig {
+                Signal::Reload => reload_relays(&path, &file, &relays, &metrics),
+                Signal::Stop => {
+                    tracing::info!("shutting down");
+                    let _ = shutdown_tx.send(true);
+                    break tokio::time::timeout(std::time::Duration::from_secs(10), &mut server)
+                        .await
+                        .map_err(|_| "exchange server did not stop within 10 s")?;
+                }
+            },
+            r = &mut server => break r,
         }
-        r = &mut server => r,
     };
     let summary = result??;
     tracing::info!(
@@ -513,12 +680,83 @@ async fn run_exchange(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// SIGTERM and SIGINT (ctrl-c), registered up front.
+/// `SIGHUP` at an exchange server: re-reads the configuration file and applies its
+/// `relays` list (relays added can connect at once; relays removed are disconnected at
+/// the next round). Everything else needs a restart, and a change to it is reported.
+fn reload_relays(
+    path: &std::path::Path,
+    running: &ExchangeFile,
+    relays: &acs_transport::relay_port::RelaySet,
+    metrics: &acs_transport::metrics::ExchangeMetrics,
+) {
+    let file = match ExchangeFile::load(path) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: configuration not reloaded; still running the previous relays list");
+            return;
+        }
+    };
+    let mut rest = file.clone();
+    rest.relays = running.relays.clone();
+    if rest != *running {
+        tracing::warn!("SIGHUP: only `relays` is applied on reload; restart the server to apply the other changes in the file");
+    }
+    let (added, removed) = relays.replace(file.relays);
+    metrics.relay_reloads.inc();
+    tracing::info!(?added, ?removed, relays = ?relays.get(), "SIGHUP: relays list reloaded");
+}
+
+/// Binds a listener; the error names the configuration key and the address.
+async fn bind(
+    key: &str,
+    addr: std::net::SocketAddr,
+) -> Result<tokio::net::TcpListener, Box<dyn std::error::Error>> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("{key} {addr}: cannot bind: {e}").into())
+}
+
+/// `acs check --config FILE`.
+fn run_check(path: &std::path::Path) -> ExitCode {
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("acs check: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(check::check_file(path)) {
+        Ok(report) => {
+            print!("{}", report.render());
+            if report.errors().is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            println!("ERROR {e}\nFAILED: the file could not be loaded");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What a signal asks for.
+enum Signal {
+    /// SIGTERM or SIGINT (ctrl-c): stop.
+    Stop,
+    /// SIGHUP: reload what can be reloaded.
+    Reload,
+}
+
+/// SIGTERM, SIGINT (ctrl-c) and SIGHUP, registered up front.
 struct Signals {
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
     #[cfg(unix)]
     int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -529,22 +767,24 @@ impl Signals {
             Ok(Signals {
                 term: signal(SignalKind::terminate())?,
                 int: signal(SignalKind::interrupt())?,
+                hup: signal(SignalKind::hangup())?,
             })
         }
         #[cfg(not(unix))]
         Ok(Signals {})
     }
 
-    async fn wait(mut self) {
+    async fn wait(&mut self) -> Signal {
         #[cfg(unix)]
         tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Reload,
         }
         #[cfg(not(unix))]
         {
-            let _ = &mut self;
             let _ = tokio::signal::ctrl_c().await;
+            Signal::Stop
         }
     }
 }

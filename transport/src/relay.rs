@@ -115,6 +115,10 @@ pub struct RelayStats {
     pub outputs: std::sync::atomic::AtomicU64,
     /// Output shares that could not be delivered (user gone or slow, unknown slot).
     pub outputs_dropped: std::sync::atomic::AtomicU64,
+    /// User connections open now.
+    pub user_connections: std::sync::atomic::AtomicU64,
+    /// Whether the link to exchange server 0, 1, 2 is up.
+    pub exchange_connected: [std::sync::atomic::AtomicBool; 3],
 }
 
 struct Shared {
@@ -249,6 +253,10 @@ fn start_relay(
 ) -> Result<Relay, RelayError> {
     let server = tls::server_config(&cfg.identity, ClientAuth::None)?;
     let client = tls::client_config(cfg.roots.clone(), Some(&cfg.identity))?;
+    // Only an exchange server's relay port answers with this protocol name.
+    let mut client = (*client).clone();
+    client.alpn_protocols = vec![crate::relay_port::RELAY_ALPN.to_vec()];
+    let client = Arc::new(client);
     let user_addr = users.local_addr()?;
     let stats = Arc::new(RelayStats::default());
     let mut up_rx = Vec::new();
@@ -306,8 +314,78 @@ fn start_relay(
     })
 }
 
+/// Shortest and longest wait before re-dialling an exchange server that is down.
+const REDIAL_MIN: Duration = Duration::from_millis(50);
+const REDIAL_MAX: Duration = Duration::from_secs(2);
+/// Longest wait when the server refuses this relay (certificate not in its list, a peer
+/// port, another process holding the link): an operator has to act, so retry slowly.
+const REDIAL_REFUSED: Duration = Duration::from_secs(30);
+/// A link that stayed up this long counts as healthy: the next failure starts the
+/// backoff from [`REDIAL_MIN`] again.
+const LINK_STABLE: Duration = Duration::from_secs(10);
+
+/// Why a link to an exchange server is down, as logged once per outage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outage {
+    Unreachable,
+    /// TCP connects but no TLS answer comes in time.
+    Silent,
+    Lost,
+    NotRelayPort,
+    Refused,
+    Replaced,
+}
+
+/// One outage of one link: logged once when it starts (`warn` or `error`), then at
+/// `debug` until the link is back, which is logged once at `info`.
+struct OutageLog {
+    server: u8,
+    addr: SocketAddr,
+    current: Option<Outage>,
+}
+
+impl OutageLog {
+    fn down(&mut self, kind: Outage, detail: &str) {
+        let (server, addr) = (self.server, self.addr);
+        if self.current == Some(kind) {
+            tracing::debug!(server, %addr, error = detail, "exchange server still unavailable; retrying");
+            return;
+        }
+        self.current = Some(kind);
+        match kind {
+            Outage::Unreachable => {
+                tracing::warn!(server, %addr, error = detail, "exchange server unreachable; retrying with backoff")
+            }
+            Outage::Silent => {
+                tracing::warn!(server, %addr, error = detail, "exchange server accepts connections but completes no TLS handshake in time; retrying with backoff (a relay port answers at once; an exchange server's peer port does not once its peers are connected: check `exchanges` in the relay's config)")
+            }
+            Outage::Lost => {
+                tracing::warn!(server, %addr, error = detail, "link to exchange server lost; retrying with backoff")
+            }
+            Outage::NotRelayPort => {
+                tracing::error!(server, %addr, "this address answers as exchange-{server} but is not its relay port (a peer port?): check `exchanges` in the relay's config; retrying every {REDIAL_REFUSED:?}")
+            }
+            Outage::Refused => {
+                tracing::error!(server, %addr, error = detail, "exchange server refused this relay: add its index to the server's `relays` list and send the server SIGHUP; retrying every {REDIAL_REFUSED:?}")
+            }
+            Outage::Replaced => {
+                tracing::warn!(server, %addr, "another connection with this relay's certificate replaced this link (two relay processes with one certificate?); retrying with backoff")
+            }
+        }
+    }
+
+    fn up(&mut self) {
+        let (server, addr) = (self.server, self.addr);
+        match self.current.take() {
+            Some(_) => tracing::info!(server, %addr, "connected to exchange server again"),
+            None => tracing::info!(server, %addr, "connected to exchange server"),
+        }
+    }
+}
+
 /// Keeps a mutual-TLS link to exchange server `l`: sends queued frames, handles
-/// announcements, outputs and registration answers.
+/// announcements, outputs and registration answers. Re-dials with exponential backoff
+/// while the server is down, logging each outage once.
 async fn upstream_link(
     l: u8,
     addr: SocketAddr,
@@ -318,61 +396,118 @@ async fn upstream_link(
     mut shutdown: ShutdownRx,
 ) {
     let name = Role::Exchange(l).server_name();
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = REDIAL_MIN;
+    let mut log = OutageLog {
+        server: l,
+        addr,
+        current: None,
+    };
+    let connected = &shared.stats.exchange_connected[l as usize];
     loop {
         let stream = tokio::select! {
             s = listener::connect(&connector, addr, name.clone(), limits.handshake_timeout) => s,
             _ = listener::shutdown_signalled(&mut shutdown) => return,
         };
-        let stream = match stream {
-            Ok(s) => {
-                backoff = Duration::from_millis(50);
-                tracing::info!(server = l, %addr, "connected to exchange server");
-                s
+        let failure = match stream {
+            Err(e @ tls::TlsError::HandshakeTimeout(_)) => Some((Outage::Silent, e.to_string())),
+            Err(e) => Some((Outage::Unreachable, e.to_string())),
+            Ok(s) if s.get_ref().1.alpn_protocol() != Some(crate::relay_port::RELAY_ALPN) => {
+                Some((Outage::NotRelayPort, String::new()))
             }
-            Err(e) => {
-                // Loud once per outage, quiet while retrying.
-                if backoff == Duration::from_millis(50) {
-                    tracing::warn!(server = l, %addr, error = %e, "exchange server unreachable; retrying");
-                } else {
-                    tracing::debug!(server = l, %addr, error = %e, "exchange server still unreachable; retrying in {backoff:?}");
+            Ok(stream) => {
+                let up_since = std::time::Instant::now();
+                let (mut rd, mut wr) = tokio::io::split(stream);
+                // The link counts as up (logged, in the metrics) once the server has sent
+                // a frame or kept it open for a moment: a server that refuses this relay
+                // completes the TLS handshake first and then says no.
+                let mut confirmed = false;
+                let confirm = |confirmed: &mut bool, log: &mut OutageLog| {
+                    if !*confirmed {
+                        *confirmed = true;
+                        log.up();
+                        connected.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                };
+                let result: Result<(), WireError> = async {
+                    loop {
+                        tokio::select! {
+                            f = wire::read_frame(&mut rd, limits.frame_timeout) => {
+                                let f = f?;
+                                if f.ty != MsgType::ErrorNotice {
+                                    confirm(&mut confirmed, &mut log);
+                                }
+                                handle_upstream_frame(l, f, &shared)?;
+                            }
+                            _ = tokio::time::sleep(Duration::from_secs(1)), if !confirmed => {
+                                confirm(&mut confirmed, &mut log);
+                            }
+                            item = queue.recv() => match item {
+                                Some(bytes) => {
+                                    wr.write_all(&bytes).await?;
+                                    wr.flush().await?;
+                                }
+                                None => return Ok(()),
+                            },
+                            _ = listener::shutdown_signalled(&mut shutdown) => return Ok(()),
+                        }
+                    }
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = listener::shutdown_signalled(&mut shutdown) => return,
+                .await;
+                connected.store(false, std::sync::atomic::Ordering::Relaxed);
+                if up_since.elapsed() >= LINK_STABLE {
+                    backoff = REDIAL_MIN;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-                continue;
+                match result {
+                    Ok(()) => {
+                        let _ = wr.shutdown().await;
+                        return;
+                    }
+                    Err(e) => {
+                        let kind = match &e {
+                            WireError::Remote { message, .. }
+                                if message.contains(crate::relay_port::REFUSED_NOTICE) =>
+                            {
+                                Outage::Refused
+                            }
+                            WireError::Remote { message, .. }
+                                if message.contains(crate::relay_port::REPLACED_NOTICE) =>
+                            {
+                                Outage::Replaced
+                            }
+                            _ => {
+                                wire::send_notice(&mut wr, &e).await;
+                                Outage::Lost
+                            }
+                        };
+                        Some((kind, e.to_string()))
+                    }
+                }
             }
         };
-        let (mut rd, mut wr) = tokio::io::split(stream);
-        let result: Result<(), WireError> = async {
-            loop {
-                tokio::select! {
-                    f = wire::read_frame(&mut rd, limits.frame_timeout) => {
-                        handle_upstream_frame(l, f?, &shared)?;
-                    }
-                    item = queue.recv() => match item {
-                        Some(bytes) => {
-                            wr.write_all(&bytes).await?;
-                            wr.flush().await?;
-                        }
-                        None => return Ok(()),
-                    },
-                    _ = listener::shutdown_signalled(&mut shutdown) => return Ok(()),
-                }
+        let Some((kind, detail)) = failure else {
+            continue;
+        };
+        log.down(kind, &detail);
+        let wait = match kind {
+            Outage::NotRelayPort | Outage::Refused => {
+                let w = backoff.max(Duration::from_secs(5));
+                backoff = (w * 2).min(REDIAL_REFUSED);
+                w
             }
-        }
-        .await;
-        match result {
-            Ok(()) => {
-                let _ = wr.shutdown().await;
-                return;
+            Outage::Replaced => {
+                let w = backoff.max(Duration::from_secs(1));
+                backoff = (w * 2).min(REDIAL_REFUSED);
+                w
             }
-            Err(e) => {
-                tracing::warn!(server = l, error = %e, "link to exchange server lost");
-                wire::send_notice(&mut wr, &e).await;
+            Outage::Unreachable | Outage::Silent | Outage::Lost => {
+                let w = backoff;
+                backoff = (backoff * 2).min(REDIAL_MAX.max(backoff));
+                w
             }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = listener::shutdown_signalled(&mut shutdown) => return,
         }
     }
 }
@@ -619,6 +754,10 @@ async fn serve_user(
         st.users.insert(id, tx.clone());
         id
     };
+    shared
+        .stats
+        .user_connections
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let writer = tokio::spawn(async move {
         while let Some(b) = rx.recv().await {
             if wr.write_all(&b).await.is_err() || wr.flush().await.is_err() {
@@ -697,6 +836,16 @@ async fn serve_user(
         st.users.remove(&id);
         st.registrations.retain(|_, c| *c != id);
     }
+    shared
+        .stats
+        .user_connections
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    // A user that goes away without TLS close_notify, or whose connection resets, has
+    // simply left: not an error worth a log line (and its address stays out of the log).
+    let result = match result {
+        Err(WireError::Io(e)) if is_normal_disconnect(&e) => Ok(()),
+        other => other,
+    };
     if let Err(e) = &result {
         if let Some(code) = e.notice_code() {
             if let Ok(b) = wire::encode_frame(&ErrorNotice {
@@ -710,4 +859,13 @@ async fn serve_user(
     drop(tx);
     let _ = tokio::time::timeout(limits.shutdown_grace, writer).await;
     result
+}
+
+/// Whether an I/O error is a peer simply going away.
+fn is_normal_disconnect(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+    )
 }

@@ -85,11 +85,74 @@ pub enum PortError {
     Wire(#[from] WireError),
 }
 
+/// The ALPN protocol name of a relay port. Relays require it, so a relay pointed at an
+/// exchange server's peer port (same certificate, no ALPN) fails at once with a clear
+/// error instead of waiting for frames that never come.
+pub const RELAY_ALPN: &[u8] = b"acs-relay/1";
+
+/// In the notice text a relay gets when its certificate is not in the server's
+/// `relays` list (the relay backs off and says so once per outage).
+pub const REFUSED_NOTICE: &str = "relay not accepted";
+/// In the notice text a relay connection gets when another connection with the
+/// same certificate replaced it.
+pub const REPLACED_NOTICE: &str = "connection replaced";
+
+/// The entry relays an exchange server accepts, shared by its relay port and its round
+/// loop, and replaced as a whole on reload (SIGHUP).
+#[derive(Debug, Clone, Default)]
+pub struct RelaySet(Arc<std::sync::RwLock<Vec<u32>>>);
+
+impl RelaySet {
+    /// The set `relays` (sorted, duplicates removed).
+    pub fn new(mut relays: Vec<u32>) -> Self {
+        relays.sort_unstable();
+        relays.dedup();
+        RelaySet(Arc::new(std::sync::RwLock::new(relays)))
+    }
+
+    /// The relays now, ascending.
+    pub fn get(&self) -> Vec<u32> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the set; returns (added, removed).
+    pub fn replace(&self, relays: Vec<u32>) -> (Vec<u32>, Vec<u32>) {
+        let new = RelaySet::new(relays).get();
+        let mut cur = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let added = new.iter().filter(|j| !cur.contains(j)).copied().collect();
+        let removed = cur.iter().filter(|j| !new.contains(j)).copied().collect();
+        *cur = new;
+        (added, removed)
+    }
+}
+
+impl From<Vec<u32>> for RelaySet {
+    fn from(v: Vec<u32>) -> Self {
+        RelaySet::new(v)
+    }
+}
+
+/// One relay's live connection.
+#[derive(Debug)]
+struct LiveRelay {
+    id: u64,
+    tx: mpsc::Sender<Vec<u8>>,
+    peer: std::net::SocketAddr,
+    /// Fired to close this connection when a newer one with the same certificate arrives.
+    kick: Option<tokio::sync::oneshot::Sender<String>>,
+}
+
 #[derive(Debug, Default)]
 struct PortState {
-    relays: HashMap<u32, (u64, mpsc::Sender<Vec<u8>>)>,
+    relays: HashMap<u32, LiveRelay>,
     current: Option<RoundAnnounce>,
     next_conn: u64,
+    /// When set, the accepted relays (replaces the configured list; see [`RelaySet`]).
+    follow: Option<RelaySet>,
+    /// Refused certificate names and when each was last logged at WARN.
+    refused: HashMap<String, std::time::Instant>,
+    /// This exchange server (for messages).
+    server: u8,
 }
 
 /// Sends to relays; cheap to clone.
@@ -109,7 +172,7 @@ impl RelayPortHandle {
         let bytes = wire::encode_frame(&a)?;
         let mut st = self.lock();
         st.current = Some(a);
-        for (relay, (_, tx)) in st.relays.iter() {
+        for (relay, LiveRelay { tx, .. }) in st.relays.iter() {
             if tx.try_send(bytes.clone()).is_err() {
                 tracing::warn!(relay, "relay not keeping up; announcement dropped");
             }
@@ -120,11 +183,11 @@ impl RelayPortHandle {
     fn send<T: WireMessage>(&self, relay: u32, msg: &T) -> Result<(), PortError> {
         let bytes = wire::encode_frame(msg)?;
         let st = self.lock();
-        let (_, tx) = st
+        let live = st
             .relays
             .get(&relay)
             .ok_or(PortError::NotConnected(relay))?;
-        tx.try_send(bytes).map_err(|e| match e {
+        live.tx.try_send(bytes).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => PortError::Backlogged(relay),
             mpsc::error::TrySendError::Closed(_) => PortError::NotConnected(relay),
         })
@@ -144,6 +207,40 @@ impl RelayPortHandle {
         self.send(relay, answer)
     }
 
+    /// From now on, accept the relays in `set` (as it changes) instead of the configured
+    /// list. Connected relays that leave the set are disconnected.
+    pub fn follow(&self, set: RelaySet) {
+        self.lock().follow = Some(set);
+        self.prune();
+    }
+
+    /// Closes the connections of relays no longer in the followed set.
+    pub fn prune(&self) {
+        let mut st = self.lock();
+        let Some(set) = st.follow.as_ref().map(RelaySet::get) else {
+            return;
+        };
+        let gone: Vec<u32> = st
+            .relays
+            .keys()
+            .filter(|j| !set.contains(j))
+            .copied()
+            .collect();
+        for j in gone {
+            if let Some(mut live) = st.relays.remove(&j) {
+                tracing::info!(
+                    relay = j,
+                    "entry relay removed from the relays list; disconnecting it"
+                );
+                if let Some(k) = live.kick.take() {
+                    let _ = k.send(format!(
+                        "{REFUSED_NOTICE}: entry-{j}.acs was removed from this server's relays list"
+                    ));
+                }
+            }
+        }
+    }
+
     /// Relays connected now.
     pub fn connected(&self) -> Vec<u32> {
         let mut v: Vec<u32> = self.lock().relays.keys().copied().collect();
@@ -161,9 +258,14 @@ pub fn start(
     shutdown: ShutdownRx,
 ) -> Result<(RelayPortHandle, mpsc::Receiver<PortEvent>), tls::TlsError> {
     let server = tls::server_config(&cfg.identity, ClientAuth::Required(cfg.roots.clone()))?;
-    let acceptor = TlsAcceptor::from(server);
+    let mut server = (*server).clone();
+    server.alpn_protocols = vec![RELAY_ALPN.to_vec()];
+    let acceptor = TlsAcceptor::from(Arc::new(server));
     let handle = RelayPortHandle {
-        state: Arc::new(Mutex::new(PortState::default())),
+        state: Arc::new(Mutex::new(PortState {
+            server: cfg.server,
+            ..PortState::default()
+        })),
     };
     let (events_tx, events_rx) = mpsc::channel(1024);
     let h = handle.clone();
@@ -199,20 +301,52 @@ async fn serve_relay(
     limits: Limits,
 ) -> Result<(), WireError> {
     let Conn { mut stream, peer } = conn;
-    let relay = match tls::identify_peer(stream.get_ref().1.peer_certificates(), &allowed) {
+    let allowed: Vec<Role> = match handle.lock().follow.as_ref() {
+        Some(set) => set.get().into_iter().map(Role::Entry).collect(),
+        None => allowed.to_vec(),
+    };
+    let certs = stream.get_ref().1.peer_certificates();
+    let relay = match tls::identify_peer(certs, &allowed) {
         Some(Role::Entry(j)) => j,
         _ => {
+            let who = tls::role_of(certs).map_or("an unknown name".to_string(), |r| r.dns_name());
+            let listed: Vec<u32> = allowed
+                .iter()
+                .filter_map(|r| match r {
+                    Role::Entry(j) => Some(*j),
+                    Role::Exchange(_) => None,
+                })
+                .collect();
+            let server = handle.lock().server;
+            let reason = format!(
+                "{REFUSED_NOTICE}: certificate {who} is not in exchange server {server}'s relays list {listed:?}"
+            );
+            // Loud once a minute per certificate name; the relay backs off on its side.
+            let loud = {
+                let mut st = handle.lock();
+                let now = std::time::Instant::now();
+                let last = st.refused.insert(who.clone(), now);
+                last.is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_secs(60))
+            };
+            if loud {
+                tracing::warn!(%peer, certificate = %who, relays = ?listed, "entry relay refused: its certificate is not in the relays list (add it and send SIGHUP)");
+            } else {
+                tracing::debug!(%peer, certificate = %who, "entry relay refused again");
+            }
             let e = WireError::Invalid {
                 ty: MsgType::RelayBatch,
-                reason: "client certificate is not one of this deployment's entry relays".into(),
+                reason,
             };
             wire::send_notice(&mut stream, &e).await;
             let _ = stream.shutdown().await;
+            // Counted (and logged at INFO) by the listener as a connection closed with an
+            // error; the relay backs off, so these are a few lines a minute at most.
             return Err(e);
         }
     };
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(RELAY_QUEUE);
+    let (kick_tx, mut kicked) = tokio::sync::oneshot::channel::<String>();
     let conn_id = {
         let mut st = handle.lock();
         st.next_conn += 1;
@@ -222,8 +356,31 @@ async fn serve_relay(
                 let _ = tx.try_send(b);
             }
         }
-        // A reconnecting relay replaces its old connection.
-        st.relays.insert(relay, (id, tx.clone()));
+        // One live connection per relay identity: a new one replaces the old, which is
+        // closed (a relay that reconnects after a network failure, or a second process
+        // started with the same certificate by mistake).
+        let old = st.relays.insert(
+            relay,
+            LiveRelay {
+                id,
+                tx: tx.clone(),
+                peer,
+                kick: Some(kick_tx),
+            },
+        );
+        if let Some(mut old) = old {
+            tracing::warn!(
+                relay,
+                %peer,
+                old_peer = %old.peer,
+                "entry relay connected again while its previous connection was open; the new connection replaces the old one (two processes with one certificate?)"
+            );
+            if let Some(k) = old.kick.take() {
+                let _ = k.send(format!(
+                    "{REPLACED_NOTICE}: a newer connection with this relay's certificate replaced this one"
+                ));
+            }
+        }
         id
     };
     tracing::info!(relay, %peer, "entry relay connected");
@@ -237,11 +394,17 @@ async fn serve_relay(
         let _ = wr.shutdown().await;
     });
 
+    // Why this connection was closed from our side (replaced, or removed from the list).
+    let mut kicked_why: Option<String> = None;
     let result: Result<(), WireError> = async {
         loop {
             let frame = tokio::select! {
                 f = wire::read_frame(&mut rd, limits.frame_timeout) => f?,
                 _ = listener::shutdown_signalled(&mut shutdown) => return Ok(()),
+                why = &mut kicked => {
+                    kicked_why = Some(why.unwrap_or_default());
+                    return Ok(());
+                }
             };
             match frame.ty {
                 MsgType::RelayBatch => {
@@ -281,8 +444,16 @@ async fn serve_relay(
 
     {
         let mut st = handle.lock();
-        if st.relays.get(&relay).map(|(id, _)| *id) == Some(conn_id) {
+        if st.relays.get(&relay).map(|l| l.id) == Some(conn_id) {
             st.relays.remove(&relay);
+        }
+    }
+    if let Some(why) = &kicked_why {
+        if let Ok(b) = wire::encode_frame(&wire::ErrorNotice {
+            code: wire::ErrorCode::Unavailable,
+            message: why.clone(),
+        }) {
+            let _ = tx.try_send(b);
         }
     }
     if let Err(e) = &result {
@@ -298,6 +469,7 @@ async fn serve_relay(
     drop(tx);
     let _ = tokio::time::timeout(limits.shutdown_grace, writer).await;
     let reason = match &result {
+        Ok(()) if kicked_why.is_some() => kicked_why.clone().unwrap_or_default(),
         Ok(()) => "closed".to_string(),
         Err(e) => e.to_string(),
     };

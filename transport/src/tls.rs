@@ -175,6 +175,42 @@ impl Identity {
     }
 }
 
+impl Identity {
+    /// The end-entity certificate.
+    pub fn end_entity(&self) -> &CertificateDer<'static> {
+        &self.chain[0]
+    }
+
+    /// Checks that this certificate chains to `roots` and is for `role` (what a peer will
+    /// check when this identity connects or serves). On failure, says what the
+    /// certificate is for instead, where it is for some role.
+    pub fn check_issued_for(&self, roots: Arc<RootCertStore>, role: Role) -> Result<(), String> {
+        use rustls::client::danger::ServerCertVerifier;
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
+                .build()
+                .map_err(|e| e.to_string())?;
+        let found = role_of(Some(&self.chain[..1]));
+        if found.is_some_and(|r| r != role) {
+            return Err(format!(
+                "the certificate is for {}, not {} (check `index` and `cert`)",
+                found.map(|r| r.dns_name()).unwrap_or_default(),
+                role.dns_name()
+            ));
+        }
+        verifier
+            .verify_server_cert(
+                &self.chain[0],
+                &self.chain[1..],
+                &role.server_name(),
+                &[],
+                rustls::pki_types::UnixTime::now(),
+            )
+            .map(|_| ())
+            .map_err(|e| format!("the certificate does not verify as {role} against the CA: {e}"))
+    }
+}
+
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let err = |reason: String| TlsError::Pem {
         path: path.display().to_string(),
@@ -270,6 +306,16 @@ pub fn verify_peer_role(
         .ok_or_else(|| wrong("no client certificate".into()))?;
     let parsed = ParsedCertificate::try_from(end_entity).map_err(|e| wrong(e.to_string()))?;
     verify_server_name(&parsed, &expected.server_name()).map_err(|e| wrong(e.to_string()))
+}
+
+/// The role a certificate is for, whatever the deployment's lists say: exchange servers
+/// 0 to 2 and entry relays 0 to 4095 are tried (for error messages and `acs check`).
+pub fn role_of(peer_certs: Option<&[CertificateDer<'_>]>) -> Option<Role> {
+    let parsed = ParsedCertificate::try_from(peer_certs?.first()?).ok()?;
+    (0..3)
+        .map(Role::Exchange)
+        .chain((0..4096).map(Role::Entry))
+        .find(|r| verify_server_name(&parsed, &r.server_name()).is_ok())
 }
 
 /// Which of `candidates` the peer's certificate is for, if any.

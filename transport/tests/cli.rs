@@ -1,5 +1,8 @@
 //! The `acs` binary: `certs`, `entry` (start and graceful SIGTERM), and a small `demo`.
 
+use acs_transport::config::{
+    ClientFile, EntryFile, ExchangeFile, LimitsFile, RelayAddr, TimingFile,
+};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -42,6 +45,52 @@ fn a_small_demo_delivers_every_message_and_ends_with_json() {
     assert_eq!(v["sent"], v["delivered"]);
     assert_eq!(v["lost"], 0);
     assert_eq!(v["bad_deliveries"], 0);
+    // The per-round `received` column counts arrivals, drain rounds included: its sum
+    // is every message.
+    let received: u64 = stdout
+        .lines()
+        .filter(|l| l.starts_with("round "))
+        .filter_map(|l| {
+            l.split("received")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert_eq!(Some(received), v["delivered"].as_u64(), "{stdout}");
+}
+
+#[test]
+fn certs_refuses_to_overwrite_and_issues_one_more_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = |args: &[&str]| {
+        Command::new(ACS)
+            .arg("certs")
+            .args(args)
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    assert!(certs(&["--entries", "1", "--out"]).status.success());
+    let ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
+    let out = certs(&["--entries", "1", "--out"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to overwrite"), "{err}");
+    assert_eq!(std::fs::read(dir.path().join("ca.pem")).unwrap(), ca);
+    let out = certs(&["issue", "--entry", "5", "--ca"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("entry-5.pem").exists());
+    assert!(dir.path().join("entry-5-key.pem").exists());
+    let out = certs(&["issue", "--entry", "5", "--ca"]);
+    assert!(!out.status.success());
 }
 
 #[test]
@@ -80,17 +129,9 @@ fn entry_relay_starts_from_its_config_and_stops_on_sigterm() {
     );
     assert!(dir.path().join("certs/entry-1-key.pem").exists());
     let cfg = dir.path().join("entry.toml");
-    std::fs::write(
-        &cfg,
-        r#"index = 1
-listen = "127.0.0.1:0"
-exchanges = ["127.0.0.1:9", "127.0.0.1:9", "127.0.0.1:9"]
-ca = "certs/ca.pem"
-cert = "certs/entry-1.pem"
-key = "certs/entry-1-key.pem"
-"#,
-    )
-    .unwrap();
+    // Nothing listens on ports 9, 10, 11: the relay starts anyway and keeps re-dialling.
+    let entry = entry_file(1, "127.0.0.1:0", [9, 10, 11]);
+    std::fs::write(&cfg, entry.to_toml().unwrap()).unwrap();
     let mut child = Command::new(ACS)
         .args(["entry", "--config"])
         .arg(&cfg)
@@ -237,44 +278,60 @@ fn write_deployment(d: &std::path::Path, entry_listen: &str) {
     }
     let relay_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let peer_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let local = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
     for i in 0..3 {
-        std::fs::write(
-            d.join(format!("ex{i}.toml")),
-            format!(
-                r#"index = {i}
-deployment = "cli-test"
-relay_listen = "127.0.0.1:{}"
-peer_listen = "127.0.0.1:{}"
-next_peer = "127.0.0.1:{}"
-relays = [0]
-ca = "certs/ca.pem"
-cert = "certs/exchange-{i}.pem"
-key = "certs/exchange-{i}-key.pem"
-master = "master-{i}.key"
-db = "ex{i}.redb"
-[round]
-payload_words = 2
-store_capacity = 4
-expiry_rounds = 5
-[timing]
-submit_window_ms = 150
-collect_grace_ms = 100
-"#,
-                relay_ports[i],
-                peer_ports[i],
-                peer_ports[(i + 1) % 3]
-            ),
-        )
-        .unwrap();
+        let f = ExchangeFile {
+            index: i as u8,
+            deployment: "cli-test".into(),
+            relay_listen: local(relay_ports[i]),
+            peer_listen: local(peer_ports[i]),
+            next_peer: local(peer_ports[(i + 1) % 3]),
+            relays: vec![0],
+            ca: "certs/ca.pem".into(),
+            cert: format!("certs/exchange-{i}.pem").into(),
+            key: format!("certs/exchange-{i}-key.pem").into(),
+            master: format!("master-{i}.key").into(),
+            db: format!("ex{i}.redb").into(),
+            metrics_listen: None,
+            round: ROUND,
+            timing: TimingFile {
+                submit_window_ms: 150,
+                collect_grace_ms: 100,
+                ..TimingFile::default()
+            },
+            limits: LimitsFile::default(),
+        };
+        std::fs::write(d.join(format!("ex{i}.toml")), f.to_toml().unwrap()).unwrap();
     }
-    std::fs::write(
-        d.join("entry.toml"),
-        format!(
-            "index = 0\nlisten = \"{entry_listen}\"\nexchanges = [\"127.0.0.1:{}\", \"127.0.0.1:{}\", \"127.0.0.1:{}\"]\nca = \"certs/ca.pem\"\ncert = \"certs/entry-0.pem\"\nkey = \"certs/entry-0-key.pem\"\n",
-            relay_ports[0], relay_ports[1], relay_ports[2]
-        ),
-    )
-    .unwrap();
+    let entry = entry_file(
+        0,
+        entry_listen,
+        [relay_ports[0], relay_ports[1], relay_ports[2]],
+    );
+    std::fs::write(d.join("entry.toml"), entry.to_toml().unwrap()).unwrap();
+}
+
+/// The exchange parameters of the deployments written here.
+const ROUND: acs_engine::round::RoundConfig = acs_engine::round::RoundConfig {
+    payload_words: 2,
+    store_capacity: 4,
+    expiry_rounds: 5,
+};
+
+/// Entry relay `j` listening on `listen`, dialling the relay ports `exchanges` on
+/// 127.0.0.1 (paths relative to the configuration file).
+fn entry_file(j: u32, listen: &str, exchanges: [u16; 3]) -> EntryFile {
+    EntryFile {
+        index: j,
+        listen: listen.parse().unwrap(),
+        exchanges: exchanges.map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p))),
+        ca: "certs/ca.pem".into(),
+        cert: format!("certs/entry-{j}.pem").into(),
+        key: format!("certs/entry-{j}-key.pem").into(),
+        max_envelopes_per_round: 1_000_000,
+        metrics_listen: None,
+        limits: LimitsFile::default(),
+    }
 }
 
 /// Three `acs exchange` processes and one `acs entry` from `acs certs` and `acs master`
@@ -394,22 +451,18 @@ fn a_client_message_reaches_another_client_through_the_running_system() {
     let entry_port = free_port();
     write_deployment(d, &format!("127.0.0.1:{entry_port}"));
     for name in ["alice", "bob"] {
-        std::fs::write(
-            d.join(format!("{name}.toml")),
-            format!(
-                r#"ca = "certs/ca.pem"
-identity = "{name}.identity"
-descriptors = ["master-0.key.descriptor", "master-1.key.descriptor", "master-2.key.descriptor"]
-relays = [{{ index = 0, addr = "127.0.0.1:{entry_port}" }}]
-timeout_ms = 20000
-[round]
-payload_words = 2
-store_capacity = 4
-expiry_rounds = 5
-"#
-            ),
-        )
-        .unwrap();
+        let f = ClientFile {
+            ca: "certs/ca.pem".into(),
+            identity: format!("{name}.identity").into(),
+            descriptors: [0, 1, 2].map(|i| format!("master-{i}.key.descriptor").into()),
+            relays: vec![RelayAddr {
+                index: 0,
+                addr: std::net::SocketAddr::from(([127, 0, 0, 1], entry_port)),
+            }],
+            round: ROUND,
+            timeout_ms: 20_000,
+        };
+        std::fs::write(d.join(format!("{name}.toml")), f.to_toml().unwrap()).unwrap();
     }
     let entry = spawn_acs(
         d,

@@ -1,6 +1,8 @@
 //! A loopback deployment written the way an operator would (docs/operators.md): `acs certs`
-//! and `acs master` output plus one TOML file per exchange server and entry relay.
+//! and `acs master` output plus one TOML file per exchange server and entry relay, written
+//! by the configuration types' own `to_toml` (the one writer, so the files always load).
 
+use acs_transport::config::{EntryFile, ExchangeFile, LimitsFile, TimingFile};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -93,52 +95,45 @@ pub fn write(acs: &Path, dir: &Path, p: &Params) -> Result<Deployment, String> {
     }
     let relay_ports: Vec<u16> = (0..3).map(|_| free_port()).collect::<Result<_, _>>()?;
     let peer_ports: Vec<u16> = (0..3).map(|_| free_port()).collect::<Result<_, _>>()?;
-    let relay_list = (0..p.entries)
-        .map(|j| j.to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let local = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let round = acs_engine::round::RoundConfig {
+        payload_words: p.payload_words,
+        store_capacity: p.store_capacity,
+        expiry_rounds: p.expiry_rounds,
+    };
+    let write = |path: &Path, text: Result<String, String>| {
+        let text = text.map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+    };
     let mut exchange_configs = Vec::new();
     for i in 0..3 {
         let path = dir.join(format!("ex{i}.toml"));
-        let text = format!(
-            r#"index = {i}
-deployment = "acs-load"
-relay_listen = "127.0.0.1:{relay}"
-peer_listen = "127.0.0.1:{peer}"
-next_peer = "127.0.0.1:{next}"
-relays = [{relay_list}]
-ca = "certs/ca.pem"
-cert = "certs/exchange-{i}.pem"
-key = "certs/exchange-{i}-key.pem"
-master = "master-{i}.key"
-db = "ex{i}.redb"
-
-[round]
-payload_words = {pw}
-store_capacity = {cap}
-expiry_rounds = {exp}
-
-[timing]
-submit_window_ms = {window}
-collect_grace_ms = {grace}
-vote_timeout_ms = 600000
-max_window_ms = {max_window}
-
-[limits]
-max_connections = {conns}
-"#,
-            relay = relay_ports[i],
-            peer = peer_ports[i],
-            next = peer_ports[(i + 1) % 3],
-            pw = p.payload_words,
-            cap = p.store_capacity,
-            exp = p.expiry_rounds,
-            window = p.window_ms,
-            grace = p.grace_ms,
-            max_window = p.window_ms.max(60_000),
-            conns = p.entries as usize + 64,
-        );
-        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let f = ExchangeFile {
+            index: i as u8,
+            deployment: "acs-load".into(),
+            relay_listen: local(relay_ports[i]),
+            peer_listen: local(peer_ports[i]),
+            next_peer: local(peer_ports[(i + 1) % 3]),
+            relays: (0..p.entries).collect(),
+            ca: "certs/ca.pem".into(),
+            cert: format!("certs/exchange-{i}.pem").into(),
+            key: format!("certs/exchange-{i}-key.pem").into(),
+            master: format!("master-{i}.key").into(),
+            db: format!("ex{i}.redb").into(),
+            metrics_listen: None,
+            round,
+            timing: TimingFile {
+                submit_window_ms: p.window_ms,
+                collect_grace_ms: p.grace_ms,
+                vote_timeout_ms: 600_000,
+                max_window_ms: p.window_ms.max(60_000),
+            },
+            limits: LimitsFile {
+                max_connections: p.entries as usize + 64,
+                ..LimitsFile::default()
+            },
+        };
+        write(&path, f.to_toml().map_err(|e| e.to_string()))?;
         exchange_configs.push(path);
     }
     let mut entry_configs = Vec::new();
@@ -147,31 +142,26 @@ max_connections = {conns}
         let port = free_port()?;
         let path = dir.join(format!("entry{j}.toml"));
         // Handshake timeout: thousands of users connect within seconds on a loaded host.
-        let text = format!(
-            r#"index = {j}
-listen = "127.0.0.1:{port}"
-exchanges = ["127.0.0.1:{}", "127.0.0.1:{}", "127.0.0.1:{}"]
-ca = "certs/ca.pem"
-cert = "certs/entry-{j}.pem"
-key = "certs/entry-{j}-key.pem"
-max_envelopes_per_round = {envs}
-
-[limits]
-max_connections = {conns}
-handshake_timeout_ms = 30000
-frame_timeout_ms = 30000
-idle_timeout_ms = {idle}
-"#,
-            relay_ports[0],
-            relay_ports[1],
-            relay_ports[2],
-            envs = p.relay_envelopes,
-            conns = p.relay_connections,
-            idle = p.relay_idle_timeout_ms,
-        );
-        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let f = EntryFile {
+            index: j,
+            listen: local(port),
+            exchanges: [0, 1, 2].map(|i| local(relay_ports[i])),
+            ca: "certs/ca.pem".into(),
+            cert: format!("certs/entry-{j}.pem").into(),
+            key: format!("certs/entry-{j}-key.pem").into(),
+            max_envelopes_per_round: p.relay_envelopes,
+            metrics_listen: None,
+            limits: LimitsFile {
+                max_connections: p.relay_connections,
+                handshake_timeout_ms: 30_000,
+                frame_timeout_ms: 30_000,
+                idle_timeout_ms: p.relay_idle_timeout_ms,
+                ..LimitsFile::default()
+            },
+        };
+        write(&path, f.to_toml().map_err(|e| e.to_string()))?;
         entry_configs.push(path);
-        relays.push((j, SocketAddr::from(([127, 0, 0, 1], port))));
+        relays.push((j, local(port)));
     }
     Ok(Deployment {
         exchange_configs,

@@ -21,9 +21,10 @@ use super::intake::{Intake, IntakeError};
 use super::release::{self, Answer, Released, Routes};
 use crate::db::{Db, DbError, RoundEffects};
 use crate::listener::{Limits, ListenerStats, ShutdownRx};
+use crate::metrics::{AbortReason, ExchangeMetrics};
 use crate::mpc::{self, MeshConfig, MeshControl, TlsChannel};
 use crate::output::ServerOutput;
-use crate::relay_port::{self, PortEvent, RelayPortConfig, RelayPortHandle};
+use crate::relay_port::{self, PortEvent, RelayPortConfig, RelayPortHandle, RelaySet};
 use crate::tls::{Identity, Role};
 use crate::wire::{self, RelayRegisterResponse, RoundAnnounce, RoundStatus};
 use acs_engine::round::consistency::{KeyNotary, Notary};
@@ -80,8 +81,9 @@ pub struct ServerConfig {
     pub roots: Arc<RootCertStore>,
     /// Listener limits.
     pub limits: Limits,
-    /// The entry relays (indices) that feed this server.
-    pub relays: Vec<u32>,
+    /// The entry relays (indices) that feed this server; shared, so that a reload
+    /// (SIGHUP) changes it while the server runs.
+    pub relays: RelaySet,
     /// The exchange configuration (identical at all three servers and all users).
     pub round: RoundConfig,
     /// Round timing.
@@ -93,6 +95,8 @@ pub struct ServerConfig {
     /// Server 0 only: wait for this before announcing the first round (the demo lets
     /// its users register first). `None` starts at once.
     pub start_gate: Option<oneshot::Receiver<()>>,
+    /// Metrics and health, served by `/metrics` and `/healthz` where configured.
+    pub metrics: Arc<ExchangeMetrics>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -513,6 +517,7 @@ impl RoundLoop {
             }
             commit::Recovery::Abort(r) => {
                 tracing::info!(round = r, "a round prepared before the failure aborted");
+                self.cfg.metrics.aborted(AbortReason::Recovery);
                 if let Some(f) = self.in_flight.as_ref().filter(|f| f.round == r) {
                     self.retry_in_flight(f, "aborted by recovery");
                 }
@@ -538,10 +543,11 @@ impl RoundLoop {
         let until_ms = a.deadline_unix_ms + self.cfg.timing.collect_grace.as_millis() as u64;
         let until = tokio::time::Instant::now()
             + Duration::from_millis(until_ms.saturating_sub(clock::now_unix_ms()));
+        self.port.prune();
         let collected = collect_batches(
             &mut self.batches,
             a.round,
-            &self.cfg.relays,
+            &self.cfg.relays.get(),
             until,
             |_, _| {},
         )
@@ -556,6 +562,9 @@ impl RoundLoop {
             intake.open_round(a.round, collected.envelopes)
         };
         log_rejections(a.round, &opened.rejected);
+        self.cfg
+            .metrics
+            .rejected(opened.rejected.iter().map(|r| format!("{:?}", r.why)));
         let bw = self.cfg.round.block_words();
         let mut shares = HashMap::with_capacity(opened.shares.len());
         let mut routes = Routes::with_capacity(opened.shares.len());
@@ -569,6 +578,7 @@ impl RoundLoop {
                     // Answered with `retry` like any user left out: a client whose
                     // [round] differs from the servers' learns it from the answer's size.
                     routes.insert(s.user.get(), (s.relay, s.slot));
+                    self.cfg.metrics.rejected(["WrongSize".to_string()]);
                     tracing::warn!(
                         round = a.round,
                         relay = s.relay,
@@ -665,6 +675,19 @@ impl RoundLoop {
         self.released = Some(a.round);
         // Round latency: from the close of submission to outputs handed to the relays.
         let secs = clock::now_unix_ms().saturating_sub(a.deadline_unix_ms) as f64 / 1000.0;
+        let outputs_ms = t_out.elapsed().as_millis() as u64;
+        // The phases follow each other, so their Instants give them to the microsecond.
+        self.cfg.metrics.committed(
+            a.round,
+            done.online.len(),
+            &[
+                ("open", (t_engine - t_open).as_secs_f64()),
+                ("engine", (t_commit - t_engine).as_secs_f64()),
+                ("commit", (t_out - t_commit).as_secs_f64()),
+                ("outputs", t_out.elapsed().as_secs_f64()),
+                ("total", secs),
+            ],
+        );
         tracing::info!(
             round = a.round,
             online = done.online.len(),
@@ -675,7 +698,7 @@ impl RoundLoop {
             open_ms,
             engine_ms,
             commit_ms,
-            outputs_ms = t_out.elapsed().as_millis() as u64,
+            outputs_ms,
             "round committed"
         );
         Ok(RoundEnd::Committed(secs))
@@ -965,7 +988,7 @@ pub async fn run(
     let (port, events) = relay_port::start(
         RelayPortConfig {
             server: cfg.index,
-            relays: cfg.relays.iter().map(|&j| Role::Entry(j)).collect(),
+            relays: cfg.relays.get().into_iter().map(Role::Entry).collect(),
             identity: cfg.identity.clone(),
             roots: cfg.roots.clone(),
             limits: cfg.limits,
@@ -974,6 +997,14 @@ pub async fn run(
         Arc::new(ListenerStats::default()),
         shutdown.clone(),
     )?;
+    port.follow(cfg.relays.clone());
+    let t = cfg.timing;
+    cfg.metrics.configure(
+        cfg.index,
+        t.vote_timeout + 5 * (t.submit_window + t.collect_grace),
+    );
+    cfg.metrics
+        .attach(port.clone(), cfg.relays.clone(), cfg.db_path.clone());
     let batches = spawn_dispatcher(events, port.clone(), intake.clone());
     // Never reuse a round number: not an aborted one, not one announced before a restart.
     let last_round = [db.committed_round()?, db.announced_round()?]
@@ -1010,6 +1041,7 @@ pub async fn run(
             }
             Err(e) => return Err(e),
         };
+        lp.cfg.metrics.set_session(true);
         lp.settle(peer_status)?;
         if let Some(gate) = start_gate.take() {
             tokio::select! {
@@ -1030,11 +1062,16 @@ pub async fn run(
                     summary.committed += 1;
                     summary.round_seconds.push(secs);
                 }
-                Ok(RoundEnd::Aborted) => summary.aborted += 1,
+                Ok(RoundEnd::Aborted) => {
+                    summary.aborted += 1;
+                    lp.cfg.metrics.aborted(AbortReason::Vote);
+                }
                 Err(e) if ends_session(&e) => {
                     tracing::warn!(error = %e, "peer session failed; rebuilding the mesh");
+                    lp.cfg.metrics.set_session(false);
                     if lp.in_flight.is_some() {
                         summary.aborted += 1;
+                        lp.cfg.metrics.aborted(AbortReason::PeerFailure);
                     }
                     lp.session_failed(&e);
                     session.control.close();

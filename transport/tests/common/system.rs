@@ -9,6 +9,9 @@
 
 use acs_engine::round::RoundConfig;
 use acs_kgc::SignedDescriptor;
+use acs_transport::config::{
+    ClientFile, EntryFile, ExchangeFile, LimitsFile, RelayAddr, TimingFile,
+};
 use rustls::RootCertStore;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,15 +38,14 @@ pub struct LimitsToml {
 }
 
 impl LimitsToml {
-    fn toml(&self) -> String {
-        format!(
-            "[limits]\nmax_connections = {}\nhandshake_timeout_ms = {}\nframe_timeout_ms = {}\nshutdown_grace_ms = {}\nidle_timeout_ms = {}\n",
-            self.max_connections,
-            self.handshake_timeout_ms,
-            self.frame_timeout_ms,
-            self.shutdown_grace_ms,
-            self.idle_timeout_ms
-        )
+    fn file(&self) -> LimitsFile {
+        LimitsFile {
+            max_connections: self.max_connections,
+            handshake_timeout_ms: self.handshake_timeout_ms,
+            frame_timeout_ms: self.frame_timeout_ms,
+            shutdown_grace_ms: self.shutdown_grace_ms,
+            idle_timeout_ms: self.idle_timeout_ms,
+        }
     }
 }
 
@@ -79,6 +81,10 @@ pub struct Options {
     pub entry_limits: LimitsToml,
     /// The relays' `max_envelopes_per_round`.
     pub max_envelopes_per_round: usize,
+    /// Give every process a `metrics_listen` port ([`Deployment::metrics_addr`]).
+    pub metrics: bool,
+    /// The servers' `relays` list (every relay when `None`).
+    pub listed_relays: Option<Vec<u32>>,
 }
 
 impl Default for Options {
@@ -98,6 +104,8 @@ impl Default for Options {
             exchange_limits: LimitsToml::default(),
             entry_limits: LimitsToml::default(),
             max_envelopes_per_round: 10_000,
+            metrics: false,
+            listed_relays: None,
         }
     }
 }
@@ -146,6 +154,8 @@ pub struct Deployment {
     pub peer_ports: [u16; 3],
     /// Entry relays' user ports.
     pub entry_ports: Vec<u16>,
+    /// Metrics ports: servers 0, 1, 2, then relays (empty unless `opts.metrics`).
+    pub metrics_ports: Vec<u16>,
 }
 
 impl Deployment {
@@ -167,71 +177,93 @@ impl Deployment {
                     .arg(d.join(format!("certs/exchange-{i}.pem"))),
             );
         }
-        let ports = free_ports(6 + opts.entries as usize);
+        let n_metrics = if opts.metrics {
+            3 + opts.entries as usize
+        } else {
+            0
+        };
+        let ports = free_ports(6 + opts.entries as usize + n_metrics);
         let relay_ports = [ports[0], ports[1], ports[2]];
         let peer_ports = [ports[3], ports[4], ports[5]];
-        let entry_ports: Vec<u16> = ports[6..].to_vec();
-        let relays: Vec<String> = (0..opts.entries).map(|j| j.to_string()).collect();
-        for i in 0..3 {
-            let text = format!(
-                r#"index = {i}
-deployment = "{name}"
-relay_listen = "127.0.0.1:{relay}"
-peer_listen = "127.0.0.1:{peer}"
-next_peer = "127.0.0.1:{next}"
-relays = [{relays}]
-ca = "certs/ca.pem"
-cert = "certs/exchange-{i}.pem"
-key = "certs/exchange-{i}-key.pem"
-master = "master-{i}.key"
-db = "ex{i}.redb"
-[round]
-payload_words = {pw}
-store_capacity = {cap}
-expiry_rounds = {exp}
-[timing]
-submit_window_ms = {window}
-collect_grace_ms = {grace}
-{limits}"#,
-                name = opts.name,
-                relay = relay_ports[i],
-                peer = peer_ports[i],
-                next = peer_ports[(i + 1) % 3],
-                relays = relays.join(", "),
-                pw = opts.round.payload_words,
-                cap = opts.round.store_capacity,
-                exp = opts.round.expiry_rounds,
-                window = opts.submit_window_ms,
-                grace = opts.collect_grace_ms,
-                limits = opts.exchange_limits.toml(),
-            );
-            std::fs::write(d.join(format!("ex{i}.toml")), text).unwrap();
-        }
-        for (j, port) in entry_ports.iter().enumerate() {
-            let text = format!(
-                r#"index = {j}
-listen = "127.0.0.1:{port}"
-exchanges = ["127.0.0.1:{}", "127.0.0.1:{}", "127.0.0.1:{}"]
-ca = "certs/ca.pem"
-cert = "certs/entry-{j}.pem"
-key = "certs/entry-{j}-key.pem"
-max_envelopes_per_round = {max}
-{limits}"#,
-                relay_ports[0],
-                relay_ports[1],
-                relay_ports[2],
-                max = opts.max_envelopes_per_round,
-                limits = opts.entry_limits.toml(),
-            );
-            std::fs::write(d.join(format!("entry{j}.toml")), text).unwrap();
-        }
-        Deployment {
+        let entry_ports: Vec<u16> = ports[6..6 + opts.entries as usize].to_vec();
+        let metrics_ports: Vec<u16> = ports[6 + opts.entries as usize..].to_vec();
+        let deployment = Deployment {
             dir,
             opts,
             relay_ports,
             peer_ports,
             entry_ports,
+            metrics_ports,
+        };
+        for i in 0..3 {
+            deployment.write_exchange(i, &deployment.exchange_file(i));
         }
+        for j in 0..deployment.opts.entries {
+            let f = deployment.entry_file(j);
+            deployment.write_entry(&format!("entry{j}.toml"), &f);
+        }
+        deployment
+    }
+
+    /// What `ex{i}.toml` holds when written (paths relative to the directory).
+    pub fn exchange_file(&self, i: usize) -> ExchangeFile {
+        let o = &self.opts;
+        ExchangeFile {
+            index: i as u8,
+            deployment: o.name.clone(),
+            relay_listen: loopback(self.relay_ports[i]),
+            peer_listen: loopback(self.peer_ports[i]),
+            next_peer: loopback(self.peer_ports[(i + 1) % 3]),
+            relays: o
+                .listed_relays
+                .clone()
+                .unwrap_or_else(|| (0..o.entries).collect()),
+            ca: "certs/ca.pem".into(),
+            cert: format!("certs/exchange-{i}.pem").into(),
+            key: format!("certs/exchange-{i}-key.pem").into(),
+            master: format!("master-{i}.key").into(),
+            db: format!("ex{i}.redb").into(),
+            metrics_listen: self.metrics_ports.get(i).map(|p| loopback(*p)),
+            round: o.round,
+            timing: TimingFile {
+                submit_window_ms: o.submit_window_ms,
+                collect_grace_ms: o.collect_grace_ms,
+                ..TimingFile::default()
+            },
+            limits: o.exchange_limits.file(),
+        }
+    }
+
+    /// Writes `ex{i}.toml`.
+    pub fn write_exchange(&self, i: usize, f: &ExchangeFile) {
+        std::fs::write(self.path(&format!("ex{i}.toml")), f.to_toml().unwrap()).unwrap();
+    }
+
+    /// What `entry{j}.toml` holds when written.
+    pub fn entry_file(&self, j: u32) -> EntryFile {
+        EntryFile {
+            index: j,
+            listen: loopback(self.entry_ports[j as usize]),
+            exchanges: [0, 1, 2].map(|i| loopback(self.relay_ports[i])),
+            ca: "certs/ca.pem".into(),
+            cert: format!("certs/entry-{j}.pem").into(),
+            key: format!("certs/entry-{j}-key.pem").into(),
+            max_envelopes_per_round: self.opts.max_envelopes_per_round,
+            metrics_listen: self.metrics_ports.get(3 + j as usize).map(|p| loopback(*p)),
+            limits: self.opts.entry_limits.file(),
+        }
+    }
+
+    /// Writes an entry relay's configuration as `name` in the directory.
+    pub fn write_entry(&self, name: &str, f: &EntryFile) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, f.to_toml().unwrap()).unwrap();
+        p
+    }
+
+    /// The metrics address of server `i` (0..3) or relay `i - 3`.
+    pub fn metrics_addr(&self, i: usize) -> SocketAddr {
+        loopback(self.metrics_ports[i])
     }
 
     /// A path inside the deployment directory.
@@ -318,33 +350,20 @@ max_envelopes_per_round = {max}
 
     /// Writes `{name}.toml` for `acs client` (identity `{name}.identity`, every relay).
     pub fn write_client(&self, name: &str, timeout_ms: u64) -> PathBuf {
-        let relays: Vec<String> = self
-            .entry_addrs()
-            .iter()
-            .map(|(j, a)| format!("{{ index = {j}, addr = \"{a}\" }}"))
-            .collect();
-        let r = self.opts.round;
+        let f = ClientFile {
+            ca: "certs/ca.pem".into(),
+            identity: format!("{name}.identity").into(),
+            descriptors: [0, 1, 2].map(|i| format!("master-{i}.key.descriptor").into()),
+            relays: self
+                .entry_addrs()
+                .into_iter()
+                .map(|(index, addr)| RelayAddr { index, addr })
+                .collect(),
+            round: self.opts.round,
+            timeout_ms,
+        };
         let p = self.path(&format!("{name}.toml"));
-        std::fs::write(
-            &p,
-            format!(
-                r#"ca = "certs/ca.pem"
-identity = "{name}.identity"
-descriptors = ["master-0.key.descriptor", "master-1.key.descriptor", "master-2.key.descriptor"]
-relays = [{}]
-timeout_ms = {timeout_ms}
-[round]
-payload_words = {}
-store_capacity = {}
-expiry_rounds = {}
-"#,
-                relays.join(", "),
-                r.payload_words,
-                r.store_capacity,
-                r.expiry_rounds
-            ),
-        )
-        .unwrap();
+        std::fs::write(&p, f.to_toml().unwrap()).unwrap();
         p
     }
 }
@@ -419,6 +438,14 @@ impl Proc {
     pub fn term(&self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])
+            .status();
+    }
+
+    /// Sends SIGHUP (an exchange server reloads its relays list).
+    #[cfg(unix)]
+    pub fn hup(&self) {
+        let _ = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
             .status();
     }
 

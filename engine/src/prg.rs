@@ -55,6 +55,12 @@ pub enum Purpose {
     Permutation,
     /// Fresh share masks (shuffle re-sharing).
     Mask,
+    /// Random sharings for verification triples (malicious mode).
+    TripleShares,
+    /// Keys of the keyed hashes that check verification openings and zero tests.
+    Check,
+    /// Public bucketing permutations, from a jointly tossed coin.
+    Bucketing,
 }
 
 impl Purpose {
@@ -63,6 +69,9 @@ impl Purpose {
             Purpose::ZeroSharing => b"acs-engine/prg/zero-sharing/v1",
             Purpose::Permutation => b"acs-engine/prg/permutation/v1",
             Purpose::Mask => b"acs-engine/prg/mask/v1",
+            Purpose::TripleShares => b"acs-engine/prg/triple-shares/v1",
+            Purpose::Check => b"acs-engine/prg/check/v1",
+            Purpose::Bucketing => b"acs-engine/prg/bucketing/v1",
         }
     }
 }

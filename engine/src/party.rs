@@ -12,7 +12,7 @@ use crate::declassify::AuditLog;
 use crate::error::EngineError;
 use crate::prg::{Prg, Purpose, Seed};
 use crate::share::Shared;
-use crate::verify::{Gates, SecurityMode, VerifyStats};
+use crate::verify::{Gates, SecurityMode, VerifyBuffers, VerifyStats};
 use rayon::prelude::*;
 use zeroize::Zeroize;
 
@@ -67,6 +67,8 @@ pub struct Party {
     /// AND gates computed in malicious mode and not yet verified.
     pub(crate) pending: Gates,
     pub(crate) vstats: VerifyStats,
+    /// Verification buffers, reused from one verification to the next.
+    pub(crate) vbuf: VerifyBuffers,
     #[cfg(feature = "fault-injection")]
     pub(crate) faults: crate::fault::Faults,
 }
@@ -100,6 +102,7 @@ impl Party {
             mode: SecurityMode::default(),
             pending: Gates::default(),
             vstats: VerifyStats::default(),
+            vbuf: VerifyBuffers::default(),
             #[cfg(feature = "fault-injection")]
             faults: Default::default(),
         };
@@ -349,11 +352,24 @@ impl Party {
 
     /// This party's local half of an AND layer: `z_i` before resharing.
     pub(crate) fn and_local(&mut self, xa: &[u64], xb: &[u64], ya: &[u64], yb: &[u64]) -> Vec<u64> {
+        let mut z = vec![0u64; xa.len()];
+        self.and_local_into(xa, xb, ya, yb, &mut z);
+        z
+    }
+
+    /// [`Party::and_local`] into `z` (as long as the inputs).
+    pub(crate) fn and_local_into(
+        &mut self,
+        xa: &[u64],
+        xb: &[u64],
+        ya: &[u64],
+        yb: &[u64],
+        z: &mut [u64],
+    ) {
         let n = xa.len();
         let start_prev = self.zero.prev.reserve(n);
         let start_next = self.zero.next.reserve(n);
         let (sp, sn) = (&self.zero.prev, &self.zero.next);
-        let mut z = vec![0u64; n];
         let work = |(c, zc): (usize, &mut [u64])| {
             let off = c * CHUNK_WORDS;
             let mut r = [0u64; CHUNK_WORDS];
@@ -376,7 +392,6 @@ impl Party {
         } else {
             z.par_chunks_mut(CHUNK_WORDS).enumerate().for_each(work);
         }
-        z
     }
 }
 

@@ -184,10 +184,6 @@ impl Gates {
         ]
     }
 
-    fn cols(&self) -> [&Vec<u64>; 6] {
-        [&self.xa, &self.xb, &self.ya, &self.yb, &self.za, &self.zb]
-    }
-
     /// Appends gates given as slices of equal length.
     pub(crate) fn push(&mut self, x: (&[u64], &[u64]), y: (&[u64], &[u64]), z: (&[u64], &[u64])) {
         let src = [x.0, x.1, y.0, y.1, z.0, z.1];
@@ -196,8 +192,8 @@ impl Gates {
         }
     }
 
-    /// Grows every column by `n` zero words and returns the new tails, to be filled in
-    /// parallel.
+    /// Grows every column by `n` words and returns the new tails, to be filled in
+    /// parallel (their contents are unspecified until then).
     pub(crate) fn grow(&mut self, n: usize) -> [&mut [u64]; 6] {
         let old = self.len();
         for c in self.cols_mut() {
@@ -214,38 +210,44 @@ impl Gates {
         ]
     }
 
-    /// The gates at `idx`, in that order.
-    fn gather(&self, idx: &[u32]) -> Gates {
-        let pick = |c: &Vec<u64>| -> Vec<u64> { idx.par_iter().map(|&i| c[i as usize]).collect() };
-        let [xa, xb, ya, yb, za, zb] = self.cols();
-        Gates {
-            xa: pick(xa),
-            xb: pick(xb),
-            ya: pick(ya),
-            yb: pick(yb),
-            za: pick(za),
-            zb: pick(zb),
+    /// Empties every column, keeping the memory (wiped when the party is dropped).
+    pub(crate) fn clear(&mut self) {
+        for c in self.cols_mut() {
+            c.clear();
         }
     }
+}
 
-    /// Gates `range`, as a new batch.
-    fn slice(&self, range: std::ops::Range<usize>) -> Gates {
-        let [xa, xb, ya, yb, za, zb] = self.cols();
-        let s = |c: &Vec<u64>| c[range.clone()].to_vec();
-        Gates {
-            xa: s(xa),
-            xb: s(xb),
-            ya: s(ya),
-            yb: s(yb),
-            za: s(za),
-            zb: s(zb),
-        }
+/// Verification buffers a party keeps between verifications, so that each batch reuses
+/// memory that is already mapped (fresh allocations cost more in page faults than the
+/// verification's arithmetic). Contents left by earlier batches are stale shares, all
+/// overwritten before use; everything is wiped when the party is dropped.
+#[derive(Default)]
+pub(crate) struct VerifyBuffers {
+    triples: Gates,
+    src: Vec<Row>,
+    rows: Vec<Row>,
+    open: Shared,
+    values: Vec<u64>,
+    v: Shared,
+    t: Vec<u64>,
+}
+
+impl Drop for VerifyBuffers {
+    fn drop(&mut self) {
+        self.src.zeroize();
+        self.rows.zeroize();
+        self.values.zeroize();
+        self.t.zeroize();
     }
+}
 
-    fn append(&mut self, other: &Gates) {
-        for (dst, src) in self.cols_mut().into_iter().zip(other.cols()) {
-            dst.extend_from_slice(src);
-        }
+/// Makes `v` exactly `n` long (new words zero, old ones stale).
+fn fit(v: &mut Vec<u64>, n: usize) {
+    if v.len() < n {
+        v.resize(n, 0);
+    } else {
+        v.truncate(n);
     }
 }
 
@@ -281,8 +283,8 @@ fn log2_binomial(n: usize, k: usize) -> f64 {
         .sum()
 }
 
-/// Soundness target per chunk: `ε_chunk ≤ 2^-56`.
-pub const CHUNK_SECURITY_BITS: f64 = 56.0;
+/// Soundness target per chunk: `ε_chunk ≤ 2^-50`.
+pub const CHUNK_SECURITY_BITS: f64 = 50.0;
 
 /// Largest number of buckets in one chunk (bounds the memory and the permutation).
 const MAX_CHUNK_BUCKETS: usize = 1 << 19;
@@ -427,6 +429,121 @@ fn fail(what: &str) -> Option<Failure> {
     })
 }
 
+/// One triple (or gate) as a row: `[a_i, a_{i+1}, b_i, b_{i+1}, c_i, c_{i+1}]`.
+type Row = [u64; 6];
+const XA: usize = 0;
+const XB: usize = 1;
+const YA: usize = 2;
+const YB: usize = 3;
+const ZA: usize = 4;
+const ZB: usize = 5;
+
+/// Sacrifices of one chunk: `B - 1` per bucket, one per gate.
+fn sacrifices(ch: &ChunkPlan) -> usize {
+    ch.buckets * (ch.bucket - 1) + ch.gates
+}
+
+/// Gate `g` of `gates` as a row.
+fn gate_row(gates: &Gates, g: usize) -> Row {
+    [
+        gates.xa[g],
+        gates.xb[g],
+        gates.ya[g],
+        gates.yb[g],
+        gates.za[g],
+        gates.zb[g],
+    ]
+}
+
+/// This party's shares of `ρ = x ^ a`, `σ = y ^ b` for every sacrifice of one chunk, as
+/// `(ρ, σ)` pairs: `rows` are the chunk's triples in bucket order (the first `B` opened,
+/// then bucket after bucket), its gates are `gates[gate_off..]`.
+fn open_chunk(
+    ch: &ChunkPlan,
+    rows: &[Row],
+    gates: &Gates,
+    gate_off: usize,
+    out_a: &mut [u64],
+    out_b: &mut [u64],
+) {
+    let b = ch.bucket;
+    let buckets = &rows[b..];
+    let (bucket_a, gate_a) = out_a.split_at_mut(2 * ch.buckets * (b - 1));
+    let (bucket_b, gate_b) = out_b.split_at_mut(2 * ch.buckets * (b - 1));
+    let pair = |f: &Row, s: &Row, oa: &mut [u64], ob: &mut [u64]| {
+        oa[0] = f[XA] ^ s[XA];
+        ob[0] = f[XB] ^ s[XB];
+        oa[1] = f[YA] ^ s[YA];
+        ob[1] = f[YB] ^ s[YB];
+    };
+    bucket_a
+        .par_chunks_mut(2 * (b - 1))
+        .zip(bucket_b.par_chunks_mut(2 * (b - 1)))
+        .zip(buckets.par_chunks(b))
+        .for_each(|((oa, ob), bucket)| {
+            for j in 1..b {
+                let o = 2 * (j - 1)..2 * j;
+                pair(&bucket[0], &bucket[j], &mut oa[o.clone()], &mut ob[o]);
+            }
+        });
+    gate_a
+        .par_chunks_mut(2)
+        .zip(gate_b.par_chunks_mut(2))
+        .enumerate()
+        .for_each(|(k, (oa, ob))| pair(&gate_row(gates, gate_off + k), &buckets[k * b], oa, ob));
+}
+
+/// This party's shares of `v = z ^ c ^ (σ & a) ^ (ρ & b) ^ (ρ & σ)` for every sacrifice of
+/// one chunk (`(x, y, z)` checked with `(a, b, c)`), in the order of [`open_chunk`];
+/// `opened` holds the opened `(ρ, σ)` pairs.
+#[allow(clippy::too_many_arguments)]
+fn zero_shares_chunk(
+    me: PartyId,
+    ch: &ChunkPlan,
+    rows: &[Row],
+    gates: &Gates,
+    gate_off: usize,
+    opened: &[u64],
+    va: &mut [u64],
+    vb: &mut [u64],
+) {
+    // The public term lands on x_0: party 0 holds it as `a`, party 2 as `b`.
+    let pub_a = if me.index() == 0 { u64::MAX } else { 0 };
+    let pub_b = if me.index() == 2 { u64::MAX } else { 0 };
+    let v = |f: &Row, s: &Row, rs: &[u64]| -> (u64, u64) {
+        let (r, sg) = (rs[0], rs[1]);
+        let rsg = r & sg;
+        (
+            f[ZA] ^ s[ZA] ^ (sg & s[XA]) ^ (r & s[YA]) ^ (pub_a & rsg),
+            f[ZB] ^ s[ZB] ^ (sg & s[XB]) ^ (r & s[YB]) ^ (pub_b & rsg),
+        )
+    };
+    let b = ch.bucket;
+    let buckets = &rows[b..];
+    let split = ch.buckets * (b - 1);
+    let (bucket_a, gate_a) = va.split_at_mut(split);
+    let (bucket_b, gate_b) = vb.split_at_mut(split);
+    let (bucket_o, gate_o) = opened.split_at(2 * split);
+    bucket_a
+        .par_chunks_mut(b - 1)
+        .zip(bucket_b.par_chunks_mut(b - 1))
+        .zip(bucket_o.par_chunks(2 * (b - 1)))
+        .zip(buckets.par_chunks(b))
+        .for_each(|(((oa, ob), rs), bucket)| {
+            for j in 1..b {
+                (oa[j - 1], ob[j - 1]) = v(&bucket[0], &bucket[j], &rs[2 * (j - 1)..2 * j]);
+            }
+        });
+    gate_a
+        .par_iter_mut()
+        .zip(gate_b.par_iter_mut())
+        .zip(gate_o.par_chunks(2))
+        .enumerate()
+        .for_each(|(k, ((oa, ob), rs))| {
+            (*oa, *ob) = v(&gate_row(gates, gate_off + k), &buckets[k * b], rs);
+        });
+}
+
 impl Party {
     /// The security mode.
     pub fn security(&self) -> SecurityMode {
@@ -479,7 +596,17 @@ impl Party {
         if self.mode != SecurityMode::Malicious || self.pending.is_empty() {
             return Ok(());
         }
-        let gates = std::mem::take(&mut self.pending);
+        let mut gates = std::mem::take(&mut self.pending);
+        let mut buf = std::mem::take(&mut self.vbuf);
+        let result = self.verify_batch(&gates, &mut buf);
+        gates.clear();
+        self.pending = gates;
+        self.vbuf = buf;
+        result
+    }
+
+    /// [`Party::verify_pending`] of `gates`, in the buffers `buf`.
+    fn verify_batch(&mut self, gates: &Gates, buf: &mut VerifyBuffers) -> Result<(), EngineError> {
         let plan = plan_chunks(gates.len());
         let total: usize = plan.iter().map(ChunkPlan::words).sum();
         if total > u32::MAX as usize {
@@ -496,17 +623,16 @@ impl Party {
             commitment: [0; 32],
         };
         coin.commitment = commit(self.id(), &coin.seed);
-        let (mut triples, z) = self.random_triples(total);
+        self.random_triples(&mut buf.triples, total);
         let mut msg = self.take_message(total);
-        words_into_bytes(&z, &mut msg);
+        words_into_bytes(&buf.triples.za, &mut msg);
         self.send_message(Peer::Prev, msg)?;
         self.send_bytes(Peer::Next, coin.commitment.to_vec())?;
         self.send_bytes(Peer::Prev, coin.commitment.to_vec())?;
         let got = self.recv_message(Peer::Next, total)?;
-        triples.zb = vec![0u64; total];
-        bytes_into_words(&got, &mut triples.zb);
+        fit(&mut buf.triples.zb, total);
+        bytes_into_words(&got, &mut buf.triples.zb);
         self.recycle_message(got);
-        triples.za = z;
         let from_next = self.recv_bytes(Peer::Next, 32)?;
         let from_prev = self.recv_bytes(Peer::Prev, 32)?;
 
@@ -548,11 +674,21 @@ impl Party {
         let coin_seed: [u8; 32] = h.finalize().into();
         coin.seed.zeroize();
 
-        // Bucketing: per chunk, a permutation of its triples from the coin.
-        let mut opened_triples = Gates::default();
-        let mut firsts = Gates::default();
-        let mut seconds = Gates::default();
-        let mut outputs = Gates::default();
+        // Bucketing: per chunk, its triples in the order of a permutation from the coin,
+        // gathered into rows (one cache line per random access instead of six).
+        // Triples as rows first (a streaming pass), so each random access below fetches
+        // one row instead of six scattered words.
+        {
+            let t = &buf.triples;
+            buf.src.clear();
+            buf.src.par_extend(
+                (0..total)
+                    .into_par_iter()
+                    .map(|i| [t.xa[i], t.xb[i], t.ya[i], t.yb[i], t.za[i], t.zb[i]]),
+            );
+        }
+        let mut starts = Vec::with_capacity(plan.len());
+        buf.rows.clear();
         let mut off = 0usize;
         for (c, ch) in plan.iter().enumerate() {
             let mut hc = Sha3_256::new();
@@ -562,60 +698,57 @@ impl Party {
             let chunk_seed: [u8; 32] = hc.finalize().into();
             let mut prg = Prg::new(&Seed::from_bytes(chunk_seed), Purpose::Bucketing);
             let words = ch.words();
-            let mut perm = prg.permutation(words);
-            perm.iter_mut().for_each(|p| *p += off as u32);
+            let perm = prg.permutation(words);
+            let src = &buf.src[off..off + words];
+            starts.push(buf.rows.len());
+            buf.rows
+                .par_extend(perm.par_iter().map(|&p| src[p as usize]));
             off += words;
-            let b = ch.bucket;
-            opened_triples.append(&triples.gather(&perm[..b]));
-            let slots = &perm[b..];
-            let first_idx: Vec<u32> = slots.iter().step_by(b).copied().collect();
-            let first = triples.gather(&first_idx);
-            for j in 1..b {
-                let idx: Vec<u32> = slots.iter().skip(j).step_by(b).copied().collect();
-                firsts.append(&first);
-                seconds.append(&triples.gather(&idx));
-            }
-            outputs.append(&first.slice(0..ch.gates));
         }
-        drop(triples);
-        // The gates are checked against their buckets' first triples.
-        firsts.append(&gates);
-        seconds.append(&outputs);
-        drop((gates, outputs));
+        let rows_all = &buf.rows;
+        let chunks: Vec<&[Row]> = plan
+            .iter()
+            .zip(&starts)
+            .map(|(ch, &st)| &rows_all[st..st + ch.words()])
+            .collect();
 
-        // Round 3: open the cut-and-choose triples, and ρ, σ of every sacrifice.
-        let n_cc = opened_triples.len();
-        let n_sac = firsts.len();
-        let mut open = Shared {
-            a: Vec::with_capacity(3 * n_cc + 2 * n_sac),
-            b: Vec::with_capacity(3 * n_cc + 2 * n_sac),
-        };
-        for (a, b) in [
-            (&opened_triples.xa, &opened_triples.xb),
-            (&opened_triples.ya, &opened_triples.yb),
-            (&opened_triples.za, &opened_triples.zb),
-        ] {
-            open.a.extend_from_slice(a);
-            open.b.extend_from_slice(b);
+        // Sacrifices, chunk by chunk: for each bucket, its first triple against each of
+        // the others, then (for the first `gates` buckets) gate `k` against bucket `k`'s
+        // first triple. Round 3 opens the cut-and-choose triples and ρ, σ of each.
+        let regions: Vec<usize> = plan.iter().map(sacrifices).collect();
+        let n_sac: usize = regions.iter().sum();
+        let n_cc: usize = plan.iter().map(|c| c.bucket).sum();
+        let open = &mut buf.open;
+        fit(&mut open.a, 3 * n_cc + 2 * n_sac);
+        fit(&mut open.b, 3 * n_cc + 2 * n_sac);
+        {
+            let (cc_a, mut rest_a) = open.a.split_at_mut(3 * n_cc);
+            let (cc_b, mut rest_b) = open.b.split_at_mut(3 * n_cc);
+            let mut k = 0;
+            let mut gate_off = 0;
+            for ((ch, rows), &len) in plan.iter().zip(&chunks).zip(&regions) {
+                for row in &rows[..ch.bucket] {
+                    for (m, (ia, ib)) in [(XA, XB), (YA, YB), (ZA, ZB)].into_iter().enumerate() {
+                        cc_a[m * n_cc + k] = row[ia];
+                        cc_b[m * n_cc + k] = row[ib];
+                    }
+                    k += 1;
+                }
+                let (ra, ta) = std::mem::take(&mut rest_a).split_at_mut(2 * len);
+                let (rb, tb) = std::mem::take(&mut rest_b).split_at_mut(2 * len);
+                (rest_a, rest_b) = (ta, tb);
+                open_chunk(ch, rows, gates, gate_off, ra, rb);
+                gate_off += ch.gates;
+            }
         }
-        for (f, s) in [
-            ((&firsts.xa, &firsts.xb), (&seconds.xa, &seconds.xb)),
-            ((&firsts.ya, &firsts.yb), (&seconds.ya, &seconds.yb)),
-        ] {
-            open.a
-                .par_extend(f.0.par_iter().zip(s.0).map(|(x, y)| x ^ y));
-            open.b
-                .par_extend(f.1.par_iter().zip(s.1).map(|(x, y)| x ^ y));
-        }
-        let (values, open_ok) = self.open_checked(&open)?;
-        drop(open);
+        let open_ok = self.open_checked(&buf.open, &mut buf.values)?;
+        let values = &buf.values;
         if !open_ok {
             failure = failure.or(fail("an opened value and its keyed hash disagree"));
         }
         let (cc_a, rest) = values.split_at(n_cc);
         let (cc_b, rest) = rest.split_at(n_cc);
-        let (cc_c, rest) = rest.split_at(n_cc);
-        let (rho, sigma) = rest.split_at(n_sac);
+        let (cc_c, opened) = rest.split_at(n_cc);
         if cc_a
             .iter()
             .zip(cc_b)
@@ -626,26 +759,24 @@ impl Party {
         }
 
         // v = z ^ c ^ (σ & a) ^ (ρ & b) ^ (ρ & σ) for each sacrifice: a sharing of zero.
-        let id = me.index();
-        let pub_a = if id == 0 { u64::MAX } else { 0 };
-        let pub_b = if id == 2 { u64::MAX } else { 0 };
-        let v = |z: &[u64], c: &[u64], a: &[u64], b: &[u64], public: u64| -> Vec<u64> {
-            (0..n_sac)
-                .into_par_iter()
-                .map(|k| {
-                    let (r, s) = (rho[k], sigma[k]);
-                    z[k] ^ c[k] ^ (s & a[k]) ^ (r & b[k]) ^ (public & r & s)
-                })
-                .collect()
-        };
-        let v = Shared {
-            a: v(&firsts.za, &seconds.za, &seconds.xa, &seconds.ya, pub_a),
-            b: v(&firsts.zb, &seconds.zb, &seconds.xb, &seconds.yb, pub_b),
-        };
-        drop((firsts, seconds, values));
+        let v = &mut buf.v;
+        fit(&mut v.a, n_sac);
+        fit(&mut v.b, n_sac);
+        {
+            let (mut va, mut vb, mut opened) = (&mut v.a[..], &mut v.b[..], opened);
+            let mut gate_off = 0;
+            for ((ch, rows), &len) in plan.iter().zip(&chunks).zip(&regions) {
+                let (ca, ta) = std::mem::take(&mut va).split_at_mut(len);
+                let (cb, tb) = std::mem::take(&mut vb).split_at_mut(len);
+                let (co, to) = opened.split_at(2 * len);
+                (va, vb, opened) = (ta, tb, to);
+                zero_shares_chunk(me, ch, rows, gates, gate_off, co, ca, cb);
+                gate_off += ch.gates;
+            }
+        }
 
         // Round 4: the zero check, carrying every failure seen so far.
-        let result = self.zero_check(&v, &coin_seed, failure);
+        let result = self.zero_check(&buf.v, &mut buf.t, &coin_seed, failure);
         let chunk_error: f64 = plan.iter().map(|c| c.log2_error().exp2()).sum();
         self.vstats.verifications += 1;
         self.vstats.gate_words += plan.iter().map(|c| c.gates as u64).sum::<u64>();
@@ -656,28 +787,27 @@ impl Party {
         result
     }
 
-    /// `n` random triple words, without `c` yet: random sharings `a`, `b` from the
-    /// pairwise streams, and this party's share of `a & b` to send (semi-honest AND).
-    fn random_triples(&mut self, n: usize) -> (Gates, Vec<u64>) {
-        let mut t = Gates::default();
+    /// `n` random triple words into `t`, with this party's share of `c = a & b` in
+    /// `t.za` (to be sent) and `t.zb` left for the received share: random sharings `a`,
+    /// `b` from the pairwise streams, multiplied by the semi-honest AND.
+    fn random_triples(&mut self, t: &mut Gates, n: usize) {
         for (a, b) in [(&mut t.xa, &mut t.xb), (&mut t.ya, &mut t.yb)] {
-            *a = vec![0u64; n];
-            *b = vec![0u64; n];
+            fit(a, n);
+            fit(b, n);
             self.rand.prev.fill_par(a);
             self.rand.next.fill_par(b);
         }
-        #[allow(unused_mut)]
-        let mut z = self.and_local(&t.xa, &t.xb, &t.ya, &t.yb);
+        fit(&mut t.za, n);
+        self.and_local_into(&t.xa, &t.xb, &t.ya, &t.yb, &mut t.za);
         #[cfg(feature = "fault-injection")]
-        self.corrupt_words(crate::fault::ComputeSite::Triple, &mut z);
-        (t, z)
+        self.corrupt_words(crate::fault::ComputeSite::Triple, &mut t.za);
     }
 
     /// Opens `x` inside a verification (the values are one-time padded by fresh triples,
     /// or are triples sacrificed by the cut-and-choose): the value from the next party,
     /// a keyed hash of it from the previous one. One round. Returns the values and
     /// whether the hash matched.
-    fn open_checked(&mut self, x: &Shared) -> Result<(Vec<u64>, bool), EngineError> {
+    fn open_checked(&mut self, x: &Shared, out: &mut Vec<u64>) -> Result<bool, EngineError> {
         let n = x.len();
         let mut msg = self.take_message(n);
         words_into_bytes(&x.b, &mut msg);
@@ -691,15 +821,15 @@ impl Party {
         let got = self.recv_bytes(Peer::Next, 8 * n)?;
         let got_check = self.recv_bytes(Peer::Prev, 8)?;
         self.count_round();
-        let mut out = vec![0u64; n];
-        bytes_into_words(&got, &mut out);
+        fit(out, n);
+        bytes_into_words(&got, out);
         self.recycle_message(got);
-        let [arrived] = keyed_hashes(&self.check.prev, start_prev, [&out]);
+        let [arrived] = keyed_hashes(&self.check.prev, start_prev, [out]);
         let ok = arrived.to_le_bytes()[..] == got_check[..];
         out.par_iter_mut()
             .zip(x.a.par_iter().zip(&x.b))
             .for_each(|(o, (a, b))| *o ^= a ^ b);
-        Ok((out, ok))
+        Ok(ok)
     }
 
     /// Checks that `v` is a sharing of zero and that both peers saw the same coin and no
@@ -707,15 +837,18 @@ impl Party {
     fn zero_check(
         &mut self,
         v: &Shared,
+        t: &mut Vec<u64>,
         coin: &[u8; 32],
         failure: Option<Failure>,
     ) -> Result<(), EngineError> {
         let n = v.len();
-        let t: Vec<u64> = v.a.par_iter().zip(&v.b).map(|(a, b)| a ^ b).collect();
+        t.clear();
+        t.par_extend(v.a.par_iter().zip(&v.b).map(|(a, b)| a ^ b));
+        let t = &t[..];
         let start_next = self.check.next.reserve(n);
         let start_prev = self.check.prev.reserve(n);
-        let [t_next, mine_next] = keyed_hashes(&self.check.next, start_next, [&t, &v.a]);
-        let [t_prev, mine_prev] = keyed_hashes(&self.check.prev, start_prev, [&t, &v.b]);
+        let [t_next, mine_next] = keyed_hashes(&self.check.next, start_next, [t, &v.a]);
+        let [t_prev, mine_prev] = keyed_hashes(&self.check.prev, start_prev, [t, &v.b]);
         let status = u8::from(failure.is_none());
         let msg = |h: u64| {
             let mut m = vec![status];

@@ -382,3 +382,74 @@ fn a_wrong_reshare_in_the_shuffle_is_not_caught_yet() {
         }
     }
 }
+
+/// One round's inputs for 20 online users (random blocks), as each party's share.
+fn round_inputs() -> (
+    acs_engine::round::RoundConfig,
+    Arc<Vec<u64>>,
+    Arc<[Vec<u64>; 3]>,
+) {
+    use acs_engine::round::{Block, Role, RoundConfig};
+    let cfg = RoundConfig {
+        payload_words: 2,
+        store_capacity: 16,
+        expiry_rounds: 2,
+    };
+    let mut rng = common::rng(77);
+    let mut online: Vec<u64> = (0..20).map(|_| rng.gen::<u64>() | 1).collect();
+    online.sort_unstable();
+    online.dedup();
+    let mut per_party: [Vec<u64>; 3] = Default::default();
+    for _ in &online {
+        let b = Block {
+            role: if rng.gen_bool(0.5) {
+                Role::Send
+            } else {
+                Role::Request
+            },
+            dst: online[rng.gen_range(0..online.len())],
+            payload: vec![rng.gen(), rng.gen()],
+        };
+        let s = b.share(&cfg, &mut rng);
+        for i in 0..3 {
+            per_party[i].extend_from_slice(&s[i]);
+        }
+    }
+    (cfg, Arc::new(online), Arc::new(per_party))
+}
+
+fn round_run(mode: SecurityMode, cheat: Option<(PartyId, ComputeFault)>) -> [Outcome<u64>; 3] {
+    use acs_engine::round::mpc::{exchange_round, SharedStore};
+    let (cfg, online, blocks) = round_inputs();
+    run(mode, cheat, move |p| {
+        let i = p.id().index();
+        let store = SharedStore::empty(&cfg);
+        exchange_round(p, &cfg, 1, &online, blocks[i].clone(), &store)?;
+        p.verify_pending()?;
+        Ok(p.messages_at(ComputeSite::AndGate))
+    })
+}
+
+#[test]
+fn a_wrong_and_share_anywhere_in_the_round_is_caught_before_release() {
+    // A clean run (with a fault that never fires) counts the round's AND layers.
+    let never = ComputeFault {
+        site: ComputeSite::AndGate,
+        nth: u64::MAX,
+    };
+    let clean = round_run(SecurityMode::Malicious, Some((PartyId::ALL[0], never)));
+    let layers = *clean[0].0.as_ref().expect("clean round");
+    assert!(layers > 20);
+    for cheat in PartyId::ALL {
+        // Early (the expiry and role products, the first sort), middle (matching,
+        // store sort) and the very last layer of the round.
+        for nth in [0, layers / 2, layers - 1] {
+            let fault = ComputeFault {
+                site: ComputeSite::AndGate,
+                nth,
+            };
+            let out = round_run(SecurityMode::Malicious, Some((cheat, fault)));
+            assert_detected(&out, cheat, u64::MAX, &format!("round {cheat} layer {nth}"));
+        }
+    }
+}

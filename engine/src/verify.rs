@@ -81,7 +81,7 @@ use crate::prg::{Prg, Purpose, Seed};
 use crate::share::Shared;
 use rayon::prelude::*;
 use sha3::{Digest, Sha3_256};
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 /// Which adversary the computation is secure against.
 #[derive(
@@ -225,20 +225,22 @@ impl Gates {
 #[derive(Default)]
 pub(crate) struct VerifyBuffers {
     triples: Gates,
-    src: Vec<Row>,
     rows: Vec<Row>,
     open: Shared,
     values: Vec<u64>,
     v: Shared,
     t: Vec<u64>,
+    key_next: Vec<u64>,
+    key_prev: Vec<u64>,
 }
 
 impl Drop for VerifyBuffers {
     fn drop(&mut self) {
-        self.src.zeroize();
         self.rows.zeroize();
         self.values.zeroize();
         self.t.zeroize();
+        self.key_next.zeroize();
+        self.key_prev.zeroize();
     }
 }
 
@@ -283,11 +285,12 @@ fn log2_binomial(n: usize, k: usize) -> f64 {
         .sum()
 }
 
-/// Soundness target per chunk: `ε_chunk ≤ 2^-50`.
-pub const CHUNK_SECURITY_BITS: f64 = 50.0;
+/// Soundness target per chunk: `ε_chunk ≤ 2^-57`.
+pub const CHUNK_SECURITY_BITS: f64 = 57.0;
 
-/// Largest number of buckets in one chunk (bounds the memory and the permutation).
-const MAX_CHUNK_BUCKETS: usize = 1 << 19;
+/// Largest number of buckets in one chunk: a chunk's triples (about 3 MB at `B = 4`) stay
+/// in cache while they are permuted and sacrificed.
+const MAX_CHUNK_BUCKETS: usize = 1 << 14;
 
 /// Bucket sizes considered.
 const BUCKET_SIZES: std::ops::RangeInclusive<usize> = 3..=12;
@@ -343,20 +346,6 @@ pub fn plan_chunks(k: usize) -> Vec<ChunkPlan> {
         .collect()
 }
 
-const P61: u64 = (1u64 << 61) - 1;
-
-#[inline(always)]
-fn reduce(x: u128) -> u64 {
-    let x = (x & P61 as u128) + (x >> 61);
-    let x = (x & P61 as u128) + (x >> 61);
-    let x = x as u64;
-    if x >= P61 {
-        x - P61
-    } else {
-        x
-    }
-}
-
 /// Words hashed per parallel task.
 const HASH_CHUNK: usize = 1 << 13;
 
@@ -364,39 +353,72 @@ const HASH_CHUNK: usize = 1 << 13;
 /// words from block `start` of `prg`: `Σ_k r_k·lo(w_k) + r_k²·hi(w_k) mod 2^61 - 1`,
 /// `r_k` the stream's word `k` shifted to 61 bits. Two inputs that differ hash equal for
 /// at most a `2/p` fraction of keys (a non-zero polynomial of degree 2 in one `r_k`).
-fn keyed_hashes<const M: usize>(prg: &Prg, start: u64, xs: [&[u64]; M]) -> [u64; M] {
+#[cfg(test)]
+fn keyed_hashes<const M: usize>(prg: &Prg, start: u64, xs: [&[u64]; M]) -> [u128; M] {
+    let mut keys = Vec::new();
+    hash_keys(prg, start, xs[0].len().div_ceil(2) * 2, &mut keys);
+    hash_with(&keys, xs)
+}
+
+/// The keys `r_k` of [`keyed_hashes`] for `n` words, from block `start` of `prg`, into
+/// `out`. A verification draws one set per pair and uses it for every comparison of
+/// the batch (each comparison is of data fixed before, and independent of, the key).
+fn hash_keys(prg: &Prg, start: u64, n: usize, out: &mut Vec<u64>) {
+    fit(out, n);
+    out.par_chunks_mut(HASH_CHUNK)
+        .enumerate()
+        .for_each(|(c, o)| {
+            prg.fill_at(start + (c * HASH_CHUNK / 2) as u64, o);
+        });
+}
+
+/// [`keyed_hashes`] under precomputed keys (at least as many as the inputs' words,
+/// rounded up to even): NH (Black, Halevi, Krawczyk, Krovetz and Rogaway, "UMAC", CRYPTO
+/// 1999), `Σ_i (m_{2i} + k_{2i}) · (m_{2i+1} + k_{2i+1}) mod 2^128` with the additions
+/// mod 2^64, an odd last word paired with zero. NH is `2^-64`-almost-universal on inputs
+/// of equal length: two different inputs of the same length collide for at most a
+/// `2^-64` fraction of keys. One multiplication per two words.
+fn hash_with<const M: usize>(keys: &[u64], xs: [&[u64]; M]) -> [u128; M] {
     let n = xs[0].len();
-    let parts: Vec<[u64; M]> = (0..n.div_ceil(HASH_CHUNK))
-        .into_par_iter()
-        .map(|c| {
+    let pairs = n.div_ceil(2);
+    let parts: Vec<[u128; M]> = keys[..2 * pairs]
+        .par_chunks(HASH_CHUNK)
+        .enumerate()
+        .map(|(c, k)| {
             let lo = c * HASH_CHUNK;
-            let hi = n.min(lo + HASH_CHUNK);
-            let mut r = vec![0u64; hi - lo];
-            prg.fill_at(start + (lo / 2) as u64, &mut r);
             let mut acc = [0u128; M];
-            for (k, &rk) in r.iter().enumerate() {
-                let r1 = rk >> 3;
-                let r2 = reduce(r1 as u128 * r1 as u128);
-                for (m, x) in xs.iter().enumerate() {
-                    let w = x[lo + k];
-                    acc[m] +=
-                        r1 as u128 * (w & 0xffff_ffff) as u128 + r2 as u128 * (w >> 32) as u128;
+            for (m, x) in xs.iter().enumerate() {
+                let hi = n.min(lo + k.len());
+                let x = &x[lo..hi];
+                let mut a = 0u128;
+                let mut it = x.chunks_exact(2);
+                for (p, kk) in (&mut it).zip(k.chunks_exact(2)) {
+                    let l = p[0].wrapping_add(kk[0]);
+                    let r = p[1].wrapping_add(kk[1]);
+                    a = a.wrapping_add(l as u128 * r as u128);
                 }
+                if let [last] = it.remainder() {
+                    let j = x.len() - 1;
+                    let l = last.wrapping_add(k[j]);
+                    let r = k[j + 1];
+                    a = a.wrapping_add(l as u128 * r as u128);
+                }
+                acc[m] = a;
             }
-            acc.map(reduce)
+            acc
         })
         .collect();
-    let mut out = [0u64; M];
+    let mut out = [0u128; M];
     for p in parts {
         for m in 0..M {
-            out[m] = reduce(out[m] as u128 + p[m] as u128);
+            out[m] = out[m].wrapping_add(p[m]);
         }
     }
     out
 }
 
 /// Log2 of the keyed hash's collision bound.
-const HASH_LOG2_ERROR: f64 = -59.0;
+const HASH_LOG2_ERROR: f64 = -64.0;
 
 /// The coin toss in progress: this party's seed and what it has received.
 struct Coin {
@@ -468,29 +490,22 @@ fn open_chunk(
 ) {
     let b = ch.bucket;
     let buckets = &rows[b..];
-    let (bucket_a, gate_a) = out_a.split_at_mut(2 * ch.buckets * (b - 1));
-    let (bucket_b, gate_b) = out_b.split_at_mut(2 * ch.buckets * (b - 1));
-    let pair = |f: &Row, s: &Row, oa: &mut [u64], ob: &mut [u64]| {
-        oa[0] = f[XA] ^ s[XA];
-        ob[0] = f[XB] ^ s[XB];
-        oa[1] = f[YA] ^ s[YA];
-        ob[1] = f[YB] ^ s[YB];
+    let mut o = 0;
+    let mut pair = |f: &Row, s: &Row| {
+        out_a[o] = f[XA] ^ s[XA];
+        out_b[o] = f[XB] ^ s[XB];
+        out_a[o + 1] = f[YA] ^ s[YA];
+        out_b[o + 1] = f[YB] ^ s[YB];
+        o += 2;
     };
-    bucket_a
-        .par_chunks_mut(2 * (b - 1))
-        .zip(bucket_b.par_chunks_mut(2 * (b - 1)))
-        .zip(buckets.par_chunks(b))
-        .for_each(|((oa, ob), bucket)| {
-            for j in 1..b {
-                let o = 2 * (j - 1)..2 * j;
-                pair(&bucket[0], &bucket[j], &mut oa[o.clone()], &mut ob[o]);
-            }
-        });
-    gate_a
-        .par_chunks_mut(2)
-        .zip(gate_b.par_chunks_mut(2))
-        .enumerate()
-        .for_each(|(k, (oa, ob))| pair(&gate_row(gates, gate_off + k), &buckets[k * b], oa, ob));
+    for bucket in buckets.chunks_exact(b) {
+        for j in 1..b {
+            pair(&bucket[0], &bucket[j]);
+        }
+    }
+    for k in 0..ch.gates {
+        pair(&gate_row(gates, gate_off + k), &buckets[k * b]);
+    }
 }
 
 /// This party's shares of `v = z ^ c ^ (σ & a) ^ (ρ & b) ^ (ρ & σ)` for every sacrifice of
@@ -510,38 +525,35 @@ fn zero_shares_chunk(
     // The public term lands on x_0: party 0 holds it as `a`, party 2 as `b`.
     let pub_a = if me.index() == 0 { u64::MAX } else { 0 };
     let pub_b = if me.index() == 2 { u64::MAX } else { 0 };
-    let v = |f: &Row, s: &Row, rs: &[u64]| -> (u64, u64) {
-        let (r, sg) = (rs[0], rs[1]);
+    let mut o = 0;
+    let mut v = |f: &Row, s: &Row| {
+        let (r, sg) = (opened[2 * o], opened[2 * o + 1]);
         let rsg = r & sg;
-        (
-            f[ZA] ^ s[ZA] ^ (sg & s[XA]) ^ (r & s[YA]) ^ (pub_a & rsg),
-            f[ZB] ^ s[ZB] ^ (sg & s[XB]) ^ (r & s[YB]) ^ (pub_b & rsg),
-        )
+        va[o] = f[ZA] ^ s[ZA] ^ (sg & s[XA]) ^ (r & s[YA]) ^ (pub_a & rsg);
+        vb[o] = f[ZB] ^ s[ZB] ^ (sg & s[XB]) ^ (r & s[YB]) ^ (pub_b & rsg);
+        o += 1;
     };
     let b = ch.bucket;
     let buckets = &rows[b..];
-    let split = ch.buckets * (b - 1);
-    let (bucket_a, gate_a) = va.split_at_mut(split);
-    let (bucket_b, gate_b) = vb.split_at_mut(split);
-    let (bucket_o, gate_o) = opened.split_at(2 * split);
-    bucket_a
-        .par_chunks_mut(b - 1)
-        .zip(bucket_b.par_chunks_mut(b - 1))
-        .zip(bucket_o.par_chunks(2 * (b - 1)))
-        .zip(buckets.par_chunks(b))
-        .for_each(|(((oa, ob), rs), bucket)| {
-            for j in 1..b {
-                (oa[j - 1], ob[j - 1]) = v(&bucket[0], &bucket[j], &rs[2 * (j - 1)..2 * j]);
-            }
-        });
-    gate_a
-        .par_iter_mut()
-        .zip(gate_b.par_iter_mut())
-        .zip(gate_o.par_chunks(2))
-        .enumerate()
-        .for_each(|(k, ((oa, ob), rs))| {
-            (*oa, *ob) = v(&gate_row(gates, gate_off + k), &buckets[k * b], rs);
-        });
+    for bucket in buckets.chunks_exact(b) {
+        for j in 1..b {
+            v(&bucket[0], &bucket[j]);
+        }
+    }
+    for k in 0..ch.gates {
+        v(&gate_row(gates, gate_off + k), &buckets[k * b]);
+    }
+}
+
+/// Splits `v` into consecutive pieces of the given lengths.
+fn split_lengths<T>(mut v: &mut [T], lens: impl Iterator<Item = usize>) -> Vec<&mut [T]> {
+    let mut out = Vec::new();
+    for len in lens {
+        let (head, tail) = std::mem::take(&mut v).split_at_mut(len);
+        out.push(head);
+        v = tail;
+    }
+    out
 }
 
 impl Party {
@@ -676,72 +688,107 @@ impl Party {
 
         // Bucketing: per chunk, its triples in the order of a permutation from the coin,
         // gathered into rows (one cache line per random access instead of six).
-        // Triples as rows first (a streaming pass), so each random access below fetches
-        // one row instead of six scattered words.
+        // Bucketing, chunk by chunk in parallel: each chunk's triples in the order of a
+        // permutation from the coin, gathered into rows. A chunk's triples fit in cache,
+        // so the random accesses stay cheap.
+        let seeds: Vec<[u8; 32]> = (0..plan.len())
+            .map(|c| {
+                let mut hc = Sha3_256::new();
+                hc.update(b"acs/verify/chunk/v1");
+                hc.update(coin_seed);
+                hc.update((c as u64).to_le_bytes());
+                hc.finalize().into()
+            })
+            .collect();
+        let mut word_off = Vec::with_capacity(plan.len());
+        let mut gate_off = Vec::with_capacity(plan.len());
+        let mut sac_off = Vec::with_capacity(plan.len());
+        let (mut w, mut g, mut q) = (0usize, 0usize, 0usize);
+        for ch in &plan {
+            word_off.push(w);
+            gate_off.push(g);
+            sac_off.push(q);
+            w += ch.words();
+            g += ch.gates;
+            q += sacrifices(ch);
+        }
+        let n_sac = q;
+        let n_cc: usize = plan.iter().map(|c| c.bucket).sum();
+        buf.rows.resize(total, [0; 6]);
+        buf.rows.truncate(total);
         {
             let t = &buf.triples;
-            buf.src.clear();
-            buf.src.par_extend(
-                (0..total)
-                    .into_par_iter()
-                    .map(|i| [t.xa[i], t.xb[i], t.ya[i], t.yb[i], t.za[i], t.zb[i]]),
-            );
-        }
-        let mut starts = Vec::with_capacity(plan.len());
-        buf.rows.clear();
-        let mut off = 0usize;
-        for (c, ch) in plan.iter().enumerate() {
-            let mut hc = Sha3_256::new();
-            hc.update(b"acs/verify/chunk/v1");
-            hc.update(coin_seed);
-            hc.update((c as u64).to_le_bytes());
-            let chunk_seed: [u8; 32] = hc.finalize().into();
-            let mut prg = Prg::new(&Seed::from_bytes(chunk_seed), Purpose::Bucketing);
-            let words = ch.words();
-            let perm = prg.permutation(words);
-            let src = &buf.src[off..off + words];
-            starts.push(buf.rows.len());
-            buf.rows
-                .par_extend(perm.par_iter().map(|&p| src[p as usize]));
-            off += words;
+            split_lengths(&mut buf.rows, plan.iter().map(ChunkPlan::words))
+                .into_par_iter()
+                .enumerate()
+                .for_each_init(
+                    || (Vec::new(), Vec::new(), Zeroizing::new(Vec::new())),
+                    |(perm, words, local): &mut (Vec<u32>, Vec<u64>, Zeroizing<Vec<Row>>),
+                     (c, dst)| {
+                        let mut prg = Prg::new(&Seed::from_bytes(seeds[c]), Purpose::Bucketing);
+                        prg.permutation_into(dst.len(), perm, words);
+                        // The chunk's triples as rows (a streaming pass), then permuted:
+                        // each random access fetches one row.
+                        let r = word_off[c]..word_off[c] + dst.len();
+                        local.clear();
+                        local.extend(
+                            t.xa[r.clone()]
+                                .iter()
+                                .zip(&t.xb[r.clone()])
+                                .zip(&t.ya[r.clone()])
+                                .zip(&t.yb[r.clone()])
+                                .zip(&t.za[r.clone()])
+                                .zip(&t.zb[r])
+                                .map(|(((((xa, xb), ya), yb), za), zb)| {
+                                    [*xa, *xb, *ya, *yb, *za, *zb]
+                                }),
+                        );
+                        for (d, &p) in dst.iter_mut().zip(perm.iter()) {
+                            *d = local[p as usize];
+                        }
+                    },
+                );
         }
         let rows_all = &buf.rows;
-        let chunks: Vec<&[Row]> = plan
-            .iter()
-            .zip(&starts)
-            .map(|(ch, &st)| &rows_all[st..st + ch.words()])
-            .collect();
+        let chunk_rows = |c: usize| &rows_all[word_off[c]..word_off[c] + plan[c].words()];
 
-        // Sacrifices, chunk by chunk: for each bucket, its first triple against each of
-        // the others, then (for the first `gates` buckets) gate `k` against bucket `k`'s
-        // first triple. Round 3 opens the cut-and-choose triples and ρ, σ of each.
-        let regions: Vec<usize> = plan.iter().map(sacrifices).collect();
-        let n_sac: usize = regions.iter().sum();
-        let n_cc: usize = plan.iter().map(|c| c.bucket).sum();
+        // Round 3: open the cut-and-choose triples (the first `B` of each chunk) and ρ, σ
+        // of every sacrifice: per bucket its first triple against each of the others, then
+        // gate `k` of the chunk against bucket `k`'s first triple.
         let open = &mut buf.open;
         fit(&mut open.a, 3 * n_cc + 2 * n_sac);
         fit(&mut open.b, 3 * n_cc + 2 * n_sac);
         {
-            let (cc_a, mut rest_a) = open.a.split_at_mut(3 * n_cc);
-            let (cc_b, mut rest_b) = open.b.split_at_mut(3 * n_cc);
+            let (cc_a, rest_a) = open.a.split_at_mut(3 * n_cc);
+            let (cc_b, rest_b) = open.b.split_at_mut(3 * n_cc);
             let mut k = 0;
-            let mut gate_off = 0;
-            for ((ch, rows), &len) in plan.iter().zip(&chunks).zip(&regions) {
-                for row in &rows[..ch.bucket] {
+            for c in 0..plan.len() {
+                for row in &chunk_rows(c)[..plan[c].bucket] {
                     for (m, (ia, ib)) in [(XA, XB), (YA, YB), (ZA, ZB)].into_iter().enumerate() {
                         cc_a[m * n_cc + k] = row[ia];
                         cc_b[m * n_cc + k] = row[ib];
                     }
                     k += 1;
                 }
-                let (ra, ta) = std::mem::take(&mut rest_a).split_at_mut(2 * len);
-                let (rb, tb) = std::mem::take(&mut rest_b).split_at_mut(2 * len);
-                (rest_a, rest_b) = (ta, tb);
-                open_chunk(ch, rows, gates, gate_off, ra, rb);
-                gate_off += ch.gates;
             }
+            let lens = || plan.iter().map(|ch| 2 * sacrifices(ch));
+            split_lengths(rest_a, lens())
+                .into_par_iter()
+                .zip(split_lengths(rest_b, lens()))
+                .enumerate()
+                .for_each(|(c, (oa, ob))| {
+                    open_chunk(&plan[c], chunk_rows(c), gates, gate_off[c], oa, ob)
+                });
         }
-        let open_ok = self.open_checked(&buf.open, &mut buf.values)?;
+        // One set of hash keys per pair for the batch, as long as the longest vector
+        // compared (the opened values).
+        let n_keys = buf.open.len().div_ceil(2) * 2;
+        let start_next = self.check.next.reserve(n_keys);
+        let start_prev = self.check.prev.reserve(n_keys);
+        hash_keys(&self.check.next, start_next, n_keys, &mut buf.key_next);
+        hash_keys(&self.check.prev, start_prev, n_keys, &mut buf.key_prev);
+        let open_ok =
+            self.open_checked(&buf.open, &mut buf.values, &buf.key_next, &buf.key_prev)?;
         let values = &buf.values;
         if !open_ok {
             failure = failure.or(fail("an opened value and its keyed hash disagree"));
@@ -763,20 +810,26 @@ impl Party {
         fit(&mut v.a, n_sac);
         fit(&mut v.b, n_sac);
         {
-            let (mut va, mut vb, mut opened) = (&mut v.a[..], &mut v.b[..], opened);
-            let mut gate_off = 0;
-            for ((ch, rows), &len) in plan.iter().zip(&chunks).zip(&regions) {
-                let (ca, ta) = std::mem::take(&mut va).split_at_mut(len);
-                let (cb, tb) = std::mem::take(&mut vb).split_at_mut(len);
-                let (co, to) = opened.split_at(2 * len);
-                (va, vb, opened) = (ta, tb, to);
-                zero_shares_chunk(me, ch, rows, gates, gate_off, co, ca, cb);
-                gate_off += ch.gates;
-            }
+            let lens = || plan.iter().map(sacrifices);
+            split_lengths(&mut v.a, lens())
+                .into_par_iter()
+                .zip(split_lengths(&mut v.b, lens()))
+                .enumerate()
+                .for_each(|(c, (va, vb))| {
+                    let o = &opened[2 * sac_off[c]..2 * (sac_off[c] + sacrifices(&plan[c]))];
+                    zero_shares_chunk(me, &plan[c], chunk_rows(c), gates, gate_off[c], o, va, vb)
+                });
         }
 
         // Round 4: the zero check, carrying every failure seen so far.
-        let result = self.zero_check(&buf.v, &mut buf.t, &coin_seed, failure);
+        let result = self.zero_check(
+            &buf.v,
+            &mut buf.t,
+            &buf.key_next,
+            &buf.key_prev,
+            &coin_seed,
+            failure,
+        );
         let chunk_error: f64 = plan.iter().map(|c| c.log2_error().exp2()).sum();
         self.vstats.verifications += 1;
         self.vstats.gate_words += plan.iter().map(|c| c.gates as u64).sum::<u64>();
@@ -807,24 +860,28 @@ impl Party {
     /// or are triples sacrificed by the cut-and-choose): the value from the next party,
     /// a keyed hash of it from the previous one. One round. Returns the values and
     /// whether the hash matched.
-    fn open_checked(&mut self, x: &Shared, out: &mut Vec<u64>) -> Result<bool, EngineError> {
+    fn open_checked(
+        &mut self,
+        x: &Shared,
+        out: &mut Vec<u64>,
+        key_next: &[u64],
+        key_prev: &[u64],
+    ) -> Result<bool, EngineError> {
         let n = x.len();
         let mut msg = self.take_message(n);
         words_into_bytes(&x.b, &mut msg);
         #[cfg(feature = "fault-injection")]
         self.corrupt_bytes(crate::fault::ComputeSite::VerifyOpening, &mut msg);
         self.send_message(Peer::Prev, msg)?;
-        let start_next = self.check.next.reserve(n);
-        let start_prev = self.check.prev.reserve(n);
-        let [check] = keyed_hashes(&self.check.next, start_next, [&x.a]);
+        let [check] = hash_with(key_next, [&x.a]);
         self.send_bytes(Peer::Next, check.to_le_bytes().to_vec())?;
         let got = self.recv_bytes(Peer::Next, 8 * n)?;
-        let got_check = self.recv_bytes(Peer::Prev, 8)?;
+        let got_check = self.recv_bytes(Peer::Prev, 16)?;
         self.count_round();
         fit(out, n);
         bytes_into_words(&got, out);
         self.recycle_message(got);
-        let [arrived] = keyed_hashes(&self.check.prev, start_prev, [out]);
+        let [arrived] = hash_with(key_prev, [out]);
         let ok = arrived.to_le_bytes()[..] == got_check[..];
         out.par_iter_mut()
             .zip(x.a.par_iter().zip(&x.b))
@@ -838,19 +895,18 @@ impl Party {
         &mut self,
         v: &Shared,
         t: &mut Vec<u64>,
+        key_next: &[u64],
+        key_prev: &[u64],
         coin: &[u8; 32],
         failure: Option<Failure>,
     ) -> Result<(), EngineError> {
-        let n = v.len();
         t.clear();
         t.par_extend(v.a.par_iter().zip(&v.b).map(|(a, b)| a ^ b));
         let t = &t[..];
-        let start_next = self.check.next.reserve(n);
-        let start_prev = self.check.prev.reserve(n);
-        let [t_next, mine_next] = keyed_hashes(&self.check.next, start_next, [t, &v.a]);
-        let [t_prev, mine_prev] = keyed_hashes(&self.check.prev, start_prev, [t, &v.b]);
+        let [t_next, mine_next] = hash_with(key_next, [t, &v.a]);
+        let [t_prev, mine_prev] = hash_with(key_prev, [t, &v.b]);
         let status = u8::from(failure.is_none());
-        let msg = |h: u64| {
+        let msg = |h: u128| {
             let mut m = vec![status];
             m.extend_from_slice(&coin[..8]);
             m.extend_from_slice(&h.to_le_bytes());
@@ -858,8 +914,8 @@ impl Party {
         };
         self.send_bytes(Peer::Next, msg(t_next))?;
         self.send_bytes(Peer::Prev, msg(t_prev))?;
-        let from_next = self.recv_bytes(Peer::Next, 17)?;
-        let from_prev = self.recv_bytes(Peer::Prev, 17)?;
+        let from_next = self.recv_bytes(Peer::Next, 25)?;
+        let from_prev = self.recv_bytes(Peer::Prev, 25)?;
         self.count_round();
         if let Some(f) = failure {
             return Err(EngineError::VerificationFailed {
@@ -915,8 +971,8 @@ mod tests {
                 assert!(c.buckets <= MAX_CHUNK_BUCKETS.max(min_buckets(c.bucket)));
             }
         }
-        // Large batches use buckets of three.
-        assert!(plan_chunks(3_000_000).iter().all(|c| c.bucket == 3));
+        // Large batches use full chunks with buckets of four.
+        assert!(plan_chunks(3_000_000).iter().all(|c| c.bucket == 4));
     }
 
     #[test]

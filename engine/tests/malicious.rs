@@ -384,11 +384,7 @@ fn a_wrong_reshare_in_the_shuffle_is_not_caught_yet() {
 }
 
 /// One round's inputs for 20 online users (random blocks), as each party's share.
-fn round_inputs() -> (
-    acs_engine::round::RoundConfig,
-    Arc<Vec<u64>>,
-    Arc<[Vec<u64>; 3]>,
-) {
+fn round_inputs() -> (acs_engine::round::RoundConfig, Arc<Vec<u64>>, Split) {
     use acs_engine::round::{Block, Role, RoundConfig};
     let cfg = RoundConfig {
         payload_words: 2,
@@ -442,14 +438,23 @@ fn a_wrong_and_share_anywhere_in_the_round_is_caught_before_release() {
     assert!(layers > 20);
     for cheat in PartyId::ALL {
         // Early (the expiry and role products, the first sort), middle (matching,
-        // store sort) and the very last layer of the round.
-        for nth in [0, layers / 2, layers - 1] {
+        // store sort) and late (the clean run's last layer).
+        for nth in [0, layers / 2, layers * 9 / 10, layers - 1] {
             let fault = ComputeFault {
                 site: ComputeSite::AndGate,
                 nth,
             };
             let out = round_run(SecurityMode::Malicious, Some((cheat, fault)));
-            assert_detected(&out, cheat, u64::MAX, &format!("round {cheat} layer {nth}"));
+            // The quicksorts' depth is random, so a late layer may not exist in this run;
+            // then nothing was corrupted and there is nothing to catch.
+            let fired = match &out[cheat.index()].0 {
+                Ok(sent) => *sent > nth,
+                Err(_) => true,
+            };
+            assert!(fired || nth > 0, "the first layer always exists");
+            if fired {
+                assert_detected(&out, cheat, u64::MAX, &format!("round {cheat} layer {nth}"));
+            }
         }
     }
 }

@@ -23,11 +23,13 @@
 //!    echoing the commitment it got from the third: the joint seed is fixed only after
 //!    every gate and triple of the batch is, and no party can bias it or give the two
 //!    others different views of it without being caught.
-//! 3. **Cut-and-choose and buckets.** Per chunk of `N` buckets of `B` triples (`B` and
-//!    `N` from [`plan_chunks`]), the coin picks a uniformly random permutation of the
-//!    `NB + B` triple words: the first `B` are opened and checked (`c = a & b`), the rest
-//!    form buckets. In each bucket the first triple is checked against each of the others
-//!    by sacrifice, and then checks gate `k` of the chunk by sacrifice.
+//! 3. **Cut-and-choose and buckets.** The gates are split into chunks of at most 2^14
+//!    (the triples of a chunk, about 3 MB, stay in cache while they are permuted). Per
+//!    chunk of `N` buckets of `B` triples (`B` and `N` from [`plan_chunks`]; `B = 4` for
+//!    full chunks), a seed derived from the coin picks a uniformly random permutation of
+//!    its `NB + B` triple words: the first `B` are opened and checked (`c = a & b`), the
+//!    rest form buckets. In each bucket the first triple is checked against each of the
+//!    others by sacrifice, and then checks gate `k` of the chunk by sacrifice.
 //! 4. **Sacrifice** of `(a, b, c)` to check `(x, y, z)`: open `ρ = x ^ a`, `σ = y ^ b`
 //!    (one-time padded by the fresh triple), then `v = z ^ c ^ (σ & a) ^ (ρ & b) ^ (ρ & σ)`
 //!    is a sharing of `e_z ^ e_c`, the XOR of the two additive errors; it must be zero.
@@ -38,41 +40,53 @@
 //! 6. **Zero check** of all `v` at once: each party sends `h(v_i ^ v_{i+1})` to each peer,
 //!    keyed with the seed of that pair; the peer compares with `h` of its own copy of
 //!    `v_{i+2}`. With one corrupt party, both honest parties compare honest data with
-//!    each other, so both detect any non-zero `v`. Each message carries a status byte, so
-//!    a party that saw any failure earlier in the batch (an opening whose hash did not
-//!    match, a bad opened triple, a coin-toss inconsistency) makes every honest party
-//!    fail here too: all honest parties return [`EngineError::VerificationFailed`] in
-//!    the same round.
+//!    each other, so both detect any non-zero `v`. Each message carries a status byte and
+//!    the first bytes of the coin, so a party that saw any failure earlier in the batch
+//!    (an opening whose hash did not match, a bad opened triple, a coin-toss
+//!    inconsistency) makes every honest party fail here too: all honest parties return
+//!    [`EngineError::VerificationFailed`] in the same round.
 //!
-//! Rounds per verification: 4 (triples with commitments, reveal, openings, zero check).
+//! The keyed hash is NH (Black, Halevi, Krawczyk, Krovetz and Rogaway, "UMAC", CRYPTO
+//! 1999) over 64-bit words with a 128-bit result, its key drawn from the pair's stream
+//! ([`crate::prg::Purpose::Check`]); one key per pair per batch serves every comparison
+//! of the batch. The openings here are not declassifications: every opened word is a
+//! fresh random triple word or is one-time padded by one, so they are not in the audit
+//! log and not in `docs/leakage.md`.
+//!
+//! Rounds per verification: 4 (triples with commitments, reveal, openings, zero check) for
+//! each group of up to 2^19 gate words; a larger batch (the payload multiplexers of a
+//! round) is verified group by group, which bounds the memory at about 0.4 GB per party.
 //!
 //! # Soundness
 //!
 //! Everything a corrupt party does to the computation is an additive error on the AND
 //! shares it sends (it sends nothing else that the honest parties use without a check:
-//! openings are checked by the keyed hash, the zero check only compares honest data).
-//! Bits are independent under word-wise bucketing, so consider one bit position (lane)
-//! where some gate is wrong. The batch passes only if (i) none of the `B` opened triples
-//! is wrong, (ii) every bucket is all-wrong or all-right, and (iii) the bucket of each
-//! wrong gate is all-wrong (a right triple catches a wrong gate). The wrong triples,
-//! fixed before the coin, land in a uniformly random set of slots, so the probability
-//! that they fill exactly the required slots is `1 / C(NB + B, t)` for `t` wrong
-//! triples; it is largest at `t = B` and at `t = NB` (both `1 / C(NB + B, B)`), and
-//! wrong padding buckets (buckets past the last gate) add only lower-order terms. Hence
-//! per chunk `ε ≤ 2 / C(NB + B, B)`, and [`plan_chunks`] picks `N ≥ K` and `B ≥ 3` with
-//! `ε_chunk ≤ 2^-56`. The keyed hash is a linear map over `GF(2^61 - 1)` with
-//! coefficients from a PRG keyed by a seed the corrupt party lacks: a collision needs a
-//! non-zero difference to vanish under a random degree-2 polynomial, probability `≤ 2^-59`.
-//! A round of 10^6 users runs far fewer than `2^15` chunks and hash checks
-//! ([`VerifyStats`] counts them and sums the bound), so the soundness error per round is
-//! below `2^15 · 2^-56 + 2^15 · 2^-59 < 2^-40`.
+//! openings are checked by the keyed hash, the zero check only compares honest data, and
+//! its own stored shares are never used by the honest parties). Bits are independent
+//! under word-wise bucketing, so consider one bit position (lane) where some gate is
+//! wrong. A chunk passes only if (i) none of the `B` opened triples is wrong, (ii) every
+//! bucket is all-wrong or all-right, and (iii) the bucket of each wrong gate is
+//! all-wrong (a right triple catches a wrong gate). The wrong triples, fixed before the
+//! coin, land in a uniformly random set of slots, so the probability that they fill
+//! exactly the required slots is `1 / C(NB + B, t)` for `t` wrong triples; it is largest
+//! at `t = B` and at `t = NB` (both `1 / C(NB + B, B)`), and wrong padding buckets
+//! (buckets past the last gate) add only lower-order terms. Hence per chunk
+//! `ε_chunk ≤ 2 / C(NB + B, B)`, and [`plan_chunks`] picks `N ≥ K` and `B ≥ 3` with
+//! `ε_chunk ≤ 2^-57` (a full chunk, `N = 2^14`, `B = 4`: `2^-58.4`). NH collides with
+//! probability `≤ 2^-64` for data fixed independently of its key, which is never seen by
+//! the corrupt party. Summing, a round stays below `2^-40` as long as it runs at most
+//! `2^16` chunks and `2^20` verifications (`2^16 · 2^-57 + 2^22 · 2^-64 < 2^-40`);
+//! a 2^20-element sort runs about 6 500 chunks and 50 verifications. [`VerifyStats`]
+//! counts chunks and comparisons and sums the bound as it goes (`error_bound`), so a
+//! caller can check it.
 //!
 //! # Cost
 //!
-//! For `K` gate words (each 64 AND gates) in large batches, `B = 3`: `3K + 3` triple
-//! words (one AND each), `2(B - 1)K + 2K = 6K` opened words, and hashing of those and
-//! of `3K` words of `v`. Per gate word a party sends about `3 + 6 = 9` words, against 1
-//! for the gate itself.
+//! For `K` gate words (each 64 AND gates) in full chunks, `B = 4`: `4K` triple words (one
+//! AND each), `2(B - 1)K + 2K = 8K` opened words, and NH over those and over `4K` words
+//! of `v`. Per gate word a party sends about `4 + 8 = 12` words, against 1 for the gate
+//! itself, and draws 24 stream words (random sharings and zero-sharings of the triples)
+//! against 2.
 
 use crate::channel::{PartyId, Peer};
 use crate::error::EngineError;
@@ -291,6 +305,10 @@ pub const CHUNK_SECURITY_BITS: f64 = 57.0;
 /// Largest number of buckets in one chunk: a chunk's triples (about 3 MB at `B = 4`) stay
 /// in cache while they are permuted and sacrificed.
 const MAX_CHUNK_BUCKETS: usize = 1 << 14;
+
+/// Gate words verified in one batch at most (32 full chunks; about 0.4 GB of triples and
+/// buffers per party).
+const MAX_GROUP_WORDS: usize = 32 * MAX_CHUNK_BUCKETS;
 
 /// Bucket sizes considered.
 const BUCKET_SIZES: std::ops::RangeInclusive<usize> = 3..=12;
@@ -610,7 +628,16 @@ impl Party {
         }
         let mut gates = std::mem::take(&mut self.pending);
         let mut buf = std::mem::take(&mut self.vbuf);
-        let result = self.verify_batch(&gates, &mut buf);
+        // Large batches (the multiplexers over whole payloads) are verified in groups, so
+        // that the triples and buffers of one group bound the memory; each group is a
+        // complete verification with its own coin.
+        let mut result = Ok(());
+        let mut start = 0;
+        while start < gates.len() && result.is_ok() {
+            let end = gates.len().min(start + MAX_GROUP_WORDS);
+            result = self.verify_batch(&gates, start..end, &mut buf);
+            start = end;
+        }
         gates.clear();
         self.pending = gates;
         self.vbuf = buf;
@@ -618,13 +645,18 @@ impl Party {
     }
 
     /// [`Party::verify_pending`] of `gates`, in the buffers `buf`.
-    fn verify_batch(&mut self, gates: &Gates, buf: &mut VerifyBuffers) -> Result<(), EngineError> {
-        let plan = plan_chunks(gates.len());
+    fn verify_batch(
+        &mut self,
+        gates: &Gates,
+        range: std::ops::Range<usize>,
+        buf: &mut VerifyBuffers,
+    ) -> Result<(), EngineError> {
+        let plan = plan_chunks(range.len());
         let total: usize = plan.iter().map(ChunkPlan::words).sum();
         if total > u32::MAX as usize {
             return Err(EngineError::InvalidInput(format!(
                 "{} gate words pending: verify more often",
-                gates.len()
+                range.len()
             )));
         }
         let mut failure: Option<Failure> = None;
@@ -703,7 +735,7 @@ impl Party {
         let mut word_off = Vec::with_capacity(plan.len());
         let mut gate_off = Vec::with_capacity(plan.len());
         let mut sac_off = Vec::with_capacity(plan.len());
-        let (mut w, mut g, mut q) = (0usize, 0usize, 0usize);
+        let (mut w, mut g, mut q) = (0usize, range.start, 0usize);
         for ch in &plan {
             word_off.push(w);
             gate_off.push(g);

@@ -458,3 +458,31 @@ fn a_wrong_and_share_anywhere_in_the_round_is_caught_before_release() {
         }
     }
 }
+
+#[test]
+fn a_batch_larger_than_a_group_is_verified_group_by_group() {
+    let n = (1 << 19) + 64;
+    let mut rng = common::rng(12);
+    let x: Vec<u64> = (0..n).map(|_| rng.gen()).collect();
+    let y: Vec<u64> = (0..n).map(|_| rng.gen()).collect();
+    let want: Vec<u64> = x.iter().zip(&y).map(|(a, b)| a & b).collect();
+    let sx = Arc::new(common::split_words(&x, 1));
+    let sy = Arc::new(common::split_words(&y, 2));
+    let out = run(SecurityMode::Malicious, None, move |p| {
+        let i = p.id().index();
+        let x = p.input_from_xor(sx[i].clone())?;
+        let y = p.input_from_xor(sy[i].clone())?;
+        let z = p.and(&x, &y)?;
+        p.verify_pending()?;
+        Ok((z, p.verify_stats()))
+    });
+    let r: Vec<&(Shared, acs_engine::VerifyStats)> = out
+        .iter()
+        .map(|(r, _)| r.as_ref().expect("party failed"))
+        .collect();
+    assert_eq!(reconstruct([&r[0].0, &r[1].0, &r[2].0]), want);
+    for (_, stats) in &r {
+        assert_eq!(stats.verifications, 2);
+        assert_eq!(stats.gate_words, n as u64);
+    }
+}

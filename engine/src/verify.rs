@@ -46,10 +46,10 @@
 //!    inconsistency) makes every honest party fail here too: all honest parties return
 //!    [`EngineError::VerificationFailed`] in the same round.
 //!
-//! The keyed hash is NH (Black, Halevi, Krawczyk, Krovetz and Rogaway, "UMAC", CRYPTO
-//! 1999) over 64-bit words with a 128-bit result, its key drawn from the pair's stream
-//! ([`crate::prg::Purpose::Check`]); one key per pair per batch serves every comparison
-//! of the batch. The openings here are not declassifications: every opened word is a
+//! The keyed hash is a two-level NH tree (Black, Halevi, Krawczyk, Krovetz and Rogaway,
+//! "UMAC", CRYPTO 1999) over 64-bit words with a 128-bit result, its key drawn from the
+//! pair's stream ([`crate::prg::Purpose::Check`]); one key per pair per batch (8 KB plus
+//! two words per 1024 hashed) serves every comparison of the batch. The openings here are not declassifications: every opened word is a
 //! fresh random triple word or is one-time padded by one, so they are not in the audit
 //! log and not in `docs/leakage.md`.
 //!
@@ -72,10 +72,10 @@
 //! at `t = B` and at `t = NB` (both `1 / C(NB + B, B)`), and wrong padding buckets
 //! (buckets past the last gate) add only lower-order terms. Hence per chunk
 //! `ε_chunk ≤ 2 / C(NB + B, B)`, and [`plan_chunks`] picks `N ≥ K` and `B ≥ 3` with
-//! `ε_chunk ≤ 2^-57` (a full chunk, `N = 2^14`, `B = 4`: `2^-58.4`). NH collides with
-//! probability `≤ 2^-64` for data fixed independently of its key, which is never seen by
-//! the corrupt party. Summing, a round stays below `2^-40` as long as it runs at most
-//! `2^16` chunks and `2^20` verifications (`2^16 · 2^-57 + 2^22 · 2^-64 < 2^-40`);
+//! `ε_chunk ≤ 2^-57` (a full chunk, `N = 2^14`, `B = 4`: `2^-58.4`). The NH tree collides
+//! with probability `≤ 2^-63` for data fixed independently of its key, which is never
+//! seen by the corrupt party. Summing, a round stays below `2^-40` as long as it runs at
+//! most `2^16` chunks and `2^20` verifications (`2^16 · 2^-57 + 2^22 · 2^-63 < 2^-40`);
 //! a 2^20-element sort runs about 6 500 chunks and 50 verifications. [`VerifyStats`]
 //! counts chunks and comparisons and sums the bound as it goes (`error_bound`), so a
 //! caller can check it.
@@ -364,64 +364,74 @@ pub fn plan_chunks(k: usize) -> Vec<ChunkPlan> {
         .collect()
 }
 
-/// Words hashed per parallel task.
-const HASH_CHUNK: usize = 1 << 13;
+/// Words per first-level NH block (the first-level key, 8 KB, stays in L1).
+const HASH_BLOCK: usize = 1 << 10;
 
-/// The keyed linear hashes of `xs` (each as long as the reservation) under the stream
-/// words from block `start` of `prg`: `Σ_k r_k·lo(w_k) + r_k²·hi(w_k) mod 2^61 - 1`,
-/// `r_k` the stream's word `k` shifted to 61 bits. Two inputs that differ hash equal for
-/// at most a `2/p` fraction of keys (a non-zero polynomial of degree 2 in one `r_k`).
+/// Key words [`hash_with`] needs for inputs of up to `n` words: one first-level key, and
+/// two second-level words per block.
+fn hash_key_words(n: usize) -> usize {
+    HASH_BLOCK + 2 * n.div_ceil(HASH_BLOCK)
+}
+
+/// The keyed hashes of `xs` (equal lengths) under the stream words from block `start` of
+/// `prg`; see [`hash_with`].
 #[cfg(test)]
 fn keyed_hashes<const M: usize>(prg: &Prg, start: u64, xs: [&[u64]; M]) -> [u128; M] {
     let mut keys = Vec::new();
-    hash_keys(prg, start, xs[0].len().div_ceil(2) * 2, &mut keys);
+    hash_keys(prg, start, hash_key_words(xs[0].len()), &mut keys);
     hash_with(&keys, xs)
 }
 
-/// The keys `r_k` of [`keyed_hashes`] for `n` words, from block `start` of `prg`, into
-/// `out`. A verification draws one set per pair and uses it for every comparison of
-/// the batch (each comparison is of data fixed before, and independent of, the key).
+/// `n` key words from block `start` of `prg`, into `out`. A verification draws one key
+/// per pair and uses it for every comparison of the batch (each compares data fixed
+/// before, and independently of, the key).
 fn hash_keys(prg: &Prg, start: u64, n: usize, out: &mut Vec<u64>) {
     fit(out, n);
-    out.par_chunks_mut(HASH_CHUNK)
-        .enumerate()
-        .for_each(|(c, o)| {
-            prg.fill_at(start + (c * HASH_CHUNK / 2) as u64, o);
-        });
+    prg.fill_at(start, out);
 }
 
-/// [`keyed_hashes`] under precomputed keys (at least as many as the inputs' words,
-/// rounded up to even): NH (Black, Halevi, Krawczyk, Krovetz and Rogaway, "UMAC", CRYPTO
-/// 1999), `Σ_i (m_{2i} + k_{2i}) · (m_{2i+1} + k_{2i+1}) mod 2^128` with the additions
-/// mod 2^64, an odd last word paired with zero. NH is `2^-64`-almost-universal on inputs
-/// of equal length: two different inputs of the same length collide for at most a
-/// `2^-64` fraction of keys. One multiplication per two words.
+/// NH (Black, Halevi, Krawczyk, Krovetz and Rogaway, "UMAC", CRYPTO 1999) of `x` under
+/// `k` (at least as long as `x`, rounded up to even):
+/// `Σ_i (x_{2i} + k_{2i}) · (x_{2i+1} + k_{2i+1}) mod 2^128`, the additions mod 2^64, an
+/// odd last word paired with zero. NH is `2^-64`-almost-universal on inputs of equal
+/// length. One multiplication per two words.
+#[inline]
+fn nh(k: &[u64], x: &[u64]) -> u128 {
+    let mut a = 0u128;
+    let mut it = x.chunks_exact(2);
+    for (p, kk) in (&mut it).zip(k.chunks_exact(2)) {
+        let l = p[0].wrapping_add(kk[0]);
+        let r = p[1].wrapping_add(kk[1]);
+        a = a.wrapping_add(l as u128 * r as u128);
+    }
+    if let [last] = it.remainder() {
+        let j = x.len() - 1;
+        a = a.wrapping_add(last.wrapping_add(k[j]) as u128 * k[j + 1] as u128);
+    }
+    a
+}
+
+/// The keyed hashes of `xs` (equal lengths) under `keys` ([`hash_key_words`] of them):
+/// a two-level NH tree as in UMAC. Each block of [`HASH_BLOCK`] words is hashed under the
+/// first-level key, and the blocks' 128-bit results, as word pairs, are hashed by NH
+/// under the second-level key. Two different inputs of the same length collide only if
+/// some differing block collides at the first level, or the sequences of block results
+/// differ and collide at the second: probability `≤ 2^-64 + 2^-64 = 2^-63` over the key.
 fn hash_with<const M: usize>(keys: &[u64], xs: [&[u64]; M]) -> [u128; M] {
     let n = xs[0].len();
-    let pairs = n.div_ceil(2);
-    let parts: Vec<[u128; M]> = keys[..2 * pairs]
-        .par_chunks(HASH_CHUNK)
-        .enumerate()
-        .map(|(c, k)| {
-            let lo = c * HASH_CHUNK;
+    let (k1, k2) = keys.split_at(HASH_BLOCK);
+    let blocks = n.div_ceil(HASH_BLOCK);
+    let parts: Vec<[u128; M]> = (0..blocks)
+        .into_par_iter()
+        .with_min_len(16)
+        .map(|b| {
+            let r = b * HASH_BLOCK..n.min((b + 1) * HASH_BLOCK);
+            let (kl, kh) = (k2[2 * b], k2[2 * b + 1]);
             let mut acc = [0u128; M];
             for (m, x) in xs.iter().enumerate() {
-                let hi = n.min(lo + k.len());
-                let x = &x[lo..hi];
-                let mut a = 0u128;
-                let mut it = x.chunks_exact(2);
-                for (p, kk) in (&mut it).zip(k.chunks_exact(2)) {
-                    let l = p[0].wrapping_add(kk[0]);
-                    let r = p[1].wrapping_add(kk[1]);
-                    a = a.wrapping_add(l as u128 * r as u128);
-                }
-                if let [last] = it.remainder() {
-                    let j = x.len() - 1;
-                    let l = last.wrapping_add(k[j]);
-                    let r = k[j + 1];
-                    a = a.wrapping_add(l as u128 * r as u128);
-                }
-                acc[m] = a;
+                let h = nh(k1, &x[r.clone()]);
+                let (lo, hi) = (h as u64, (h >> 64) as u64);
+                acc[m] = lo.wrapping_add(kl) as u128 * hi.wrapping_add(kh) as u128;
             }
             acc
         })
@@ -436,7 +446,7 @@ fn hash_with<const M: usize>(keys: &[u64], xs: [&[u64]; M]) -> [u128; M] {
 }
 
 /// Log2 of the keyed hash's collision bound.
-const HASH_LOG2_ERROR: f64 = -64.0;
+const HASH_LOG2_ERROR: f64 = -63.0;
 
 /// The coin toss in progress: this party's seed and what it has received.
 struct Coin {
@@ -814,7 +824,7 @@ impl Party {
         }
         // One set of hash keys per pair for the batch, as long as the longest vector
         // compared (the opened values).
-        let n_keys = buf.open.len().div_ceil(2) * 2;
+        let n_keys = hash_key_words(buf.open.len());
         let start_next = self.check.next.reserve(n_keys);
         let start_prev = self.check.prev.reserve(n_keys);
         hash_keys(&self.check.next, start_next, n_keys, &mut buf.key_next);
@@ -1014,7 +1024,7 @@ mod tests {
     }
 
     #[test]
-    fn keyed_hash_is_linear_and_separates() {
+    fn keyed_hash_is_deterministic_and_separates_one_bit_flips() {
         let prg = Prg::new(&Seed::from_bytes([4; 32]), Purpose::Check);
         let x: Vec<u64> = (0..20_000u64)
             .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))

@@ -74,7 +74,7 @@
 //! `ε_chunk ≤ 2 / C(NB + B, B)`, and [`plan_chunks`] picks `N ≥ K` and `B ≥ 3` with
 //! `ε_chunk ≤ 2^-57` (a full chunk, `N = 2^14`, `B = 4`: `2^-58.4`). The NH tree collides
 //! with probability `≤ 2^-63` for data fixed independently of its key, which is never
-//! seen by the corrupt party. Summing, a round is at most `2^-40` as long as it runs at
+//! seen by the corrupt party. Summing, a round's soundness error is at most `2^-40` as long as it runs at
 //! most `2^16` chunks and `2^20` verifications (`2^16 · 2^-57 + 2^22 · 2^-63 = 2^-40`);
 //! a 2^20-element sort runs about 6 300 chunks in about 230 verifications. [`VerifyStats`]
 //! counts chunks and comparisons and sums the bound as it goes (`error_bound`), so a

@@ -728,8 +728,6 @@ impl Party {
         let coin_seed: [u8; 32] = h.finalize().into();
         coin.seed.zeroize();
 
-        // Bucketing: per chunk, its triples in the order of a permutation from the coin,
-        // gathered into rows (one cache line per random access instead of six).
         // Bucketing, chunk by chunk in parallel: each chunk's triples in the order of a
         // permutation from the coin, gathered into rows. A chunk's triples fit in cache,
         // so the random accesses stay cheap.

@@ -6,6 +6,7 @@ use acs_engine::round::ideal::{ideal_round, stored_items, StoredItem};
 use acs_engine::round::mpc::{exchange_round, SharedStore};
 use acs_engine::round::outputs::reconstruct_checked;
 use acs_engine::round::{Block, Role, RoundConfig};
+use acs_engine::{SecurityMode, VerifyStats};
 use clap::Args;
 use rand::{Rng, SeedableRng};
 use std::sync::{Arc, Barrier};
@@ -43,6 +44,10 @@ pub struct RoundArgs {
     /// mutual-TLS mesh of `acs exchange` on loopback (one runtime per party).
     #[arg(long, value_enum, default_value_t = Net::Inproc)]
     net: Net,
+    /// Security mode of the three parties: `semi-honest`, or `malicious` (every AND gate
+    /// verified before the next opening; security with abort).
+    #[arg(long, default_value = "semi-honest")]
+    security: SecurityMode,
     /// Print one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -60,6 +65,10 @@ struct Report {
     bytes_per_party: u64,
     rounds: u64,
     verified: bool,
+    /// `semi-honest` or `malicious`.
+    security: SecurityMode,
+    /// What the verification did (party 0's counters; zero in semi-honest mode).
+    verify: VerifyStats,
     /// Seconds per phase of the last round (slowest party).
     phases: Vec<(&'static str, f64)>,
 }
@@ -100,6 +109,7 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
     let mut per_round = Vec::new();
     let mut last_bytes = 0;
     let mut last_rounds = 0;
+    let mut last_verify = VerifyStats::default();
     let mut phases: Vec<(&'static str, f64)> = Vec::new();
     for round in 1..=args.rounds {
         eprintln!(
@@ -129,13 +139,18 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
         let prev_stores = Arc::new(stores.clone());
         let barrier = Arc::new(Barrier::new(3));
         let on = online.clone();
-        eprintln!("acs-bench round: round {round}: running three parties");
+        let security = args.security;
+        eprintln!("acs-bench round: round {round}: running three parties ({security})");
         let results = run_parties(args.net, move |p| {
+            p.set_security(security)?;
             let i = p.id().index();
             let before = p.stats();
             barrier.wait();
             let start = Instant::now();
             let r = exchange_round(p, &cfg, round, &on, per_party[i].clone(), &prev_stores[i])?;
+            // Release point: in malicious mode every gate the round computed is verified
+            // before its outputs would go to users (a no-op in semi-honest mode).
+            p.verify_pending()?;
             let secs = start.elapsed().as_secs_f64();
             let after = p.stats();
             Ok((
@@ -143,6 +158,7 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
                 secs,
                 after.bytes_sent - before.bytes_sent,
                 after.rounds - before.rounds,
+                p.verify_stats(),
             ))
         })?;
         let mut parts = Vec::new();
@@ -153,6 +169,7 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
         per_round.push(secs);
         last_bytes = parts.iter().map(|p| p.2).max().unwrap_or(0);
         last_rounds = parts.iter().map(|p| p.3).max().unwrap_or(0);
+        last_verify = parts[0].4;
         phases = parts[0]
             .0
             .phases
@@ -216,6 +233,8 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
         bytes_per_party: last_bytes,
         rounds: last_rounds,
         verified,
+        security: args.security,
+        verify: last_verify,
         phases,
     };
     if args.json {
@@ -225,8 +244,8 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
         );
     } else {
         println!(
-            "round users={} msg={}B store={} threads={}: {:.3} s, {:.1} MB/party, {} rounds, verified={}",
-            n, args.msg_size, report.store, threads, report.seconds, last_bytes as f64 / 1e6, last_rounds, verified
+            "round {} users={} msg={}B store={} threads={}: {:.3} s, {:.1} MB/party, {} rounds, verified={}",
+            args.security, n, args.msg_size, report.store, threads, report.seconds, last_bytes as f64 / 1e6, last_rounds, verified
         );
         for (name, secs) in &report.phases {
             println!("  {name:<24} {secs:>8.3} s");

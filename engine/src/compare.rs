@@ -105,11 +105,32 @@ where
                 },
             );
     }
+    #[cfg(feature = "fault-injection")]
+    if party.corrupt_bytes(crate::fault::ComputeSite::AndGate, &mut msg) {
+        less_a[0] ^= 1;
+    }
     party.send_message(Peer::Prev, msg)?;
     let got = party.recv_message(Peer::Next, nb * w)?;
     let mut less_b = party.scratch.take_words(nb * w);
     bytes_into_words(&got, &mut less_b);
     party.recycle_message(got);
+    if party.malicious() {
+        // Record layer 0's gates `!x_j & d_j` for verification, regenerating the inputs
+        // (semi-honest mode never stores them).
+        let [xa, xb, da, db, za, zb] = party.pending.grow(nb * w);
+        xa.par_chunks_mut(w)
+            .zip(xb.par_chunks_mut(w))
+            .zip(da.par_chunks_mut(w))
+            .zip(db.par_chunks_mut(w))
+            .enumerate()
+            .for_each(|(blk, (((xa, xb), da), db))| {
+                fill(blk, xa, xb, da, db);
+                xa.iter_mut().for_each(|v| *v ^= not_a);
+                xb.iter_mut().for_each(|v| *v ^= not_b);
+            });
+        za.copy_from_slice(&less_a);
+        zb.copy_from_slice(&less_b);
+    }
 
     // Prefix layers. `state` holds `m` nodes per block, compactly; each pass merges the
     // previous layer's products into the next, smaller state and, in the same sweep over
@@ -126,8 +147,15 @@ where
     while state.m > 1 {
         let layer = Layer::of(state.m);
         // The other share of this layer's products is read straight from the message.
+        #[cfg(feature = "fault-injection")]
+        if party.corrupt_bytes(crate::fault::ComputeSite::AndGate, &mut msg) {
+            z[0] ^= 1;
+        }
         party.send_message(Peer::Prev, msg)?;
         let zb = party.recv_message(Peer::Next, z.len())?;
+        if party.malicious() {
+            record_prefix_layer(party, &state, layer, &z, &zb, nb);
+        }
         let next_m = layer.next_m();
         let mut next = Nodes {
             m: next_m,
@@ -391,6 +419,49 @@ fn prefix_and_local(
             },
         );
     Ok((z, msg))
+}
+
+/// Records one prefix layer's gates over `st` for verification: per block, `eq_H &
+/// less_L` for each pair, then `eq_H & eq_L` for the first `eq_pairs` pairs, with this
+/// party's output shares `z` and the received ones `zb`.
+fn record_prefix_layer(
+    party: &mut Party,
+    st: &Nodes,
+    layer: Layer,
+    z: &[u64],
+    zb: &[u8],
+    nb: usize,
+) {
+    let count = layer.count();
+    if count == 0 {
+        return;
+    }
+    let m = st.m;
+    let [xa, xb, ya, yb, za, zbo] = party.pending.grow(nb * count);
+    xa.par_chunks_mut(count)
+        .zip(xb.par_chunks_mut(count))
+        .zip(ya.par_chunks_mut(count))
+        .zip(yb.par_chunks_mut(count))
+        .enumerate()
+        .for_each(|(blk, (((xa, xb), ya), yb))| {
+            let base = blk * m;
+            for k in 0..layer.pairs {
+                let (h, l) = (base + 2 * k, base + 2 * k + 1);
+                xa[k] = st.eq_a[h];
+                xb[k] = st.eq_b[h];
+                ya[k] = st.less_a[l];
+                yb[k] = st.less_b[l];
+            }
+            for k in 0..layer.eq_pairs {
+                let (h, l, q) = (base + 2 * k, base + 2 * k + 1, layer.pairs + k);
+                xa[q] = st.eq_a[h];
+                xb[q] = st.eq_b[h];
+                ya[q] = st.eq_a[l];
+                yb[q] = st.eq_b[l];
+            }
+        });
+    za.copy_from_slice(&z[..nb * count]);
+    bytes_into_words(&zb[..8 * nb * count], zbo);
 }
 
 /// Word `k` of a little-endian message.

@@ -66,4 +66,18 @@ pub enum EngineError {
     /// The caller passed inputs that do not fit the protocol (sizes, widths).
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// Malicious mode: a check of the computation failed (an AND gate or triple, an
+    /// opened value inside the verification, the coin toss, or a peer's report of a
+    /// failure), so some party deviated. Every honest party returns this in the same
+    /// round; nothing computed since the last successful verification may be opened or
+    /// released. `culprit` is set only where this party holds proof (a peer's message
+    /// that contradicts that peer's own commitment); a failed sacrifice shows only that
+    /// someone deviated.
+    #[error("verification failed: {what}")]
+    VerificationFailed {
+        /// Which check failed.
+        what: String,
+        /// The party proven to have deviated, if any.
+        culprit: Option<PartyId>,
+    },
 }

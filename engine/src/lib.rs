@@ -12,6 +12,8 @@
 //!   cross-checked.
 //! - [`shuffle`]: oblivious shuffle of shared rows.
 //! - [`sort`]: oblivious quicksort and the bitonic baseline.
+//! - [`verify`]: malicious mode: every AND gate verified (triples, buckets, sacrifice)
+//!   before anything depending on it is opened.
 //! - [`round`]: the exchange round (matching, store, routing), its ideal version, and
 //!   the online-set consistency check.
 
@@ -20,6 +22,8 @@ pub mod circuits;
 pub mod compare;
 pub mod declassify;
 pub mod error;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod party;
 pub mod prg;
 pub mod round;
@@ -28,11 +32,15 @@ pub mod shuffle;
 pub mod sort;
 pub mod testing;
 pub mod transpose;
+pub mod verify;
 
 pub use channel::{Channel, ChannelError, PartyId, Peer};
 pub use declassify::{resolve_complaint, Blame, OpeningComplaint, Reason, SentRecord};
 #[cfg(feature = "fault-injection")]
 pub use declassify::{LieKind, OpeningFault};
 pub use error::EngineError;
+#[cfg(feature = "fault-injection")]
+pub use fault::{ComputeFault, ComputeSite};
 pub use party::{CommStats, Party};
 pub use share::{Shared, SharedKeys};
+pub use verify::{SecurityMode, VerifyStats};

@@ -12,6 +12,7 @@ use crate::declassify::AuditLog;
 use crate::error::EngineError;
 use crate::prg::{Prg, Purpose, Seed};
 use crate::share::Shared;
+use crate::verify::{Gates, SecurityMode, VerifyBuffers, VerifyStats};
 use rayon::prelude::*;
 use zeroize::Zeroize;
 
@@ -55,9 +56,21 @@ pub struct Party {
     pub(crate) zero: Streams,
     pub(crate) perm: Streams,
     pub(crate) mask: Streams,
+    /// Random sharings for verification triples.
+    pub(crate) rand: Streams,
+    /// Keys of the keyed hashes that check openings and zero tests in verification.
+    pub(crate) check: Streams,
     pub(crate) audit: AuditLog,
     pub(crate) scratch: Scratch,
     stats: CommStats,
+    pub(crate) mode: SecurityMode,
+    /// AND gates computed in malicious mode and not yet verified.
+    pub(crate) pending: Gates,
+    pub(crate) vstats: VerifyStats,
+    /// Verification buffers, reused from one verification to the next.
+    pub(crate) vbuf: VerifyBuffers,
+    #[cfg(feature = "fault-injection")]
+    pub(crate) faults: crate::fault::Faults,
 }
 
 impl std::fmt::Debug for Party {
@@ -81,9 +94,17 @@ impl Party {
             zero: Streams::new(&mine, &mine, Purpose::ZeroSharing),
             perm: Streams::new(&mine, &mine, Purpose::Permutation),
             mask: Streams::new(&mine, &mine, Purpose::Mask),
+            rand: Streams::new(&mine, &mine, Purpose::TripleShares),
+            check: Streams::new(&mine, &mine, Purpose::Check),
             audit: AuditLog::default(),
             scratch: Scratch::default(),
             stats: CommStats::default(),
+            mode: SecurityMode::default(),
+            pending: Gates::default(),
+            vstats: VerifyStats::default(),
+            vbuf: VerifyBuffers::default(),
+            #[cfg(feature = "fault-injection")]
+            faults: Default::default(),
         };
         let got = party.exchange_bytes(Peer::Prev, mine.to_bytes().to_vec(), Peer::Next)?;
         let bytes: [u8; 32] = got
@@ -98,6 +119,19 @@ impl Party {
         party.zero = Streams::new(&mine, &theirs, Purpose::ZeroSharing);
         party.perm = Streams::new(&mine, &theirs, Purpose::Permutation);
         party.mask = Streams::new(&mine, &theirs, Purpose::Mask);
+        party.rand = Streams::new(&mine, &theirs, Purpose::TripleShares);
+        party.check = Streams::new(&mine, &theirs, Purpose::Check);
+        Ok(party)
+    }
+
+    /// [`Party::setup`] in the given security mode (all three parties must use the same).
+    pub fn setup_with(
+        id: PartyId,
+        channel: Box<dyn Channel>,
+        mode: SecurityMode,
+    ) -> Result<Self, EngineError> {
+        let mut party = Party::setup(id, channel)?;
+        party.mode = mode;
         Ok(party)
     }
 
@@ -241,9 +275,28 @@ impl Party {
 
     /// Converts a user's 3-way XOR share (this party received `x_i`) into a replicated
     /// share: each party passes its `x_i` to party `i-1`. One round.
+    ///
+    /// Malicious mode cannot check this step by redundancy: `x_i` reached party `i` alone,
+    /// so no other party can recompute the message. A corrupt party can therefore XOR a
+    /// difference of its choice into a user's input (see `docs/engine.md`).
     pub fn input_from_xor(&mut self, mine: Vec<u64>) -> Result<Shared, EngineError> {
+        #[cfg(feature = "fault-injection")]
+        let next = {
+            let mut sent = mine.clone();
+            self.corrupt_words(crate::fault::ComputeSite::Input, &mut sent);
+            self.exchange_words(Peer::Prev, &sent, Peer::Next)?
+        };
+        #[cfg(not(feature = "fault-injection"))]
         let next = self.exchange_words(Peer::Prev, &mine, Peer::Next)?;
         Ok(Shared { a: mine, b: next })
+    }
+
+    /// Sends this party's AND output share `z` of one layer and receives the next
+    /// party's (one round).
+    fn and_exchange(&mut self, z: &mut [u64]) -> Result<Vec<u64>, EngineError> {
+        #[cfg(feature = "fault-injection")]
+        self.corrupt_words(crate::fault::ComputeSite::AndGate, z);
+        self.exchange_words(Peer::Prev, z, Peer::Next)
     }
 
     /// `x & y`, word by word, for any number of words in one round.
@@ -255,8 +308,11 @@ impl Party {
                 y.len()
             )));
         }
-        let z = self.and_local(&x.a, &x.b, &y.a, &y.b);
-        let b = self.exchange_words(Peer::Prev, &z, Peer::Next)?;
+        let mut z = self.and_local(&x.a, &x.b, &y.a, &y.b);
+        let b = self.and_exchange(&mut z)?;
+        if self.malicious() {
+            self.record_gates((&x.a, &x.b), (&y.a, &y.b), (&z, &b));
+        }
         Ok(Shared { a: z, b })
     }
 
@@ -276,8 +332,11 @@ impl Party {
             ya.extend_from_slice(&y.a);
             yb.extend_from_slice(&y.b);
         }
-        let z = self.and_local(&xa, &xb, &ya, &yb);
-        let zb = self.exchange_words(Peer::Prev, &z, Peer::Next)?;
+        let mut z = self.and_local(&xa, &xb, &ya, &yb);
+        let zb = self.and_exchange(&mut z)?;
+        if self.malicious() {
+            self.record_gates((&xa, &xb), (&ya, &yb), (&z, &zb));
+        }
         let mut out = Vec::with_capacity(pairs.len());
         let mut off = 0;
         for (x, _) in pairs {
@@ -293,11 +352,24 @@ impl Party {
 
     /// This party's local half of an AND layer: `z_i` before resharing.
     pub(crate) fn and_local(&mut self, xa: &[u64], xb: &[u64], ya: &[u64], yb: &[u64]) -> Vec<u64> {
+        let mut z = vec![0u64; xa.len()];
+        self.and_local_into(xa, xb, ya, yb, &mut z);
+        z
+    }
+
+    /// [`Party::and_local`] into `z` (as long as the inputs).
+    pub(crate) fn and_local_into(
+        &mut self,
+        xa: &[u64],
+        xb: &[u64],
+        ya: &[u64],
+        yb: &[u64],
+        z: &mut [u64],
+    ) {
         let n = xa.len();
         let start_prev = self.zero.prev.reserve(n);
         let start_next = self.zero.next.reserve(n);
         let (sp, sn) = (&self.zero.prev, &self.zero.next);
-        let mut z = vec![0u64; n];
         let work = |(c, zc): (usize, &mut [u64])| {
             let off = c * CHUNK_WORDS;
             let mut r = [0u64; CHUNK_WORDS];
@@ -320,7 +392,6 @@ impl Party {
         } else {
             z.par_chunks_mut(CHUNK_WORDS).enumerate().for_each(work);
         }
-        z
     }
 }
 

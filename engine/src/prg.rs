@@ -55,6 +55,12 @@ pub enum Purpose {
     Permutation,
     /// Fresh share masks (shuffle re-sharing).
     Mask,
+    /// Random sharings for verification triples (malicious mode).
+    TripleShares,
+    /// Keys of the keyed hashes that check verification openings and zero tests.
+    Check,
+    /// Public bucketing permutations, from a jointly tossed coin.
+    Bucketing,
 }
 
 impl Purpose {
@@ -63,6 +69,9 @@ impl Purpose {
             Purpose::ZeroSharing => b"acs-engine/prg/zero-sharing/v1",
             Purpose::Permutation => b"acs-engine/prg/permutation/v1",
             Purpose::Mask => b"acs-engine/prg/mask/v1",
+            Purpose::TripleShares => b"acs-engine/prg/triple-shares/v1",
+            Purpose::Check => b"acs-engine/prg/check/v1",
+            Purpose::Bucketing => b"acs-engine/prg/bucketing/v1",
         }
     }
 }
@@ -186,27 +195,41 @@ impl Prg {
 
     /// A uniformly random permutation of `0..n` (Fisher–Yates), as `perm[new] = old`.
     pub fn permutation(&mut self, n: usize) -> Vec<u32> {
+        let mut perm = Vec::new();
+        self.permutation_into(n, &mut perm, &mut Vec::new());
+        perm
+    }
+
+    /// [`Prg::permutation`] into `perm`, with `words` as scratch (both reused, so a caller
+    /// drawing many permutations allocates once).
+    pub fn permutation_into(&mut self, n: usize, perm: &mut Vec<u32>, words: &mut Vec<u64>) {
         assert!(n <= u32::MAX as usize, "permutation too large");
-        let mut perm: Vec<u32> = (0..n as u32).collect();
+        perm.clear();
+        perm.extend(0..n as u32);
         if n < 2 {
-            return perm;
+            return;
         }
-        // Draw all randomness in one go (two 32-bit draws per word keeps it cheap):
-        // each index i uses a 64-bit word and Lemire's method with rejection.
-        let mut words = vec![0u64; n];
-        self.fill(&mut words);
+        // Draw all randomness in one go: each index i uses a 64-bit word and Lemire's
+        // method with rejection. The division that sets the rejection threshold is only
+        // needed when the low half falls below the bound (rarely, for bounds far below
+        // 2^64); the decisions are exactly those of always computing it.
+        words.clear();
+        words.resize(n, 0);
+        self.fill(words);
         for i in (1..n).rev() {
             let bound = (i + 1) as u64;
             let mut m = (words[i] as u128) * (bound as u128);
-            while (m as u64) < bound.wrapping_neg() % bound {
-                let mut w = [0u64; 1];
-                self.fill(&mut w);
-                m = (w[0] as u128) * (bound as u128);
+            if (m as u64) < bound {
+                let threshold = bound.wrapping_neg() % bound;
+                while (m as u64) < threshold {
+                    let mut w = [0u64; 1];
+                    self.fill(&mut w);
+                    m = (w[0] as u128) * (bound as u128);
+                }
             }
             let j = (m >> 64) as usize;
             perm.swap(i, j);
         }
-        perm
     }
 }
 

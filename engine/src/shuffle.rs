@@ -112,6 +112,10 @@ impl Party {
         mut owned: Option<Shared>,
         row_words: usize,
     ) -> Result<Shared, EngineError> {
+        // Malicious mode: the table's gates are verified before it is shuffled, so the
+        // openings that follow a shuffle (the routing tags) never depend on an
+        // unverified gate, whatever the caller does.
+        self.verify_pending()?;
         let table = owned.as_ref().unwrap_or(table);
         if row_words == 0 || !table.len().is_multiple_of(row_words) {
             return Err(EngineError::InvalidInput(format!(
@@ -186,6 +190,10 @@ impl Party {
     fn swap_rows(&mut self, sent: &mut [u64], peer: Peer) -> Result<(), EngineError> {
         let mut msg = self.take_message(sent.len());
         words_into_bytes(sent, &mut msg);
+        #[cfg(feature = "fault-injection")]
+        if self.corrupt_bytes(crate::fault::ComputeSite::Reshare, &mut msg) {
+            sent[0] ^= 1;
+        }
         self.send_message(peer, msg)?;
         let got = self.recv_message(peer, sent.len())?;
         const CHUNK: usize = 1 << 14;

@@ -10,7 +10,7 @@ use acs_engine::round::outputs::reconstruct_checked;
 use acs_engine::round::{Block, Output, Role, RoundConfig, Status};
 use acs_engine::share::reconstruct;
 use acs_engine::testing::run_three;
-use acs_engine::{EngineError, PartyId, Peer};
+use acs_engine::{EngineError, PartyId, Peer, SecurityMode};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
@@ -24,6 +24,18 @@ struct Plan {
 /// Runs `rounds` consecutive rounds of `plan(round, rng)` through both the ideal and the
 /// three-party round, checking every output and the store after every round.
 fn run_rounds(cfg: RoundConfig, rounds: u32, seed: u64, plan: impl Fn(u32, &mut StdRng) -> Plan) {
+    run_rounds_in(SecurityMode::SemiHonest, cfg, rounds, seed, plan)
+}
+
+/// [`run_rounds`] with the parties in `mode` (in malicious mode each party verifies
+/// everything pending before it releases its outputs).
+fn run_rounds_in(
+    mode: SecurityMode,
+    cfg: RoundConfig,
+    rounds: u32,
+    seed: u64,
+    plan: impl Fn(u32, &mut StdRng) -> Plan,
+) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut ideal_store: Vec<StoredItem> = Vec::new();
     let mut stores: [SharedStore; 3] = std::array::from_fn(|_| SharedStore::empty(&cfg));
@@ -42,15 +54,18 @@ fn run_rounds(cfg: RoundConfig, rounds: u32, seed: u64, plan: impl Fn(u32, &mut 
         let online_arc = Arc::new(online.clone());
         let stores_arc = Arc::new(stores.clone());
         let results = run_three(move |p| {
+            p.set_security(mode)?;
             let i = p.id().index();
-            exchange_round(
+            let r = exchange_round(
                 p,
                 &cfg,
                 round,
                 &online_arc,
                 per_party[i].clone(),
                 &stores_arc[i],
-            )
+            )?;
+            p.verify_pending()?;
+            Ok(r)
         })
         .map(|r| r.expect("party failed"));
 
@@ -150,6 +165,26 @@ fn random_workloads_with_offline_users_match_the_ideal_round() {
         let users = population(40, seed);
         run_rounds(cfg, 6, seed, |_, rng| {
             let online = random_online(rng, &users, 0.6);
+            let blocks = online
+                .iter()
+                .map(|_| random_block(rng, &cfg, &users))
+                .collect();
+            Plan { online, blocks }
+        });
+    }
+}
+
+#[test]
+fn malicious_mode_rounds_match_the_ideal_round() {
+    let cfg = RoundConfig {
+        payload_words: 2,
+        store_capacity: 16,
+        expiry_rounds: 2,
+    };
+    for seed in 0..3 {
+        let users = population(30, 100 + seed);
+        run_rounds_in(SecurityMode::Malicious, cfg, 3, seed, |_, rng| {
+            let online = random_online(rng, &users, 0.7);
             let blocks = online
                 .iter()
                 .map(|_| random_block(rng, &cfg, &users))

@@ -85,6 +85,8 @@ pub fn bitonic_sort(
     // Clear the padding bit (zero for every real row).
     ka.iter_mut().for_each(|x| *x &= mask);
     kb.iter_mut().for_each(|x| *x &= mask);
+    // Malicious mode: the network's gates are verified before the result is returned.
+    party.verify_pending()?;
     Ok(Sorted {
         keys: SharedKeys { a: ka, b: kb },
         payload: Shared { a: pa, b: pb },

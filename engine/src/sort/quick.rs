@@ -265,6 +265,9 @@ fn sort_unique(
             let db_rows: [u128; 64] = std::array::from_fn(|r| d(1, r));
             transpose_pair(&da_rows, &db_rows, w, da, db);
         })?;
+        // Malicious mode: this level's comparison gates are verified before their
+        // outcome is opened (a no-op in semi-honest mode).
+        party.verify_pending()?;
         let bits = party.declassify(Reason::SortComparison, &less, m)?;
         let goes_left = |c: usize| (bits[c / 64] >> (c % 64)) & 1 == 1;
 

@@ -1,0 +1,1053 @@
+//! Verified computation: security with abort against one malicious party.
+//!
+//! In [`SecurityMode::Malicious`] every AND gate a party computes is recorded (its two
+//! input shares and its output share, word by word) and checked by
+//! [`Party::verify_pending`] before anything that depends on it is opened: the quicksort
+//! verifies before each level's opening, the shuffle before it starts, and callers must
+//! verify before they release a result. In [`SecurityMode::SemiHonest`] nothing is
+//! recorded and nothing is checked.
+//!
+//! # Technique
+//!
+//! Multiplication triples with cut-and-choose and bucketing, then one sacrifice per gate:
+//! Furukawa, Lindell, Nof and Weinstein (Eurocrypt 2017) as optimized by Araki, Barak,
+//! Furukawa, Lichter, Lindell, Nof, Ohara, Watzman and Weinstein ("Optimized
+//! honest-majority MPC for malicious adversaries", IEEE S&P 2017), applied word-wise to
+//! bitsliced replicated shares.
+//!
+//! 1. **Triples.** The parties draw random replicated sharings `a`, `b` from their
+//!    pairwise streams (no communication) and compute `c = a & b` with the semi-honest
+//!    AND (one round). A corrupt party can make `c` wrong only by an additive error of its
+//!    choice.
+//! 2. **Coin.** Commit (SHA3-256 of a fresh 32-byte seed), then reveal, with each party
+//!    echoing the commitment it got from the third: the joint seed is fixed only after
+//!    every gate and triple of the batch is, and no party can bias it or give the two
+//!    others different views of it without being caught.
+//! 3. **Cut-and-choose and buckets.** The gates are split into chunks of at most 2^14
+//!    (the triples of a chunk, about 3 MB, stay in cache while they are permuted). Per
+//!    chunk of `N` buckets of `B` triples (`B` and `N` from [`plan_chunks`]; `B = 4` for
+//!    full chunks), a seed derived from the coin picks a uniformly random permutation of
+//!    its `NB + B` triple words: the first `B` are opened and checked (`c = a & b`), the
+//!    rest form buckets. In each bucket the first triple is checked against each of the
+//!    others by sacrifice, and then checks gate `k` of the chunk by sacrifice.
+//! 4. **Sacrifice** of `(a, b, c)` to check `(x, y, z)`: open `ρ = x ^ a`, `σ = y ^ b`
+//!    (one-time padded by the fresh triple), then `v = z ^ c ^ (σ & a) ^ (ρ & b) ^ (ρ & σ)`
+//!    is a sharing of `e_z ^ e_c`, the XOR of the two additive errors; it must be zero.
+//! 5. **Checked openings** of `ρ`, `σ` and the opened triples: the share a party misses
+//!    comes from its next party, and a keyed hash of it from its previous party (who
+//!    holds it too), keyed from the seed of the receiver and the hash sender, unknown to
+//!    the value sender.
+//! 6. **Zero check** of all `v` at once: each party sends `h(v_i ^ v_{i+1})` to each peer,
+//!    keyed with the seed of that pair; the peer compares with `h` of its own copy of
+//!    `v_{i+2}`. With one corrupt party, both honest parties compare honest data with
+//!    each other, so both detect any non-zero `v`. Each message carries a status byte and
+//!    the first bytes of the coin, so a party that saw any failure earlier in the batch
+//!    (an opening whose hash did not match, a bad opened triple, a coin-toss
+//!    inconsistency) makes every honest party fail here too: all honest parties return
+//!    [`EngineError::VerificationFailed`] in the same round.
+//!
+//! The keyed hash is a two-level NH tree (Black, Halevi, Krawczyk, Krovetz and Rogaway,
+//! "UMAC", CRYPTO 1999) over 64-bit words with a 128-bit result, its key drawn from the
+//! pair's stream ([`crate::prg::Purpose::Check`]); one key per pair per batch (8 KB plus
+//! two words per 1024 hashed) serves every comparison of the batch. The openings here are not declassifications: every opened word is a
+//! fresh random triple word or is one-time padded by one, so they are not in the audit
+//! log and not in `docs/leakage.md`.
+//!
+//! Rounds per verification: 4 (triples with commitments, reveal, openings, zero check) for
+//! each group of up to 2^19 gate words; a larger batch (the payload multiplexers of a
+//! round) is verified group by group, which bounds the memory at about 0.4 GB per party.
+//!
+//! # Soundness
+//!
+//! Everything a corrupt party does to the computation is an additive error on the AND
+//! shares it sends (it sends nothing else that the honest parties use without a check:
+//! openings are checked by the keyed hash, the zero check only compares honest data, and
+//! its own stored shares are never used by the honest parties). Bits are independent
+//! under word-wise bucketing, so consider one bit position (lane) where some gate is
+//! wrong. A chunk passes only if (i) none of the `B` opened triples is wrong, (ii) every
+//! bucket is all-wrong or all-right, and (iii) the bucket of each wrong gate is
+//! all-wrong (a right triple catches a wrong gate). The wrong triples, fixed before the
+//! coin, land in a uniformly random set of slots, so the probability that they fill
+//! exactly the required slots is `1 / C(NB + B, t)` for `t` wrong triples; it is largest
+//! at `t = B` and at `t = NB` (both `1 / C(NB + B, B)`), and wrong padding buckets
+//! (buckets past the last gate) add only lower-order terms. Hence per chunk
+//! `ε_chunk ≤ 2 / C(NB + B, B)`, and [`plan_chunks`] picks `N ≥ K` and `B ≥ 3` with
+//! `ε_chunk ≤ 2^-57` (a full chunk, `N = 2^14`, `B = 4`: `2^-58.4`). The NH tree collides
+//! with probability `≤ 2^-63` for data fixed independently of its key, which is never
+//! seen by the corrupt party. Summing, a round's soundness error is at most `2^-40` as long as it runs at
+//! most `2^16` chunks and `2^20` verifications (`2^16 · 2^-57 + 2^22 · 2^-63 = 2^-40`);
+//! a 2^20-element sort runs about 6 300 chunks in about 230 verifications. [`VerifyStats`]
+//! counts chunks and comparisons and sums the bound as it goes (`error_bound`), so a
+//! caller can check it.
+//!
+//! # Cost
+//!
+//! For `K` gate words (each 64 AND gates) in full chunks, `B = 4`: `4K` triple words (one
+//! AND each), `2(B - 1)K + 2K = 8K` opened words, and NH over those and over `4K` words
+//! of `v`. Per gate word a party sends about `4 + 8 = 12` words, against 1 for the gate
+//! itself, and draws 24 stream words (random sharings and zero-sharings of the triples)
+//! against 2.
+
+use crate::channel::{PartyId, Peer};
+use crate::error::EngineError;
+use crate::party::{bytes_into_words, words_into_bytes, Party};
+use crate::prg::{Prg, Purpose, Seed};
+use crate::share::Shared;
+use rayon::prelude::*;
+use sha3::{Digest, Sha3_256};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+/// Which adversary the computation is secure against.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecurityMode {
+    /// Correct and private if every party follows the protocol; openings are still
+    /// cross-checked, but computations are not verified.
+    #[default]
+    SemiHonest,
+    /// Security with abort against one malicious party: every AND gate is verified
+    /// before anything that depends on it is opened ([`Party::verify_pending`]).
+    Malicious,
+}
+
+impl SecurityMode {
+    /// `"semi-honest"` or `"malicious"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityMode::SemiHonest => "semi-honest",
+            SecurityMode::Malicious => "malicious",
+        }
+    }
+}
+
+impl std::fmt::Display for SecurityMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for SecurityMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "semi-honest" => Ok(SecurityMode::SemiHonest),
+            "malicious" => Ok(SecurityMode::Malicious),
+            _ => Err(format!(
+                "unknown security mode {s:?} (semi-honest or malicious)"
+            )),
+        }
+    }
+}
+
+/// What the verification has done so far at one party.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct VerifyStats {
+    /// Calls of [`Party::verify_pending`] that had gates to verify.
+    pub verifications: u64,
+    /// AND gate words verified (64 gates each).
+    pub gate_words: u64,
+    /// Triple words generated (cut-and-choose, buckets and padding).
+    pub triple_words: u64,
+    /// Bucketing chunks.
+    pub chunks: u64,
+    /// Keyed-hash comparisons (openings and zero checks, per pair).
+    pub hash_checks: u64,
+    /// Upper bound on the probability that a wrong gate went undetected so far: the sum
+    /// of the per-chunk and per-hash bounds (see the module documentation).
+    pub error_bound: f64,
+}
+
+/// Shares of a batch of AND gates, word by word: inputs `x`, `y` and output `z`, each as
+/// this party's two replicated shares (`a` = `x_i`, `b` = `x_{i+1}`). Also used for
+/// triples `(a, b, c)`. Wiped on drop.
+#[derive(Clone, Default, Zeroize, ZeroizeOnDrop)]
+pub(crate) struct Gates {
+    pub(crate) xa: Vec<u64>,
+    pub(crate) xb: Vec<u64>,
+    pub(crate) ya: Vec<u64>,
+    pub(crate) yb: Vec<u64>,
+    pub(crate) za: Vec<u64>,
+    pub(crate) zb: Vec<u64>,
+}
+
+impl std::fmt::Debug for Gates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Gates({} words)", self.len())
+    }
+}
+
+impl Gates {
+    pub(crate) fn len(&self) -> usize {
+        self.xa.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.xa.is_empty()
+    }
+
+    fn cols_mut(&mut self) -> [&mut Vec<u64>; 6] {
+        [
+            &mut self.xa,
+            &mut self.xb,
+            &mut self.ya,
+            &mut self.yb,
+            &mut self.za,
+            &mut self.zb,
+        ]
+    }
+
+    /// Appends gates given as slices of equal length.
+    pub(crate) fn push(&mut self, x: (&[u64], &[u64]), y: (&[u64], &[u64]), z: (&[u64], &[u64])) {
+        let src = [x.0, x.1, y.0, y.1, z.0, z.1];
+        for (dst, s) in self.cols_mut().into_iter().zip(src) {
+            dst.extend_from_slice(s);
+        }
+    }
+
+    /// Grows every column by `n` words and returns the new tails, to be filled in
+    /// parallel (their contents are unspecified until then).
+    pub(crate) fn grow(&mut self, n: usize) -> [&mut [u64]; 6] {
+        let old = self.len();
+        for c in self.cols_mut() {
+            c.resize(old + n, 0);
+        }
+        let [xa, xb, ya, yb, za, zb] = self.cols_mut();
+        [
+            &mut xa[old..],
+            &mut xb[old..],
+            &mut ya[old..],
+            &mut yb[old..],
+            &mut za[old..],
+            &mut zb[old..],
+        ]
+    }
+
+    /// Empties every column, keeping the memory (wiped when the party is dropped).
+    pub(crate) fn clear(&mut self) {
+        for c in self.cols_mut() {
+            c.clear();
+        }
+    }
+}
+
+/// Verification buffers a party keeps between verifications, so that each batch reuses
+/// memory that is already mapped (fresh allocations cost more in page faults than the
+/// verification's arithmetic). Contents left by earlier batches are stale shares, all
+/// overwritten before use; everything is wiped when the party is dropped.
+#[derive(Default)]
+pub(crate) struct VerifyBuffers {
+    triples: Gates,
+    rows: Vec<Row>,
+    open: Shared,
+    values: Vec<u64>,
+    v: Shared,
+    t: Vec<u64>,
+    key_next: Vec<u64>,
+    key_prev: Vec<u64>,
+}
+
+impl Drop for VerifyBuffers {
+    fn drop(&mut self) {
+        self.rows.zeroize();
+        self.values.zeroize();
+        self.t.zeroize();
+        self.key_next.zeroize();
+        self.key_prev.zeroize();
+    }
+}
+
+/// Makes `v` exactly `n` long (new words zero, old ones stale).
+fn fit(v: &mut Vec<u64>, n: usize) {
+    if v.len() < n {
+        v.resize(n, 0);
+    } else {
+        v.truncate(n);
+    }
+}
+
+/// The shape of one bucketing chunk: `gates` gate words checked with `buckets` buckets
+/// of `bucket` triples each (`buckets ≥ gates`; the rest is padding), plus `bucket`
+/// opened triples.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkPlan {
+    /// Gate words checked by this chunk.
+    pub gates: usize,
+    /// Buckets (at least `gates`).
+    pub buckets: usize,
+    /// Triples per bucket, and triples opened by the cut-and-choose.
+    pub bucket: usize,
+}
+
+impl ChunkPlan {
+    /// Triple words the chunk consumes.
+    pub fn words(&self) -> usize {
+        self.buckets * self.bucket + self.bucket
+    }
+
+    /// `log2` of the chunk's soundness error bound, `2 / C(NB + B, B)`.
+    pub fn log2_error(&self) -> f64 {
+        1.0 - log2_binomial(self.words(), self.bucket)
+    }
+}
+
+/// `log2 C(n, k)`.
+fn log2_binomial(n: usize, k: usize) -> f64 {
+    (0..k)
+        .map(|j| ((n - j) as f64).log2() - ((j + 1) as f64).log2())
+        .sum()
+}
+
+/// Soundness target per chunk: `ε_chunk ≤ 2^-57`.
+pub const CHUNK_SECURITY_BITS: f64 = 57.0;
+
+/// Largest number of buckets in one chunk: a chunk's triples (about 3 MB at `B = 4`) stay
+/// in cache while they are permuted and sacrificed.
+const MAX_CHUNK_BUCKETS: usize = 1 << 14;
+
+/// Gate words verified in one batch at most (32 full chunks; about 0.4 GB of triples and
+/// buffers per party).
+const MAX_GROUP_WORDS: usize = 32 * MAX_CHUNK_BUCKETS;
+
+/// Bucket sizes considered.
+const BUCKET_SIZES: std::ops::RangeInclusive<usize> = 3..=12;
+
+/// The fewest buckets of size `b` for which a chunk meets [`CHUNK_SECURITY_BITS`].
+fn min_buckets(b: usize) -> usize {
+    let ok = |n: usize| {
+        ChunkPlan {
+            gates: 0,
+            buckets: n,
+            bucket: b,
+        }
+        .log2_error()
+            <= -CHUNK_SECURITY_BITS
+    };
+    let (mut lo, mut hi) = (1usize, 1usize);
+    while !ok(hi) {
+        lo = hi;
+        hi *= 2;
+    }
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if ok(mid) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    hi
+}
+
+/// How `k` gate words are verified: chunks of at most `2^19` buckets, each with the
+/// bucket size that needs the fewest triples while meeting [`CHUNK_SECURITY_BITS`].
+pub fn plan_chunks(k: usize) -> Vec<ChunkPlan> {
+    if k == 0 {
+        return Vec::new();
+    }
+    let chunks = k.div_ceil(MAX_CHUNK_BUCKETS);
+    let base = k / chunks;
+    let extra = k % chunks;
+    (0..chunks)
+        .map(|c| {
+            let gates = base + usize::from(c < extra);
+            BUCKET_SIZES
+                .map(|b| ChunkPlan {
+                    gates,
+                    buckets: gates.max(min_buckets(b)),
+                    bucket: b,
+                })
+                .min_by_key(|p| p.words())
+                .expect("bucket sizes")
+        })
+        .collect()
+}
+
+/// Words per first-level NH block (the first-level key, 8 KB, stays in L1).
+const HASH_BLOCK: usize = 1 << 10;
+
+/// Key words [`hash_with`] needs for inputs of up to `n` words: one first-level key, and
+/// two second-level words per block.
+fn hash_key_words(n: usize) -> usize {
+    HASH_BLOCK + 2 * n.div_ceil(HASH_BLOCK)
+}
+
+/// The keyed hashes of `xs` (equal lengths) under the stream words from block `start` of
+/// `prg`; see [`hash_with`].
+#[cfg(test)]
+fn keyed_hashes<const M: usize>(prg: &Prg, start: u64, xs: [&[u64]; M]) -> [u128; M] {
+    let mut keys = Vec::new();
+    hash_keys(prg, start, hash_key_words(xs[0].len()), &mut keys);
+    hash_with(&keys, xs)
+}
+
+/// `n` key words from block `start` of `prg`, into `out`. A verification draws one key
+/// per pair and uses it for every comparison of the batch (each compares data fixed
+/// before, and independently of, the key).
+fn hash_keys(prg: &Prg, start: u64, n: usize, out: &mut Vec<u64>) {
+    fit(out, n);
+    prg.fill_at(start, out);
+}
+
+/// NH (Black, Halevi, Krawczyk, Krovetz and Rogaway, "UMAC", CRYPTO 1999) of `x` under
+/// `k` (at least as long as `x`, rounded up to even):
+/// `Σ_i (x_{2i} + k_{2i}) · (x_{2i+1} + k_{2i+1}) mod 2^128`, the additions mod 2^64, an
+/// odd last word paired with zero. NH is `2^-64`-almost-universal on inputs of equal
+/// length. One multiplication per two words.
+#[inline]
+fn nh(k: &[u64], x: &[u64]) -> u128 {
+    let mut a = 0u128;
+    let mut it = x.chunks_exact(2);
+    for (p, kk) in (&mut it).zip(k.chunks_exact(2)) {
+        let l = p[0].wrapping_add(kk[0]);
+        let r = p[1].wrapping_add(kk[1]);
+        a = a.wrapping_add(l as u128 * r as u128);
+    }
+    if let [last] = it.remainder() {
+        let j = x.len() - 1;
+        a = a.wrapping_add(last.wrapping_add(k[j]) as u128 * k[j + 1] as u128);
+    }
+    a
+}
+
+/// The keyed hashes of `xs` (equal lengths) under `keys` ([`hash_key_words`] of them):
+/// a two-level NH tree as in UMAC. Each block of [`HASH_BLOCK`] words is hashed under the
+/// first-level key, and the blocks' 128-bit results, as word pairs, are hashed by NH
+/// under the second-level key. Two different inputs of the same length collide only if
+/// some differing block collides at the first level, or the sequences of block results
+/// differ and collide at the second: probability `≤ 2^-64 + 2^-64 = 2^-63` over the key.
+fn hash_with<const M: usize>(keys: &[u64], xs: [&[u64]; M]) -> [u128; M] {
+    let n = xs[0].len();
+    let (k1, k2) = keys.split_at(HASH_BLOCK);
+    let blocks = n.div_ceil(HASH_BLOCK);
+    let parts: Vec<[u128; M]> = (0..blocks)
+        .into_par_iter()
+        .with_min_len(16)
+        .map(|b| {
+            let r = b * HASH_BLOCK..n.min((b + 1) * HASH_BLOCK);
+            let (kl, kh) = (k2[2 * b], k2[2 * b + 1]);
+            let mut acc = [0u128; M];
+            for (m, x) in xs.iter().enumerate() {
+                let h = nh(k1, &x[r.clone()]);
+                let (lo, hi) = (h as u64, (h >> 64) as u64);
+                acc[m] = lo.wrapping_add(kl) as u128 * hi.wrapping_add(kh) as u128;
+            }
+            acc
+        })
+        .collect();
+    let mut out = [0u128; M];
+    for p in parts {
+        for m in 0..M {
+            out[m] = out[m].wrapping_add(p[m]);
+        }
+    }
+    out
+}
+
+/// Log2 of the keyed hash's collision bound.
+const HASH_LOG2_ERROR: f64 = -63.0;
+
+/// The coin toss in progress: this party's seed and what it has received.
+struct Coin {
+    seed: [u8; 32],
+    commitment: [u8; 32],
+}
+
+const COIN_DOMAIN: &[u8] = b"acs/verify/coin/v1";
+
+fn commit(party: PartyId, seed: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha3_256::new();
+    h.update(COIN_DOMAIN);
+    h.update(b"commit");
+    h.update([party.index() as u8]);
+    h.update(seed);
+    h.finalize().into()
+}
+
+/// A failure found during a verification batch, reported to the peers in the zero check.
+#[derive(Clone, Debug)]
+struct Failure {
+    what: String,
+    culprit: Option<PartyId>,
+}
+
+fn fail(what: &str) -> Option<Failure> {
+    Some(Failure {
+        what: what.to_owned(),
+        culprit: None,
+    })
+}
+
+/// One triple (or gate) as a row: `[a_i, a_{i+1}, b_i, b_{i+1}, c_i, c_{i+1}]`.
+type Row = [u64; 6];
+const XA: usize = 0;
+const XB: usize = 1;
+const YA: usize = 2;
+const YB: usize = 3;
+const ZA: usize = 4;
+const ZB: usize = 5;
+
+/// Sacrifices of one chunk: `B - 1` per bucket, one per gate.
+fn sacrifices(ch: &ChunkPlan) -> usize {
+    ch.buckets * (ch.bucket - 1) + ch.gates
+}
+
+/// Gate `g` of `gates` as a row.
+fn gate_row(gates: &Gates, g: usize) -> Row {
+    [
+        gates.xa[g],
+        gates.xb[g],
+        gates.ya[g],
+        gates.yb[g],
+        gates.za[g],
+        gates.zb[g],
+    ]
+}
+
+/// This party's shares of `ρ = x ^ a`, `σ = y ^ b` for every sacrifice of one chunk, as
+/// `(ρ, σ)` pairs: `rows` are the chunk's triples in bucket order (the first `B` opened,
+/// then bucket after bucket), its gates are `gates[gate_off..]`.
+fn open_chunk(
+    ch: &ChunkPlan,
+    rows: &[Row],
+    gates: &Gates,
+    gate_off: usize,
+    out_a: &mut [u64],
+    out_b: &mut [u64],
+) {
+    let b = ch.bucket;
+    let buckets = &rows[b..];
+    let mut o = 0;
+    let mut pair = |f: &Row, s: &Row| {
+        out_a[o] = f[XA] ^ s[XA];
+        out_b[o] = f[XB] ^ s[XB];
+        out_a[o + 1] = f[YA] ^ s[YA];
+        out_b[o + 1] = f[YB] ^ s[YB];
+        o += 2;
+    };
+    for bucket in buckets.chunks_exact(b) {
+        for j in 1..b {
+            pair(&bucket[0], &bucket[j]);
+        }
+    }
+    for k in 0..ch.gates {
+        pair(&gate_row(gates, gate_off + k), &buckets[k * b]);
+    }
+}
+
+/// This party's shares of `v = z ^ c ^ (σ & a) ^ (ρ & b) ^ (ρ & σ)` for every sacrifice of
+/// one chunk (`(x, y, z)` checked with `(a, b, c)`), in the order of [`open_chunk`];
+/// `opened` holds the opened `(ρ, σ)` pairs.
+#[allow(clippy::too_many_arguments)]
+fn zero_shares_chunk(
+    me: PartyId,
+    ch: &ChunkPlan,
+    rows: &[Row],
+    gates: &Gates,
+    gate_off: usize,
+    opened: &[u64],
+    va: &mut [u64],
+    vb: &mut [u64],
+) {
+    // The public term lands on x_0: party 0 holds it as `a`, party 2 as `b`.
+    let pub_a = if me.index() == 0 { u64::MAX } else { 0 };
+    let pub_b = if me.index() == 2 { u64::MAX } else { 0 };
+    let mut o = 0;
+    let mut v = |f: &Row, s: &Row| {
+        let (r, sg) = (opened[2 * o], opened[2 * o + 1]);
+        let rsg = r & sg;
+        va[o] = f[ZA] ^ s[ZA] ^ (sg & s[XA]) ^ (r & s[YA]) ^ (pub_a & rsg);
+        vb[o] = f[ZB] ^ s[ZB] ^ (sg & s[XB]) ^ (r & s[YB]) ^ (pub_b & rsg);
+        o += 1;
+    };
+    let b = ch.bucket;
+    let buckets = &rows[b..];
+    for bucket in buckets.chunks_exact(b) {
+        for j in 1..b {
+            v(&bucket[0], &bucket[j]);
+        }
+    }
+    for k in 0..ch.gates {
+        v(&gate_row(gates, gate_off + k), &buckets[k * b]);
+    }
+}
+
+/// Splits `v` into consecutive pieces of the given lengths.
+fn split_lengths<T>(mut v: &mut [T], lens: impl Iterator<Item = usize>) -> Vec<&mut [T]> {
+    let mut out = Vec::new();
+    for len in lens {
+        let (head, tail) = std::mem::take(&mut v).split_at_mut(len);
+        out.push(head);
+        v = tail;
+    }
+    out
+}
+
+impl Party {
+    /// The security mode.
+    pub fn security(&self) -> SecurityMode {
+        self.mode
+    }
+
+    /// Sets the security mode. All three parties must use the same mode for the same
+    /// computation. Leaving malicious mode first verifies the gates still pending.
+    pub fn set_security(&mut self, mode: SecurityMode) -> Result<(), EngineError> {
+        if self.mode == SecurityMode::Malicious && mode != SecurityMode::Malicious {
+            self.verify_pending()?;
+        }
+        self.mode = mode;
+        Ok(())
+    }
+
+    /// What the verification has done so far.
+    pub fn verify_stats(&self) -> VerifyStats {
+        self.vstats
+    }
+
+    /// AND gate words computed but not yet verified.
+    pub fn pending_gate_words(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// In malicious mode, records gates for [`Party::verify_pending`].
+    pub(crate) fn record_gates(
+        &mut self,
+        x: (&[u64], &[u64]),
+        y: (&[u64], &[u64]),
+        z: (&[u64], &[u64]),
+    ) {
+        if self.mode == SecurityMode::Malicious {
+            self.pending.push(x, y, z);
+        }
+    }
+
+    /// Whether AND gates must be recorded.
+    pub(crate) fn malicious(&self) -> bool {
+        self.mode == SecurityMode::Malicious
+    }
+
+    /// Verifies every AND gate computed since the last verification (malicious mode; a
+    /// no-op otherwise or when nothing is pending). Four rounds; see the module
+    /// documentation. On failure every honest party returns
+    /// [`EngineError::VerificationFailed`] and the computation must be abandoned: nothing
+    /// computed since the last successful verification may be opened or released.
+    pub fn verify_pending(&mut self) -> Result<(), EngineError> {
+        if self.mode != SecurityMode::Malicious || self.pending.is_empty() {
+            return Ok(());
+        }
+        let mut gates = std::mem::take(&mut self.pending);
+        let mut buf = std::mem::take(&mut self.vbuf);
+        // Large batches (the multiplexers over whole payloads) are verified in groups, so
+        // that the triples and buffers of one group bound the memory; each group is a
+        // complete verification with its own coin.
+        let mut result = Ok(());
+        let mut start = 0;
+        while start < gates.len() && result.is_ok() {
+            let end = gates.len().min(start + MAX_GROUP_WORDS);
+            result = self.verify_batch(&gates, start..end, &mut buf);
+            start = end;
+        }
+        gates.clear();
+        self.pending = gates;
+        self.vbuf = buf;
+        result
+    }
+
+    /// [`Party::verify_pending`] of `gates`, in the buffers `buf`.
+    fn verify_batch(
+        &mut self,
+        gates: &Gates,
+        range: std::ops::Range<usize>,
+        buf: &mut VerifyBuffers,
+    ) -> Result<(), EngineError> {
+        let plan = plan_chunks(range.len());
+        let total: usize = plan.iter().map(ChunkPlan::words).sum();
+        if total > u32::MAX as usize {
+            return Err(EngineError::InvalidInput(format!(
+                "{} gate words pending: verify more often",
+                range.len()
+            )));
+        }
+        let mut failure: Option<Failure> = None;
+
+        // Round 1: random triples, and the coin commitments.
+        let mut coin = Coin {
+            seed: Seed::random().to_bytes(),
+            commitment: [0; 32],
+        };
+        coin.commitment = commit(self.id(), &coin.seed);
+        self.random_triples(&mut buf.triples, total);
+        let mut msg = self.take_message(total);
+        words_into_bytes(&buf.triples.za, &mut msg);
+        self.send_message(Peer::Prev, msg)?;
+        self.send_bytes(Peer::Next, coin.commitment.to_vec())?;
+        self.send_bytes(Peer::Prev, coin.commitment.to_vec())?;
+        let got = self.recv_message(Peer::Next, total)?;
+        fit(&mut buf.triples.zb, total);
+        bytes_into_words(&got, &mut buf.triples.zb);
+        self.recycle_message(got);
+        let from_next = self.recv_bytes(Peer::Next, 32)?;
+        let from_prev = self.recv_bytes(Peer::Prev, 32)?;
+
+        // Round 2: reveal, echoing the commitment of the other peer.
+        for (to, echo) in [(Peer::Next, &from_prev), (Peer::Prev, &from_next)] {
+            let mut msg = coin.seed.to_vec();
+            msg.extend_from_slice(echo);
+            self.send_bytes(to, msg)?;
+        }
+        let reveal_next = self.recv_bytes(Peer::Next, 64)?;
+        let reveal_prev = self.recv_bytes(Peer::Prev, 64)?;
+        self.count_round();
+        let me = self.id();
+        let mut seeds = [[0u8; 32]; 3];
+        seeds[me.index()] = coin.seed;
+        for (peer, reveal, committed, other_commit) in [
+            (me.next(), &reveal_next, &from_next, &from_prev),
+            (me.prev(), &reveal_prev, &from_prev, &from_next),
+        ] {
+            let seed: [u8; 32] = reveal[..32].try_into().expect("32 bytes");
+            if commit(peer, &seed)[..] != committed[..] {
+                failure.get_or_insert(Failure {
+                    what: format!("{peer}'s coin-toss seed does not open its commitment"),
+                    culprit: Some(peer),
+                });
+            }
+            if reveal[32..] != other_commit[..] {
+                failure = failure.or(fail(
+                    "the coin-toss commitments the two peers report disagree",
+                ));
+            }
+            seeds[peer.index()] = seed;
+        }
+        let mut h = Sha3_256::new();
+        h.update(COIN_DOMAIN);
+        for s in &seeds {
+            h.update(s);
+        }
+        let coin_seed: [u8; 32] = h.finalize().into();
+        coin.seed.zeroize();
+
+        // Bucketing, chunk by chunk in parallel: each chunk's triples in the order of a
+        // permutation from the coin, gathered into rows. A chunk's triples fit in cache,
+        // so the random accesses stay cheap.
+        let seeds: Vec<[u8; 32]> = (0..plan.len())
+            .map(|c| {
+                let mut hc = Sha3_256::new();
+                hc.update(b"acs/verify/chunk/v1");
+                hc.update(coin_seed);
+                hc.update((c as u64).to_le_bytes());
+                hc.finalize().into()
+            })
+            .collect();
+        let mut word_off = Vec::with_capacity(plan.len());
+        let mut gate_off = Vec::with_capacity(plan.len());
+        let mut sac_off = Vec::with_capacity(plan.len());
+        let (mut w, mut g, mut q) = (0usize, range.start, 0usize);
+        for ch in &plan {
+            word_off.push(w);
+            gate_off.push(g);
+            sac_off.push(q);
+            w += ch.words();
+            g += ch.gates;
+            q += sacrifices(ch);
+        }
+        let n_sac = q;
+        let n_cc: usize = plan.iter().map(|c| c.bucket).sum();
+        buf.rows.resize(total, [0; 6]);
+        buf.rows.truncate(total);
+        {
+            let t = &buf.triples;
+            split_lengths(&mut buf.rows, plan.iter().map(ChunkPlan::words))
+                .into_par_iter()
+                .enumerate()
+                .for_each_init(
+                    || (Vec::new(), Vec::new(), Zeroizing::new(Vec::new())),
+                    |(perm, words, local): &mut (Vec<u32>, Vec<u64>, Zeroizing<Vec<Row>>),
+                     (c, dst)| {
+                        let mut prg = Prg::new(&Seed::from_bytes(seeds[c]), Purpose::Bucketing);
+                        prg.permutation_into(dst.len(), perm, words);
+                        // The chunk's triples as rows (a streaming pass), then permuted:
+                        // each random access fetches one row.
+                        let r = word_off[c]..word_off[c] + dst.len();
+                        local.clear();
+                        local.extend(
+                            t.xa[r.clone()]
+                                .iter()
+                                .zip(&t.xb[r.clone()])
+                                .zip(&t.ya[r.clone()])
+                                .zip(&t.yb[r.clone()])
+                                .zip(&t.za[r.clone()])
+                                .zip(&t.zb[r])
+                                .map(|(((((xa, xb), ya), yb), za), zb)| {
+                                    [*xa, *xb, *ya, *yb, *za, *zb]
+                                }),
+                        );
+                        for (d, &p) in dst.iter_mut().zip(perm.iter()) {
+                            *d = local[p as usize];
+                        }
+                    },
+                );
+        }
+        let rows_all = &buf.rows;
+        let chunk_rows = |c: usize| &rows_all[word_off[c]..word_off[c] + plan[c].words()];
+
+        // Round 3: open the cut-and-choose triples (the first `B` of each chunk) and ρ, σ
+        // of every sacrifice: per bucket its first triple against each of the others, then
+        // gate `k` of the chunk against bucket `k`'s first triple.
+        let open = &mut buf.open;
+        fit(&mut open.a, 3 * n_cc + 2 * n_sac);
+        fit(&mut open.b, 3 * n_cc + 2 * n_sac);
+        {
+            let (cc_a, rest_a) = open.a.split_at_mut(3 * n_cc);
+            let (cc_b, rest_b) = open.b.split_at_mut(3 * n_cc);
+            let mut k = 0;
+            for c in 0..plan.len() {
+                for row in &chunk_rows(c)[..plan[c].bucket] {
+                    for (m, (ia, ib)) in [(XA, XB), (YA, YB), (ZA, ZB)].into_iter().enumerate() {
+                        cc_a[m * n_cc + k] = row[ia];
+                        cc_b[m * n_cc + k] = row[ib];
+                    }
+                    k += 1;
+                }
+            }
+            let lens = || plan.iter().map(|ch| 2 * sacrifices(ch));
+            split_lengths(rest_a, lens())
+                .into_par_iter()
+                .zip(split_lengths(rest_b, lens()))
+                .enumerate()
+                .for_each(|(c, (oa, ob))| {
+                    open_chunk(&plan[c], chunk_rows(c), gates, gate_off[c], oa, ob)
+                });
+        }
+        // One set of hash keys per pair for the batch, as long as the longest vector
+        // compared (the opened values).
+        let n_keys = hash_key_words(buf.open.len());
+        let start_next = self.check.next.reserve(n_keys);
+        let start_prev = self.check.prev.reserve(n_keys);
+        hash_keys(&self.check.next, start_next, n_keys, &mut buf.key_next);
+        hash_keys(&self.check.prev, start_prev, n_keys, &mut buf.key_prev);
+        let open_ok =
+            self.open_checked(&buf.open, &mut buf.values, &buf.key_next, &buf.key_prev)?;
+        let values = &buf.values;
+        if !open_ok {
+            failure = failure.or(fail("an opened value and its keyed hash disagree"));
+        }
+        let (cc_a, rest) = values.split_at(n_cc);
+        let (cc_b, rest) = rest.split_at(n_cc);
+        let (cc_c, opened) = rest.split_at(n_cc);
+        if cc_a
+            .iter()
+            .zip(cc_b)
+            .zip(cc_c)
+            .any(|((a, b), c)| a & b != *c)
+        {
+            failure = failure.or(fail("an opened triple is wrong (cut-and-choose)"));
+        }
+
+        // v = z ^ c ^ (σ & a) ^ (ρ & b) ^ (ρ & σ) for each sacrifice: a sharing of zero.
+        let v = &mut buf.v;
+        fit(&mut v.a, n_sac);
+        fit(&mut v.b, n_sac);
+        {
+            let lens = || plan.iter().map(sacrifices);
+            split_lengths(&mut v.a, lens())
+                .into_par_iter()
+                .zip(split_lengths(&mut v.b, lens()))
+                .enumerate()
+                .for_each(|(c, (va, vb))| {
+                    let o = &opened[2 * sac_off[c]..2 * (sac_off[c] + sacrifices(&plan[c]))];
+                    zero_shares_chunk(me, &plan[c], chunk_rows(c), gates, gate_off[c], o, va, vb)
+                });
+        }
+
+        // Round 4: the zero check, carrying every failure seen so far.
+        let result = self.zero_check(
+            &buf.v,
+            &mut buf.t,
+            &buf.key_next,
+            &buf.key_prev,
+            &coin_seed,
+            failure,
+        );
+        let chunk_error: f64 = plan.iter().map(|c| c.log2_error().exp2()).sum();
+        self.vstats.verifications += 1;
+        self.vstats.gate_words += plan.iter().map(|c| c.gates as u64).sum::<u64>();
+        self.vstats.triple_words += total as u64;
+        self.vstats.chunks += plan.len() as u64;
+        self.vstats.hash_checks += 4;
+        self.vstats.error_bound += chunk_error + 4.0 * HASH_LOG2_ERROR.exp2();
+        result
+    }
+
+    /// `n` random triple words into `t`, with this party's share of `c = a & b` in
+    /// `t.za` (to be sent) and `t.zb` left for the received share: random sharings `a`,
+    /// `b` from the pairwise streams, multiplied by the semi-honest AND.
+    fn random_triples(&mut self, t: &mut Gates, n: usize) {
+        for (a, b) in [(&mut t.xa, &mut t.xb), (&mut t.ya, &mut t.yb)] {
+            fit(a, n);
+            fit(b, n);
+            self.rand.prev.fill_par(a);
+            self.rand.next.fill_par(b);
+        }
+        fit(&mut t.za, n);
+        self.and_local_into(&t.xa, &t.xb, &t.ya, &t.yb, &mut t.za);
+        #[cfg(feature = "fault-injection")]
+        self.corrupt_words(crate::fault::ComputeSite::Triple, &mut t.za);
+    }
+
+    /// Opens `x` inside a verification (the values are one-time padded by fresh triples,
+    /// or are triples sacrificed by the cut-and-choose): the value from the next party,
+    /// a keyed hash of it from the previous one. One round. Returns the values and
+    /// whether the hash matched.
+    fn open_checked(
+        &mut self,
+        x: &Shared,
+        out: &mut Vec<u64>,
+        key_next: &[u64],
+        key_prev: &[u64],
+    ) -> Result<bool, EngineError> {
+        let n = x.len();
+        let mut msg = self.take_message(n);
+        words_into_bytes(&x.b, &mut msg);
+        #[cfg(feature = "fault-injection")]
+        self.corrupt_bytes(crate::fault::ComputeSite::VerifyOpening, &mut msg);
+        self.send_message(Peer::Prev, msg)?;
+        let [check] = hash_with(key_next, [&x.a]);
+        self.send_bytes(Peer::Next, check.to_le_bytes().to_vec())?;
+        let got = self.recv_bytes(Peer::Next, 8 * n)?;
+        let got_check = self.recv_bytes(Peer::Prev, 16)?;
+        self.count_round();
+        fit(out, n);
+        bytes_into_words(&got, out);
+        self.recycle_message(got);
+        let [arrived] = hash_with(key_prev, [out]);
+        let ok = arrived.to_le_bytes()[..] == got_check[..];
+        out.par_iter_mut()
+            .zip(x.a.par_iter().zip(&x.b))
+            .for_each(|(o, (a, b))| *o ^= a ^ b);
+        Ok(ok)
+    }
+
+    /// Checks that `v` is a sharing of zero and that both peers saw the same coin and no
+    /// failure. One round.
+    fn zero_check(
+        &mut self,
+        v: &Shared,
+        t: &mut Vec<u64>,
+        key_next: &[u64],
+        key_prev: &[u64],
+        coin: &[u8; 32],
+        failure: Option<Failure>,
+    ) -> Result<(), EngineError> {
+        t.clear();
+        t.par_extend(v.a.par_iter().zip(&v.b).map(|(a, b)| a ^ b));
+        let t = &t[..];
+        let [t_next, mine_next] = hash_with(key_next, [t, &v.a]);
+        let [t_prev, mine_prev] = hash_with(key_prev, [t, &v.b]);
+        let status = u8::from(failure.is_none());
+        let msg = |h: u128| {
+            let mut m = vec![status];
+            m.extend_from_slice(&coin[..8]);
+            m.extend_from_slice(&h.to_le_bytes());
+            m
+        };
+        self.send_bytes(Peer::Next, msg(t_next))?;
+        self.send_bytes(Peer::Prev, msg(t_prev))?;
+        let from_next = self.recv_bytes(Peer::Next, 25)?;
+        let from_prev = self.recv_bytes(Peer::Prev, 25)?;
+        self.count_round();
+        if let Some(f) = failure {
+            return Err(EngineError::VerificationFailed {
+                what: f.what,
+                culprit: f.culprit,
+            });
+        }
+        for (got, mine) in [(&from_next, mine_next), (&from_prev, mine_prev)] {
+            if got[0] != 1 {
+                return Err(EngineError::VerificationFailed {
+                    what: "a peer reports a failed check".into(),
+                    culprit: None,
+                });
+            }
+            if got[1..9] != coin[..8] {
+                return Err(EngineError::VerificationFailed {
+                    what: "the parties hold different coins".into(),
+                    culprit: None,
+                });
+            }
+            if got[9..] != mine.to_le_bytes()[..] {
+                return Err(EngineError::VerificationFailed {
+                    what: "an AND gate or a triple is wrong (sacrifice check)".into(),
+                    culprit: None,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_meet_the_soundness_target_and_cover_every_gate() {
+        for k in [
+            1usize,
+            2,
+            100,
+            5_000,
+            70_000,
+            1 << 19,
+            (1 << 19) + 1,
+            3_000_000,
+        ] {
+            let plan = plan_chunks(k);
+            assert_eq!(plan.iter().map(|c| c.gates).sum::<usize>(), k);
+            for c in &plan {
+                assert!(c.buckets >= c.gates && c.bucket >= 3);
+                assert!(c.log2_error() <= -CHUNK_SECURITY_BITS, "{c:?}");
+                assert!(c.buckets <= MAX_CHUNK_BUCKETS.max(min_buckets(c.bucket)));
+            }
+        }
+        // Large batches use full chunks with buckets of four.
+        assert!(plan_chunks(3_000_000).iter().all(|c| c.bucket == 4));
+    }
+
+    #[test]
+    fn binomial_bound_matches_a_direct_count() {
+        // C(10, 3) = 120.
+        assert!((log2_binomial(10, 3) - 120f64.log2()).abs() < 1e-9);
+    }
+
+    #[test]
+    fn keyed_hash_is_deterministic_and_separates_one_bit_flips() {
+        let prg = Prg::new(&Seed::from_bytes([4; 32]), Purpose::Check);
+        let x: Vec<u64> = (0..20_000u64)
+            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .collect();
+        let mut y = x.clone();
+        let [hx] = keyed_hashes(&prg, 0, [&x]);
+        let [hx2, hy] = keyed_hashes(&prg, 0, [&x, &y]);
+        assert_eq!(hx, hx2);
+        assert_eq!(hx, hy);
+        for k in [0usize, 1, 8191, 8192, 19_999] {
+            for bit in [0u32, 31, 32, 63] {
+                y[k] ^= 1 << bit;
+                let [hy] = keyed_hashes(&prg, 0, [&y]);
+                assert_ne!(hx, hy, "word {k} bit {bit}");
+                y[k] ^= 1 << bit;
+            }
+        }
+    }
+
+    #[test]
+    fn security_mode_parses_and_prints() {
+        for m in [SecurityMode::SemiHonest, SecurityMode::Malicious] {
+            assert_eq!(m.name().parse::<SecurityMode>().unwrap(), m);
+        }
+        assert!("honest".parse::<SecurityMode>().is_err());
+        assert_eq!(SecurityMode::default(), SecurityMode::SemiHonest);
+    }
+}

@@ -343,6 +343,9 @@ impl Party {
                 x.len()
             )));
         }
+        // Malicious mode: every AND gate this opening could depend on is verified first
+        // (a no-op in semi-honest mode and when nothing is pending).
+        self.verify_pending()?;
         let words = lanes.div_ceil(64);
         let index = self.audit.openings_begun();
         #[cfg(feature = "fault-injection")]

@@ -6,6 +6,7 @@ use crate::listener::Limits;
 use crate::relay::RelayConfig;
 use crate::tls::{self, Identity};
 use acs_engine::round::RoundConfig;
+use acs_engine::SecurityMode;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -284,6 +285,11 @@ pub struct ExchangeFile {
     /// Where `/metrics` and `/healthz` are served over plain HTTP (none if absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
+    /// `"semi-honest"` (default) or `"malicious"`: whether every AND gate of the
+    /// computation is verified before anything depending on it is opened or released
+    /// (`docs/security.md`). Identical at all three servers (peers refuse a mismatch).
+    #[serde(default)]
+    pub security: SecurityMode,
     /// Exchange parameters.
     pub round: RoundConfig,
     /// Round timing.
@@ -348,6 +354,7 @@ impl ExchangeFile {
             limits: self.limits.limits(),
             relays: self.relays.clone().into(),
             round: self.round,
+            security: self.security,
             timing: Timing {
                 submit_window: ms(self.timing.submit_window_ms),
                 collect_grace: ms(self.timing.collect_grace_ms),
@@ -422,6 +429,7 @@ max_connections = 10
             master: d.join("master-1.key"),
             db: d.join("ex1.redb"),
             metrics_listen: Some(addr(9301)),
+            security: Default::default(),
             round,
             timing: TimingFile {
                 submit_window_ms: 300,

@@ -42,6 +42,8 @@ pub struct DemoOptions {
     /// Serve `/metrics` and `/healthz` on 127.0.0.1: exchange servers at this port, +1,
     /// +2, relays from +3 on.
     pub metrics_base_port: Option<u16>,
+    /// The exchange servers' security mode.
+    pub security: acs_engine::SecurityMode,
 }
 
 impl Default for DemoOptions {
@@ -54,6 +56,7 @@ impl Default for DemoOptions {
             offline: 0.1,
             seed: 1,
             metrics_base_port: None,
+            security: acs_engine::SecurityMode::SemiHonest,
         }
     }
 }
@@ -196,6 +199,7 @@ pub async fn run(
             master: format!("master-{i}.key").into(),
             db: format!("exchange-{i}.redb").into(),
             metrics_listen: metrics_addr(i as u16),
+            security: opts.security,
             round: cfg,
             timing: TimingFile {
                 submit_window_ms: window_ms,

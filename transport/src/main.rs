@@ -141,7 +141,28 @@ enum Command {
         /// P+2, relays from P+3 on.
         #[arg(long, value_name = "P")]
         metrics_base_port: Option<u16>,
+        /// The exchange servers' security mode: `semi-honest` (default; openings
+        /// cross-checked) or `malicious` (every AND gate verified before anything that
+        /// depends on it is opened; 5-20x slower, see docs/security.md).
+        #[arg(long, value_enum, default_value_t = SecurityArg::SemiHonest)]
+        security: SecurityArg,
     },
+}
+
+/// `--security` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum SecurityArg {
+    SemiHonest,
+    Malicious,
+}
+
+impl From<SecurityArg> for acs_engine::SecurityMode {
+    fn from(a: SecurityArg) -> Self {
+        match a {
+            SecurityArg::SemiHonest => acs_engine::SecurityMode::SemiHonest,
+            SecurityArg::Malicious => acs_engine::SecurityMode::Malicious,
+        }
+    }
 }
 
 /// The log filter from `RUST_LOG` (`info` when unset). A value that does not parse, or
@@ -337,6 +358,7 @@ fn main() -> ExitCode {
             seed,
             json,
             metrics_base_port,
+            security,
         } => {
             if std::env::var_os("RUST_LOG").is_some() {
                 if let Err(e) = init_logging(log_format) {
@@ -359,6 +381,7 @@ fn main() -> ExitCode {
                 offline,
                 seed,
                 metrics_base_port,
+                security: security.into(),
             };
             match rt.block_on(demo::run(opts, |line| println!("{line}"))) {
                 Ok(r) => {

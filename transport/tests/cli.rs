@@ -293,6 +293,7 @@ fn write_deployment(d: &std::path::Path, entry_listen: &str) {
             master: format!("master-{i}.key").into(),
             db: format!("ex{i}.redb").into(),
             metrics_listen: None,
+            security: Default::default(),
             round: ROUND,
             timing: TimingFile {
                 submit_window_ms: 150,

@@ -121,6 +121,7 @@ pub fn write(acs: &Path, dir: &Path, p: &Params) -> Result<Deployment, String> {
             master: format!("master-{i}.key").into(),
             db: format!("ex{i}.redb").into(),
             metrics_listen: None,
+            security: Default::default(),
             round,
             timing: TimingFile {
                 submit_window_ms: p.window_ms,

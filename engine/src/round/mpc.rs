@@ -342,6 +342,8 @@ pub fn exchange_round(
         outputs_a[k][0] ^= routed_status.a[2 * at + 1];
         outputs_b[k][0] ^= routed_status.b[2 * at + 1];
     }
+    // Malicious mode: nothing computed in this round leaves before every gate is verified.
+    party.verify_pending()?;
     let outputs = party.commit_outputs(round, online, outputs_a, outputs_b)?;
     clock.lap("assemble and commit outputs");
     Ok(RoundResult {

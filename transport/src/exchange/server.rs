@@ -86,6 +86,8 @@ pub struct ServerConfig {
     pub relays: RelaySet,
     /// The exchange configuration (identical at all three servers and all users).
     pub round: RoundConfig,
+    /// Semi-honest or malicious (verified) computation; the same at all three servers.
+    pub security: acs_engine::SecurityMode,
     /// Round timing.
     pub timing: Timing,
     /// The database file.
@@ -185,8 +187,9 @@ fn engine_thread(
     jobs: std::sync::mpsc::Receiver<EngineJob>,
     ready: oneshot::Sender<Result<(), String>>,
     notary: Box<dyn Notary>,
+    security: acs_engine::SecurityMode,
 ) {
-    let mut party = match Party::setup(id, Box::new(channel)) {
+    let mut party = match Party::setup_with(id, Box::new(channel), security) {
         Ok(p) => {
             let _ = ready.send(Ok(()));
             p
@@ -277,24 +280,33 @@ fn engine_thread(
 
 /// What every signed online-set statement of this deployment carries: the deployment
 /// name and the exchange parameters, so a statement cannot be replayed elsewhere.
-fn statement_context(deployment: &str, cfg: &RoundConfig) -> [u8; 32] {
+fn statement_context(
+    deployment: &str,
+    cfg: &RoundConfig,
+    security: acs_engine::SecurityMode,
+) -> [u8; 32] {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(b"acs/online-set-context/v1");
     h.update((deployment.len() as u64).to_le_bytes());
     h.update(deployment.as_bytes());
-    h.update(config_digest(cfg));
+    h.update(config_digest(cfg, security));
     h.finalize().into()
 }
 
-/// What the peers compare in their hellos: the exchange parameters, which must agree.
-pub fn config_digest(cfg: &RoundConfig) -> [u8; 32] {
+/// What the peers compare in their hellos: the exchange parameters and the security
+/// mode, which must agree.
+pub fn config_digest(cfg: &RoundConfig, security: acs_engine::SecurityMode) -> [u8; 32] {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
-    h.update(b"acs/round-config/v1");
+    h.update(b"acs/round-config/v2");
     h.update((cfg.payload_words as u64).to_le_bytes());
     h.update((cfg.store_capacity as u64).to_le_bytes());
     h.update(u64::from(cfg.expiry_rounds).to_le_bytes());
+    h.update([match security {
+        acs_engine::SecurityMode::SemiHonest => 0u8,
+        acs_engine::SecurityMode::Malicious => 1u8,
+    }]);
     h.finalize().into()
 }
 
@@ -921,7 +933,7 @@ async fn start_session(
             establish_timeout: Duration::from_secs(120),
             limits: cfg.limits,
             status: commit::status(&lp.db)?,
-            config_digest: config_digest(&cfg.round),
+            config_digest: config_digest(&cfg.round, cfg.security),
             descriptor: lp.descriptor.clone(),
         },
         peer_listener,
@@ -931,7 +943,7 @@ async fn start_session(
     keys[party.next().index()] = mesh.peer_keys[0];
     keys[party.prev().index()] = mesh.peer_keys[1];
     let notary = KeyNotary::new(
-        statement_context(&cfg.deployment, &cfg.round),
+        statement_context(&cfg.deployment, &cfg.round, cfg.security),
         party,
         lp.signing.clone(),
         keys,
@@ -944,10 +956,15 @@ async fn start_session(
     let (jobs, job_rx) = std::sync::mpsc::channel();
     let (ready_tx, ready) = oneshot::channel();
     let engine_cfg = cfg.round;
+    let security = cfg.security;
     let channel = mesh.channel;
     std::thread::Builder::new()
         .name(format!("engine-{}", cfg.index))
-        .spawn(move || engine_thread(party, channel, engine_cfg, job_rx, ready_tx, notary))
+        .spawn(move || {
+            engine_thread(
+                party, channel, engine_cfg, job_rx, ready_tx, notary, security,
+            )
+        })
         .map_err(|e| ServerError::Engine(e.to_string()))?;
     let session = Session {
         control: mesh.control,

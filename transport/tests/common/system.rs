@@ -224,6 +224,7 @@ impl Deployment {
             master: format!("master-{i}.key").into(),
             db: format!("ex{i}.redb").into(),
             metrics_listen: self.metrics_ports.get(i).map(|p| loopback(*p)),
+            security: Default::default(),
             round: o.round,
             timing: TimingFile {
                 submit_window_ms: o.submit_window_ms,

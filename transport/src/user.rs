@@ -88,6 +88,11 @@ pub struct RoundReport {
     pub liar: Option<usize>,
 }
 
+/// The longest pause between reconnection attempts to a relay (before jitter): short
+/// enough that a restarted relay is taken up again within seconds, long enough (with
+/// the jitter) that users do not hammer a relay that stays down.
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
 /// Where a link's connection generation sits in an event's tag.
 const GEN_SHIFT: u32 = 32;
 
@@ -291,7 +296,8 @@ impl User {
         }
     }
 
-    /// Reconnects `link` in a task: exponential backoff from 200 ms to 30 s with jitter
+    /// Reconnects `link` in a task: exponential backoff from 200 ms to [`RECONNECT_MAX`]
+    /// with up to 50% jitter
     /// (so users do not all come back at once), one log line per outage.
     fn reconnect(&mut self, link: usize) {
         self.generation[link] += 1;
@@ -312,7 +318,7 @@ impl User {
                     let _ = done.send((link, writer));
                     return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                backoff = (backoff * 2).min(RECONNECT_MAX);
             }
         });
     }

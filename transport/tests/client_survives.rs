@@ -44,7 +44,7 @@ fn users_start_with_a_relay_down_and_reconnect_after_a_relay_restarts() {
     relay0.kill();
     rt.block_on(crowd.round());
     relay0 = d.start_entry(0, "-restarted");
-    rt.block_on(crowd.until_settled(40, Duration::from_secs(300)));
+    rt.block_on(crowd.until_settled(80, Duration::from_secs(400)));
     crowd.assert_exactly_once();
     drop(relay0);
 }

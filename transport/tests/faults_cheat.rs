@@ -37,29 +37,7 @@ fn logs(ps: &[Proc]) -> String {
 /// round after the users' first; checks what the honest servers say and that nothing was
 /// lost or delivered twice.
 fn cheat(liar: usize, lie: &str) {
-    let d = Deployment::write(Options {
-        entries: 2,
-        submit_window_ms: 800,
-        ..Options::default()
-    });
-    let arm = d.path("arm");
-    let arm_s = arm.to_string_lossy().to_string();
-    let _entries: Vec<Proc> = (0..2).map(|j| d.start_entry(j, "")).collect();
-    let ex: Vec<Proc> = (0..3)
-        .map(|i| {
-            if i == liar {
-                d.start_exchange_with(i, "", &[("ACS_FAULT_LIE", lie), ("ACS_FAULT_ARM", &arm_s)])
-            } else {
-                d.start_exchange(i, "")
-            }
-        })
-        .collect();
-    let rt = runtime();
-    let mut crowd = rt.block_on(Crowd::register(&d, 6, 3, None));
-    rt.block_on(crowd.round());
-    std::fs::write(&arm, b"").unwrap();
-    rt.block_on(crowd.until_settled(30, Duration::from_secs(300)));
-
+    let (ex, _entries, crowd, _d) = with_fault(liar, ("ACS_FAULT_LIE", lie));
     let liar_log = ex[liar].log_text();
     let round = liar_log
         .lines()

@@ -9,7 +9,11 @@
 //! out, so it sends cover until the missing share arrives late (a restarted server hands
 //! out its last committed round again) and the round settles, reported through
 //! [`User::take_late`]. Resending at once would deliver the message twice. Only after
-//! [`LATE_ROUNDS`] rounds without the share does it give up and resend.
+//! [`LATE_ROUNDS`] rounds without the share does it give up and resend. When exactly one
+//! answer is missing at the end of the wait (a relay died after forwarding the share, or
+//! a server crashed before releasing), the other two servers' answers settle the round
+//! if they agree: between them they hold every output component twice over
+//! (`acs_engine::round::outputs::reconstruct_from_two`).
 //!
 //! Relays come and go: a user starts when at least one relay answers (naming the others
 //! in a warning) and reconnects every link that is down in the background, with
@@ -20,8 +24,12 @@
 use crate::client::{FromRelay, RelayLink, RelayWriter};
 use crate::output::ServerOutput;
 use crate::wire::{OutputShare, RegisterRequest, RoundAnnounce, SealedEnvelope, WireError};
-use acs_engine::round::outputs::{reconstruct_checked, OutputShare as ShareOfOutput};
+use acs_engine::round::outputs::{
+    reconstruct_checked, reconstruct_from_two, OutputShare as ShareOfOutput,
+};
+use acs_engine::round::Output;
 use acs_engine::round::{payload_to_words, Block, Incoming, Role, RoundConfig, Status};
+use acs_engine::PartyId;
 use acs_kgc::{
     Direction, Envelope, LongTermKey, RegistrationResponse, SignedDescriptor, UserIdentity,
     UserPseudonym,
@@ -535,6 +543,33 @@ impl User {
 
     /// [`User::settle`] with the output reconstructed from three shares (`status: None`
     /// if they do not reconstruct).
+    /// The output from exactly two servers' answers, if they are consistent
+    /// ([`reconstruct_from_two`]).
+    fn output_from_two(&self, round: u64, parts: &[Option<ShareOfOutput>; 3]) -> Option<Output> {
+        let present: Vec<(PartyId, &ShareOfOutput)> = parts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| Some((PartyId::new(i)?, p.as_ref()?)))
+            .collect();
+        let [a, b] = present[..] else {
+            return None;
+        };
+        let r = u32::try_from(round).ok()?;
+        match reconstruct_from_two(r, self.pseudonym().get(), a, b, &self.cfg) {
+            Ok(o) => {
+                tracing::info!(
+                    round,
+                    "one server's answer never came; settled from the other two"
+                );
+                Some(o)
+            }
+            Err(e) => {
+                tracing::warn!(round, error = %e, "two answers do not agree; waiting for the third");
+                None
+            }
+        }
+    }
+
     fn settle_parts(
         &mut self,
         round: u64,
@@ -701,6 +736,13 @@ impl User {
         }
         if parts.iter().all(Option::is_some) {
             return Ok(self.settle_parts(round, &parts, sent));
+        }
+        // One answer lost on the way (its relay died after forwarding the share): any
+        // two servers' answers cover every component twice, so a consistent pair settles
+        // the round, and the message is neither left in doubt nor sent twice.
+        if let Some(output) = self.output_from_two(round, &parts) {
+            let status = Some(output.status);
+            return Ok(self.settle(round, status, sent, output.incoming));
         }
         self.unsettled.push(Unsettled {
             round,

@@ -265,6 +265,65 @@ pub fn reconstruct_checked(
     })
 }
 
+/// Rebuilds `user`'s output from the answers of two servers only (`a` from server `ia`,
+/// `b` from server `ib`), for when the third answer is lost on the way (a relay died).
+/// Any two servers hold all three components between them, and every component is then
+/// covered twice: by two copies, or by a copy from one server and the other server's
+/// commitment. So a single dishonest server among the two cannot make a wrong output
+/// pass: any disagreement refuses the output ([`CheckError::Inconsistent`]), since with
+/// only two voices the liar cannot be told apart.
+pub fn reconstruct_from_two(
+    round: u32,
+    user: u64,
+    (ia, a): (PartyId, &OutputShare),
+    (ib, b): (PartyId, &OutputShare),
+    cfg: &RoundConfig,
+) -> Result<Output, CheckError> {
+    let ow = cfg.output_words();
+    for s in [a, b] {
+        if s.own.len() != ow || s.next.len() != ow {
+            return Err(OutputError::WrongLength {
+                expected: ow,
+                got: s.own.len().min(s.next.len()),
+            }
+            .into());
+        }
+    }
+    // Name them so that `first` is followed by `second` (j, j+1).
+    let (j, first, second) = if ib == ia.next() {
+        (ia, a, b)
+    } else if ia == ib.next() {
+        (ib, b, a)
+    } else {
+        return Err(CheckError::Inconsistent);
+    };
+    let opens = |c: PartyId, n: &[u8; NONCE_BYTES], w: &[u64], commitment: &[u8; 32]| {
+        commit(round, user, c, n, w) == *commitment
+    };
+    // x_j: first's own, committed to by second (x_{(j+1)+2} = x_j).
+    // x_{j+1}: first's next and second's own, two copies.
+    // x_{j+2}: second's next, committed to by first.
+    let consistent = opens(j, &first.own_nonce, &first.own, &second.other_commit)
+        && first.next == second.own
+        && first.next_nonce == second.own_nonce
+        && opens(
+            j.next().next(),
+            &second.next_nonce,
+            &second.next,
+            &first.other_commit,
+        );
+    if !consistent {
+        return Err(CheckError::Inconsistent);
+    }
+    let mut words = vec![0u64; ow];
+    for part in [&first.own, &first.next, &second.next] {
+        for (o, v) in words.iter_mut().zip(part.iter()) {
+            *o ^= v;
+        }
+    }
+    Ok(Output::from_words(&words, cfg)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,6 +426,38 @@ mod tests {
         a[0].own[0] ^= 1;
         a[1].own[0] ^= 1;
         assert_eq!(check(&a), Err(CheckError::Inconsistent));
+    }
+
+    #[test]
+    fn any_two_honest_answers_reconstruct_and_any_single_lie_among_them_is_refused() {
+        let a = answers(&sample(), 9, 4, 11);
+        for (x, y) in [(0, 1), (1, 2), (2, 0), (1, 0)] {
+            let (px, py) = (PartyId::ALL[x], PartyId::ALL[y]);
+            assert_eq!(
+                reconstruct_from_two(4, 9, (px, &a[x]), (py, &a[y]), &CFG),
+                Ok(sample())
+            );
+            for liar in [x, y] {
+                for what in 0..4 {
+                    let mut bad = a.clone();
+                    let s = &mut bad[liar];
+                    match what {
+                        0 => s.own[0] ^= 1,
+                        1 => s.next[2] ^= 1,
+                        2 => s.other_commit[0] ^= 1,
+                        _ => s.next_nonce[3] ^= 1,
+                    }
+                    assert_eq!(
+                        reconstruct_from_two(4, 9, (px, &bad[x]), (py, &bad[y]), &CFG),
+                        Err(CheckError::Inconsistent),
+                        "liar {liar}, field {what}"
+                    );
+                }
+            }
+        }
+        // The same server twice is no pair.
+        let p0 = PartyId::ALL[0];
+        assert!(reconstruct_from_two(4, 9, (p0, &a[0]), (p0, &a[0]), &CFG).is_err());
     }
 
     #[test]

@@ -309,7 +309,7 @@ fn check_of_words(index: u64, words: &[u64]) -> [u8; 32] {
 
 /// Feeds `words` to `h` as little-endian bytes, a block at a time (one `update` per
 /// word costs more than the hashing).
-fn update_words(h: &mut Sha3_256, words: &[u64]) {
+pub(crate) fn update_words(h: &mut impl sha3::digest::Update, words: &[u64]) {
     let mut buf = [0u8; 8 * 512];
     for chunk in words.chunks(512) {
         let bytes = &mut buf[..8 * chunk.len()];

@@ -248,7 +248,7 @@ impl User {
             };
             if let Some(w) = user.writers[via].as_mut() {
                 if let Err(e) = w.register(&req).await {
-                    user.link_down(via, &e);
+                    user.link_down(user.current_tag(via), &e);
                     return Err(e.into());
                 }
             }
@@ -285,15 +285,12 @@ impl User {
     }
 
     /// A relay link ended (the relay restarted, or the network failed): forget its writer
-    /// and reconnect in the background. `tag` is an event's tag or a bare link index (the
-    /// current connection); the end of an already replaced connection is ignored.
+    /// and reconnect in the background. `tag` is an event's tag, or [`User::current_tag`]
+    /// for a failure seen while writing; the end of an already replaced connection (an
+    /// older generation) is ignored.
     fn link_down(&mut self, tag: usize, e: &dyn std::fmt::Display) {
         let link = link_of(tag);
-        let generation = tag >> GEN_SHIFT;
-        if link >= self.writers.len() || (generation != 0 && generation != self.generation[link]) {
-            return;
-        }
-        if tag == link && self.generation[link] != 0 && self.writers[link].is_none() {
+        if link >= self.writers.len() || tag >> GEN_SHIFT != self.generation[link] {
             return;
         }
         if self.writers[link].take().is_some() {
@@ -304,12 +301,17 @@ impl User {
         }
     }
 
+    /// The event tag of `link`'s current connection.
+    fn current_tag(&self, link: usize) -> usize {
+        link | (self.generation[link] << GEN_SHIFT)
+    }
+
     /// Reconnects `link` in a task: exponential backoff from 200 ms to [`RECONNECT_MAX`]
     /// with up to 50% jitter
     /// (so users do not all come back at once), one log line per outage.
     fn reconnect(&mut self, link: usize) {
         self.generation[link] += 1;
-        let tag = link | (self.generation[link] << GEN_SHIFT);
+        let tag = self.current_tag(link);
         let (index, addr) = self.relays[link];
         let (roots, timeout) = (self.roots.clone(), self.timeout);
         let (events, done) = (self.events_tx.clone(), self.reconnected_tx.clone());
@@ -667,7 +669,7 @@ impl User {
             // A lost share means the servers cannot all take the block: the round
             // answers with a retry (or times out) and the message goes again.
             if let Err(e) = submitted {
-                self.link_down(via, &e);
+                self.link_down(self.current_tag(via), &e);
             }
         }
         Ok(sent)

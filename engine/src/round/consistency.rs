@@ -358,16 +358,20 @@ impl Party {
             let signed = notary.sign(to, &own);
             self.send_bytes(to, signed.to_bytes().to_vec())?;
         }
-        let from_next = self.recv_statement(Peer::Next, notary, StatementKind::Heard, round)?;
-        let from_prev = self.recv_statement(Peer::Prev, notary, StatementKind::Heard, round)?;
+        let from_next =
+            self.recv_statement(Peer::Next, me.next(), StatementKind::Heard, round, notary)?;
+        let from_prev =
+            self.recv_statement(Peer::Prev, me.prev(), StatementKind::Heard, round, notary)?;
         self.count_round();
 
         // 2. Echo: each peer's statement goes to the other peer.
         self.send_bytes(Peer::Next, from_prev.to_bytes().to_vec())?;
         self.send_bytes(Peer::Prev, from_next.to_bytes().to_vec())?;
         // Next echoes what Prev told it, Prev what Next told it.
-        let prev_via_next = self.recv_echo(Peer::Next, me.prev(), notary, round)?;
-        let next_via_prev = self.recv_echo(Peer::Prev, me.next(), notary, round)?;
+        let prev_via_next =
+            self.recv_statement(Peer::Next, me.prev(), StatementKind::Heard, round, notary)?;
+        let next_via_prev =
+            self.recv_statement(Peer::Prev, me.next(), StatementKind::Heard, round, notary)?;
         self.count_round();
         for (direct, echoed) in [(&from_prev, &prev_via_next), (&from_next, &next_via_prev)] {
             if direct.statement != echoed.statement {
@@ -426,8 +430,10 @@ impl Party {
             let signed = notary.sign(to, &final_claim);
             self.send_bytes(to, signed.to_bytes().to_vec())?;
         }
-        let fin_next = self.recv_statement(Peer::Next, notary, StatementKind::Final, round)?;
-        let fin_prev = self.recv_statement(Peer::Prev, notary, StatementKind::Final, round)?;
+        let fin_next =
+            self.recv_statement(Peer::Next, me.next(), StatementKind::Final, round, notary)?;
+        let fin_prev =
+            self.recv_statement(Peer::Prev, me.prev(), StatementKind::Final, round, notary)?;
         self.count_round();
         for fin in [fin_next, fin_prev] {
             if fin.statement.digest != final_claim.digest
@@ -444,40 +450,28 @@ impl Party {
         })
     }
 
-    /// A peer's own signed statement of `kind` for `round`, checked: well formed, about
-    /// this round and context, signed by that peer.
+    /// A statement of `signer` of `kind` for `round`, from the peer `from`: the peer's own
+    /// (`signer` is that peer) or one it echoes. Checked: well formed, about this round
+    /// and context, signed by `signer`. An honest echoer verified a statement before
+    /// passing it on, so a bad one is always the sender's doing.
     fn recv_statement(
         &mut self,
         from: Peer,
-        notary: &dyn Notary,
+        signer: PartyId,
         kind: StatementKind,
         round: u32,
-    ) -> Result<SignedStatement, EngineError> {
-        let peer = self.id().peer(from);
-        let bytes = self.recv_bytes(from, SIGNED_BYTES)?;
-        check_statement(&bytes, peer, kind, round, notary).map_err(|what| {
-            EngineError::PeerMisbehaved {
-                peer,
-                what: format!("its signed online-set statement: {what}"),
-            }
-        })
-    }
-
-    /// A statement of `signer` echoed by the peer `from`. An honest echoer verified it
-    /// before passing it on, so a bad one is the echoer's doing.
-    fn recv_echo(
-        &mut self,
-        from: Peer,
-        signer: PartyId,
         notary: &dyn Notary,
-        round: u32,
     ) -> Result<SignedStatement, EngineError> {
         let peer = self.id().peer(from);
         let bytes = self.recv_bytes(from, SIGNED_BYTES)?;
-        check_statement(&bytes, signer, StatementKind::Heard, round, notary).map_err(|what| {
+        check_statement(&bytes, signer, kind, round, notary).map_err(|what| {
             EngineError::PeerMisbehaved {
                 peer,
-                what: format!("echoed a statement of {signer} that does not verify: {what}"),
+                what: if signer == peer {
+                    format!("its signed online-set statement: {what}")
+                } else {
+                    format!("echoed a statement of {signer} that does not verify: {what}")
+                },
             }
         })
     }

@@ -71,15 +71,7 @@ pub fn commit(
     h.update(user.to_le_bytes());
     h.update([component.index() as u8]);
     h.update(nonce);
-    // Words as little-endian bytes, a block at a time: no allocation per user.
-    let mut buf = [0u8; 8 * 64];
-    for chunk in words.chunks(64) {
-        let bytes = &mut buf[..8 * chunk.len()];
-        for (b, w) in bytes.chunks_exact_mut(8).zip(chunk) {
-            b.copy_from_slice(&w.to_le_bytes());
-        }
-        h.update(&*bytes);
-    }
+    crate::declassify::update_words(&mut h, words);
     h.finalize().into()
 }
 

@@ -261,7 +261,8 @@ fn round_with(
 
 #[test]
 fn honest_round_with_an_unfired_fault_matches_the_ideal_round() {
-    let fault = OpeningFault::nth(Reason::RouteAfterShuffle, 2, LieKind::Check);
+    // The round opens routing tags three times: a fourth opening never comes.
+    let fault = OpeningFault::nth(Reason::RouteAfterShuffle, 3, LieKind::Check);
     let (out, want) = round_with(30, Some((PartyId::ALL[0], fault)));
     let [a, b, c] = out;
     let (ra, rb, rc) = (a.0.unwrap(), b.0.unwrap(), c.0.unwrap());
@@ -280,8 +281,9 @@ fn honest_round_with_an_unfired_fault_matches_the_ideal_round() {
 fn a_lie_in_a_routing_opening_of_a_round_is_caught_and_blamed_on_the_liar() {
     for liar in PartyId::ALL {
         for kind in [LieKind::Value, LieKind::Check] {
-            // The round opens routing tags twice: after the first and the second sort.
-            for nth in [0, 1] {
+            // The round opens routing tags three times: after the first sort (route A),
+            // after the second (payload indices), and the payload destinations.
+            for nth in [0, 1, 2] {
                 let fault = OpeningFault::nth(Reason::RouteAfterShuffle, nth, kind);
                 let (out, _) = round_with(20, Some((liar, fault)));
                 let victim = match kind {

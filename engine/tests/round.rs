@@ -530,10 +530,16 @@ fn the_round_opens_only_sort_comparisons_and_routing_tags() {
         .filter(|e| e.reason == Reason::RouteAfterShuffle)
         .map(|e| e.bits)
         .collect();
-    // Route A opens one tag per record (2U + C), route B one per item (U + C).
-    assert_eq!(routing, vec![(2 * 50 + 10) * 64, (50 + 10) * 64]);
-    // The exact shape: sort-1's comparison levels, route A, sort-2's levels, route B.
-    // Each comparison level opens at most one bit per record of its sort.
+    // Route A opens one tag per record (2U + C); then each item's payload index after a
+    // shuffle (U + C); then each payload row's destination after a shuffle (U + C items
+    // and U blanks).
+    assert_eq!(
+        routing,
+        vec![(2 * 50 + 10) * 64, (50 + 10) * 64, (2 * 50 + 10) * 64]
+    );
+    // The exact shape: sort-1's comparison levels, route A, sort-2's levels, the payload
+    // indices, the destinations. Each comparison level opens at most one bit per record
+    // of its sort.
     let shape: Vec<char> = logs[0]
         .iter()
         .map(|e| match e.reason {
@@ -545,7 +551,11 @@ fn the_round_opens_only_sort_comparisons_and_routing_tags() {
         .split('r')
         .map(|run| if run.is_empty() { '-' } else { 's' })
         .collect();
-    assert_eq!(shape, vec!['s', 's', '-'], "openings in the wrong order");
+    assert_eq!(
+        shape,
+        vec!['s', 's', '-', '-'],
+        "openings in the wrong order"
+    );
     let first_route = logs[0]
         .iter()
         .position(|e| e.reason == Reason::RouteAfterShuffle)

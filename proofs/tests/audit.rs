@@ -99,9 +99,14 @@ fn the_real_round_opens_only_shuffled_sort_bits_and_the_public_tag_multiset() {
     let mut route_a: Vec<u64> = (0..2 * u).collect();
     route_a.extend(std::iter::repeat_n(SENTINEL, c));
     route_a.sort_unstable();
-    let mut route_b: Vec<u64> = (0..u).map(|i| 2 * i + 1).collect();
-    route_b.extend(std::iter::repeat_n(SENTINEL, c));
-    route_b.sort_unstable();
+    // Each item's payload index after a shuffle: a permutation of 0 .. U + C.
+    let indices: Vec<u64> = (0..u + c as u64).collect();
+    // Each payload row's destination: user i (2i), store slot t (2t + 1), or discarded
+    // (U of them: the blanks of matched users and the undelivered items past the store).
+    let mut dests: Vec<u64> = (0..u).map(|i| 2 * i).collect();
+    dests.extend((0..c as u64).map(|t| 2 * t + 1));
+    dests.extend(std::iter::repeat_n(SENTINEL, u as usize));
+    dests.sort_unstable();
     for entries in &trace.rounds {
         let inv = invariant(entries);
         let n1 = c + 2 * u as usize;
@@ -122,7 +127,8 @@ fn the_real_round_opens_only_shuffled_sort_bits_and_the_public_tag_multiset() {
                 GroupInvariant::Sort {
                     first_level: n2 - 1
                 },
-                route(&route_b),
+                route(&indices),
+                route(&dests),
             ]
         );
     }

@@ -1,28 +1,42 @@
 //! The three-party exchange round: matching, store and routing over replicated shares.
 //!
-//! Records (one row each, secret-shared):
+//! The matching runs on narrow rows (a routing tag, flags, a payload index, a
+//! destination); each payload moves once, at the end.
+//!
+//! Records of the first sort (one narrow row each, secret-shared):
 //! - a *mailbox* per online user `u` (public: the online set is leakage), key
 //!   `(0, u, 0)`;
 //! - an *item* per online user's block, key `(dummy, dst, 1)`, where covers are dummies;
 //! - the `C` store records, key `(dummy, dst, 1)`, where empty and expired ones are dummies.
+//!
+//! Items carry `j`, the index of their payload row: store record `t` is `j = t`, user
+//! `i`'s block `j = C + i`.
 //!
 //! 1. Sort all records by key with the oblivious quicksort. Its tiebreak is the input
 //!    position, and the input lists store records (kept oldest first) before this
 //!    round's items (in pseudonym order), so items for one target follow its mailbox
 //!    oldest first.
 //! 2. Match by adjacent equality: record `k` receives record `k+1` exactly when
-//!    `key_k ^ 1 == key_{k+1}` (a mailbox followed by a live item for the same target);
-//!    the item moves into the mailbox with an oblivious multiplexer and is marked delivered.
-//! 3. Route: shuffle, then open each record's routing tag. Each online user owns exactly
-//!    two records (tags `2i`, `2i+1`) and the store `C` (one sentinel tag), so the opened
-//!    tags are a uniformly random arrangement of a public multiset.
-//! 4. Sort the `U + C` items by `(not kept, received round, source)`: the first `C` are the
-//!    new store (the number of real ones is never opened); each item's status follows
-//!    from its public position.
-//! 5. Route the statuses back the same way, and assemble each user's output share.
+//!    `key_k ^ 1 == key_{k+1}` (a mailbox followed by a live item for the same target).
+//!    Only a tag moves: the item's destination becomes the mailbox's tag `2i`, the item
+//!    is marked delivered and the mailbox matched.
+//! 3. Route A: shuffle, then open each record's routing tag (`2i` mailbox, `2i + 1` item,
+//!    SENTINEL store record): a uniformly random arrangement of a public multiset.
+//! 4. Sort the `U + C` items by the distinct narrow key `(not kept, delivered, j)`. The
+//!    `j` order is (received, source) order, so the first `C` are the new store, oldest
+//!    first (the number of real ones is never opened), and delivered items come last: at
+//!    most `U` of `U + C` are delivered, so no store slot holds one. Each item's status
+//!    follows from its public position.
+//! 5. Shuffle `[j, status, destination]` and open `j` (a uniformly random arrangement of
+//!    `0 .. U + C`): statuses and destinations are now held in payload order.
+//! 6. Move the payloads once: one row per store record and block with its destination
+//!    (`2i` user, `2t + 1` store slot, SENTINEL discarded), plus one blank row per user
+//!    (to user `i` when its mailbox stayed empty, else discarded); shuffle and open the
+//!    destinations, which are `U` user tags, `C` slot tags and `U` SENTINELs: a public
+//!    multiset. Assemble each user's output share and the new store.
 //!
 //! Openings: quicksort comparison bits (twice) and routing tags after a fresh shuffle
-//! (twice), all through [`Party::declassify`], cross-checked at the end.
+//! (three times), all through [`Party::declassify`], cross-checked at the end.
 
 use super::outputs::OutputShare;
 use super::RoundConfig;
@@ -32,24 +46,27 @@ use crate::declassify::Reason;
 use crate::error::EngineError;
 use crate::party::Party;
 use crate::share::{Shared, SharedKeys};
-use crate::sort::quicksort;
+use crate::sort::{index_bits, quicksort, quicksort_distinct};
 use crate::transpose::{blocks, rows_to_planes};
 use rayon::prelude::*;
 
 /// The routing tag of store records.
 const SENTINEL: u64 = u64::MAX;
 
-// Columns of the working rows.
-const ORIGIN: usize = 0;
+// Columns of the narrow rows the matching works on.
+const ORIGIN: usize = 0; // routing tag: 2i mailbox of user i, 2i + 1 its item, SENTINEL store
 const FLAGS: usize = 1;
-const SRC: usize = 2; // then DST = 3
-const RECEIVED: usize = 4;
-const PAYLOAD: usize = 5;
+const J: usize = 2; // an item's payload index: store record t, or C + i for user i's block
+const DEST: usize = 3; // where an item's payload goes: 2i to user i, or SENTINEL
+const NARROW: usize = 4;
 
 // Bits of the FLAGS column.
-const ROLE_MASK: u64 = 0b11;
 const DELIVERED_BIT: u32 = 2;
 const DUMMY_BIT: u32 = 3;
+const MATCHED_BIT: u32 = 4;
+
+/// The role bits of a store record's flags word, after the valid bit.
+const ROLE_MASK: u64 = 0b11;
 
 /// One party's share of the store: `store_capacity` rows of
 /// `[flags (bit 0 valid, bits 1-2 role), src, dst, received round, payload..]`.
@@ -117,8 +134,6 @@ pub fn exchange_round(
 ) -> Result<RoundResult, EngineError> {
     let u = online.len();
     let c = cfg.store_capacity;
-    let p = cfg.payload_words;
-    let row = PAYLOAD + p;
     if !online.windows(2).all(|w| w[0] < w[1]) {
         return Err(EngineError::InvalidInput(
             "online set not strictly ascending".into(),
@@ -157,15 +172,16 @@ pub fn exchange_round(
     let role0 = r0.xor(both);
     let block_live = r0.xor(&r1).xor(both);
 
-    // Sort-1 records: store (C), items (U), mailboxes (U).
+    // Sort-1 records, narrow: store (C), items (U), mailboxes (U). The payload stays
+    // where it is until the end; an item carries its payload's index `j` instead.
     let n1 = c + 2 * u;
     let mut keys = SharedKeys {
         a: Vec::with_capacity(n1),
         b: Vec::with_capacity(n1),
     };
     let mut rows = Shared {
-        a: Vec::with_capacity(n1 * row),
-        b: Vec::with_capacity(n1 * row),
+        a: Vec::with_capacity(n1 * NARROW),
+        b: Vec::with_capacity(n1 * NARROW),
     };
     let store_dead = store_live.not(id);
     let block_dead = block_live.not(id);
@@ -177,47 +193,38 @@ pub fn exchange_round(
         let srows = share.of(&store.rows);
         let dead = share.of(&store_dead);
         for t in 0..c {
-            let r = &srows[t * sw..(t + 1) * sw];
-            out_keys.push(key_item(lane(dead, t), r[2]));
-            out_rows.push(public(SENTINEL));
-            out_rows.push((r[0] >> 1) & ROLE_MASK);
-            out_rows.extend_from_slice(&r[1..4]);
-            out_rows.extend_from_slice(&r[4..]);
+            out_keys.push(key_item(lane(dead, t), srows[t * sw + 2]));
+            out_rows.extend_from_slice(&[public(SENTINEL), 0, public(t as u64), public(SENTINEL)]);
         }
         let brows = share.of(&blocks);
         let dead = share.of(&block_dead);
-        let (ro0, ro1) = (share.of(&role0), share.of(&r1));
-        for (i, &src) in online.iter().enumerate() {
-            let r = &brows[i * bw..(i + 1) * bw];
-            out_keys.push(key_item(lane(dead, i), r[1]));
-            out_rows.push(public(2 * i as u64 + 1));
-            out_rows.push(lane(ro0, i) ^ (lane(ro1, i) << 1));
-            out_rows.push(public(src));
-            out_rows.push(r[1]);
-            out_rows.push(public(round as u64));
-            out_rows.extend_from_slice(&r[2..]);
+        for i in 0..u {
+            out_keys.push(key_item(lane(dead, i), brows[i * bw + 1]));
+            out_rows.extend_from_slice(&[
+                public(2 * i as u64 + 1),
+                0,
+                public((c + i) as u64),
+                public(SENTINEL),
+            ]);
         }
         for (i, &owner) in online.iter().enumerate() {
             out_keys.push(public_key(id, share, (owner as u128) << 1));
-            out_rows.push(public(2 * i as u64));
-            out_rows.extend(std::iter::repeat_n(0, row - 1));
+            out_rows.extend_from_slice(&[public(2 * i as u64), 0, 0, public(SENTINEL)]);
         }
     }
-    // Peak memory is the sorts' (three parties in one process at 10^6 users come close to
-    // 24 GB): release every input as soon as its last reader is done.
-    drop(blocks);
     clock.lap("prepare");
-    let sorted = quicksort(party, &keys, 66, &rows, row)?;
+    let sorted = quicksort(party, &keys, 66, &rows, NARROW)?;
     drop((keys, rows));
     clock.lap("sort records");
-    let matched = match_adjacent(party, &sorted.keys, &sorted.payload, row, p)?;
+    let matched = match_adjacent(party, &sorted.keys, &sorted.payload)?;
     drop(sorted);
     clock.lap("match");
 
     // Route A: mailboxes to their users, items on to the store sort.
-    let routed = party.shuffle(&matched, row)?;
+    let routed = party.shuffle(&matched, NARROW)?;
     drop(matched);
-    let tags = party.declassify_words(Reason::RouteAfterShuffle, &column(&routed, row, ORIGIN))?;
+    let tags =
+        party.declassify_words(Reason::RouteAfterShuffle, &column(&routed, NARROW, ORIGIN))?;
     let mut mailbox_at = vec![usize::MAX; u];
     let mut items = Vec::with_capacity(u + c);
     let mut sentinels = 0usize;
@@ -242,106 +249,221 @@ pub fn exchange_round(
         return Err(route_mismatch(id));
     }
 
-    // Store sort: (not kept, received, src); not kept = dummy ^ delivered (exclusive).
-    let item_rows = gather_rows(&routed, row, &items);
-    // Each user's two output components without the status, which comes back after the
-    // store sort: [incoming role << 8, from, payload]. Component x_i (this party's `a`)
-    // and x_{i+1} (its `b`) both go to the user, so that it can check them
-    // (`outputs::reconstruct_checked`).
-    let assemble = |v: &[u64]| -> Vec<Vec<u64>> {
+    // Blank payload row of user i: its output when its mailbox stayed empty, discarded
+    // otherwise. Destination 2i ^ matched·(2i ^ SENTINEL): a shared bit times public
+    // constants, share by share.
+    let blank_dest = |v: &[u64], share: Share| -> Vec<u64> {
         mailbox_at
             .iter()
-            .map(|&k| {
-                let m = &v[k * row..(k + 1) * row];
-                let mut out = Vec::with_capacity(cfg.output_words());
-                out.push((m[FLAGS] & ROLE_MASK) << 8);
-                out.push(m[SRC]);
-                out.extend_from_slice(&m[PAYLOAD..]);
-                out
+            .enumerate()
+            .map(|(i, &k)| {
+                let matched = (v[k * NARROW + FLAGS] >> MATCHED_BIT) & 1;
+                let own = 2 * i as u64;
+                public_word(id, share, own) ^ (matched.wrapping_neg() & (own ^ SENTINEL))
             })
             .collect()
     };
-    let mut outputs_a = assemble(&routed.a);
-    let mut outputs_b = assemble(&routed.b);
-    drop(routed);
-    let mut keys2 = SharedKeys::default();
-    for (share, out) in [(Share::A, &mut keys2.a), (Share::B, &mut keys2.b)] {
-        let r = share.of(&item_rows);
-        for t in 0..items.len() {
-            let f = r[t * row + FLAGS];
-            let not_kept = ((f >> DUMMY_BIT) ^ (f >> DELIVERED_BIT)) & 1;
-            out.push(
-                ((not_kept as u128) << 96)
-                    | (((r[t * row + RECEIVED] & 0xffff_ffff) as u128) << 64)
-                    | r[t * row + SRC] as u128,
-            );
+    let blank_dests = Shared {
+        a: blank_dest(&routed.a, Share::A),
+        b: blank_dest(&routed.b, Share::B),
+    };
+
+    // Store sort over narrow keys `(not kept, delivered, j)`, distinct through `j`. Input
+    // order (store oldest first, then this round's items by source) is (received, source)
+    // order, so the kept items come first, oldest first. Delivered items sort last: at
+    // most U of the U + C items are delivered, so the first C positions never hold one.
+    let jb = index_bits(u + c);
+    let mut keys2 = SharedKeys {
+        a: Vec::with_capacity(u + c),
+        b: Vec::with_capacity(u + c),
+    };
+    let mut dest2 = Shared {
+        a: Vec::with_capacity(u + c),
+        b: Vec::with_capacity(u + c),
+    };
+    for (share, out, dest) in [
+        (Share::A, &mut keys2.a, &mut dest2.a),
+        (Share::B, &mut keys2.b, &mut dest2.b),
+    ] {
+        let r = share.of(&routed);
+        for &k in &items {
+            let rr = &r[k * NARROW..(k + 1) * NARROW];
+            let delivered = (rr[FLAGS] >> DELIVERED_BIT) & 1;
+            let not_kept = ((rr[FLAGS] >> DUMMY_BIT) & 1) ^ delivered;
+            let j = rr[J] & ((1u64 << jb) - 1);
+            out.push(((not_kept as u128) << (jb + 1)) | ((delivered as u128) << jb) | j as u128);
+            dest.push(rr[DEST]);
         }
     }
+    drop(routed);
     clock.lap("route to mailboxes");
-    let sorted2 = quicksort(party, &keys2, 97, &item_rows, row)?;
-    drop((keys2, item_rows));
+    let sorted2 = quicksort_distinct(party, &keys2, jb + 2, &dest2, 1)?;
+    drop((keys2, dest2));
     clock.lap("sort store candidates");
 
-    // New store: the first C rows; statuses of all items by position.
-    let mut new_store = Shared {
-        a: Vec::with_capacity(c * sw),
-        b: Vec::with_capacity(c * sw),
+    // Per sorted position t: [j, status, final destination], and the new store's valid
+    // bits (t < C). The first C positions are store slot t (tag 2t + 1); the rest go
+    // where matching sent them (a mailbox's tag, or SENTINEL: discarded).
+    let n2 = u + c;
+    let mut fates = Shared {
+        a: Vec::with_capacity(3 * n2),
+        b: Vec::with_capacity(3 * n2),
     };
-    let mut status_rows = Shared {
-        a: Vec::with_capacity(2 * items.len()),
-        b: Vec::with_capacity(2 * items.len()),
+    let mut valid = Shared {
+        a: Vec::with_capacity(c),
+        b: Vec::with_capacity(c),
     };
-    for (share, st, out) in [
-        (Share::A, &mut new_store.a, &mut status_rows.a),
-        (Share::B, &mut new_store.b, &mut status_rows.b),
+    for (share, out, val) in [
+        (Share::A, &mut fates.a, &mut valid.a),
+        (Share::B, &mut fates.b, &mut valid.b),
     ] {
-        let r = share.of(&sorted2.payload);
+        let keys = match share {
+            Share::A => &sorted2.keys.a,
+            Share::B => &sorted2.keys.b,
+        };
+        let dests = share.of(&sorted2.payload);
         let holds_x0 = public_word(id, share, u64::MAX);
-        for t in 0..items.len() {
-            let rr = &r[t * row..(t + 1) * row];
-            let f = rr[FLAGS];
-            let delivered = (f >> DELIVERED_BIT) & 1;
-            let dummy = (f >> DUMMY_BIT) & 1;
-            if t < c {
-                // valid = !(dummy ^ delivered): NOT lands on the x_0 share.
-                let valid = (dummy ^ delivered) ^ (holds_x0 & 1);
-                st.push(valid ^ ((f & ROLE_MASK) << 1));
-                st.extend_from_slice(&rr[SRC..=RECEIVED]);
-                st.extend_from_slice(&rr[PAYLOAD..]);
-            }
+        for t in 0..n2 {
+            let key = keys[t];
+            let delivered = ((key >> jb) & 1) as u64;
+            let not_kept = ((key >> (jb + 1)) & 1) as u64;
+            let dummy = not_kept ^ delivered;
             // status = s ^ delivered·(2 ^ s) ^ dummy·(1 ^ s), with s = stored or dropped
             // by public position: a share-wise product of shared bits and constants.
             let s = if t < c { 3 } else { 4 };
             let status = (holds_x0 & s) ^ (delivered * (2 ^ s)) ^ (dummy * (1 ^ s));
-            out.push(rr[ORIGIN]);
-            out.push(status);
+            let dest = if t < c {
+                // valid = !not_kept: NOT lands on the x_0 share.
+                val.push(not_kept ^ (holds_x0 & 1));
+                holds_x0 & (2 * t as u64 + 1)
+            } else {
+                dests[t]
+            };
+            out.extend_from_slice(&[(key as u64) & ((1u64 << jb) - 1), status, dest]);
         }
     }
+    drop(sorted2);
 
-    // Route B: statuses back to this round's senders.
-    let routed_status = party.shuffle(&status_rows, 2)?;
-    let tags = party.declassify_words(Reason::RouteAfterShuffle, &column(&routed_status, 2, 0))?;
-    let mut status_at = vec![usize::MAX; u];
-    for (k, &tag) in tags.iter().enumerate() {
-        if tag == SENTINEL {
-            continue;
-        }
-        if tag >= 2 * u as u64 || tag % 2 == 0 || status_at[(tag / 2) as usize] != usize::MAX {
+    // Back to payload order: shuffle, open each row's j (a uniformly random arrangement
+    // of 0 .. U + C), and read statuses and destinations by j.
+    let fates = party.shuffle_owned(fates, 3)?;
+    let js = party.declassify_words(Reason::RouteAfterShuffle, &column(&fates, 3, 0))?;
+    let mut at_j = vec![usize::MAX; n2];
+    for (k, &j) in js.iter().enumerate() {
+        if j >= n2 as u64 || at_j[j as usize] != usize::MAX {
             return Err(route_mismatch(id));
         }
-        status_at[(tag / 2) as usize] = k;
+        at_j[j as usize] = k;
     }
-    if status_at.contains(&usize::MAX) {
+    clock.lap("statuses");
+
+    // The payload moves once: rows [destination, store-format record] for every store
+    // record and block (by j), and one blank per user; shuffled, destinations opened: U
+    // user tags, C store tags and U SENTINELs, a public multiset.
+    let wide = 1 + sw;
+    let n3 = n2 + u;
+    let build_wide = |share: Share| -> Vec<u64> {
+        let f = share.of(&fates);
+        let srows = share.of(&store.rows);
+        let brows = share.of(&blocks);
+        let (ro0, ro1) = (share.of(&role0), share.of(&r1));
+        let blanks = share.of(&blank_dests);
+        let mut out = vec![0u64; n3 * wide];
+        out.par_chunks_mut(wide).enumerate().for_each(|(j, w)| {
+            if j < n2 {
+                w[0] = f[at_j[j] * 3 + 2];
+            }
+            if j < c {
+                let r = &srows[j * sw..(j + 1) * sw];
+                // Clearing the valid bit is linear: the new one comes from the sort.
+                w[1] = r[0] & !1;
+                w[2..].copy_from_slice(&r[1..]);
+            } else if j < n2 {
+                let i = j - c;
+                let r = &brows[i * bw..(i + 1) * bw];
+                w[1] = (lane(ro0, i) ^ (lane(ro1, i) << 1)) << 1;
+                w[2] = public_word(id, share, online[i]);
+                w[3] = r[1];
+                w[4] = public_word(id, share, round as u64);
+                w[5..].copy_from_slice(&r[2..]);
+            } else {
+                w[0] = blanks[j - n2];
+            }
+        });
+        out
+    };
+    let table = Shared {
+        a: build_wide(Share::A),
+        b: build_wide(Share::B),
+    };
+    let statuses = |share: Share| -> Vec<u64> {
+        let f = share.of(&fates);
+        (0..u).map(|i| f[at_j[c + i] * 3 + 1]).collect()
+    };
+    let (status_a, status_b) = (statuses(Share::A), statuses(Share::B));
+    drop((blocks, fates, blank_dests));
+    let moved = party.shuffle_owned(table, wide)?;
+    let dests = party.declassify_words(Reason::RouteAfterShuffle, &column(&moved, wide, 0))?;
+    let mut output_at = vec![usize::MAX; u];
+    let mut slot_at = vec![usize::MAX; c];
+    let mut discards = 0usize;
+    for (k, &d) in dests.iter().enumerate() {
+        let at = if d == SENTINEL {
+            discards += 1;
+            continue;
+        } else if d < 2 * u as u64 && d % 2 == 0 {
+            &mut output_at[(d / 2) as usize]
+        } else if d % 2 == 1 && (d / 2) < c as u64 {
+            &mut slot_at[(d / 2) as usize]
+        } else {
+            return Err(route_mismatch(id));
+        };
+        if *at != usize::MAX {
+            return Err(route_mismatch(id));
+        }
+        *at = k;
+    }
+    if discards != u {
         return Err(route_mismatch(id));
     }
     party.check_openings()?;
-    clock.lap("statuses and route back");
+    clock.lap("move payloads");
 
-    // Status into word 0. XOR, never OR: shares of a value have random high bits.
-    for (k, &at) in status_at.iter().enumerate() {
-        outputs_a[k][0] ^= routed_status.a[2 * at + 1];
-        outputs_b[k][0] ^= routed_status.b[2 * at + 1];
-    }
+    // New store: slot t is the record sent to tag 2t + 1, with its valid bit.
+    let store_of = |v: &[u64], valid: &[u64]| -> Vec<u64> {
+        let mut out = vec![0u64; c * sw];
+        out.par_chunks_mut(sw).enumerate().for_each(|(t, s)| {
+            let k = slot_at[t];
+            s.copy_from_slice(&v[k * wide + 1..(k + 1) * wide]);
+            s[0] ^= valid[t];
+        });
+        out
+    };
+    let new_store = Shared {
+        a: store_of(&moved.a, &valid.a),
+        b: store_of(&moved.b, &valid.b),
+    };
+    // Each user's two output components: [status ^ role << 8, from, payload]. Component
+    // x_i (this party's `a`) and x_{i+1} (its `b`) both go to the user, so that it can
+    // check them (`outputs::reconstruct_checked`). XOR, never OR: shares of a value have
+    // random high bits.
+    let assemble = |v: &[u64], status: &[u64]| -> Vec<Vec<u64>> {
+        output_at
+            .iter()
+            .zip(status)
+            .map(|(&k, &st)| {
+                let m = &v[k * wide + 1..(k + 1) * wide];
+                let mut out = Vec::with_capacity(cfg.output_words());
+                out.push((((m[0] >> 1) & ROLE_MASK) << 8) ^ st);
+                out.push(m[1]);
+                out.extend_from_slice(&m[4..]);
+                out
+            })
+            .collect()
+    };
+    let outputs_a = assemble(&moved.a, &status_a);
+    let outputs_b = assemble(&moved.b, &status_b);
+    drop(moved);
     // Malicious mode: nothing computed in this round leaves before every gate is verified.
     party.verify_pending()?;
     let outputs = party.commit_outputs(round, online, outputs_a, outputs_b)?;
@@ -418,23 +540,6 @@ fn column(rows: &Shared, row: usize, col: usize) -> Shared {
     }
 }
 
-/// Rows at `idx`, in that order.
-fn gather_rows(rows: &Shared, row: usize, idx: &[usize]) -> Shared {
-    let g = |v: &[u64]| -> Vec<u64> {
-        let mut out = vec![0u64; idx.len() * row];
-        if row > 0 {
-            out.par_chunks_mut(row)
-                .zip(idx.par_iter())
-                .for_each(|(d, &k)| d.copy_from_slice(&v[k * row..(k + 1) * row]));
-        }
-        out
-    };
-    Shared {
-        a: g(&rows.a),
-        b: g(&rows.b),
-    }
-}
-
 /// The opened routing tags are not the public multiset they must be. Every opening was
 /// cross-checked, so all honest parties opened these same tags: the shares themselves
 /// are wrong, which only a deviation in the computation explains. Without verified
@@ -474,15 +579,15 @@ fn expired_bits(
     crate::circuits::less_than(party, &x, &y, 33, blocks(c))
 }
 
-/// Step 2: for each adjacent pair, `m_k = [key_k ^ 1 == key_{k+1}]`; record `k` (a
-/// mailbox) takes record `k+1`'s role, source and payload under `m_k`, and record
-/// `k+1` is marked delivered. Also writes each record's dummy bit into its flags.
+/// Step 2: for each adjacent pair, `m_k = [key_k ^ 1 == key_{k+1}]` (a mailbox followed
+/// by a live item for its owner). Under `m_k` the item takes the mailbox's routing tag as
+/// its payload's destination (else SENTINEL: not delivered here), is marked delivered, and
+/// the mailbox is marked matched. Only a tag moves, never a payload. Also writes each
+/// record's dummy bit into its flags.
 fn match_adjacent(
     party: &mut Party,
     keys: &SharedKeys,
     rows: &Shared,
-    row: usize,
-    p: usize,
 ) -> Result<Shared, EngineError> {
     let n = keys.len();
     let id = party.id();
@@ -490,7 +595,7 @@ fn match_adjacent(
     // Dummy bit (key bit 65) into FLAGS, share by share (linear).
     for (k, f) in [(&keys.a, &mut out.a), (&keys.b, &mut out.b)] {
         for t in 0..n {
-            f[t * row + FLAGS] ^= (((k[t] >> 65) & 1) as u64) << DUMMY_BIT;
+            f[t * NARROW + FLAGS] ^= (((k[t] >> 65) & 1) as u64) << DUMMY_BIT;
         }
     }
     if n < 2 {
@@ -515,24 +620,13 @@ fn match_adjacent(
     };
     let m = equal(party, &x, &y, 66, blocks(pairs))?;
 
-    // Mailbox k takes [role, src, payload] of k+1 under m_k: AND with the broadcast bit.
-    let take = 2 + p;
-    let masks = |bits: &[u64]| -> Vec<u64> {
-        let mut v = vec![0u64; pairs * take];
-        v.par_chunks_mut(take)
-            .enumerate()
-            .for_each(|(t, c)| c.fill(lane(bits, t).wrapping_neg()));
-        v
-    };
-    let next_fields = |r: &[u64]| -> Vec<u64> {
-        let mut v = vec![0u64; pairs * take];
-        v.par_chunks_mut(take).enumerate().for_each(|(t, c)| {
-            let rr = &r[(t + 1) * row..(t + 2) * row];
-            c[0] = rr[FLAGS] & ROLE_MASK;
-            c[1] = rr[SRC];
-            c[2..].copy_from_slice(&rr[PAYLOAD..]);
-        });
-        v
+    // DEST_{k+1} = SENTINEL ^ m_k·(ORIGIN_k ^ SENTINEL): one word AND per pair.
+    let masks =
+        |bits: &[u64]| -> Vec<u64> { (0..pairs).map(|t| lane(bits, t).wrapping_neg()).collect() };
+    let origins = |r: &[u64], share: Share| -> Vec<u64> {
+        (0..pairs)
+            .map(|t| r[t * NARROW + ORIGIN] ^ public_word(id, share, SENTINEL))
+            .collect()
     };
     let moved = party.and(
         &Shared {
@@ -540,23 +634,16 @@ fn match_adjacent(
             b: masks(&m.b),
         },
         &Shared {
-            a: next_fields(&rows.a),
-            b: next_fields(&rows.b),
+            a: origins(&rows.a, Share::A),
+            b: origins(&rows.b, Share::B),
         },
     )?;
     for (o, mv, mb) in [(&mut out.a, &moved.a, &m.a), (&mut out.b, &moved.b, &m.b)] {
-        o.par_chunks_mut(row)
-            .zip(mv.par_chunks(take))
-            .for_each(|(dst, src)| {
-                dst[FLAGS] ^= src[0];
-                dst[SRC] ^= src[1];
-                for (d, s) in dst[PAYLOAD..].iter_mut().zip(&src[2..]) {
-                    *d ^= s;
-                }
-            });
-        // The item after a matched mailbox is delivered.
         for t in 0..pairs {
-            o[(t + 1) * row + FLAGS] ^= lane(mb, t) << DELIVERED_BIT;
+            let bit = lane(mb, t);
+            o[(t + 1) * NARROW + DEST] ^= mv[t];
+            o[(t + 1) * NARROW + FLAGS] ^= bit << DELIVERED_BIT;
+            o[t * NARROW + FLAGS] ^= bit << MATCHED_BIT;
         }
     }
     Ok(out)

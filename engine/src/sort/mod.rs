@@ -12,7 +12,7 @@ mod bitonic;
 mod quick;
 
 pub use bitonic::bitonic_sort;
-pub use quick::quicksort;
+pub use quick::{quicksort, quicksort_distinct};
 
 use crate::share::{Shared, SharedKeys};
 

@@ -27,9 +27,34 @@ pub fn quicksort(
     payload: &Shared,
     payload_words: usize,
 ) -> Result<Sorted, EngineError> {
+    sort_records(party, keys, key_bits, payload, payload_words, true)
+}
+
+/// [`quicksort`] for keys that are distinct by construction (the caller's invariant, e.g.
+/// keys that end in a record's own unique index): no tiebreak is appended, so every
+/// comparison is `key_bits` wide instead of `key_bits + ceil(log2 n)`. Equal keys would
+/// make the opened bits depend on which keys are equal, so callers must not pass them.
+pub fn quicksort_distinct(
+    party: &mut Party,
+    keys: &SharedKeys,
+    key_bits: usize,
+    payload: &Shared,
+    payload_words: usize,
+) -> Result<Sorted, EngineError> {
+    sort_records(party, keys, key_bits, payload, payload_words, false)
+}
+
+fn sort_records(
+    party: &mut Party,
+    keys: &SharedKeys,
+    key_bits: usize,
+    payload: &Shared,
+    payload_words: usize,
+    tiebreak: bool,
+) -> Result<Sorted, EngineError> {
     let n = keys.len();
     check_inputs(n, key_bits, payload, payload_words)?;
-    let idx_bits = index_bits(n);
+    let idx_bits = if tiebreak { index_bits(n) } else { 0 };
     let w = key_bits + idx_bits;
     if w > 128 {
         return Err(EngineError::InvalidInput(format!(
@@ -40,7 +65,8 @@ pub fn quicksort(
     // | position (the position is public, added to x_0: party 0's `a`, party 2's `b`).
     let row_words = 2 + payload_words;
     let mask = low_mask(key_bits);
-    let add_position = |share: usize| matches!((party.id().index(), share), (0, 0) | (2, 1));
+    let add_position =
+        |share: usize| tiebreak && matches!((party.id().index(), share), (0, 0) | (2, 1));
     let build = |share: usize| -> Vec<u64> {
         let (k, p) = if share == 0 {
             (&keys.a, &payload.a)

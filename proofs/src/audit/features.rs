@@ -1,9 +1,10 @@
 //! From one run's openings to what a leak would change.
 //!
 //! A round's openings fall into *groups*: a quicksort's consecutive comparison
-//! openings, or any other single opening. The real round has four: the quicksort of all records (one
-//! [`Reason::SortComparison`] opening per level), the first routing
-//! ([`Reason::RouteAfterShuffle`]), the store sort, and the status routing.
+//! openings, or any other single opening. The real round has five: the quicksort of all
+//! records (one [`Reason::SortComparison`] opening per level), the first routing
+//! ([`Reason::RouteAfterShuffle`]), the store sort, the payload indices and the payload
+//! destinations.
 //!
 //! Two kinds of things come out of a round:
 //! - its [`Invariant`]: what is a function of the public leakage alone, so must be

@@ -115,13 +115,3 @@ pub fn mux(party: &mut Party, c: &Shared, x: &Shared, y: &Shared) -> Result<Shar
     out.xor_assign(x);
     Ok(out)
 }
-
-/// Repeats each of the `blocks` words of `c` once per plane, so a per-element bit can
-/// select across `w` planes.
-pub fn broadcast_planes(c: &Shared, w: usize) -> Shared {
-    let mut out = Shared::default();
-    for _ in 0..w {
-        out.extend(c);
-    }
-    out
-}

@@ -177,22 +177,6 @@ impl Prg {
             .for_each(|(c, chunk)| this.fill_at(start + (c * CHUNK / 2) as u64, chunk));
     }
 
-    /// A uniform integer in `0..bound` (bound > 0), by Lemire's nearly-divisionless
-    /// method over 64-bit words; consumes a data-independent-in-expectation number of
-    /// words, identical for both holders.
-    pub fn below(&mut self, bound: u64) -> u64 {
-        debug_assert!(bound > 0);
-        loop {
-            let mut w = [0u64; 1];
-            self.fill(&mut w);
-            let m = (w[0] as u128) * (bound as u128);
-            let low = m as u64;
-            if low >= bound.wrapping_neg() % bound {
-                return (m >> 64) as u64;
-            }
-        }
-    }
-
     /// A uniformly random permutation of `0..n` (Fisher–Yates), as `perm[new] = old`.
     pub fn permutation(&mut self, n: usize) -> Vec<u32> {
         let mut perm = Vec::new();

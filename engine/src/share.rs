@@ -75,16 +75,6 @@ impl Shared {
         s
     }
 
-    /// `self ^= c` for public words `c`.
-    pub fn xor_public(&mut self, party: PartyId, c: &[u64]) {
-        // x_0 carries public constants: party 0 holds it as `a`, party 2 as `b`.
-        match party.index() {
-            0 => xor_into(&mut self.a, c),
-            2 => xor_into(&mut self.b, c),
-            _ => {}
-        }
-    }
-
     /// Bitwise complement of the shared value.
     pub fn not(&self, party: PartyId) -> Shared {
         let mut s = self.clone();

@@ -21,21 +21,6 @@ use crate::share::{xor_into, Shared};
 use rayon::prelude::*;
 use zeroize::Zeroize;
 
-/// `out[k] = rows[perm[k]]` for rows of `row_words` words.
-pub fn apply_permutation(rows: &[u64], row_words: usize, perm: &[u32]) -> Vec<u64> {
-    let mut out = vec![0u64; rows.len()];
-    if row_words == 0 {
-        return out;
-    }
-    out.par_chunks_mut(row_words)
-        .zip(perm.par_iter())
-        .for_each(|(dst, &src)| {
-            let s = src as usize * row_words;
-            dst.copy_from_slice(&rows[s..s + row_words]);
-        });
-    out
-}
-
 /// `out[k] = a[perm[k]] ^ b[perm[k]]` for rows of `row_words` words.
 fn permute_xor(a: &[u64], b: &[u64], row_words: usize, perm: &[u32], out: &mut [u64]) {
     if row_words == 0 {

@@ -73,6 +73,31 @@ fn xor_into_par(dst: &mut [u64], src: &[u64]) {
         .for_each(|(d, s)| xor_into(d, s));
 }
 
+/// A shuffle step's input: the caller's table (read only) or one the shuffle owns, whose
+/// buffers the step reuses once it has read them.
+enum StepInput<'a> {
+    Borrowed(&'a Shared),
+    Owned(Shared),
+}
+
+impl StepInput<'_> {
+    fn get(&self) -> &Shared {
+        match self {
+            StepInput::Borrowed(t) => t,
+            StepInput::Owned(t) => t,
+        }
+    }
+
+    /// Hands an owned input's buffers to `spare` (stale shares: every taker overwrites
+    /// them completely).
+    fn release(self, spare: &mut Vec<Vec<u64>>) {
+        if let StepInput::Owned(mut t) = self {
+            spare.push(std::mem::take(&mut t.a));
+            spare.push(std::mem::take(&mut t.b));
+        }
+    }
+}
+
 impl Party {
     /// Shuffles the `n = table.len() / row_words` rows of `table` with a permutation no
     /// single party knows, re-randomizing every share.
@@ -101,27 +126,25 @@ impl Party {
         // openings that follow a shuffle (the routing tags) never depend on an
         // unverified gate, whatever the caller does.
         self.verify_pending()?;
-        let table = owned.as_ref().unwrap_or(table);
-        if row_words == 0 || !table.len().is_multiple_of(row_words) {
+        let words = owned.as_ref().unwrap_or(table).len();
+        if row_words == 0 || !words.is_multiple_of(row_words) {
             return Err(EngineError::InvalidInput(format!(
-                "table of {} words is not whole rows of {row_words}",
-                table.len()
+                "table of {words} words is not whole rows of {row_words}"
             )));
         }
-        let n = table.len() / row_words;
-        // Each step's input buffers become a later step's output buffers, so a large
-        // table is faulted in once, not three times.
+        let n = words / row_words;
+        // Each step's input buffers become its own output buffers as soon as it has read
+        // them, so a party holds three table-sized vectors at most (two at the party that
+        // only draws masks), and a large table is faulted in once, not three times.
         let mut spare = Vec::new();
-        let mut cur = self.shuffle_step(table, row_words, n, 0, &mut spare)?;
-        if let Some(mut t) = owned.take() {
-            spare.push(std::mem::take(&mut t.a));
-            spare.push(std::mem::take(&mut t.b));
-        }
+        let first = match owned.take() {
+            Some(t) => StepInput::Owned(t),
+            None => StepInput::Borrowed(table),
+        };
+        let mut cur = self.shuffle_step(first, row_words, n, 0, &mut spare)?;
         for j in 1..3 {
-            let mut old = std::mem::take(&mut cur);
-            cur = self.shuffle_step(&old, row_words, n, j, &mut spare)?;
-            spare.push(std::mem::take(&mut old.a));
-            spare.push(std::mem::take(&mut old.b));
+            let old = std::mem::take(&mut cur);
+            cur = self.shuffle_step(StepInput::Owned(old), row_words, n, j, &mut spare)?;
         }
         for mut v in spare {
             v.zeroize();
@@ -131,7 +154,7 @@ impl Party {
 
     fn shuffle_step(
         &mut self,
-        x: &Shared,
+        x: StepInput<'_>,
         row_words: usize,
         n: usize,
         j: usize,
@@ -143,7 +166,8 @@ impl Party {
             // A: u = x_j ^ x_{j+1}; permutation shared with B (next); y_j with C (prev).
             let perm = self.perm.next.permutation(n);
             let mut sent = buffer(spare, len);
-            permute_xor(&x.a, &x.b, row_words, &perm, &mut sent);
+            permute_xor(&x.get().a, &x.get().b, row_words, &perm, &mut sent);
+            x.release(spare);
             let mut y_j = buffer(spare, len);
             self.mask.prev.fill_par(&mut y_j);
             xor_into_par(&mut sent, &y_j);
@@ -153,7 +177,8 @@ impl Party {
             // B: v = x_{j+2}; permutation shared with A (prev); y_{j+2} with C (next).
             let perm = self.perm.prev.permutation(n);
             let mut sent = buffer(spare, len);
-            permute_into(&x.b, row_words, &perm, &mut sent);
+            permute_into(&x.get().b, row_words, &perm, &mut sent);
+            x.release(spare);
             let mut y_j2 = buffer(spare, len);
             self.mask.next.fill_par(&mut y_j2);
             xor_into_par(&mut sent, &y_j2);
@@ -161,6 +186,7 @@ impl Party {
             Ok(Shared { a: sent, b: y_j2 })
         } else {
             // C: draws y_j (with A, its next) and y_{j+2} (with B, its prev).
+            x.release(spare);
             let mut y_j = buffer(spare, len);
             self.mask.next.fill_par(&mut y_j);
             let mut y_j2 = buffer(spare, len);

@@ -221,8 +221,7 @@ pub fn exchange_round(
     clock.lap("match");
 
     // Route A: mailboxes to their users, items on to the store sort.
-    let routed = party.shuffle(&matched, NARROW)?;
-    drop(matched);
+    let routed = party.shuffle_owned(matched, NARROW)?;
     let tags =
         party.declassify_words(Reason::RouteAfterShuffle, &column(&routed, NARROW, ORIGIN))?;
     let mut mailbox_at = vec![usize::MAX; u];
@@ -461,7 +460,10 @@ pub fn exchange_round(
             })
             .collect()
     };
+    let mut moved = moved;
     let outputs_a = assemble(&moved.a, &status_a);
+    zeroize::Zeroize::zeroize(&mut moved.a);
+    moved.a = Vec::new();
     let outputs_b = assemble(&moved.b, &status_b);
     drop(moved);
     // Malicious mode: nothing computed in this round leaves before every gate is verified.

@@ -1045,6 +1045,9 @@ pub async fn run(
     let mut summary = RunSummary::default();
     let mut shutdown = shutdown;
     let mut start_gate = lp.cfg.start_gate.take();
+    // One warning per outage of the peer mesh, then quiet retries (each attempt already
+    // backs off inside `establish`), and one line when it is back.
+    let mut outage: Option<std::time::Instant> = None;
     'sessions: loop {
         let started = tokio::select! {
             s = start_session(&lp, party, &peer_listener) => s,
@@ -1053,11 +1056,22 @@ pub async fn run(
         let (mut session, peer_status) = match started {
             Ok(s) => s,
             Err(e) if ends_session(&e) => {
-                tracing::warn!(error = %e, "mesh not established; trying again");
+                if outage.is_none() {
+                    tracing::warn!(error = %e, "mesh not established; retrying until the peers are back (one line per outage)");
+                    outage = Some(std::time::Instant::now());
+                } else {
+                    tracing::debug!(error = %e, "mesh still not established; retrying");
+                }
                 continue;
             }
             Err(e) => return Err(e),
         };
+        if let Some(since) = outage.take() {
+            tracing::info!(
+                outage_seconds = since.elapsed().as_secs(),
+                "peer mesh established again"
+            );
+        }
         lp.cfg.metrics.set_session(true);
         lp.settle(peer_status)?;
         if let Some(gate) = start_gate.take() {
@@ -1085,6 +1099,7 @@ pub async fn run(
                 }
                 Err(e) if ends_session(&e) => {
                     tracing::warn!(error = %e, "peer session failed; rebuilding the mesh");
+                    outage = Some(std::time::Instant::now());
                     lp.cfg.metrics.set_session(false);
                     if lp.in_flight.is_some() {
                         summary.aborted += 1;

@@ -48,3 +48,35 @@ fn users_start_with_a_relay_down_and_reconnect_after_a_relay_restarts() {
     crowd.assert_exactly_once();
     drop(relay0);
 }
+
+#[test]
+fn users_wait_while_every_relay_is_down_and_go_on_when_they_return() {
+    let _serial = serial();
+    let d = Deployment::write(Options {
+        entries: 2,
+        submit_window_ms: 600,
+        ..Options::default()
+    });
+    let mut relays: Vec<Proc> = (0..2).map(|j| d.start_entry(j, "")).collect();
+    let _ex: Vec<Proc> = (0..3).map(|i| d.start_exchange(i, "")).collect();
+    let rt = runtime();
+    let mut crowd = rt.block_on(Crowd::register(&d, 4, 2, None));
+    rt.block_on(crowd.round());
+    // Every relay goes away; they come back after a few seconds, while the users are
+    // already waiting for the next round (no error, no exit: they reconnect).
+    for r in &mut relays {
+        r.kill();
+    }
+    std::thread::scope(|s| {
+        let back = s.spawn(|| {
+            std::thread::sleep(Duration::from_secs(3));
+            (0..2)
+                .map(|j| d.start_entry(j, "-restarted"))
+                .collect::<Vec<Proc>>()
+        });
+        rt.block_on(crowd.round());
+        relays = back.join().expect("relays restarted");
+    });
+    rt.block_on(crowd.until_settled(80, Duration::from_secs(400)));
+    crowd.assert_exactly_once();
+}

@@ -539,6 +539,45 @@ fn a_client_message_reaches_another_client_through_the_running_system() {
     );
     // The identity file is private and reused: Bob kept his pseudonym.
     assert_eq!(pseudonym_in(&bob_out), bob);
+
+    // Misconfigured clients (issue 15): each gives up within its `timeout_ms`, exits
+    // non-zero and names what is wrong.
+    let base = ClientFile::load(&d.join("alice.toml")).unwrap();
+    let mut swapped = base.clone();
+    swapped.identity = "carol.identity".into();
+    swapped.descriptors.swap(0, 1);
+    swapped.timeout_ms = 4_000;
+    let mut wider = base.clone();
+    wider.identity = "dave.identity".into();
+    wider.round.payload_words += 1;
+    wider.timeout_ms = 4_000;
+    for (name, f, says) in [
+        ("carol", swapped, "descriptor"),
+        ("dave", wider, "payload_words"),
+    ] {
+        std::fs::write(d.join(format!("{name}.toml")), f.to_toml().unwrap()).unwrap();
+        let started = Instant::now();
+        let out = Command::new(ACS)
+            .args(["client", "--rounds", "2", "--send"])
+            .arg(format!("{bob}=never"))
+            .arg("--config")
+            .arg(d.join(format!("{name}.toml")))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        eprintln!(
+            "{name}: {:?} after {:?}\n{err}",
+            out.status,
+            started.elapsed()
+        );
+        assert!(!out.status.success(), "{name} exited 0:\n{err}");
+        assert!(err.contains(says), "{name} does not name {says}:\n{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{name} took {:?}",
+            started.elapsed()
+        );
+    }
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(d.join("bob.identity"))
         .unwrap()

@@ -1,9 +1,13 @@
 //! `acs-bench cheat`: one exchange round in which one party deviates at a chosen place,
 //! for people who audit the exchange. The three parties run in this process over
-//! in-memory channels, exactly as `acs-bench round` runs them; the deviation is made
-//! here, in bench-only code (the `acs` binary contains none of it), through the seams
-//! the engine offers every caller: the [`Notary`] that signs a party's statements, and
-//! the answers a party hands its users.
+//! in-memory channels, exactly as `acs-bench round` runs them, in the chosen security
+//! mode; the round's result is compared with the ideal (plaintext) round. The deviation
+//! is made here, in bench-only code (the `acs` binary contains none of it), through the
+//! seams the engine offers: the [`Notary`] that signs a party's statements, the answers a
+//! party hands its users, and, for the places inside the computation, the engine's
+//! fault-injection test instrument, compiled in only with this crate's opt-in `cheat`
+//! feature (`cargo run --release -p acs-benches --features cheat --bin acs-bench --
+//! cheat ...`).
 //!
 //! Places (`--at`):
 //! - `digest`: the party signs a different digest of its online set for its next peer
@@ -11,10 +15,18 @@
 //! - `output`: the party alters the answers it sends users (user `k` gets a wrong `own`
 //!   component, a wrong `next` component or a wrong commitment, by `k mod 3`).
 //!   Detection is by the users; `outputs_wrong` counts users who accepted a wrong output.
+//! - `input` (feature `cheat`): its message in the conversion of users' XOR shares to
+//!   replicated shares (bit 0 of the first user's first word, the role bit; the liar
+//!   keeps its own copy equal, so its shares stay consistent).
+//! - `and-sort`: its share of an AND layer of a quicksort comparison (the `--nth` AND
+//!   layer of the round's sorts).
+//! - `and-match`: its share of an AND layer of the matching's equality circuit.
+//! - `mux`: its share of the matching's multiplexer AND.
+//! - `shuffle`: its reshare message in the oblivious shuffle of the first sort.
+//! - `open`: the value it sends in the `--nth` opening of quicksort comparison bits.
 //!
-//! New places plug into [`Place`] and [`run_once`]: a place says how the liar's notary
-//! and answers differ from an honest party's, and which side (servers or users) is
-//! expected to notice.
+//! The phases are aimed at through the marks the round sets ([`acs_engine::Phase`]); the
+//! `--nth` message within the phase is corrupted (bit 0 of its first word).
 
 use acs_engine::round::consistency::{
     online_digest, KeyNotary, Notary, SignedStatement, Statement, StatementKind,
@@ -24,7 +36,7 @@ use acs_engine::round::mpc::{exchange_round, RoundResult, SharedStore};
 use acs_engine::round::outputs::reconstruct_checked;
 use acs_engine::round::{Block, Role, RoundConfig};
 use acs_engine::testing::run_three;
-use acs_engine::{EngineError, PartyId, Peer};
+use acs_engine::{EngineError, PartyId, Peer, SecurityMode};
 use clap::{Args, ValueEnum};
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeSet;
@@ -33,6 +45,18 @@ use std::sync::Arc;
 /// Where the dishonest party deviates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Place {
+    /// Its message in the input conversion (needs the `cheat` feature).
+    Input,
+    /// An AND layer of a quicksort comparison (needs the `cheat` feature).
+    AndSort,
+    /// An AND layer of the matching's equality circuit (needs the `cheat` feature).
+    AndMatch,
+    /// The matching's multiplexer AND (needs the `cheat` feature).
+    Mux,
+    /// A reshare message of the oblivious shuffle (needs the `cheat` feature).
+    Shuffle,
+    /// The value it sends in an opening of comparison bits (needs the `cheat` feature).
+    Open,
     /// Equivocate on the signed online-set digest.
     Digest,
     /// Alter the output shares sent to users.
@@ -40,11 +64,47 @@ pub enum Place {
 }
 
 impl Place {
+    /// Every place, in the order of the matrix.
+    pub const ALL: [Place; 8] = [
+        Place::Input,
+        Place::AndSort,
+        Place::AndMatch,
+        Place::Mux,
+        Place::Shuffle,
+        Place::Open,
+        Place::Digest,
+        Place::Output,
+    ];
+
     fn name(self) -> &'static str {
         match self {
+            Place::Input => "input",
+            Place::AndSort => "and-sort",
+            Place::AndMatch => "and-match",
+            Place::Mux => "mux",
+            Place::Shuffle => "shuffle",
+            Place::Open => "open",
             Place::Digest => "digest",
             Place::Output => "output",
         }
+    }
+
+    /// Whether the deviation is made with the engine's fault-injection instrument.
+    fn in_engine(self) -> bool {
+        !matches!(self, Place::Digest | Place::Output)
+    }
+
+    /// Whether the honest servers (rather than the users) are the ones to notice.
+    fn servers_detect(self) -> bool {
+        self != Place::Output
+    }
+
+    /// Whether `mode` promises detection here: every place in malicious mode; in
+    /// semi-honest mode only the checks that run in both modes (openings, the online
+    /// set, the users' check of their outputs).
+    fn promised(self, mode: SecurityMode) -> bool {
+        mode == SecurityMode::Malicious
+            || matches!(self, Place::Open | Place::Digest | Place::Output)
     }
 }
 
@@ -52,11 +112,21 @@ impl Place {
 #[derive(Args, Debug)]
 pub struct CheatArgs {
     /// Where the dishonest party deviates.
-    #[arg(long, value_enum)]
-    pub at: Place,
+    #[arg(long, value_enum, required_unless_present = "all")]
+    pub at: Option<Place>,
     /// The dishonest party (0, 1 or 2).
-    #[arg(long)]
+    #[arg(long, default_value_t = 0)]
     pub party: usize,
+    /// Run every place with every party as the liar, and print the table.
+    #[arg(long, conflicts_with = "at")]
+    pub all: bool,
+    /// Security mode of the three parties.
+    #[arg(long, default_value = "malicious")]
+    pub security: SecurityMode,
+    /// Which message within the place to corrupt (from 0): the AND layer within the
+    /// phase, the shuffle message, or the comparison opening.
+    #[arg(long, default_value_t = 0)]
+    pub nth: u64,
     /// Online users in the round.
     #[arg(long, default_value_t = 100)]
     pub users: usize,
@@ -66,9 +136,29 @@ pub struct CheatArgs {
     /// Seed of the workload.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Print one JSON object instead of text.
+    /// Print JSON (one object, or with `--all` one array, the table going to stderr).
     #[arg(long)]
     pub json: bool,
+}
+
+/// What one honest server ended with.
+#[derive(Debug, serde::Serialize)]
+pub struct ServerView {
+    /// The honest server.
+    pub party: usize,
+    /// Whether it stopped the round because of a check it ran.
+    pub detected: bool,
+    /// Whether it stopped without beginning any opening after the deviation (the lied-in
+    /// opening itself excepted, for `open`).
+    pub aborted_before_next_opening: bool,
+    /// The party it named alone, with proof or first-hand evidence.
+    pub blamed: Option<usize>,
+    /// The pair it named as "one of these two".
+    pub suspects: Option<[usize; 2]>,
+    /// Openings it began in the round.
+    pub openings: u64,
+    /// How it ended.
+    pub end: String,
 }
 
 /// What one cheating run showed.
@@ -78,12 +168,17 @@ pub struct Outcome {
     pub at: &'static str,
     /// The dishonest party.
     pub party: usize,
+    /// The security mode.
+    pub security: &'static str,
     /// Online users.
     pub users: usize,
+    /// Whether the deviation happened at all (a phase may have fewer messages than
+    /// `--nth`).
+    pub fired: bool,
     /// Whether anybody (an honest server, or a user for `output`) noticed.
     pub detected: bool,
-    /// Whether every honest server stopped before its first opening of the round (only
-    /// meaningful where servers detect; false when the round went on).
+    /// Whether every honest server stopped before any opening that followed the
+    /// deviation (only meaningful where servers detect; false when the round went on).
     pub aborted_before_opening: bool,
     /// Parties named alone, with proof or first-hand evidence, by an honest server or a
     /// user.
@@ -92,12 +187,20 @@ pub struct Outcome {
     pub suspect_pairs: Vec<[usize; 2]>,
     /// Whether an honest party was named alone.
     pub honest_blamed: bool,
-    /// Users who accepted a wrong output.
+    /// Whether the round completed and released outputs to the users.
+    pub delivered: bool,
+    /// Users who accepted an output other than the ideal round's.
     pub outputs_wrong: usize,
     /// Users whose check named a liar (or refused the output).
     pub users_detecting: usize,
+    /// Whether this mode promises detection at this place.
+    pub promised: bool,
+    /// Whether the promise held: detected, aborted before the next opening (where
+    /// servers detect), no honest party blamed, no wrong output; where nothing is
+    /// promised, only that no honest party is blamed.
+    pub kept: bool,
     /// What each honest server ended with.
-    pub servers: Vec<String>,
+    pub servers: Vec<ServerView>,
 }
 
 /// Signs honestly, except as the place says.
@@ -134,17 +237,91 @@ impl Notary for Liar {
 struct PartyEnd {
     result: Result<RoundResult, EngineError>,
     openings: u64,
+    /// The liar: the number of openings it had begun when its computation fault fired.
+    fired_at: Option<u64>,
 }
 
-/// Runs `acs-bench cheat`; Ok(true) when the outcome is what security with abort
-/// promises (detected, no honest party blamed, nothing wrong accepted).
+/// The engine-side deviation for a place (feature `cheat`).
+#[cfg(feature = "cheat")]
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    Compute(Option<acs_engine::Phase>, acs_engine::ComputeFault),
+    Opening(acs_engine::OpeningFault),
+}
+
+#[cfg(feature = "cheat")]
+fn fault_for(at: Place, nth: u64) -> Option<Fault> {
+    use acs_engine::declassify::Reason;
+    use acs_engine::{ComputeFault, ComputeSite, LieKind, OpeningFault, Phase};
+    let compute = |phase, site| Some(Fault::Compute(phase, ComputeFault { site, nth }));
+    match at {
+        Place::Input => compute(None, ComputeSite::Input),
+        Place::AndSort => compute(Some(Phase::Sort), ComputeSite::AndGate),
+        Place::AndMatch => compute(Some(Phase::Match), ComputeSite::AndGate),
+        Place::Mux => compute(Some(Phase::Mux), ComputeSite::AndGate),
+        Place::Shuffle => compute(Some(Phase::Sort), ComputeSite::Reshare),
+        Place::Open => Some(Fault::Opening(OpeningFault::nth(
+            Reason::SortComparison,
+            nth,
+            LieKind::Value,
+        ))),
+        Place::Digest | Place::Output => None,
+    }
+}
+
+/// Why a place cannot run in this build.
+fn unavailable(at: Place) -> Option<String> {
+    (at.in_engine() && !cfg!(feature = "cheat")).then(|| {
+        format!(
+            "--at {} deviates inside the computation, which needs the engine's fault-injection \
+             test instrument: build acs-bench with the opt-in feature \
+             (cargo run --release -p acs-benches --features cheat --bin acs-bench -- cheat ...); \
+             without it only --at digest and --at output run",
+            at.name()
+        )
+    })
+}
+
+/// Runs `acs-bench cheat`; Ok(true) when every outcome is what the mode promises.
 pub fn run(args: &CheatArgs) -> Result<bool, String> {
-    let liar = PartyId::new(args.party).ok_or("--party must be 0, 1 or 2")?;
     if args.users == 0 {
         return Err("--users must be at least 1".into());
     }
-    let out = run_once(args.at, liar, args.users, args.payload_words, args.seed)?;
-    let good = out.detected && !out.honest_blamed && out.outputs_wrong == 0;
+    let cfg = Setup {
+        mode: args.security,
+        users: args.users,
+        payload_words: args.payload_words,
+        seed: args.seed,
+        nth: args.nth,
+    };
+    if args.all {
+        if let Some(e) = Place::ALL.iter().find_map(|&at| unavailable(at)) {
+            return Err(format!("--all: {e}"));
+        }
+        let mut outs = Vec::new();
+        for at in Place::ALL {
+            for liar in PartyId::ALL {
+                outs.push(run_once(at, liar, &cfg)?);
+            }
+        }
+        let table = table(&outs);
+        if args.json {
+            eprint!("{table}");
+            println!(
+                "{}",
+                serde_json::to_string(&outs).map_err(|e| e.to_string())?
+            );
+        } else {
+            print!("{table}");
+        }
+        return Ok(outs.iter().all(|o| o.kept));
+    }
+    let at = args.at.ok_or("--at or --all is required")?;
+    if let Some(e) = unavailable(at) {
+        return Err(e);
+    }
+    let liar = PartyId::new(args.party).ok_or("--party must be 0, 1 or 2")?;
+    let out = run_once(at, liar, &cfg)?;
     if args.json {
         println!(
             "{}",
@@ -152,32 +329,109 @@ pub fn run(args: &CheatArgs) -> Result<bool, String> {
         );
     } else {
         println!(
-            "cheat at {} by party {} with {} users: detected {}, aborted before opening {}, blamed {:?}, suspect pairs {:?}, honest blamed {}, wrong outputs accepted {}",
+            "cheat at {} by party {} ({}, {} users): detected {}, aborted before the next opening {}, blamed {:?}, suspect pairs {:?}, honest blamed {}, delivered {}, wrong outputs accepted {}, promise {}",
             out.at,
             out.party,
+            out.security,
             out.users,
             out.detected,
             out.aborted_before_opening,
             out.blamed,
             out.suspect_pairs,
             out.honest_blamed,
-            out.outputs_wrong
+            out.delivered,
+            out.outputs_wrong,
+            match (out.promised, out.kept) {
+                (true, true) => "kept",
+                (true, false) => "BROKEN",
+                (false, _) => "none",
+            }
         );
         for s in &out.servers {
-            println!("  {s}");
+            println!("  server {}: {}", s.party, s.end);
         }
     }
-    Ok(good)
+    Ok(out.kept)
+}
+
+/// The matrix as a text table.
+fn table(outs: &[Outcome]) -> String {
+    let yn = |b: bool| if b { "yes" } else { "no" };
+    let mut t = format!(
+        "{:<9} {:>4}  {:<8} {:<8} {:<13} {:<10} {:<13} {:>5}  {}\n",
+        "at",
+        "liar",
+        "detected",
+        "aborted",
+        "blamed alone",
+        "suspects",
+        "delivered",
+        "wrong",
+        "promise"
+    );
+    for o in outs {
+        let suspects: Vec<String> = o
+            .suspect_pairs
+            .iter()
+            .map(|p| format!("{}{}", p[0], p[1]))
+            .collect();
+        t.push_str(&format!(
+            "{:<9} {:>4}  {:<8} {:<8} {:<13} {:<10} {:<13} {:>5}  {}\n",
+            o.at,
+            o.party,
+            yn(o.detected),
+            if o.at == "output" {
+                "n/a"
+            } else {
+                yn(o.aborted_before_opening)
+            },
+            format!("{:?}", o.blamed),
+            if suspects.is_empty() {
+                "-".into()
+            } else {
+                suspects.join(",")
+            },
+            yn(o.delivered),
+            o.outputs_wrong,
+            match (o.promised, o.kept) {
+                (true, true) => "kept",
+                (true, false) => "BROKEN",
+                (false, _) => "none",
+            }
+        ));
+    }
+    t
+}
+
+/// The round every cheating run plays.
+#[derive(Clone, Copy, Debug)]
+pub struct Setup {
+    /// Security mode of the three parties.
+    pub mode: SecurityMode,
+    /// Online users.
+    pub users: usize,
+    /// Payload words.
+    pub payload_words: usize,
+    /// Workload seed.
+    pub seed: u64,
+    /// Which message of the place to corrupt.
+    pub nth: u64,
 }
 
 /// One round with `liar` deviating at `at`.
-pub fn run_once(
-    at: Place,
-    liar: PartyId,
-    users: usize,
-    payload_words: usize,
-    seed: u64,
-) -> Result<Outcome, String> {
+pub fn run_once(at: Place, liar: PartyId, setup: &Setup) -> Result<Outcome, String> {
+    if let Some(e) = unavailable(at) {
+        return Err(e);
+    }
+    let Setup {
+        mode,
+        users,
+        payload_words,
+        seed,
+        nth,
+    } = *setup;
+    #[cfg(not(feature = "cheat"))]
+    let _ = nth;
     let cfg = RoundConfig {
         payload_words,
         store_capacity: (users / 2).clamp(1, 64),
@@ -222,8 +476,20 @@ pub fn run_once(
         .collect();
     let notaries = Arc::new(notaries);
     let on = Arc::new(online.clone());
+    #[cfg(feature = "cheat")]
+    let fault = fault_for(at, nth);
     let ends = run_three(move |p| {
         let i = p.id().index();
+        p.set_security(mode)?;
+        #[cfg(feature = "cheat")]
+        if i == liar.index() {
+            match fault {
+                Some(Fault::Compute(Some(phase), f)) => p.inject_compute_fault_in(phase, f),
+                Some(Fault::Compute(None, f)) => p.inject_compute_fault(f),
+                Some(Fault::Opening(f)) => p.inject_fault(f),
+                None => {}
+            }
+        }
         let result = p
             .agree_online(1, &on, notaries[i].as_ref())
             .and_then(|agreed| {
@@ -242,9 +508,14 @@ pub fn run_once(
                     &SharedStore::empty(&cfg),
                 )
             });
+        #[cfg(feature = "cheat")]
+        let fired_at = p.compute_fault_fired();
+        #[cfg(not(feature = "cheat"))]
+        let fired_at = None;
         Ok(PartyEnd {
             result,
             openings: p.audit_log().openings_begun(),
+            fired_at,
         })
     });
     let mut ends: Vec<PartyEnd> = ends
@@ -253,61 +524,41 @@ pub fn run_once(
         .collect::<Result<_, _>>()?;
 
     let honest: Vec<PartyId> = PartyId::ALL.into_iter().filter(|&p| p != liar).collect();
-    let mut blamed = BTreeSet::new();
-    let mut suspect_pairs = Vec::new();
-    let mut servers = Vec::new();
-    let mut server_detected = false;
-    for &h in &honest {
-        let end = &ends[h.index()];
-        match &end.result {
-            Ok(_) => servers.push(format!("server {h}: round completed")),
-            Err(e) => {
-                servers.push(format!(
-                    "server {h}: stopped after {} openings: {e}",
-                    end.openings
-                ));
-                match e {
-                    EngineError::Equivocation(proof) => {
-                        server_detected = true;
-                        blamed.insert(proof.culprit().index());
-                    }
-                    EngineError::WrongFinalSet(s) => {
-                        server_detected = true;
-                        blamed.insert(s.statement.signer.index());
-                    }
-                    EngineError::PeerMisbehaved { peer, .. } => {
-                        server_detected = true;
-                        blamed.insert(peer.index());
-                    }
-                    EngineError::OpeningMismatch { suspect } => {
-                        server_detected = true;
-                        if let Some(p) = suspect {
-                            blamed.insert(p.index());
-                        }
-                    }
-                    EngineError::Deviation { suspects, .. } => {
-                        server_detected = true;
-                        suspect_pairs.push([suspects[0].index(), suspects[1].index()]);
-                    }
-                    EngineError::OpeningCheckFailed(c) => {
-                        server_detected = true;
-                        suspect_pairs.push([c.value_from.index(), c.check_from.index()]);
-                    }
-                    // A closed link: this server stopped because another did.
-                    _ => {}
-                }
-            }
-        }
+    let mut views: Vec<ServerView> = honest
+        .iter()
+        .map(|&h| server_view(h, &ends[h.index()]))
+        .collect();
+    // The last opening an honest server may have begun: none after the deviation, except
+    // the lied-in opening itself (its index is in the victim's complaint).
+    let limit = match at {
+        Place::Digest => Some(0),
+        Place::Output => None,
+        Place::Open => honest.iter().find_map(|h| match &ends[h.index()].result {
+            Err(EngineError::OpeningCheckFailed(c)) => Some(c.opening + 1),
+            _ => None,
+        }),
+        _ => ends[liar.index()].fired_at,
+    };
+    let fired = match at {
+        Place::Digest | Place::Output | Place::Open => true,
+        _ => ends[liar.index()].fired_at.is_some(),
+    };
+    let server_detected = views.iter().any(|v| v.detected);
+    for v in &mut views {
+        v.aborted_before_next_opening =
+            v.detected || (server_detected && ends[v.party].result.is_err());
+        v.aborted_before_next_opening &= limit.is_some_and(|l| v.openings <= l);
     }
-    let aborted_before_opening = server_detected
-        && honest
-            .iter()
-            .all(|h| ends[h.index()].result.is_err() && ends[h.index()].openings == 0);
+    let aborted_before_opening =
+        server_detected && views.iter().all(|v| v.aborted_before_next_opening);
+    let mut blamed: BTreeSet<usize> = views.iter().filter_map(|v| v.blamed).collect();
+    let suspect_pairs: Vec<[usize; 2]> = views.iter().filter_map(|v| v.suspects).collect();
 
     // Users: only when every party finished the round do they get outputs.
     let mut outputs_wrong = 0;
     let mut users_detecting = 0;
-    if ends.iter().all(|e| e.result.is_ok()) {
+    let delivered = ends.iter().all(|e| e.result.is_ok());
+    if delivered {
         let mut results: Vec<RoundResult> = ends
             .drain(..)
             .map(|e| e.result.expect("checked above"))
@@ -342,36 +593,139 @@ pub fn run_once(
         }
     }
     let honest_blamed = honest.iter().any(|h| blamed.contains(&h.index()));
+    let detected = server_detected || users_detecting > 0;
+    let promised = at.promised(mode);
+    let kept = !honest_blamed
+        && (!promised
+            || (detected
+                && (aborted_before_opening || !at.servers_detect())
+                && outputs_wrong == 0));
     Ok(Outcome {
         at: at.name(),
         party: liar.index(),
+        security: mode.name(),
         users: online.len(),
-        detected: server_detected || users_detecting > 0,
+        fired,
+        detected,
         aborted_before_opening,
         blamed: blamed.into_iter().collect(),
         suspect_pairs,
         honest_blamed,
+        delivered,
         outputs_wrong,
         users_detecting,
-        servers,
+        promised,
+        kept,
+        servers: views,
     })
+}
+
+/// What honest server `h` made of the round.
+fn server_view(h: PartyId, end: &PartyEnd) -> ServerView {
+    let mut v = ServerView {
+        party: h.index(),
+        detected: false,
+        aborted_before_next_opening: false,
+        blamed: None,
+        suspects: None,
+        openings: end.openings,
+        end: String::new(),
+    };
+    match &end.result {
+        Ok(_) => v.end = format!("round completed ({} openings)", end.openings),
+        Err(e) => {
+            v.end = format!("stopped after {} openings: {e}", end.openings);
+            v.detected = true;
+            match e {
+                EngineError::Equivocation(proof) => v.blamed = Some(proof.culprit().index()),
+                EngineError::WrongFinalSet(s) => v.blamed = Some(s.statement.signer.index()),
+                EngineError::PeerMisbehaved { peer, .. } => v.blamed = Some(peer.index()),
+                EngineError::OpeningMismatch { suspect } => v.blamed = suspect.map(|p| p.index()),
+                EngineError::VerificationFailed { culprit, .. } => {
+                    v.blamed = culprit.map(|p| p.index())
+                }
+                EngineError::Deviation { suspects, .. } => {
+                    v.suspects = Some([suspects[0].index(), suspects[1].index()])
+                }
+                EngineError::OpeningCheckFailed(c) => {
+                    v.suspects = Some([c.value_from.index(), c.check_from.index()])
+                }
+                // A closed link: this server stopped because another did.
+                _ => v.detected = false,
+            }
+        }
+    }
+    v
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn setup(mode: SecurityMode) -> Setup {
+        Setup {
+            mode,
+            users: 30,
+            payload_words: 2,
+            seed: 3,
+            nth: 0,
+        }
+    }
+
     #[test]
-    fn every_place_and_party_is_detected_without_blaming_the_honest() {
-        for at in [Place::Digest, Place::Output] {
-            for p in PartyId::ALL {
-                let o = run_once(at, p, 30, 2, 3).unwrap();
-                assert!(o.detected, "{at:?} by {p}: {o:?}");
-                assert_eq!(o.blamed, vec![p.index()], "{at:?} by {p}: {o:?}");
-                assert!(!o.honest_blamed);
-                assert_eq!(o.outputs_wrong, 0);
-                assert_eq!(o.aborted_before_opening, at == Place::Digest, "{o:?}");
+    fn digest_and_output_lies_are_detected_without_blaming_the_honest() {
+        for mode in [SecurityMode::SemiHonest, SecurityMode::Malicious] {
+            for at in [Place::Digest, Place::Output] {
+                for p in PartyId::ALL {
+                    let o = run_once(at, p, &setup(mode)).unwrap();
+                    assert!(o.detected, "{at:?} by {p}: {o:?}");
+                    assert_eq!(o.blamed, vec![p.index()], "{at:?} by {p}: {o:?}");
+                    assert!(!o.honest_blamed);
+                    assert_eq!(o.outputs_wrong, 0);
+                    assert_eq!(o.aborted_before_opening, at == Place::Digest, "{o:?}");
+                    assert!(o.kept, "{o:?}");
+                }
             }
+        }
+    }
+
+    #[cfg(not(feature = "cheat"))]
+    #[test]
+    fn places_inside_the_computation_need_the_cheat_feature() {
+        let e = run_once(
+            Place::AndSort,
+            PartyId::ALL[0],
+            &setup(SecurityMode::Malicious),
+        )
+        .unwrap_err();
+        assert!(e.contains("--features cheat"), "{e}");
+    }
+
+    /// Malicious mode keeps its promise at every place it verifies: detected, aborted
+    /// before the next opening, nobody honest blamed, nothing wrong delivered.
+    #[cfg(feature = "cheat")]
+    #[test]
+    fn malicious_mode_catches_lies_in_gates_and_openings() {
+        for at in [Place::AndSort, Place::AndMatch, Place::Mux, Place::Open] {
+            for p in PartyId::ALL {
+                let o = run_once(at, p, &setup(SecurityMode::Malicious)).unwrap();
+                assert!(o.fired, "{o:?}");
+                assert!(o.kept, "{at:?} by {p}: {o:?}");
+                assert!(!o.delivered, "{o:?}");
+            }
+        }
+    }
+
+    /// Semi-honest mode has no check on the computation: a wrong multiplexer share goes
+    /// through and a user gets a wrong output, which nobody notices.
+    #[cfg(feature = "cheat")]
+    #[test]
+    fn semi_honest_mode_delivers_a_wrong_multiplexer_output() {
+        for p in PartyId::ALL {
+            let o = run_once(Place::Mux, p, &setup(SecurityMode::SemiHonest)).unwrap();
+            assert!(o.fired && o.delivered && !o.detected, "{o:?}");
+            assert!(o.outputs_wrong > 0, "{o:?}");
+            assert!(o.kept, "nothing promised, nobody honest blamed: {o:?}");
         }
     }
 }

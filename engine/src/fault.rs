@@ -3,7 +3,7 @@
 //! test that malicious mode catches it (and to show what semi-honest mode misses).
 //! [`crate::declassify::OpeningFault`] covers lies told while opening.
 
-use crate::party::Party;
+use crate::party::{Party, Phase};
 
 /// Where a faulty party deviates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -50,15 +50,28 @@ pub struct ComputeFault {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Faults {
     fault: Option<ComputeFault>,
+    /// Count (and corrupt) only messages sent in this phase, if set.
+    aim: Option<Phase>,
+    /// The phase the party is in ([`Party::set_phase`]).
+    phase: Phase,
     seen: [u64; 5],
+    /// The number of openings this party had begun when the fault fired.
+    fired_at: Option<u64>,
 }
 
 impl Faults {
-    /// Counts one message at `site`; whether to corrupt it.
+    /// Counts one message at `site` (if in the aimed phase); whether to corrupt it.
     fn now(&mut self, site: ComputeSite) -> bool {
+        if self.aim.is_some_and(|p| p != self.phase) {
+            return false;
+        }
         let k = self.seen[site.index()];
         self.seen[site.index()] += 1;
         matches!(self.fault, Some(f) if f.site == site && f.nth == k)
+    }
+
+    pub(crate) fn set_phase(&mut self, phase: Phase) {
+        self.phase = phase;
     }
 }
 
@@ -69,13 +82,35 @@ impl Party {
     pub fn inject_compute_fault(&mut self, f: ComputeFault) {
         self.faults = Faults {
             fault: Some(f),
-            seen: [0; 5],
+            phase: self.faults.phase,
+            ..Faults::default()
         };
     }
 
-    /// Messages this party has sent at `site` since the last injected fault.
+    /// [`Party::inject_compute_fault`] counting only the messages this party sends while
+    /// in `phase` (as the computation marks it with [`Party::set_phase`]): `f.nth` is then
+    /// the `nth` message at `f.site` within that phase.
+    pub fn inject_compute_fault_in(&mut self, phase: Phase, f: ComputeFault) {
+        self.inject_compute_fault(f);
+        self.faults.aim = Some(phase);
+    }
+
+    /// Messages this party has sent at `site` since the last injected fault (in the aimed
+    /// phase only, if the fault has one).
     pub fn messages_at(&self, site: ComputeSite) -> u64 {
         self.faults.seen[site.index()]
+    }
+
+    /// Whether the injected fault has fired, and if so how many openings this party had
+    /// begun then: an honest party that begins no more than that many openings in all
+    /// stopped before any opening that could depend on the deviation.
+    pub fn compute_fault_fired(&self) -> Option<u64> {
+        self.faults.fired_at
+    }
+
+    /// Notes that the fault fires now.
+    fn fire(&mut self) {
+        self.faults.fired_at = Some(self.audit.openings_begun());
     }
 
     /// Corrupts an outgoing message given as words, if the fault says so.
@@ -83,6 +118,7 @@ impl Party {
         if self.faults.now(site) {
             if let Some(w) = msg.first_mut() {
                 *w ^= 1;
+                self.fire();
             }
         }
     }
@@ -95,6 +131,7 @@ impl Party {
         if self.faults.now(site) {
             if let Some(b) = msg.first_mut() {
                 *b ^= 1;
+                self.fire();
                 return true;
             }
         }

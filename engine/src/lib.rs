@@ -41,6 +41,6 @@ pub use declassify::{LieKind, OpeningFault};
 pub use error::EngineError;
 #[cfg(feature = "fault-injection")]
 pub use fault::{ComputeFault, ComputeSite};
-pub use party::{CommStats, Party};
+pub use party::{CommStats, Party, Phase};
 pub use share::{Shared, SharedKeys};
 pub use verify::{SecurityMode, VerifyStats};

@@ -16,6 +16,26 @@ use crate::verify::{Gates, SecurityMode, VerifyBuffers, VerifyStats};
 use rayon::prelude::*;
 use zeroize::Zeroize;
 
+/// Which part of a computation a party is in, as the caller marks it with
+/// [`Party::set_phase`]. Only the fault-injection test instrument reads it (to aim a
+/// deviation at one part of a round, [`crate::fault`]); without that feature marking a
+/// phase does nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Phase {
+    /// Unmarked (anything before the first mark).
+    #[default]
+    Other,
+    /// Oblivious sorting (its comparisons and its shuffle).
+    Sort,
+    /// The equality circuit of the matching.
+    Match,
+    /// The multiplexer of the matching.
+    Mux,
+    /// Routing: the shuffles before the routing tags are opened.
+    Route,
+}
+
 /// Words per parallel work unit in local gate evaluation (even, so each unit starts on a
 /// PRG block boundary).
 pub(crate) const CHUNK_WORDS: usize = 2048;
@@ -133,6 +153,16 @@ impl Party {
         let mut party = Party::setup(id, channel)?;
         party.mode = mode;
         Ok(party)
+    }
+
+    /// Marks the part of the computation that follows (see [`Phase`]). Costs nothing and
+    /// changes nothing unless the `fault-injection` test instrument is compiled in.
+    #[inline]
+    pub fn set_phase(&mut self, phase: Phase) {
+        #[cfg(feature = "fault-injection")]
+        self.faults.set_phase(phase);
+        #[cfg(not(feature = "fault-injection"))]
+        let _ = phase;
     }
 
     /// This party's index.
@@ -278,13 +308,18 @@ impl Party {
     ///
     /// Malicious mode cannot check this step by redundancy: `x_i` reached party `i` alone,
     /// so no other party can recompute the message. A corrupt party can therefore XOR a
-    /// difference of its choice into a user's input (see `docs/engine.md`).
-    pub fn input_from_xor(&mut self, mine: Vec<u64>) -> Result<Shared, EngineError> {
+    /// difference of its choice into a user's input (see `docs/security.md`).
+    pub fn input_from_xor(
+        &mut self,
+        #[allow(unused_mut)] // Mutated only under fault injection.
+        mut mine: Vec<u64>,
+    ) -> Result<Shared, EngineError> {
         #[cfg(feature = "fault-injection")]
         let next = {
-            let mut sent = mine.clone();
-            self.corrupt_words(crate::fault::ComputeSite::Input, &mut sent);
-            self.exchange_words(Peer::Prev, &sent, Peer::Next)?
+            // A careful liar keeps its own copy equal to what it sent, so its shares stay
+            // consistent: the strongest form of this deviation.
+            self.corrupt_words(crate::fault::ComputeSite::Input, &mut mine);
+            self.exchange_words(Peer::Prev, &mine, Peer::Next)?
         };
         #[cfg(not(feature = "fault-injection"))]
         let next = self.exchange_words(Peer::Prev, &mine, Peer::Next)?;

@@ -44,7 +44,7 @@ use crate::channel::PartyId;
 use crate::circuits::equal;
 use crate::declassify::Reason;
 use crate::error::EngineError;
-use crate::party::Party;
+use crate::party::{Party, Phase};
 use crate::share::{Shared, SharedKeys};
 use crate::sort::{index_bits, quicksort, quicksort_distinct};
 use crate::transpose::{blocks, rows_to_planes};
@@ -154,6 +154,7 @@ pub fn exchange_round(
     }
     let id = party.id();
     let mut clock = PhaseClock::start();
+    party.set_phase(Phase::Other);
     let blocks = party.input_from_xor(blocks)?;
 
     // Per-record bits, bitsliced: role bits of blocks, validity of store records.
@@ -213,6 +214,7 @@ pub fn exchange_round(
         }
     }
     clock.lap("prepare");
+    party.set_phase(Phase::Sort);
     let sorted = quicksort(party, &keys, 66, &rows, NARROW)?;
     drop((keys, rows));
     clock.lap("sort records");
@@ -221,6 +223,7 @@ pub fn exchange_round(
     clock.lap("match");
 
     // Route A: mailboxes to their users, items on to the store sort.
+    party.set_phase(Phase::Route);
     let routed = party.shuffle_owned(matched, NARROW)?;
     let tags =
         party.declassify_words(Reason::RouteAfterShuffle, &column(&routed, NARROW, ORIGIN))?;
@@ -296,6 +299,7 @@ pub fn exchange_round(
     }
     drop(routed);
     clock.lap("route to mailboxes");
+    party.set_phase(Phase::Sort);
     let sorted2 = quicksort_distinct(party, &keys2, jb + 2, &dest2, 1)?;
     drop((keys2, dest2));
     clock.lap("sort store candidates");
@@ -345,6 +349,7 @@ pub fn exchange_round(
 
     // Back to payload order: shuffle, open each row's j (a uniformly random arrangement
     // of 0 .. U + C), and read statuses and destinations by j.
+    party.set_phase(Phase::Route);
     let fates = party.shuffle_owned(fates, 3)?;
     let js = party.declassify_words(Reason::RouteAfterShuffle, &column(&fates, 3, 0))?;
     let mut at_j = vec![usize::MAX; n2];
@@ -620,6 +625,7 @@ fn match_adjacent(
         a: rows_to_planes(&right(&keys.a), 66),
         b: rows_to_planes(&right(&keys.b), 66),
     };
+    party.set_phase(Phase::Match);
     let m = equal(party, &x, &y, 66, blocks(pairs))?;
 
     // DEST_{k+1} = SENTINEL ^ m_k·(ORIGIN_k ^ SENTINEL): one word AND per pair.
@@ -630,6 +636,7 @@ fn match_adjacent(
             .map(|t| r[t * NARROW + ORIGIN] ^ public_word(id, share, SENTINEL))
             .collect()
     };
+    party.set_phase(Phase::Mux);
     let moved = party.and(
         &Shared {
             a: masks(&m.a),

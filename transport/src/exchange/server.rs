@@ -201,6 +201,10 @@ fn engine_thread(
     };
     #[cfg(feature = "fault-injection")]
     let mut lie = faults::lie();
+    #[cfg(feature = "fault-injection")]
+    let mut compute = faults::compute();
+    #[cfg(feature = "fault-injection")]
+    let mut deviating = false;
     while let Ok(job) = jobs.recv() {
         #[cfg(feature = "fault-injection")]
         if let Some((reason, nth, kind)) = lie.filter(|_| faults::armed()) {
@@ -209,6 +213,16 @@ fn engine_thread(
             tracing::warn!(round = job.round, fault = ?f, "FAULT: this server will lie while opening");
             party.inject_fault(f);
             lie = None;
+        }
+        #[cfg(feature = "fault-injection")]
+        if let Some((phase, f)) = compute.filter(|_| faults::armed()) {
+            tracing::warn!(round = job.round, fault = ?f, ?phase, "FAULT: this server will deviate in the computation");
+            match phase {
+                Some(p) => party.inject_compute_fault_in(p, f),
+                None => party.inject_compute_fault(f),
+            }
+            compute = None;
+            deviating = true;
         }
         let result = (|| {
             let agreed = party.agree_online(job.round, &job.heard, notary.as_ref())?;
@@ -264,6 +278,17 @@ fn engine_thread(
                 digest: party.audit_log().digest(),
             })
         })();
+        #[cfg(feature = "fault-injection")]
+        if deviating {
+            if let Some(openings) = party.compute_fault_fired() {
+                tracing::warn!(
+                    round = job.round,
+                    openings_before = openings,
+                    "FAULT: deviated in the computation"
+                );
+                deviating = false;
+            }
+        }
         match result {
             Ok(done) => {
                 let _ = job.reply.send(Ok(done));
@@ -822,6 +847,22 @@ fn log_blame(round: u64, e: &acs_engine::EngineError) {
             suspects[0].index(),
             suspects[1].index()
         ),
+        E::VerificationFailed {
+            what,
+            culprit: Some(p),
+        } => tracing::error!(
+            round,
+            culprit = p.index(),
+            "CHEATING: verification of the computation failed ({what}); server {} contradicted its own commitment",
+            p.index()
+        ),
+        E::VerificationFailed {
+            what,
+            culprit: None,
+        } => tracing::error!(
+            round,
+            "verification of the computation failed ({what}): some server deviated (no evidence names one)"
+        ),
         E::OpeningMismatch { suspect: Some(p) } => tracing::error!(
             round,
             culprit = p.index(),
@@ -1135,6 +1176,11 @@ pub async fn run(
 ///   `n`-th opening (from 0) for that reason, counted from the first round computed once
 ///   armed (see `ACS_FAULT_ARM`; at once without it), in the first session only (so the
 ///   test sees one aborted round and then honest rounds).
+/// - `ACS_FAULT_COMPUTE=<and-sort|and-match|mux|shuffle|input>:<n>`: deviate inside the
+///   computation, not in an opening: flip a bit of this server's `n`-th message (from 0)
+///   of that kind (an AND layer of the sorts' comparisons, of the matching's equality
+///   circuit, the multiplexer, a reshare of the sorts' shuffles, the input conversion),
+///   counted from the first round computed once armed, in the first session only.
 #[cfg(feature = "fault-injection")]
 pub(crate) mod faults {
     use acs_engine::round::consistency::{
@@ -1231,6 +1277,28 @@ pub(crate) mod faults {
     /// exists.
     pub(crate) fn armed() -> bool {
         std::env::var_os("ACS_FAULT_ARM").is_none_or(|p| std::path::Path::new(&p).exists())
+    }
+
+    /// The deviation `ACS_FAULT_COMPUTE` asks for: the phase it is aimed at (if any) and
+    /// the fault. Taken once per process, so only the first session deviates.
+    pub(crate) fn compute() -> Option<(Option<acs_engine::Phase>, acs_engine::ComputeFault)> {
+        use acs_engine::{ComputeFault, ComputeSite, Phase};
+        static USED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        let spec = std::env::var("ACS_FAULT_COMPUTE").ok()?;
+        if USED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        let (what, nth) = spec.split_once(':')?;
+        let nth = nth.parse().ok()?;
+        let (phase, site) = match what {
+            "and-sort" => (Some(Phase::Sort), ComputeSite::AndGate),
+            "and-match" => (Some(Phase::Match), ComputeSite::AndGate),
+            "mux" => (Some(Phase::Mux), ComputeSite::AndGate),
+            "shuffle" => (Some(Phase::Sort), ComputeSite::Reshare),
+            "input" => (None, ComputeSite::Input),
+            _ => return None,
+        };
+        Some((phase, ComputeFault { site, nth }))
     }
 
     /// The lie `ACS_FAULT_LIE` asks for: the reason, which of its openings (from the

@@ -1,0 +1,141 @@
+//! A server that lies inside the computation, not in an opening (issue 12, item 5): three
+//! real `acs exchange` processes in malicious mode, one of them (built with the
+//! `fault-injection` feature, `ACS_FAULT_COMPUTE`) sending a wrong share of one AND
+//! layer in a round its users take part in. The verification of the AND gates before the
+//! next opening fails at both honest servers, which abort the round without naming an
+//! honest server; the users are told to retry, later rounds commit, and every message
+//! arrives exactly once, intact (nothing wrong is delivered: no user ever reconstructs an
+//! output from the round with the wrong gate).
+
+#[path = "common/system.rs"]
+mod system;
+
+#[path = "common/crowd.rs"]
+mod crowd;
+
+use acs_engine::SecurityMode;
+use crowd::{runtime, serial};
+use std::time::Duration;
+use system::{committed_rounds, field, wait_until, Deployment, Options, Proc};
+
+fn logs(ps: &[Proc]) -> String {
+    ps.iter()
+        .map(|p| format!("--- {}\n{}", p.name, p.log_text()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Runs a malicious-mode deployment where server `liar` deviates as `spec` says
+/// (`ACS_FAULT_COMPUTE`) in a round after the users' first, and checks the outcome.
+fn deviate(liar: usize, spec: &str) {
+    let d = Deployment::write(Options {
+        entries: 2,
+        submit_window_ms: 800,
+        ..Options::default()
+    });
+    for i in 0..3 {
+        let mut f = d.exchange_file(i);
+        f.security = SecurityMode::Malicious;
+        d.write_exchange(i, &f);
+    }
+    let arm = d.path("arm");
+    let arm_s = arm.to_string_lossy().to_string();
+    let _entries: Vec<Proc> = (0..2).map(|j| d.start_entry(j, "")).collect();
+    let ex: Vec<Proc> = (0..3)
+        .map(|i| {
+            if i == liar {
+                d.start_exchange_with(
+                    i,
+                    "",
+                    &[("ACS_FAULT_COMPUTE", spec), ("ACS_FAULT_ARM", &arm_s)],
+                )
+            } else {
+                d.start_exchange(i, "")
+            }
+        })
+        .collect();
+    let rt = runtime();
+    let mut crowd = rt.block_on(crowd::Crowd::register(&d, 6, 3, None));
+    rt.block_on(crowd.round());
+    std::fs::write(&arm, b"").unwrap();
+    rt.block_on(crowd.until_settled(30, Duration::from_secs(300)));
+
+    // The round in which the liar's wrong share went out.
+    let round = ex[liar]
+        .log_text()
+        .lines()
+        .find(|l| l.contains("FAULT: deviated in the computation"))
+        .and_then(|l| field(l, "round"))
+        .unwrap_or_else(|| panic!("the liar never deviated\n{}", logs(&ex)));
+    let honest: Vec<usize> = (0..3).filter(|&i| i != liar).collect();
+    let about = |i: usize, what: &str| -> Vec<String> {
+        ex[i]
+            .log_text()
+            .lines()
+            .filter(|l| l.contains(what) && field(l, "round") == Some(round))
+            .map(String::from)
+            .collect()
+    };
+    for &i in &honest {
+        // Its own verification caught the wrong gate (not merely a peer hanging up).
+        let caught = about(i, "verification of the computation failed");
+        assert!(
+            !caught.is_empty(),
+            "server {i} did not catch the wrong gate in round {round}\n{}",
+            logs(&ex)
+        );
+        eprintln!("evidence, server {i}: {}", caught[0]);
+        assert!(
+            !about(i, "round aborted; users told to retry").is_empty(),
+            "server {i} did not abort round {round}\n{}",
+            logs(&ex)
+        );
+        // Nobody blames an honest server.
+        for l in ex[i].log_text().lines().filter(|l| l.contains("CHEATING")) {
+            assert_eq!(field(l, "culprit"), Some(liar as u64), "{l}");
+        }
+    }
+    for (i, p) in ex.iter().enumerate() {
+        assert!(
+            !committed_rounds(&p.log_text()).contains(&round),
+            "server {i} committed the round with the wrong gate"
+        );
+    }
+    assert!(
+        !crowd.tally.retried_in(round).is_empty(),
+        "no user was told to retry round {round}: {:?}",
+        crowd.tally.statuses
+    );
+    assert!(
+        crowd.tally.served_in(round).is_empty(),
+        "users were served in round {round}"
+    );
+    // The servers went on: a later round committed at all three, the liar included.
+    wait_until(Duration::from_secs(60), "a later round to commit", || {
+        ex.iter()
+            .all(|p| committed_rounds(&p.log_text()).iter().any(|&r| r > round))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&ex)));
+    // Nothing wrong was delivered and nothing was lost or doubled.
+    crowd.assert_exactly_once();
+    assert!(
+        crowd.tally.liars.is_empty(),
+        "users named a liar: {:?}",
+        crowd.tally.liars
+    );
+    for p in &ex {
+        assert!(!p.log_text().contains("panicked"), "{} panicked", p.name);
+    }
+}
+
+#[test]
+fn a_wrong_and_share_in_the_sort_aborts_the_round_and_users_retry() {
+    let _serial = serial();
+    deviate(1, "and-sort:0");
+}
+
+#[test]
+fn a_wrong_multiplexer_share_aborts_the_round_and_users_retry() {
+    let _serial = serial();
+    deviate(2, "mux:0");
+}

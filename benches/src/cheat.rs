@@ -28,6 +28,7 @@
 //! The phases are aimed at through the marks the round sets ([`acs_engine::Phase`]); the
 //! `--nth` message within the phase is corrupted (bit 0 of its first word).
 
+use acs_engine::declassify::AuditLog;
 use acs_engine::round::consistency::{
     online_digest, KeyNotary, Notary, SignedStatement, Statement, StatementKind,
 };
@@ -36,7 +37,7 @@ use acs_engine::round::mpc::{exchange_round, RoundResult, SharedStore};
 use acs_engine::round::outputs::reconstruct_checked;
 use acs_engine::round::{Block, Role, RoundConfig};
 use acs_engine::testing::run_three;
-use acs_engine::{EngineError, PartyId, Peer, SecurityMode};
+use acs_engine::{resolve_complaint, Blame, EngineError, PartyId, Peer, SecurityMode};
 use clap::{Args, ValueEnum};
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeSet;
@@ -185,6 +186,8 @@ pub struct Outcome {
     pub blamed: Vec<usize>,
     /// Pairs named as "one of these two" by an honest server.
     pub suspect_pairs: Vec<[usize; 2]>,
+    /// The one party the two honest servers' pairs share, if they share exactly one.
+    pub pairs_meet_in: Option<usize>,
     /// Whether an honest party was named alone.
     pub honest_blamed: bool,
     /// Whether the round completed and released outputs to the users.
@@ -237,6 +240,8 @@ impl Notary for Liar {
 struct PartyEnd {
     result: Result<RoundResult, EngineError>,
     openings: u64,
+    /// What it opened and sent (to settle an opening complaint).
+    audit: AuditLog,
     /// The liar: the number of openings it had begun when its computation fault fired.
     fired_at: Option<u64>,
 }
@@ -358,9 +363,10 @@ pub fn run(args: &CheatArgs) -> Result<bool, String> {
 fn table(outs: &[Outcome]) -> String {
     let yn = |b: bool| if b { "yes" } else { "no" };
     let mut t = format!(
-        "{:<9} {:>4}  {:<8} {:<8} {:<13} {:<10} {:<13} {:>5}  {}\n",
+        "{:<9} {:>4}  {:<5} {:<8} {:<8} {:<12} {:<11} {:<9} {:>5}  {}\n",
         "at",
         "liar",
+        "fired",
         "detected",
         "aborted",
         "blamed alone",
@@ -376,9 +382,10 @@ fn table(outs: &[Outcome]) -> String {
             .map(|p| format!("{}{}", p[0], p[1]))
             .collect();
         t.push_str(&format!(
-            "{:<9} {:>4}  {:<8} {:<8} {:<13} {:<10} {:<13} {:>5}  {}\n",
+            "{:<9} {:>4}  {:<5} {:<8} {:<8} {:<12} {:<11} {:<9} {:>5}  {}\n",
             o.at,
             o.party,
+            yn(o.fired),
             yn(o.detected),
             if o.at == "output" {
                 "n/a"
@@ -386,10 +393,10 @@ fn table(outs: &[Outcome]) -> String {
                 yn(o.aborted_before_opening)
             },
             format!("{:?}", o.blamed),
-            if suspects.is_empty() {
-                "-".into()
-            } else {
-                suspects.join(",")
+            match (suspects.is_empty(), o.pairs_meet_in) {
+                (true, _) => "-".into(),
+                (false, None) => suspects.join(","),
+                (false, Some(p)) => format!("{}->{p}", suspects.join(",")),
             },
             yn(o.delivered),
             o.outputs_wrong,
@@ -515,6 +522,7 @@ pub fn run_once(at: Place, liar: PartyId, setup: &Setup) -> Result<Outcome, Stri
         Ok(PartyEnd {
             result,
             openings: p.audit_log().openings_begun(),
+            audit: p.audit_log().clone(),
             fired_at,
         })
     });
@@ -551,8 +559,30 @@ pub fn run_once(at: Place, liar: PartyId, setup: &Setup) -> Result<Outcome, Stri
     }
     let aborted_before_opening =
         server_detected && views.iter().all(|v| v.aborted_before_next_opening);
+    // An accuser's opening complaint goes to both peers (as `acs exchange` sends it);
+    // the other honest server settles it against its own record of what it sent.
+    for &h in &honest {
+        if let Err(EngineError::OpeningCheckFailed(c)) = &ends[h.index()].result {
+            for v in views.iter_mut().filter(|v| v.party != h.index()) {
+                let me = PartyId::new(v.party).expect("a party index");
+                match resolve_complaint(me, &ends[v.party].audit, c) {
+                    Blame::Party(p) => v.blamed = Some(p.index()),
+                    Blame::Pair(x, y) => v.suspects = Some([x.index(), y.index()]),
+                    Blame::Unknown => {}
+                }
+            }
+        }
+    }
     let mut blamed: BTreeSet<usize> = views.iter().filter_map(|v| v.blamed).collect();
     let suspect_pairs: Vec<[usize; 2]> = views.iter().filter_map(|v| v.suspects).collect();
+    // Two honest servers' pairs that share exactly one party name it.
+    let pairs_meet_in = match suspect_pairs.as_slice() {
+        [a, b] => {
+            let common: Vec<usize> = a.iter().copied().filter(|x| b.contains(x)).collect();
+            (common.len() == 1 && a != b).then(|| common[0])
+        }
+        _ => None,
+    };
 
     // Users: only when every party finished the round do they get outputs.
     let mut outputs_wrong = 0;
@@ -592,7 +622,8 @@ pub fn run_once(at: Place, liar: PartyId, setup: &Setup) -> Result<Outcome, Stri
             }
         }
     }
-    let honest_blamed = honest.iter().any(|h| blamed.contains(&h.index()));
+    let honest_blamed = honest.iter().any(|h| blamed.contains(&h.index()))
+        || pairs_meet_in.is_some_and(|p| p != liar.index());
     let detected = server_detected || users_detecting > 0;
     let promised = at.promised(mode);
     let kept = !honest_blamed
@@ -610,6 +641,7 @@ pub fn run_once(at: Place, liar: PartyId, setup: &Setup) -> Result<Outcome, Stri
         aborted_before_opening,
         blamed: blamed.into_iter().collect(),
         suspect_pairs,
+        pairs_meet_in,
         honest_blamed,
         delivered,
         outputs_wrong,
@@ -712,8 +744,19 @@ mod tests {
                 assert!(o.fired, "{o:?}");
                 assert!(o.kept, "{at:?} by {p}: {o:?}");
                 assert!(!o.delivered, "{o:?}");
+                if at == Place::Open {
+                    assert_eq!(o.pairs_meet_in, Some(p.index()), "{o:?}");
+                }
             }
         }
+        // A layer deep in the sort: caught after the openings before it, before the next.
+        let deep = Setup {
+            nth: 40,
+            ..setup(SecurityMode::Malicious)
+        };
+        let o = run_once(Place::AndSort, PartyId::ALL[1], &deep).unwrap();
+        assert!(o.fired && o.kept, "{o:?}");
+        assert!(o.servers.iter().all(|s| s.openings > 0), "{o:?}");
     }
 
     /// Semi-honest mode has no check on the computation: a wrong multiplexer share goes

@@ -759,16 +759,24 @@ mod tests {
         assert!(o.servers.iter().all(|s| s.openings > 0), "{o:?}");
     }
 
-    /// Semi-honest mode has no check on the computation: a wrong multiplexer share goes
-    /// through and a user gets a wrong output, which nobody notices.
+    /// Semi-honest mode has no check on the computation: a wrong AND share in the sort
+    /// goes through unnoticed and the round delivers. Whether an output changes depends
+    /// on the element the random shuffle put first, so a wrong output must show up
+    /// within a few runs (each run's chance of none is about 0.4).
     #[cfg(feature = "cheat")]
     #[test]
-    fn semi_honest_mode_delivers_a_wrong_multiplexer_output() {
-        for p in PartyId::ALL {
-            let o = run_once(Place::Mux, p, &setup(SecurityMode::SemiHonest)).unwrap();
+    fn semi_honest_mode_delivers_what_a_wrong_sort_gate_computes() {
+        let mut wrong = 0;
+        for k in 0..30 {
+            let p = PartyId::ALL[k % 3];
+            let o = run_once(Place::AndSort, p, &setup(SecurityMode::SemiHonest)).unwrap();
             assert!(o.fired && o.delivered && !o.detected, "{o:?}");
-            assert!(o.outputs_wrong > 0, "{o:?}");
             assert!(o.kept, "nothing promised, nobody honest blamed: {o:?}");
+            wrong += o.outputs_wrong;
+            if wrong > 0 && k >= 2 {
+                break;
+            }
         }
+        assert!(wrong > 0, "no wrong output in 30 runs");
     }
 }

@@ -5,40 +5,62 @@
 //! Tables
 //! - `registry`: pseudonym (u64) → registration record (opaque bytes defined by kgc).
 //!   A pseudonym is registered once; a different record for it is refused.
-//! - `store`: slot (u32) → this server's share of store record `slot`; always the full
-//!   fixed-capacity store of the last committed round.
-//! - `rounds`: round (u64) → the round's commit record (opaque: hashes, online count...).
-//! - `meta`: `committed_round` → the last committed round.
+//! - `store_blobs`: (round u64, chunk u32) → this server's shares of the whole
+//!   fixed-capacity store as written by that round, one compact blob (opaque here) cut
+//!   into chunks of [`BLOB_CHUNK`] bytes (redb gives a value a power-of-two run of pages:
+//!   one 5.8 MB value would take, and write, 8 MiB). At most two blobs exist:
+//!   the committed store (named by `meta.store_round`) and, while a round that replaced
+//!   the store is prepared, that round's. A round writes its store once, in
+//!   [`Db::prepare`]; [`Db::commit`] only moves the `store_round` pointer and deletes the
+//!   old blob (freed pages are reused, so the file does not grow from round to round).
+//! - `rounds`: round (u64) → the round's commit record (opaque: hashes, online count...);
+//!   the last [`ROUND_RECORDS_KEPT`] rounds only.
+//! - `meta`: `committed_round` → the last committed round; `announced_round`;
+//!   `store_round` → the blob that is the committed store.
 //! - `outputs`: the last committed round → this server's output shares of that round with
 //!   their routes, so a server that crashed between commit and release (or whose release
 //!   did not reach a relay) can release them again after a restart.
-//! - `pending_store`, `pending_meta` (`prepared_round`), `pending_round`,
-//!   `pending_outputs`: the effects of a round that is computed here but not yet agreed by
-//!   all three servers.
+//! - `pending_meta` (`prepared_round`, `store_set`), `pending_round`, `pending_outputs`:
+//!   the effects of a round that is computed here but not yet agreed by all three
+//!   servers (its store, if it wrote one, is the blob keyed by the prepared round).
 //!
 //! A round's effects become visible in one write transaction ([`Db::commit`] or
 //! [`Db::commit_round`]): store, round record and committed marker change together or
 //! not at all. Two-phase use: [`Db::prepare`] (durable, before voting), then
-//! [`Db::commit`] when all three vote commit, or [`Db::abort`].
+//! [`Db::commit`] when all three vote commit, or [`Db::abort`]. [`Db::rejoin`] replaces
+//! the committed state with one fetched from the peers (a lost or stale database).
+//!
+//! Databases written before `store_blobs` (one row per store record in a table `store`,
+//! the same bytes) are converted when opened.
 
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 use std::path::Path;
 
 const REGISTRY: TableDefinition<u64, &[u8]> = TableDefinition::new("registry");
-const STORE: TableDefinition<u32, &[u8]> = TableDefinition::new("store");
+const STORE_BLOBS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("store_blobs");
 const ROUNDS: TableDefinition<u64, &[u8]> = TableDefinition::new("rounds");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const PENDING_STORE: TableDefinition<u32, &[u8]> = TableDefinition::new("pending_store");
 const PENDING_ROUND: TableDefinition<u64, &[u8]> = TableDefinition::new("pending_round");
 const PENDING_META: TableDefinition<&str, u64> = TableDefinition::new("pending_meta");
 const OUTPUTS: TableDefinition<u64, &[u8]> = TableDefinition::new("outputs");
 const PENDING_OUTPUTS: TableDefinition<u64, &[u8]> = TableDefinition::new("pending_outputs");
+/// The layout before `store_blobs`: one row per store record (converted at open).
+const OLD_STORE: TableDefinition<u32, &[u8]> = TableDefinition::new("store");
+const OLD_PENDING_STORE: TableDefinition<u32, &[u8]> = TableDefinition::new("pending_store");
 
 const COMMITTED: &str = "committed_round";
 const ANNOUNCED: &str = "announced_round";
+const STORE_ROUND: &str = "store_round";
 const PREPARED: &str = "prepared_round";
 /// In `PENDING_META`: 1 when the prepared round replaces the store.
 const STORE_SET: &str = "store_set";
+
+/// Bytes per chunk of a store blob: one 1 MiB page run, less room for redb's leaf header.
+pub const BLOB_CHUNK: usize = (1 << 20) - 4096;
+
+/// How many round records `rounds` keeps (older ones are deleted as rounds commit, so
+/// the database does not grow with the number of rounds).
+pub const ROUND_RECORDS_KEPT: u64 = 4096;
 
 /// Database failures. All are fatal for the operation; none leaves partial effects.
 #[derive(Debug, thiserror::Error)]
@@ -63,9 +85,9 @@ pub enum DbError {
         /// The prepared round, if any.
         prepared: Option<u64>,
     },
-    /// More store slots than a u32 index can name.
-    #[error("store of {0} records is too large")]
-    StoreTooLarge(usize),
+    /// A registration fetched from the peers conflicts with this server's record.
+    #[error("pseudonym {0:016x} is registered here with another record")]
+    RegistrationConflict(u64),
 }
 
 macro_rules! redb_errors {
@@ -101,10 +123,10 @@ pub enum Registered {
 pub struct RoundEffects {
     /// The round.
     pub round: u64,
-    /// The full new store, slot by slot (this server's shares), or `None` when the round
-    /// left the store as it was (no user online: nothing was computed), so that an idle
-    /// server writes no store at all.
-    pub store: Option<Vec<Vec<u8>>>,
+    /// The full new store as one blob (this server's shares, opaque here), or `None` when
+    /// the round left the store as it was (no user online: nothing was computed), so that
+    /// an idle server writes no store at all.
+    pub store: Option<Vec<u8>>,
     /// The round's commit record.
     pub record: Vec<u8>,
     /// This server's output shares and their routes (opaque to the database).
@@ -116,7 +138,7 @@ impl std::fmt::Debug for RoundEffects {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RoundEffects")
             .field("round", &self.round)
-            .field("store_slots", &self.store.as_ref().map(Vec::len))
+            .field("store_bytes", &self.store.as_ref().map(Vec::len))
             .field("record_len", &self.record.len())
             .field("outputs_len", &self.outputs.len())
             .finish()
@@ -138,17 +160,55 @@ impl Db {
         let tx = inner.begin_write()?;
         {
             tx.open_table(REGISTRY)?;
-            tx.open_table(STORE)?;
+            tx.open_table(STORE_BLOBS)?;
             tx.open_table(ROUNDS)?;
             tx.open_table(META)?;
-            tx.open_table(PENDING_STORE)?;
             tx.open_table(PENDING_ROUND)?;
             tx.open_table(PENDING_META)?;
             tx.open_table(OUTPUTS)?;
             tx.open_table(PENDING_OUTPUTS)?;
         }
+        Self::convert_old_store(&tx)?;
         tx.commit()?;
         Ok(Db { inner })
+    }
+
+    /// Moves a store kept one row per record (the layout before `store_blobs`) into
+    /// one blob of the same bytes, committed and prepared alike; drops the old tables.
+    fn convert_old_store(tx: &redb::WriteTransaction) -> Result<(), DbError> {
+        let names: Vec<String> = tx.list_tables()?.map(|t| t.name().to_string()).collect();
+        let concat = |t: &redb::Table<u32, &[u8]>| -> Result<Vec<u8>, DbError> {
+            let mut blob = Vec::new();
+            for item in t.iter()? {
+                blob.extend_from_slice(item?.1.value());
+            }
+            Ok(blob)
+        };
+        if names.iter().any(|n| n == "store") {
+            let blob = concat(&tx.open_table(OLD_STORE)?)?;
+            let mut meta = tx.open_table(META)?;
+            if !blob.is_empty() {
+                let at = meta.get(COMMITTED)?.map_or(0, |v| v.value());
+                Self::insert_blob(&mut tx.open_table(STORE_BLOBS)?, at, &blob)?;
+                meta.insert(STORE_ROUND, at)?;
+            }
+            tx.delete_table(OLD_STORE)?;
+        }
+        if names.iter().any(|n| n == "pending_store") {
+            let blob = concat(&tx.open_table(OLD_PENDING_STORE)?)?;
+            let mut pm = tx.open_table(PENDING_META)?;
+            let prepared = pm.get(PREPARED)?.map(|v| v.value());
+            if let Some(prepared) = prepared {
+                // Prepared rounds of that layout with no flag always replaced the store.
+                let flag = pm.get(STORE_SET)?.map(|v| v.value());
+                if flag.is_none_or(|v| v == 1) {
+                    Self::insert_blob(&mut tx.open_table(STORE_BLOBS)?, prepared, &blob)?;
+                    pm.insert(STORE_SET, 1)?;
+                }
+            }
+            tx.delete_table(OLD_PENDING_STORE)?;
+        }
+        Ok(())
     }
 
     /// Registers `pseudonym` with `record`, unless it is registered to something else.
@@ -237,16 +297,31 @@ impl Db {
             .map(|v| v.value()))
     }
 
-    /// The committed store, slot by slot.
-    pub fn store(&self) -> Result<Vec<Vec<u8>>, DbError> {
+    /// The committed store blob (`None` before any round wrote one).
+    pub fn store(&self) -> Result<Option<Vec<u8>>, DbError> {
         let tx = self.inner.begin_read()?;
-        let t = tx.open_table(STORE)?;
-        let mut out = Vec::with_capacity(t.len()? as usize);
-        for item in t.iter()? {
-            let (_, v) = item?;
-            out.push(v.value().to_vec());
+        let Some(at) = tx.open_table(META)?.get(STORE_ROUND)?.map(|v| v.value()) else {
+            return Ok(None);
+        };
+        let blobs = tx.open_table(STORE_BLOBS)?;
+        let mut blob = Vec::new();
+        let mut chunks = 0u32;
+        for item in blobs.range((at, 0)..=(at, u32::MAX))? {
+            let (k, v) = item?;
+            if k.value().1 != chunks {
+                return Err(DbError::Redb(format!(
+                    "store blob of round {at}: chunk {chunks} missing"
+                )));
+            }
+            blob.extend_from_slice(v.value());
+            chunks += 1;
         }
-        Ok(out)
+        if chunks == 0 {
+            return Err(DbError::Redb(format!(
+                "the committed store blob of round {at} is missing"
+            )));
+        }
+        Ok(Some(blob))
     }
 
     /// The last committed round's outputs (opaque bytes from [`RoundEffects::outputs`]).
@@ -279,36 +354,95 @@ impl Db {
     }
 
     /// Durably records `effects` as prepared (replacing an older prepared round), without
-    /// touching the committed state.
+    /// touching the committed state. The round's store (if any) is written here, once.
     pub fn prepare(&self, effects: &RoundEffects) -> Result<(), DbError> {
-        let slots = effects.store.as_ref().map_or(0, Vec::len);
-        if u32::try_from(slots).is_err() {
-            return Err(DbError::StoreTooLarge(slots));
-        }
         let tx = self.inner.begin_write()?;
         {
             Self::check_after_committed(&tx.open_table(META)?, effects.round)?;
-            let mut ps = tx.open_table(PENDING_STORE)?;
-            ps.retain(|_, _| false)?;
-            for (i, blob) in effects.store.iter().flatten().enumerate() {
-                ps.insert(i as u32, blob.as_slice())?;
+            let mut pm = tx.open_table(PENDING_META)?;
+            let mut blobs = tx.open_table(STORE_BLOBS)?;
+            Self::drop_prepared_blob(&pm, &mut blobs)?;
+            if let Some(blob) = &effects.store {
+                Self::insert_blob(&mut blobs, effects.round, blob)?;
             }
-            tx.open_table(PENDING_META)?
-                .insert(STORE_SET, u64::from(effects.store.is_some()))?;
+            pm.insert(STORE_SET, u64::from(effects.store.is_some()))?;
             let mut pr = tx.open_table(PENDING_ROUND)?;
             pr.retain(|_, _| false)?;
             pr.insert(effects.round, effects.record.as_slice())?;
             let mut po = tx.open_table(PENDING_OUTPUTS)?;
             po.retain(|_, _| false)?;
             po.insert(effects.round, effects.outputs.as_slice())?;
-            tx.open_table(PENDING_META)?
-                .insert(PREPARED, effects.round)?;
+            pm.insert(PREPARED, effects.round)?;
         }
         tx.commit()?;
         Ok(())
     }
 
-    /// Makes the prepared `round` the committed state, in one transaction.
+    fn insert_blob(
+        blobs: &mut redb::Table<(u64, u32), &[u8]>,
+        round: u64,
+        blob: &[u8],
+    ) -> Result<(), DbError> {
+        for (i, chunk) in blob.chunks(BLOB_CHUNK).enumerate() {
+            let i = u32::try_from(i).map_err(|_| DbError::Redb("store blob too large".into()))?;
+            blobs.insert((round, i), chunk)?;
+        }
+        Ok(())
+    }
+
+    fn remove_blob(blobs: &mut redb::Table<(u64, u32), &[u8]>, round: u64) -> Result<(), DbError> {
+        blobs.retain_in((round, 0)..=(round, u32::MAX), |_, _| false)?;
+        Ok(())
+    }
+
+    /// Deletes the store blob of the prepared round, if it wrote one.
+    fn drop_prepared_blob(
+        pm: &impl ReadableTable<&'static str, u64>,
+        blobs: &mut redb::Table<(u64, u32), &[u8]>,
+    ) -> Result<(), DbError> {
+        if let Some(prepared) = pm.get(PREPARED)?.map(|v| v.value()) {
+            if pm.get(STORE_SET)?.is_some_and(|v| v.value() == 1) {
+                Self::remove_blob(blobs, prepared)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the blob of `round` the committed store and deletes the one it replaces.
+    fn point_store_at(
+        meta: &mut redb::Table<&str, u64>,
+        blobs: &mut redb::Table<(u64, u32), &[u8]>,
+        round: u64,
+    ) -> Result<(), DbError> {
+        if let Some(old) = meta.insert(STORE_ROUND, round)?.map(|v| v.value()) {
+            if old != round {
+                Self::remove_blob(blobs, old)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records `round` as committed with its record and outputs; drops round records
+    /// older than [`ROUND_RECORDS_KEPT`].
+    fn write_committed(
+        tx: &redb::WriteTransaction,
+        meta: &mut redb::Table<&str, u64>,
+        round: u64,
+        record: &[u8],
+        outputs: &[u8],
+    ) -> Result<(), DbError> {
+        let mut rounds = tx.open_table(ROUNDS)?;
+        rounds.insert(round, record)?;
+        rounds.retain_in(..round.saturating_sub(ROUND_RECORDS_KEPT - 1), |_, _| false)?;
+        let mut out = tx.open_table(OUTPUTS)?;
+        out.retain(|_, _| false)?;
+        out.insert(round, outputs)?;
+        meta.insert(COMMITTED, round)?;
+        Ok(())
+    }
+
+    /// Makes the prepared `round` the committed state, in one transaction. The store is
+    /// not copied: the committed-store pointer moves to the prepared round's blob.
     pub fn commit(&self, round: u64) -> Result<(), DbError> {
         let tx = self.inner.begin_write()?;
         {
@@ -319,34 +453,23 @@ impl Db {
             }
             let mut meta = tx.open_table(META)?;
             Self::check_after_committed(&meta, round)?;
-            // Older prepared rounds carry no flag: they always replaced the store.
-            let store_set = pm.remove(STORE_SET)?.map_or(1, |v| v.value());
-            let mut ps = tx.open_table(PENDING_STORE)?;
-            if store_set == 1 {
-                let mut store = tx.open_table(STORE)?;
-                store.retain(|_, _| false)?;
-                for item in ps.iter()? {
-                    let (k, v) = item?;
-                    store.insert(k.value(), v.value())?;
-                }
+            let store_set = pm.remove(STORE_SET)?.is_some_and(|v| v.value() == 1);
+            if store_set {
+                Self::point_store_at(&mut meta, &mut tx.open_table(STORE_BLOBS)?, round)?;
             }
-            ps.retain(|_, _| false)?;
-            let mut pr = tx.open_table(PENDING_ROUND)?;
-            let record = pr
+            let record = tx
+                .open_table(PENDING_ROUND)?
                 .remove(round)?
                 .map(|v| v.value().to_vec())
                 .unwrap_or_default();
-            tx.open_table(ROUNDS)?.insert(round, record.as_slice())?;
+            tx.open_table(PENDING_ROUND)?.retain(|_, _| false)?;
             let mut po = tx.open_table(PENDING_OUTPUTS)?;
             let outputs = po
                 .remove(round)?
                 .map(|v| v.value().to_vec())
                 .unwrap_or_default();
             po.retain(|_, _| false)?;
-            let mut out = tx.open_table(OUTPUTS)?;
-            out.retain(|_, _| false)?;
-            out.insert(round, outputs.as_slice())?;
-            meta.insert(COMMITTED, round)?;
+            Self::write_committed(&tx, &mut meta, round, &record, &outputs)?;
             pm.remove(PREPARED)?;
         }
         tx.commit()?;
@@ -362,7 +485,7 @@ impl Db {
             if prepared != Some(round) {
                 return Err(DbError::NotPrepared { round, prepared });
             }
-            tx.open_table(PENDING_STORE)?.retain(|_, _| false)?;
+            Self::drop_prepared_blob(&pm, &mut tx.open_table(STORE_BLOBS)?)?;
             tx.open_table(PENDING_ROUND)?.retain(|_, _| false)?;
             tx.open_table(PENDING_OUTPUTS)?.retain(|_, _| false)?;
             pm.remove(PREPARED)?;
@@ -374,30 +497,85 @@ impl Db {
 
     /// Prepare and commit in one transaction (when agreement was reached before writing).
     pub fn commit_round(&self, effects: &RoundEffects) -> Result<(), DbError> {
-        let slots = effects.store.as_ref().map_or(0, Vec::len);
-        if u32::try_from(slots).is_err() {
-            return Err(DbError::StoreTooLarge(slots));
-        }
         let tx = self.inner.begin_write()?;
         {
             let mut meta = tx.open_table(META)?;
             Self::check_after_committed(&meta, effects.round)?;
-            if let Some(slots) = &effects.store {
-                let mut store = tx.open_table(STORE)?;
-                store.retain(|_, _| false)?;
-                for (i, blob) in slots.iter().enumerate() {
-                    store.insert(i as u32, blob.as_slice())?;
-                }
+            if let Some(blob) = &effects.store {
+                let mut blobs = tx.open_table(STORE_BLOBS)?;
+                Self::insert_blob(&mut blobs, effects.round, blob)?;
+                Self::point_store_at(&mut meta, &mut blobs, effects.round)?;
             }
-            tx.open_table(ROUNDS)?
-                .insert(effects.round, effects.record.as_slice())?;
-            let mut out = tx.open_table(OUTPUTS)?;
-            out.retain(|_, _| false)?;
-            out.insert(effects.round, effects.outputs.as_slice())?;
-            meta.insert(COMMITTED, effects.round)?;
+            Self::write_committed(
+                &tx,
+                &mut meta,
+                effects.round,
+                &effects.record,
+                &effects.outputs,
+            )?;
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Replaces the committed state with one fetched from the peers, in one transaction
+    /// (see `exchange::rejoin`): `round` becomes the committed round and `store` the
+    /// committed store; a prepared round, the stored outputs (of an older round: never to
+    /// be released again) and every older store blob are dropped; `registrations` missing
+    /// here are added (one that conflicts with a record held here is refused); the
+    /// announced round becomes at least `announced`. Round records are kept.
+    pub fn rejoin(
+        &self,
+        round: u64,
+        store: &[u8],
+        registrations: &[(u64, Vec<u8>)],
+        announced: u64,
+    ) -> Result<(), DbError> {
+        let tx = self.inner.begin_write()?;
+        {
+            let mut reg = tx.open_table(REGISTRY)?;
+            for (pseudonym, record) in registrations {
+                let existing = reg.get(*pseudonym)?.map(|v| v.value() == record.as_slice());
+                match existing {
+                    Some(true) => {}
+                    Some(false) => return Err(DbError::RegistrationConflict(*pseudonym)),
+                    None => {
+                        reg.insert(*pseudonym, record.as_slice())?;
+                    }
+                }
+            }
+            let mut pm = tx.open_table(PENDING_META)?;
+            pm.retain(|_, _| false)?;
+            tx.open_table(PENDING_ROUND)?.retain(|_, _| false)?;
+            tx.open_table(PENDING_OUTPUTS)?.retain(|_, _| false)?;
+            tx.open_table(OUTPUTS)?.retain(|_, _| false)?;
+            let mut blobs = tx.open_table(STORE_BLOBS)?;
+            blobs.retain(|_, _| false)?;
+            Self::insert_blob(&mut blobs, round, store)?;
+            let mut meta = tx.open_table(META)?;
+            meta.insert(STORE_ROUND, round)?;
+            meta.insert(COMMITTED, round)?;
+            let prev = meta.get(ANNOUNCED)?.map(|v| v.value());
+            if prev.is_none_or(|p| announced > p) {
+                meta.insert(ANNOUNCED, announced)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The rounds whose store blobs the database holds (at most two: the committed
+    /// store and a prepared round's).
+    pub fn store_blob_rounds(&self) -> Result<Vec<u64>, DbError> {
+        let tx = self.inner.begin_read()?;
+        let mut out: Vec<u64> = Vec::new();
+        for item in tx.open_table(STORE_BLOBS)?.iter()? {
+            let r = item?.0.value().0;
+            if out.last() != Some(&r) {
+                out.push(r);
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -440,7 +618,7 @@ mod tests {
     fn effects(round: u64, fill: u8, slots: usize) -> RoundEffects {
         RoundEffects {
             round,
-            store: Some((0..slots).map(|i| vec![fill, i as u8, 0xee]).collect()),
+            store: Some((0..slots).flat_map(|i| [fill, i as u8, 0xee]).collect()),
             record: vec![fill; 8],
             outputs: vec![fill; 5],
         }
@@ -472,7 +650,7 @@ mod tests {
             db.prepare(&effects(2, 2, 3)).unwrap();
             // Committed state is still round 1.
             assert_eq!(db.committed_round().unwrap(), Some(1));
-            assert_eq!(db.store().unwrap(), effects(1, 1, 4).store.unwrap());
+            assert_eq!(db.store().unwrap(), effects(1, 1, 4).store);
             assert_eq!(db.prepared_round().unwrap(), Some(2));
             // Outputs of the prepared round are not releasable yet.
             assert_eq!(db.last_outputs().unwrap(), Some((1, vec![1; 5])));
@@ -486,7 +664,7 @@ mod tests {
         assert_eq!(db.committed_round().unwrap(), Some(2));
         assert_eq!(db.prepared_round().unwrap(), None);
         // The store shrank to the new round's three slots: nothing stale is left.
-        assert_eq!(db.store().unwrap(), effects(2, 2, 3).store.unwrap());
+        assert_eq!(db.store().unwrap(), effects(2, 2, 3).store);
         assert_eq!(db.round_record(2).unwrap().unwrap(), vec![2; 8]);
         assert_eq!(db.round_record(1).unwrap().unwrap(), vec![1; 8]);
         // Only the last committed round's outputs are kept.
@@ -506,13 +684,13 @@ mod tests {
         db.prepare(&idle(3)).unwrap();
         db.commit(3).unwrap();
         assert_eq!(db.committed_round().unwrap(), Some(3));
-        assert_eq!(db.store().unwrap(), effects(1, 1, 4).store.unwrap());
+        assert_eq!(db.store().unwrap(), effects(1, 1, 4).store);
         // A later round that replaces the store still does, after an idle one.
         db.prepare(&idle(4)).unwrap();
         db.abort(4).unwrap();
         db.prepare(&effects(5, 5, 2)).unwrap();
         db.commit(5).unwrap();
-        assert_eq!(db.store().unwrap(), effects(5, 5, 2).store.unwrap());
+        assert_eq!(db.store().unwrap(), effects(5, 5, 2).store);
     }
 
     #[test]
@@ -527,7 +705,7 @@ mod tests {
         assert_eq!(db.announced_round().unwrap(), Some(7));
         assert_eq!(db.prepared_round().unwrap(), None);
         assert_eq!(db.committed_round().unwrap(), Some(5));
-        assert_eq!(db.store().unwrap(), effects(5, 5, 2).store.unwrap());
+        assert_eq!(db.store().unwrap(), effects(5, 5, 2).store);
         assert!(matches!(
             db.prepare(&effects(5, 9, 2)),
             Err(DbError::StaleRound {
@@ -539,8 +717,120 @@ mod tests {
             db.commit_round(&effects(4, 9, 2)),
             Err(DbError::StaleRound { .. })
         ));
-        assert_eq!(db.store().unwrap(), effects(5, 5, 2).store.unwrap());
+        assert_eq!(db.store().unwrap(), effects(5, 5, 2).store);
         assert_eq!(db.round_record(6).unwrap(), None);
         assert_eq!(db.last_outputs().unwrap(), Some((5, vec![5; 5])));
+    }
+
+    #[test]
+    fn a_round_writes_its_store_once_and_at_most_two_blobs_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("x.redb")).unwrap();
+        // A store spanning several chunks.
+        let big = |round: u64| RoundEffects {
+            round,
+            store: Some(vec![round as u8; 2 * BLOB_CHUNK + 17]),
+            record: vec![1],
+            outputs: vec![2],
+        };
+        db.commit_round(&big(1)).unwrap();
+        assert_eq!(db.store_blob_rounds().unwrap(), vec![1]);
+        db.prepare(&big(2)).unwrap();
+        assert_eq!(db.store_blob_rounds().unwrap(), vec![1, 2]);
+        // A prepared round replaced by another drops its blob.
+        db.prepare(&big(3)).unwrap();
+        assert_eq!(db.store_blob_rounds().unwrap(), vec![1, 3]);
+        assert_eq!(db.store().unwrap(), big(1).store);
+        db.commit(3).unwrap();
+        assert_eq!(db.store_blob_rounds().unwrap(), vec![3]);
+        assert_eq!(db.store().unwrap(), big(3).store);
+        db.prepare(&big(4)).unwrap();
+        db.abort(4).unwrap();
+        assert_eq!(db.store_blob_rounds().unwrap(), vec![3]);
+        // Round records are bounded.
+        for r in 5..5 + ROUND_RECORDS_KEPT + 10 {
+            db.commit_round(&RoundEffects {
+                round: r,
+                store: None,
+                record: vec![r as u8],
+                outputs: vec![],
+            })
+            .unwrap();
+        }
+        let last = 4 + ROUND_RECORDS_KEPT + 10;
+        assert!(db.round_record(last).unwrap().is_some());
+        assert!(db
+            .round_record(last + 1 - ROUND_RECORDS_KEPT)
+            .unwrap()
+            .is_some());
+        assert!(db
+            .round_record(last - ROUND_RECORDS_KEPT)
+            .unwrap()
+            .is_none());
+        assert_eq!(db.store().unwrap(), big(3).store);
+    }
+
+    #[test]
+    fn a_database_of_the_old_layout_is_converted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            {
+                let mut store = tx.open_table(OLD_STORE).unwrap();
+                let mut pending = tx.open_table(OLD_PENDING_STORE).unwrap();
+                for i in 0..3u32 {
+                    store.insert(i, [1, i as u8].as_slice()).unwrap();
+                    pending.insert(i, [2, i as u8].as_slice()).unwrap();
+                }
+                tx.open_table(META).unwrap().insert(COMMITTED, 7).unwrap();
+                tx.open_table(PENDING_META)
+                    .unwrap()
+                    .insert(PREPARED, 8)
+                    .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let db = Db::open(&path).unwrap();
+        assert_eq!(db.store().unwrap(), Some(vec![1, 0, 1, 1, 1, 2]));
+        assert_eq!(db.prepared_round().unwrap(), Some(8));
+        db.commit(8).unwrap();
+        assert_eq!(db.store().unwrap(), Some(vec![2, 0, 2, 1, 2, 2]));
+        assert_eq!(db.store_blob_rounds().unwrap(), vec![8]);
+        drop(db);
+        // Opening again finds nothing to convert.
+        assert_eq!(
+            Db::open(&path).unwrap().store().unwrap(),
+            Some(vec![2, 0, 2, 1, 2, 2])
+        );
+    }
+
+    #[test]
+    fn rejoin_replaces_the_committed_state_and_adds_missing_registrations() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("x.redb")).unwrap();
+        db.register(1, b"one").unwrap();
+        db.commit_round(&effects(3, 3, 2)).unwrap();
+        db.prepare(&effects(4, 4, 2)).unwrap();
+        db.note_announced(5).unwrap();
+        let regs = vec![(1, b"one".to_vec()), (2, b"two".to_vec())];
+        db.rejoin(9, b"fetched", &regs, 10).unwrap();
+        assert_eq!(db.committed_round().unwrap(), Some(9));
+        assert_eq!(db.prepared_round().unwrap(), None);
+        assert_eq!(db.store().unwrap(), Some(b"fetched".to_vec()));
+        assert_eq!(db.store_blob_rounds().unwrap(), vec![9]);
+        assert_eq!(db.last_outputs().unwrap(), None);
+        assert_eq!(db.announced_round().unwrap(), Some(10));
+        assert_eq!(db.registrations().unwrap(), regs);
+        // A conflicting registration refuses the whole rejoin.
+        assert!(matches!(
+            db.rejoin(11, b"x", &[(2, b"other".to_vec())], 11),
+            Err(DbError::RegistrationConflict(2))
+        ));
+        assert_eq!(db.committed_round().unwrap(), Some(9));
+        db.prepare(&effects(10, 10, 2)).unwrap();
+        db.commit(10).unwrap();
+        assert_eq!(db.store_blob_rounds().unwrap(), vec![10]);
     }
 }

@@ -351,38 +351,41 @@ fn bytes_to_words(bytes: &[u8]) -> Option<Vec<u64>> {
     )
 }
 
-/// The store as database slots: slot `i` holds this party's two words-vectors of record `i`.
-fn store_to_slots(store: &SharedStore, cfg: &RoundConfig) -> Vec<Vec<u8>> {
+/// The store as one database blob: record after record, each this party's two
+/// components (`x_i` words then `x_{i+1}` words), little-endian.
+fn store_to_blob(store: &SharedStore, cfg: &RoundConfig) -> Vec<u8> {
     let sw = cfg.store_words();
-    (0..cfg.store_capacity)
-        .map(|i| {
-            let mut v = words_to_bytes(&store.rows.a[i * sw..(i + 1) * sw]);
-            v.extend(words_to_bytes(&store.rows.b[i * sw..(i + 1) * sw]));
-            v
-        })
-        .collect()
+    let mut blob = Vec::with_capacity(cfg.store_capacity * sw * 16);
+    for (a, b) in store
+        .rows
+        .a
+        .chunks_exact(sw)
+        .zip(store.rows.b.chunks_exact(sw))
+    {
+        blob.extend(a.iter().chain(b).flat_map(|w| w.to_le_bytes()));
+    }
+    blob
 }
 
-fn store_from_slots(slots: &[Vec<u8>], cfg: &RoundConfig) -> Result<SharedStore, ServerError> {
-    if slots.is_empty() {
+fn store_from_blob(blob: Option<&[u8]>, cfg: &RoundConfig) -> Result<SharedStore, ServerError> {
+    let Some(blob) = blob else {
         return Ok(SharedStore::empty(cfg));
-    }
+    };
     let sw = cfg.store_words();
-    if slots.len() != cfg.store_capacity {
+    if blob.len() != cfg.store_capacity * sw * 16 {
         return Err(ServerError::Config(format!(
-            "database store has {} records, configuration says {}",
-            slots.len(),
-            cfg.store_capacity
+            "database store of {} bytes, configuration says {} records of {} bytes",
+            blob.len(),
+            cfg.store_capacity,
+            sw * 16
         )));
     }
-    let mut a = Vec::with_capacity(sw * slots.len());
-    let mut b = Vec::with_capacity(sw * slots.len());
-    for s in slots {
-        let words = bytes_to_words(s)
-            .filter(|w| w.len() == 2 * sw)
-            .ok_or_else(|| ServerError::Config("database store record of the wrong size".into()))?;
-        a.extend_from_slice(&words[..sw]);
-        b.extend_from_slice(&words[sw..]);
+    let words = bytes_to_words(blob).expect("length checked");
+    let mut a = Vec::with_capacity(sw * cfg.store_capacity);
+    let mut b = Vec::with_capacity(sw * cfg.store_capacity);
+    for rec in words.chunks_exact(2 * sw) {
+        a.extend_from_slice(&rec[..sw]);
+        b.extend_from_slice(&rec[sw..]);
     }
     Ok(SharedStore {
         rows: Shared { a, b },
@@ -550,7 +553,7 @@ impl RoundLoop {
             commit::Recovery::Nothing => {}
             commit::Recovery::Commit(r) => {
                 tracing::info!(round = r, "a round prepared before the failure committed");
-                self.store = store_from_slots(&self.db.store()?, &self.cfg.round)?;
+                self.store = store_from_blob(self.db.store()?.as_deref(), &self.cfg.round)?;
             }
             commit::Recovery::Abort(r) => {
                 tracing::info!(round = r, "a round prepared before the failure aborted");
@@ -681,7 +684,7 @@ impl RoundLoop {
             round: a.round,
             store: done
                 .store_changed
-                .then(|| store_to_slots(&done.store, &self.cfg.round)),
+                .then(|| store_to_blob(&done.store, &self.cfg.round)),
             record,
             outputs: release::encode_stored(&answers, self.cfg.round.output_words()),
         };
@@ -1041,7 +1044,7 @@ pub async fn run(
     let kgc = Kgc::new(master);
     let descriptor = mpc::descriptor_for(&kgc, &cfg.identity);
     let intake = Arc::new(Mutex::new(Intake::load(kgc, db.clone())?));
-    let store = store_from_slots(&db.store()?, &cfg.round)?;
+    let store = store_from_blob(db.store()?.as_deref(), &cfg.round)?;
 
     let (port, events) = relay_port::start(
         RelayPortConfig {

@@ -6,7 +6,7 @@ use crate::testkit::mesh3;
 fn effects(round: u64, fill: u8) -> RoundEffects {
     RoundEffects {
         round,
-        store: Some(vec![vec![fill; 4]; 3]),
+        store: Some(vec![fill; 12]),
         record: vec![fill],
         outputs: vec![fill; 2],
     }
@@ -66,7 +66,7 @@ async fn rounds_commit_only_when_all_three_agree() {
     assert!(d.iter().all(|d| *d == Decision::Committed));
     for srv in &s {
         assert_eq!(srv.db.committed_round().unwrap(), Some(1));
-        assert_eq!(srv.db.store().unwrap(), effects(1, 7).store.unwrap());
+        assert_eq!(srv.db.store().unwrap(), effects(1, 7).store);
     }
     // Round 2: server 2 failed its computation.
     let d = round(&mut s, 2, [(true, 8), (true, 8), (false, 8)]).await;
@@ -77,7 +77,7 @@ async fn rounds_commit_only_when_all_three_agree() {
     for srv in &s {
         assert_eq!(srv.db.committed_round().unwrap(), Some(1));
         assert_eq!(srv.db.prepared_round().unwrap(), None);
-        assert_eq!(srv.db.store().unwrap(), effects(1, 7).store.unwrap());
+        assert_eq!(srv.db.store().unwrap(), effects(1, 7).store);
     }
     // The clock on the same links: server 0 announces, 1 and 2 follow.
     let a = clock::announce(&s[0].mesh.control, 4, Duration::from_secs(2)).unwrap();
@@ -163,11 +163,11 @@ fn recover_applies_the_decision_to_the_database() {
     let r = recover(&db, [st(Some(2), None), st(Some(1), Some(2))]).unwrap();
     assert_eq!(r, Recovery::Commit(2));
     assert_eq!(status(&db).unwrap(), st(Some(2), None));
-    assert_eq!(db.store().unwrap(), effects(2, 2).store.unwrap());
+    assert_eq!(db.store().unwrap(), effects(2, 2).store);
 
     db.prepare(&effects(3, 3)).unwrap();
     let r = recover(&db, [st(Some(2), Some(3)), st(Some(2), None)]).unwrap();
     assert_eq!(r, Recovery::Abort(3));
     assert_eq!(status(&db).unwrap(), st(Some(2), None));
-    assert_eq!(db.store().unwrap(), effects(2, 2).store.unwrap());
+    assert_eq!(db.store().unwrap(), effects(2, 2).store);
 }

@@ -528,19 +528,20 @@ impl Db {
         &self,
         round: u64,
         store: &[u8],
-        registrations: &[(u64, Vec<u8>)],
+        registrations: &[(u64, impl AsRef<[u8]>)],
         announced: u64,
     ) -> Result<(), DbError> {
         let tx = self.inner.begin_write()?;
         {
             let mut reg = tx.open_table(REGISTRY)?;
             for (pseudonym, record) in registrations {
-                let existing = reg.get(*pseudonym)?.map(|v| v.value() == record.as_slice());
+                let record = record.as_ref();
+                let existing = reg.get(*pseudonym)?.map(|v| v.value() == record);
                 match existing {
                     Some(true) => {}
                     Some(false) => return Err(DbError::RegistrationConflict(*pseudonym)),
                     None => {
-                        reg.insert(*pseudonym, record.as_slice())?;
+                        reg.insert(*pseudonym, record)?;
                     }
                 }
             }

@@ -564,13 +564,12 @@ where
     let notices = out_tx.clone();
     let reader_fail = failed.clone();
     let reader = tokio::spawn(async move {
-        let err =
-            loop {
-                let frame = match wire::read_frame(&mut rd, frame_timeout).await {
-                    Ok(f) => f,
-                    Err(e) => break e,
-                };
-                match frame.ty {
+        let err = loop {
+            let frame = match wire::read_frame(&mut rd, frame_timeout).await {
+                Ok(f) => f,
+                Err(e) => break e,
+            };
+            match frame.ty {
                     MsgType::MpcData => {
                         // The receiver may be gone (the round ended); that is not the peer's fault.
                         let _ = mpc_tx.send(Ok(frame.body));
@@ -578,7 +577,9 @@ where
                     MsgType::RoundAnnounce
                     | MsgType::OnlineSetHash
                     | MsgType::CommitVote
-                    | MsgType::OpeningComplaint => {
+                    | MsgType::OpeningComplaint
+                    | MsgType::RejoinState
+                    | MsgType::RejoinData => {
                         let _ = ctl_tx.send(Ok(frame));
                     }
                     MsgType::ErrorNotice => match frame.into_remote_error() {
@@ -593,10 +594,10 @@ where
                     other => break WireError::Unexpected {
                         got: other,
                         expected:
-                            "MpcData, RoundAnnounce, OnlineSetHash, CommitVote or OpeningComplaint",
+                            "MpcData, RoundAnnounce, OnlineSetHash, CommitVote, OpeningComplaint or Rejoin*",
                     },
                 }
-            };
+        };
         let notice = err.notice_code().and_then(|code| {
             wire::encode_frame(&wire::ErrorNotice {
                 code,

@@ -192,6 +192,8 @@ fn body_checks(ty: MsgType, body: &[u8]) {
         MsgType::OpeningComplaint => body_round_trip::<OpeningComplaint>(body, |m| {
             let _ = check_server(MsgType::OpeningComplaint, m.accuser);
         }),
+        MsgType::RejoinState => body_round_trip::<RejoinState>(body, |_| ()),
+        MsgType::RejoinData => body_round_trip::<RejoinData>(body, |_| ()),
     }
 }
 

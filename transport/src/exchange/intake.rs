@@ -173,6 +173,46 @@ impl Intake {
         Ok(registered.response.as_bytes().to_vec())
     }
 
+    /// Every registration's public part (public key, registration time), for a peer
+    /// that rejoins (see [`super::rejoin`]).
+    pub fn public_registrations(&self) -> Vec<([u8; 32], u64)> {
+        self.registry
+            .iter()
+            .map(|e| (*e.public_key(), e.registered_at()))
+            .collect()
+    }
+
+    /// The registry entries for the fetched registrations this server lacks: each
+    /// public key is validated, its pseudonym derived, and its long-term key agreed with
+    /// this server's own master secret (one pairing each). [`Intake::adopt`] takes them
+    /// in once the database has them.
+    pub fn entries_for(&self, fetched: &[([u8; 32], u64)]) -> Result<Vec<RegistryEntry>, KgcError> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        for (key, at) in fetched {
+            let vk = acs_kgc::ed25519_dalek::VerifyingKey::from_bytes(key).map_err(|_| {
+                KgcError::Malformed {
+                    what: "fetched registration",
+                    reason: "not an Ed25519 public key",
+                }
+            })?;
+            let user = UserPseudonym::derive(&vk)?;
+            if self.registry.get(user).is_some() || !seen.insert(user) {
+                continue;
+            }
+            out.push(RegistryEntry::new(&vk, *at, self.kgc.agree(user)));
+        }
+        Ok(out)
+    }
+
+    /// Takes in entries from [`Intake::entries_for`] (after the database has them).
+    pub fn adopt(&mut self, entries: Vec<RegistryEntry>) -> Result<(), KgcError> {
+        for e in entries {
+            self.registry.insert(e)?;
+        }
+        Ok(())
+    }
+
     /// Opens `round`'s envelopes.
     pub fn open_round(&self, round: u64, envelopes: Vec<Inbound>) -> Opened {
         let index = self.registry.tag_index(round, Direction::UserToServer);

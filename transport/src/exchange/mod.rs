@@ -23,12 +23,14 @@
 //! On any peer-link or engine failure a server drops its whole mesh and re-establishes it
 //! (so its peers do too, and no vote from an old link survives); the new hellos carry
 //! each server's [`crate::wire::RoundStatus`], and [`commit::recover`] settles a prepared
-//! round before the next one starts. Fill [`crate::mpc::MeshConfig::status`] from
+//! round before the next one starts; a server whose database is lost or stale takes the
+//! committed state back from its peers ([`rejoin`]). Fill [`crate::mpc::MeshConfig::status`] from
 //! [`commit::status`].
 
 pub mod clock;
 pub mod collect;
 pub mod commit;
 pub mod intake;
+pub mod rejoin;
 pub mod release;
 pub mod server;

@@ -142,6 +142,12 @@ pub enum ServerError {
     /// Configuration.
     #[error("configuration: {0}")]
     Config(String),
+    /// Taking the committed state back from the peers failed (this session).
+    #[error(transparent)]
+    Rejoin(#[from] super::rejoin::RejoinError),
+    /// More than one server is behind: no rejoin can supply them.
+    #[error("cannot rejoin: {0}")]
+    CannotRejoin(String),
 }
 
 /// What a server did, for the demo's summary.
@@ -333,10 +339,6 @@ pub fn config_digest(cfg: &RoundConfig, security: acs_engine::SecurityMode) -> [
         acs_engine::SecurityMode::Malicious => 1u8,
     }]);
     h.finalize().into()
-}
-
-fn words_to_bytes(words: &[u64]) -> Vec<u8> {
-    words.iter().flat_map(|w| w.to_le_bytes()).collect()
 }
 
 fn bytes_to_words(bytes: &[u8]) -> Option<Vec<u64>> {
@@ -546,8 +548,31 @@ impl RoundLoop {
         Ok(())
     }
 
-    /// Settles what the last session left open, from the peers' database status.
-    fn settle(&mut self, peer_status: [RoundStatus; 2]) -> Result<commit::Recovery, ServerError> {
+    /// Settles what the last session left open, from the peers' database status: a
+    /// prepared round is committed or aborted ([`commit::recover`]); a server whose
+    /// database is behind takes the committed state from its peers, and its peers send
+    /// it ([`super::rejoin`]).
+    async fn settle(
+        &mut self,
+        s: &mut Session,
+        peer_status: [RoundStatus; 2],
+    ) -> Result<commit::Recovery, ServerError> {
+        let me = s.control.party();
+        let mine = commit::status(&self.db)?;
+        let mut by_party = [mine; 3];
+        by_party[me.next().index()] = peer_status[0];
+        by_party[me.prev().index()] = peer_status[1];
+        let behind = super::rejoin::behind(by_party);
+        if behind.len() > 1 {
+            return Err(ServerError::CannotRejoin(format!(
+                "servers {behind:?} are all behind the last committed round (statuses by server: {by_party:?}); \
+                 a rejoin needs both peers of a server: restore one of them from a backup at least as new as the newest server's"
+            )));
+        }
+        if behind == [me.index()] {
+            self.rejoin(s, peer_status).await?;
+            return Ok(commit::Recovery::Nothing);
+        }
         let recovered = commit::recover(&self.db, peer_status)?;
         match recovered {
             commit::Recovery::Nothing => {}
@@ -566,7 +591,148 @@ impl RoundLoop {
         }
         self.in_flight = None;
         self.release_committed()?;
+        if let Some(&p) = behind.first() {
+            self.help_rejoin(s, p)?;
+        }
         Ok(recovered)
+    }
+
+    /// Sends peer `p`, which is behind, this server's committed state: the store
+    /// component both hold, the committed and last announced round, the registrations.
+    fn help_rejoin(&self, s: &Session, p: usize) -> Result<(), ServerError> {
+        let me = s.control.party();
+        let to = if me.next().index() == p {
+            Peer::Next
+        } else {
+            Peer::Prev
+        };
+        let round = self.db.committed_round()?.ok_or_else(|| {
+            ServerError::CannotRejoin("asked to help a rejoin with no committed round".into())
+        })?;
+        let (index, second) = super::rejoin::shared_component(me, to);
+        let component = if second {
+            &self.store.rows.b
+        } else {
+            &self.store.rows.a
+        };
+        let registrations = self
+            .intake
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .public_registrations();
+        let last_round = self.last_round.unwrap_or(round).max(round);
+        super::rejoin::send_state(&s.control, to, round, last_round, component, &registrations)
+            .map_err(|e| {
+                ServerError::Rejoin(super::rejoin::RejoinError::Wire {
+                    peer: me.peer(to),
+                    error: e,
+                })
+            })?;
+        tracing::warn!(
+            peer = p,
+            round,
+            component = index,
+            registrations = registrations.len(),
+            "server {p} is behind; sent it the store component x_{index} we both hold, round {round} and the registrations"
+        );
+        Ok(())
+    }
+
+    /// Takes the committed state back from the peers (this server's database is lost or
+    /// behind theirs), makes it durable and resumes from it.
+    async fn rejoin(
+        &mut self,
+        s: &mut Session,
+        peer_status: [RoundStatus; 2],
+    ) -> Result<(), ServerError> {
+        let mine = commit::status(&self.db)?;
+        let peers_committed = peer_status
+            .iter()
+            .filter_map(|p| p.committed)
+            .max()
+            .expect("behind implies a peer committed");
+        tracing::warn!(
+            committed = ?mine.committed,
+            prepared = ?mine.prepared,
+            peers_committed,
+            "this server's database is behind its peers' (lost or restored from a backup); rejoining from the peers"
+        );
+        let cfg = self.cfg.round;
+        let component_bytes = cfg.store_capacity * cfg.store_words() * 8;
+        let [from_next, from_prev] = super::rejoin::receive_both(
+            &mut s.control,
+            component_bytes,
+            peers_committed,
+            super::rejoin::REJOIN_TIMEOUT,
+        )
+        .await?;
+        let store = SharedStore {
+            rows: Shared {
+                a: from_prev.component,
+                b: from_next.component,
+            },
+        };
+        let mut fetched = from_next.registrations;
+        fetched.extend(from_prev.registrations);
+        let intake = self.intake.clone();
+        let entries = tokio::task::spawn_blocking(move || {
+            intake
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entries_for(&fetched)
+        })
+        .await
+        .map_err(|e| ServerError::Engine(e.to_string()))?
+        .map_err(|e| {
+            ServerError::Rejoin(super::rejoin::RejoinError::Disagree(format!(
+                "a fetched registration is invalid: {e}"
+            )))
+        })?;
+        let last_round = from_next
+            .state
+            .last_round
+            .max(from_prev.state.last_round)
+            .max(self.last_round.unwrap_or(0));
+        // Records hold the users' long-term keys: wiped when dropped.
+        let records: Vec<(u64, zeroize::Zeroizing<Vec<u8>>)> = entries
+            .iter()
+            .map(|e| {
+                (
+                    e.user().get(),
+                    zeroize::Zeroizing::new(e.to_bytes().to_vec()),
+                )
+            })
+            .collect();
+        let blob = store_to_blob(&store, &cfg);
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            db.rejoin(peers_committed, &blob, &records, last_round)
+        })
+        .await
+        .map_err(|e| ServerError::Engine(e.to_string()))??;
+        let added = entries.len();
+        self.intake
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .adopt(entries)
+            .map_err(IntakeError::from)?;
+        if let Some(f) = self.in_flight.take() {
+            self.retry_in_flight(&f, "this server rejoined from its peers");
+        }
+        self.store = store;
+        self.last_round = Some(last_round);
+        self.released = Some(peers_committed);
+        tracing::warn!(
+            round = peers_committed,
+            last_round,
+            registrations_added = added,
+            "rejoined: store components x_{} (from server {}) and x_{} (from server {}) of round {peers_committed} taken; resuming",
+            s.control.party().index(),
+            s.control.party().prev().index(),
+            s.control.party().next().index(),
+            s.control.party().next().index(),
+        );
+        Ok(())
     }
 
     /// One round.
@@ -957,6 +1123,7 @@ fn ends_session(e: &ServerError) -> bool {
         ServerError::Mesh(m) => matches!(m, mpc::MeshError::Timeout { .. }),
         ServerError::Engine(_) | ServerError::Clock(_) => true,
         ServerError::Commit(c) => matches!(c, commit::CommitError::Undecided { .. }),
+        ServerError::Rejoin(_) => true,
         _ => false,
     }
 }
@@ -1117,7 +1284,16 @@ pub async fn run(
             );
         }
         lp.cfg.metrics.set_session(true);
-        lp.settle(peer_status)?;
+        match lp.settle(&mut session, peer_status).await {
+            Ok(_) => {}
+            Err(e) if ends_session(&e) => {
+                tracing::error!(error = %e, "rejoin failed; rebuilding the mesh");
+                lp.cfg.metrics.set_session(false);
+                session.control.close();
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
         if let Some(gate) = start_gate.take() {
             tokio::select! {
                 _ = gate => {}

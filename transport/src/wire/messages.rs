@@ -294,6 +294,53 @@ impl WireMessage for OpeningComplaint {
     const TYPE: MsgType = MsgType::OpeningComplaint;
 }
 
+/// Exchange → a peer that must rejoin (its database is lost or behind the others', see
+/// `exchange::rejoin`): the sender's committed round and the sizes of what follows in
+/// [`RejoinData`] frames: `component_bytes` bytes of store component `x_component` (the
+/// one component the two of them both hold), then `registrations` entries of 40 bytes
+/// (a user's Ed25519 public key, then its registration time, u64 big-endian).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejoinState {
+    /// The sender's last committed round (the store it sends is that round's).
+    pub round: u64,
+    /// The last round number the sender saw announced (committed or not): no round
+    /// number at or below it may be announced again.
+    pub last_round: u64,
+    /// Which component `x_j` of every store record follows (0, 1, 2).
+    pub component: u8,
+    /// Bytes of that component (the receiver knows the exact size it expects).
+    pub component_bytes: u64,
+    /// Registration entries that follow.
+    pub registrations: u64,
+}
+
+impl WireMessage for RejoinState {
+    const TYPE: MsgType = MsgType::RejoinState;
+}
+
+/// Exchange → a rejoining peer: the next at most [`REJOIN_CHUNK`] bytes of the stream a
+/// [`RejoinState`] announced.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejoinData {
+    /// The bytes.
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for RejoinData {
+    // Secret shares: the length only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RejoinData({} bytes)", self.bytes.len())
+    }
+}
+
+impl WireMessage for RejoinData {
+    const TYPE: MsgType = MsgType::RejoinData;
+}
+
+/// The most bytes one [`RejoinData`] carries (within its type's cap).
+pub const REJOIN_CHUNK: usize = 1 << 20;
+
 /// Checks that an exchange server index from the wire names one of the three.
 pub fn check_server(ty: MsgType, server: u8) -> Result<acs_engine::channel::PartyId, WireError> {
     acs_engine::channel::PartyId::new(server as usize).ok_or(WireError::Invalid {

@@ -82,11 +82,16 @@ pub enum MsgType {
     CommitVote = 14,
     /// Exchange ↔ exchange: an opened value failed its cross-check; who sent what.
     OpeningComplaint = 15,
+    /// Exchange → a peer whose database is lost or stale: what follows to rejoin.
+    RejoinState = 16,
+    /// Exchange → a rejoining peer: the next bytes of its store component and the
+    /// registrations (after a [`MsgType::RejoinState`]).
+    RejoinData = 17,
 }
 
 impl MsgType {
     /// All types, for tests and tables.
-    pub const ALL: [MsgType; 15] = [
+    pub const ALL: [MsgType; 17] = [
         MsgType::ErrorNotice,
         MsgType::RoundAnnounce,
         MsgType::SealedEnvelope,
@@ -102,6 +107,8 @@ impl MsgType {
         MsgType::OnlineSetHash,
         MsgType::CommitVote,
         MsgType::OpeningComplaint,
+        MsgType::RejoinState,
+        MsgType::RejoinData,
     ];
 
     /// The type with this tag byte.
@@ -117,12 +124,13 @@ impl MsgType {
             | MsgType::PeerHello
             | MsgType::OnlineSetHash
             | MsgType::CommitVote
-            | MsgType::OpeningComplaint => caps::CONTROL,
+            | MsgType::OpeningComplaint
+            | MsgType::RejoinState => caps::CONTROL,
             MsgType::RegisterRequest
             | MsgType::RegisterResponse
             | MsgType::RelayRegisterRequest
             | MsgType::RelayRegisterResponse => caps::REGISTRATION,
-            MsgType::SealedEnvelope | MsgType::OutputShare => caps::USER,
+            MsgType::SealedEnvelope | MsgType::OutputShare | MsgType::RejoinData => caps::USER,
             MsgType::RelayBatch | MsgType::RelayOutputs => caps::BATCH,
             MsgType::MpcData => caps::MPC,
         }
@@ -325,6 +333,8 @@ fn type_name_of(ty: MsgType) -> &'static str {
         MsgType::OnlineSetHash => "OnlineSetHash",
         MsgType::CommitVote => "CommitVote",
         MsgType::OpeningComplaint => "OpeningComplaint",
+        MsgType::RejoinState => "RejoinState",
+        MsgType::RejoinData => "RejoinData",
     }
 }
 

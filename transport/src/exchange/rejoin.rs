@@ -316,4 +316,194 @@ mod tests {
             );
         }
     }
+
+    mod over_tls {
+        use super::super::*;
+        use crate::certs;
+        use crate::listener::Limits;
+        use crate::mpc::{establish, MeshConfig};
+        use crate::tls::{self, Identity, Role};
+        use tokio::net::TcpListener;
+
+        /// Three real peers over mutual TLS; their control halves `[P0, P1, P2]`.
+        async fn mesh() -> Vec<MeshControl> {
+            let pki = certs::generate(&certs::deployment_roles(3, 1)).unwrap();
+            let mut listeners = Vec::new();
+            let mut addrs = Vec::new();
+            for _ in 0..3 {
+                let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addrs.push(l.local_addr().unwrap());
+                listeners.push(l);
+            }
+            let configs: Vec<MeshConfig> = (0..3)
+                .map(|i| {
+                    let c = pki.leaf(Role::Exchange(i as u8)).unwrap();
+                    let identity = Identity::from_pem(&c.cert_pem, &c.key_pem).unwrap();
+                    MeshConfig {
+                        party: PartyId::new(i).unwrap(),
+                        deployment: "test".into(),
+                        next_addr: addrs[(i + 1) % 3],
+                        descriptor: crate::testkit::descriptor(&identity),
+                        identity,
+                        roots: tls::roots_from_pem(&pki.ca.cert_pem).unwrap(),
+                        establish_timeout: Duration::from_secs(10),
+                        limits: Limits::default(),
+                        status: RoundStatus::default(),
+                        config_digest: [0; 32],
+                    }
+                })
+                .collect();
+            let mut it = listeners.into_iter();
+            let (l0, l1, l2) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+            let (m0, m1, m2) = tokio::join!(
+                establish(&configs[0], l0),
+                establish(&configs[1], l1),
+                establish(&configs[2], l2)
+            );
+            [m0, m1, m2]
+                .into_iter()
+                .map(|m| m.unwrap().control)
+                .collect()
+        }
+
+        const WORDS: usize = 300_000; // 2.4 MB: three chunks.
+
+        fn component(j: u64) -> Vec<u64> {
+            (0..WORDS as u64).map(|w| w * 3 + j).collect()
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_rejoining_server_gets_exactly_the_components_it_holds() {
+            let mut m = mesh().await;
+            let key = |b: u8| {
+                acs_kgc::UserIdentity::from_seed([b; 32])
+                    .unwrap()
+                    .public_key()
+                    .to_bytes()
+            };
+            // Server 1 rejoins: server 0 sends x_1, server 2 sends x_2.
+            send_state(&m[0], Peer::Next, 7, 9, &component(1), &[(key(1), 5)]).unwrap();
+            send_state(&m[2], Peer::Prev, 7, 8, &component(2), &[(key(2), 6)]).unwrap();
+            let [next, prev] = receive_both(&mut m[1], WORDS * 8, 7, REJOIN_TIMEOUT)
+                .await
+                .unwrap();
+            assert_eq!(prev.state.component, 1);
+            assert_eq!(prev.component, component(1));
+            assert_eq!(next.state.component, 2);
+            assert_eq!(next.component, component(2));
+            assert_eq!(prev.registrations, vec![(key(1), 5)]);
+            assert_eq!(next.registrations, vec![(key(2), 6)]);
+            assert_eq!((prev.state.last_round, next.state.last_round), (9, 8));
+        }
+
+        /// What a faulty or lying peer sends, and the error it gets.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn bad_peer_state_is_refused_with_a_reason_naming_the_peer() {
+            let cases: Vec<(&str, Box<dyn Fn(&MeshControl)>)> = vec![
+                (
+                    "component x_0 where x_1",
+                    Box::new(|c| {
+                        c.send(
+                            Peer::Next,
+                            &RejoinState {
+                                round: 7,
+                                last_round: 7,
+                                component: 0,
+                                component_bytes: (WORDS * 8) as u64,
+                                registrations: 0,
+                            },
+                        )
+                        .unwrap()
+                    }),
+                ),
+                (
+                    "a component of 16 bytes",
+                    Box::new(|c| send_state(c, Peer::Next, 7, 7, &[1, 2], &[]).unwrap()),
+                ),
+                (
+                    "registrations (at most",
+                    Box::new(|c| {
+                        c.send(
+                            Peer::Next,
+                            &RejoinState {
+                                round: 7,
+                                last_round: 7,
+                                component: 1,
+                                component_bytes: (WORDS * 8) as u64,
+                                registrations: u64::MAX,
+                            },
+                        )
+                        .unwrap()
+                    }),
+                ),
+                (
+                    "a chunk of 9 bytes after 0 of 8 announced bytes",
+                    Box::new(|c| {
+                        c.send(
+                            Peer::Next,
+                            &RejoinState {
+                                round: 7,
+                                last_round: 7,
+                                component: 1,
+                                component_bytes: 8,
+                                registrations: 0,
+                            },
+                        )
+                        .unwrap();
+                        c.send(Peer::Next, &RejoinData { bytes: vec![0; 9] })
+                            .unwrap();
+                    }),
+                ),
+                (
+                    "OnlineSetHash where its RejoinState was due",
+                    Box::new(|c| {
+                        c.send(
+                            Peer::Next,
+                            &crate::wire::OnlineSetHash {
+                                round: 1,
+                                count: 0,
+                                hash: [0; 32],
+                            },
+                        )
+                        .unwrap()
+                    }),
+                ),
+            ];
+            for (want, send) in cases {
+                let mut m = mesh().await;
+                send(&m[0]);
+                let bytes = if want.contains("chunk of 9") {
+                    8
+                } else {
+                    WORDS * 8
+                };
+                let e = receive_state(&mut m[1], Peer::Prev, bytes)
+                    .await
+                    .unwrap_err();
+                let text = e.to_string();
+                assert!(
+                    matches!(e, RejoinError::BadState { peer, .. } if peer.index() == 0),
+                    "{text}"
+                );
+                assert!(text.contains(want), "{text} (wanted {want:?})");
+            }
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn peers_that_disagree_on_the_round_are_refused() {
+            let mut m = mesh().await;
+            send_state(&m[0], Peer::Next, 7, 7, &[0; 4], &[]).unwrap();
+            send_state(&m[2], Peer::Prev, 6, 7, &[0; 4], &[]).unwrap();
+            let e = receive_both(&mut m[1], 32, 7, REJOIN_TIMEOUT)
+                .await
+                .unwrap_err();
+            assert!(e.to_string().contains("round 6"), "{e}");
+            // And a state that never comes times out.
+            let mut m = mesh().await;
+            let e = receive_both(&mut m[1], 32, 7, Duration::from_millis(200))
+                .await
+                .unwrap_err();
+            assert!(matches!(e, RejoinError::Timeout(_)), "{e}");
+        }
+    }
 }

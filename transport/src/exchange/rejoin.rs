@@ -399,7 +399,8 @@ mod tests {
         /// What a faulty or lying peer sends, and the error it gets.
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn bad_peer_state_is_refused_with_a_reason_naming_the_peer() {
-            let cases: Vec<(&str, Box<dyn Fn(&MeshControl)>)> = vec![
+            type Sender = Box<dyn Fn(&MeshControl)>;
+            let cases: Vec<(&str, Sender)> = vec![
                 (
                     "component x_0 where x_1",
                     Box::new(|c| {

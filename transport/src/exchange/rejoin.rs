@@ -43,6 +43,10 @@ use std::time::Duration;
 /// How long a rejoining server waits for both peers' state.
 pub const REJOIN_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How far the last announced round may be ahead of the committed one (rounds that
+/// aborted in a row), so a peer cannot push the round numbers towards their end.
+pub const MAX_ROUNDS_AHEAD: u64 = 1 << 20;
+
 /// Bytes per registration on the wire: public key, registration time.
 pub const REGISTRATION_BYTES: usize = 32 + 8;
 
@@ -176,9 +180,9 @@ pub async fn receive_state(
             acs_kgc::MAX_REGISTRY_ENTRIES
         )));
     }
-    if state.last_round < state.round {
+    if state.last_round < state.round || state.last_round - state.round > MAX_ROUNDS_AHEAD {
         return Err(bad(format!(
-            "last announced round {} before its committed round {}",
+            "last announced round {} for committed round {} (at most {MAX_ROUNDS_AHEAD} ahead)",
             state.last_round, state.round
         )));
     }

@@ -13,6 +13,9 @@
 //!   the store is prepared, that round's. A round writes its store once, in
 //!   [`Db::prepare`]; [`Db::commit`] only moves the `store_round` pointer and deletes the
 //!   old blob (freed pages are reused, so the file does not grow from round to round).
+//! - `store_witness`: round (u64) → what this server keeps about the committed store of
+//!   that round for its peers' rejoins (commitment nonces and the commitments it holds
+//!   as the third server; opaque here), written at commit, deleted with its blob.
 //! - `rounds`: round (u64) → the round's commit record (opaque: hashes, online count...);
 //!   the last [`ROUND_RECORDS_KEPT`] rounds only.
 //! - `meta`: `committed_round` → the last committed round; `announced_round`;
@@ -39,6 +42,7 @@ use std::path::Path;
 const REGISTRY: TableDefinition<u64, &[u8]> = TableDefinition::new("registry");
 const STORE_BLOBS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("store_blobs");
 const ROUNDS: TableDefinition<u64, &[u8]> = TableDefinition::new("rounds");
+const WITNESS: TableDefinition<u64, &[u8]> = TableDefinition::new("store_witness");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const PENDING_ROUND: TableDefinition<u64, &[u8]> = TableDefinition::new("pending_round");
 const PENDING_META: TableDefinition<&str, u64> = TableDefinition::new("pending_meta");
@@ -118,6 +122,9 @@ pub enum Registered {
     Conflict,
 }
 
+/// The round that wrote the committed store, and the witness kept with it.
+pub type StoreWitness = (u64, Option<Vec<u8>>);
+
 /// Everything one round changes at this server.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct RoundEffects {
@@ -162,6 +169,7 @@ impl Db {
             tx.open_table(REGISTRY)?;
             tx.open_table(STORE_BLOBS)?;
             tx.open_table(ROUNDS)?;
+            tx.open_table(WITNESS)?;
             tx.open_table(META)?;
             tx.open_table(PENDING_ROUND)?;
             tx.open_table(PENDING_META)?;
@@ -324,6 +332,17 @@ impl Db {
         Ok(Some(blob))
     }
 
+    /// The round that wrote the committed store and the witness kept with it (`None`
+    /// before any round wrote a store).
+    pub fn store_witness(&self) -> Result<Option<StoreWitness>, DbError> {
+        let tx = self.inner.begin_read()?;
+        let Some(at) = tx.open_table(META)?.get(STORE_ROUND)?.map(|v| v.value()) else {
+            return Ok(None);
+        };
+        let w = tx.open_table(WITNESS)?.get(at)?.map(|v| v.value().to_vec());
+        Ok(Some((at, w)))
+    }
+
     /// The last committed round's outputs (opaque bytes from [`RoundEffects::outputs`]).
     pub fn last_outputs(&self) -> Result<Option<(u64, Vec<u8>)>, DbError> {
         let tx = self.inner.begin_read()?;
@@ -408,16 +427,24 @@ impl Db {
         Ok(())
     }
 
-    /// Makes the blob of `round` the committed store and deletes the one it replaces.
+    /// Makes the blob of `round` the committed store (with `witness`, if any) and deletes
+    /// the one it replaces and its witness.
     fn point_store_at(
+        tx: &redb::WriteTransaction,
         meta: &mut redb::Table<&str, u64>,
         blobs: &mut redb::Table<(u64, u32), &[u8]>,
         round: u64,
+        witness: Option<&[u8]>,
     ) -> Result<(), DbError> {
+        let mut w = tx.open_table(WITNESS)?;
         if let Some(old) = meta.insert(STORE_ROUND, round)?.map(|v| v.value()) {
             if old != round {
                 Self::remove_blob(blobs, old)?;
+                w.remove(old)?;
             }
+        }
+        if let Some(witness) = witness {
+            w.insert(round, witness)?;
         }
         Ok(())
     }
@@ -444,6 +471,11 @@ impl Db {
     /// Makes the prepared `round` the committed state, in one transaction. The store is
     /// not copied: the committed-store pointer moves to the prepared round's blob.
     pub fn commit(&self, round: u64) -> Result<(), DbError> {
+        self.commit_with_witness(round, None)
+    }
+
+    /// [`Db::commit`], keeping `witness` with the round's store (if it wrote one).
+    pub fn commit_with_witness(&self, round: u64, witness: Option<&[u8]>) -> Result<(), DbError> {
         let tx = self.inner.begin_write()?;
         {
             let mut pm = tx.open_table(PENDING_META)?;
@@ -455,7 +487,13 @@ impl Db {
             Self::check_after_committed(&meta, round)?;
             let store_set = pm.remove(STORE_SET)?.is_some_and(|v| v.value() == 1);
             if store_set {
-                Self::point_store_at(&mut meta, &mut tx.open_table(STORE_BLOBS)?, round)?;
+                Self::point_store_at(
+                    &tx,
+                    &mut meta,
+                    &mut tx.open_table(STORE_BLOBS)?,
+                    round,
+                    witness,
+                )?;
             }
             let record = tx
                 .open_table(PENDING_ROUND)?
@@ -504,7 +542,7 @@ impl Db {
             if let Some(blob) = &effects.store {
                 let mut blobs = tx.open_table(STORE_BLOBS)?;
                 Self::insert_blob(&mut blobs, effects.round, blob)?;
-                Self::point_store_at(&mut meta, &mut blobs, effects.round)?;
+                Self::point_store_at(&tx, &mut meta, &mut blobs, effects.round, None)?;
             }
             Self::write_committed(
                 &tx,
@@ -519,8 +557,8 @@ impl Db {
     }
 
     /// Replaces the committed state with one fetched from the peers, in one transaction
-    /// (see `exchange::rejoin`): `round` becomes the committed round and `store` the
-    /// committed store; a prepared round, the stored outputs (of an older round: never to
+    /// (see `exchange::rejoin`): `round` becomes the committed round and `store` (written
+    /// in `store_round`, with `witness`) the committed store; a prepared round, the stored outputs (of an older round: never to
     /// be released again) and every older store blob are dropped; `registrations` missing
     /// here are added (one that conflicts with a record held here is refused); the
     /// announced round becomes at least `announced`. Round records are kept.
@@ -530,6 +568,8 @@ impl Db {
         store: &[u8],
         registrations: &[(u64, impl AsRef<[u8]>)],
         announced: u64,
+        store_round: u64,
+        witness: Option<&[u8]>,
     ) -> Result<(), DbError> {
         let tx = self.inner.begin_write()?;
         {
@@ -552,9 +592,14 @@ impl Db {
             tx.open_table(OUTPUTS)?.retain(|_, _| false)?;
             let mut blobs = tx.open_table(STORE_BLOBS)?;
             blobs.retain(|_, _| false)?;
-            Self::insert_blob(&mut blobs, round, store)?;
+            Self::insert_blob(&mut blobs, store_round, store)?;
+            let mut w = tx.open_table(WITNESS)?;
+            w.retain(|_, _| false)?;
+            if let Some(witness) = witness {
+                w.insert(store_round, witness)?;
+            }
             let mut meta = tx.open_table(META)?;
-            meta.insert(STORE_ROUND, round)?;
+            meta.insert(STORE_ROUND, store_round)?;
             meta.insert(COMMITTED, round)?;
             let prev = meta.get(ANNOUNCED)?.map(|v| v.value());
             if prev.is_none_or(|p| announced > p) {
@@ -816,22 +861,39 @@ mod tests {
         db.prepare(&effects(4, 4, 2)).unwrap();
         db.note_announced(5).unwrap();
         let regs = vec![(1, b"one".to_vec()), (2, b"two".to_vec())];
-        db.rejoin(9, b"fetched", &regs, 10).unwrap();
+        db.rejoin(9, b"fetched", &regs, 10, 8, Some(b"w")).unwrap();
         assert_eq!(db.committed_round().unwrap(), Some(9));
         assert_eq!(db.prepared_round().unwrap(), None);
         assert_eq!(db.store().unwrap(), Some(b"fetched".to_vec()));
-        assert_eq!(db.store_blob_rounds().unwrap(), vec![9]);
+        assert_eq!(db.store_blob_rounds().unwrap(), vec![8]);
+        assert_eq!(db.store_witness().unwrap(), Some((8, Some(b"w".to_vec()))));
         assert_eq!(db.last_outputs().unwrap(), None);
         assert_eq!(db.announced_round().unwrap(), Some(10));
         assert_eq!(db.registrations().unwrap(), regs);
         // A conflicting registration refuses the whole rejoin.
         assert!(matches!(
-            db.rejoin(11, b"x", &[(2, b"other".to_vec())], 11),
+            db.rejoin(11, b"x", &[(2, b"other".to_vec())], 11, 11, None),
             Err(DbError::RegistrationConflict(2))
         ));
         assert_eq!(db.committed_round().unwrap(), Some(9));
         db.prepare(&effects(10, 10, 2)).unwrap();
-        db.commit(10).unwrap();
+        db.commit_with_witness(10, Some(b"w10")).unwrap();
         assert_eq!(db.store_blob_rounds().unwrap(), vec![10]);
+        assert_eq!(
+            db.store_witness().unwrap(),
+            Some((10, Some(b"w10".to_vec())))
+        );
+        // A round that writes no store keeps the store and its witness.
+        db.commit_round(&RoundEffects {
+            round: 11,
+            store: None,
+            record: vec![],
+            outputs: vec![],
+        })
+        .unwrap();
+        assert_eq!(
+            db.store_witness().unwrap(),
+            Some((10, Some(b"w10".to_vec())))
+        );
     }
 }

@@ -255,6 +255,11 @@ pub struct Mesh {
     /// The peers' identity keys, `[next, prev]`, from descriptors that name the very
     /// certificates they presented (so the keys belong to exchange servers of this CA).
     pub peer_keys: [VerifyingKey; 2],
+    /// A secret this server shares with each peer and the third server does not know,
+    /// `[with next, with prev]`: the TLS exporter of that link (the same at both of its
+    /// ends, new for every session). Seeds the nonces of the store commitments
+    /// (`exchange::rejoin`).
+    pub pair_secrets: [[u8; 32]; 2],
 }
 
 /// Joins the mesh: dials the next party, accepts the previous one on `listener`.
@@ -274,6 +279,26 @@ pub async fn establish_on(cfg: &MeshConfig, listener: &TcpListener) -> Result<Me
     );
     let (next, (next_status, next_key)) = next?;
     let (prev, (prev_status, prev_key)) = prev?;
+    let export = |r: Result<[u8; 32], rustls::Error>, peer: PartyId| {
+        r.map_err(|e| MeshError::Hello {
+            peer,
+            reason: format!("TLS exporter: {e}"),
+        })
+    };
+    let pair_secrets = [
+        export(
+            next.get_ref()
+                .1
+                .export_keying_material([0u8; 32], PAIR_SECRET_LABEL, None),
+            cfg.party.next(),
+        )?,
+        export(
+            prev.get_ref()
+                .1
+                .export_keying_material([0u8; 32], PAIR_SECRET_LABEL, None),
+            cfg.party.prev(),
+        )?,
+    ];
     let mut mesh = spawn_links(
         cfg.party,
         next,
@@ -282,8 +307,12 @@ pub async fn establish_on(cfg: &MeshConfig, listener: &TcpListener) -> Result<Me
         [next_key, prev_key],
     );
     mesh.peer_status = [next_status, prev_status];
+    mesh.pair_secrets = pair_secrets;
     Ok(mesh)
 }
+
+/// The TLS exporter label of [`Mesh::pair_secrets`] (RFC 5705 / RFC 8446 §7.5).
+const PAIR_SECRET_LABEL: &[u8] = b"EXPERIMENTAL acs store commitment nonce";
 
 /// What a peer's hello establishes: its database status and its identity key.
 type HelloOutcome = (RoundStatus, VerifyingKey);
@@ -502,6 +531,7 @@ where
         },
         peer_status: [RoundStatus::default(); 2],
         peer_keys,
+        pair_secrets: [[0; 32]; 2],
     }
 }
 

@@ -112,6 +112,13 @@ impl Run {
         }
         for p in &self.exchanges {
             assert!(!p.log_text().contains("panicked"), "{} panicked", p.name);
+            // The two holders of every component committed to the same bytes.
+            assert!(
+                !p.log_text()
+                    .contains("committed to a different store component"),
+                "{}",
+                self.logs()
+            );
             for l in p
                 .log_text()
                 .lines()
@@ -126,13 +133,27 @@ impl Run {
 /// A deployment and six users; users 1..5 each queue one message to user 0 and user 0
 /// one to user 1, and one round runs: user 0 gets one message, four wait in the store.
 fn start() -> Run {
+    start_with(None)
+}
+
+/// [`start`], with server `liar` (if any) handing the first peer it helps rejoin a wrong
+/// store component (`ACS_FAULT_REJOIN_LIE`).
+fn start_with(liar: Option<usize>) -> Run {
     let d = Deployment::write(Options {
         entries: 2,
         submit_window_ms: 600,
         ..Options::default()
     });
     let entries: Vec<Proc> = (0..2).map(|j| d.start_entry(j, "")).collect();
-    let exchanges: Vec<Proc> = (0..3).map(|i| d.start_exchange(i, "")).collect();
+    let exchanges: Vec<Proc> = (0..3)
+        .map(|i| {
+            if Some(i) == liar {
+                d.start_exchange_with(i, "", &[("ACS_FAULT_REJOIN_LIE", "1")])
+            } else {
+                d.start_exchange(i, "")
+            }
+        })
+        .collect();
     let rt = runtime();
     let mut crowd = rt.block_on(Crowd::register(&d, 6, 0, None));
     let ids: Vec<u64> = crowd.users.iter().map(|u| u.pseudonym().get()).collect();
@@ -170,6 +191,9 @@ fn a_server_whose_database_was_deleted_rejoins_and_nothing_is_lost_or_repeated()
     std::fs::remove_file(run.db(victim)).unwrap();
     run.restart(victim, "-rejoined");
     run.assert_rejoined(victim, true);
+    assert!(run.exchanges[victim]
+        .log_text()
+        .contains("both store components match the commitments"));
     run.settle();
     run.crowd.assert_exactly_once();
     eprintln!("deleted database: {:?}", t0.elapsed());
@@ -203,7 +227,48 @@ fn a_server_restored_from_an_old_backup_rejoins_and_nothing_arrives_twice() {
     std::fs::copy(&backup, run.db(victim)).unwrap();
     run.restart(victim, "-restored");
     run.assert_rejoined(victim, false);
+    assert!(run.exchanges[victim]
+        .log_text()
+        .contains("both store components match the commitments"));
     run.settle();
     run.crowd.assert_exactly_once();
     eprintln!("restored backup: {:?}", t0.elapsed());
+}
+
+/// Server 2's database is deleted, and server 1 hands it a store component with one bit
+/// flipped. Server 2 checks it against the commitment it made itself when that store
+/// was written, as server 0 kept it: the check fails, it takes nothing, names both
+/// peers, and tries again; the second time (server 1 lies once) it rejoins, and every
+/// message still arrives exactly once.
+#[test]
+fn a_component_a_peer_altered_is_refused_and_the_rejoin_succeeds_from_honest_peers() {
+    let _serial = serial();
+    let t0 = Instant::now();
+    let mut run = start_with(Some(1));
+    let victim = 2;
+    run.kill(victim);
+    std::fs::remove_file(run.db(victim)).unwrap();
+    run.restart(victim, "-rejoined");
+    let log = run.exchanges[victim].log_text();
+    let refused = log
+        .lines()
+        .find(|l| l.contains("does not match the commitment this server made"))
+        .unwrap_or_else(|| panic!("the altered component was not refused\n{}", run.logs()));
+    assert!(
+        refused.contains("server 1's component x_2") && refused.contains("as server 0 kept it"),
+        "{refused}"
+    );
+    assert!(run.exchanges[1]
+        .log_text()
+        .contains("FAULT: handing a rejoining peer a wrong store component"));
+    let refused_at = log.find(refused).unwrap();
+    let rejoined_at = log
+        .find("rejoined: store components")
+        .expect("rejoined later");
+    assert!(rejoined_at > refused_at);
+    assert!(log.contains("both store components match the commitments"));
+    run.assert_rejoined(victim, true);
+    run.settle();
+    run.crowd.assert_exactly_once();
+    eprintln!("altered component: {:?}", t0.elapsed());
 }

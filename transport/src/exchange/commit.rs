@@ -90,14 +90,26 @@ async fn recv_vote(
     }
 }
 
+/// This server's commitments to the two components of the store a round wrote, with
+/// their nonces (see [`super::rejoin`]): sent in the vote, kept at commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreCommitments {
+    /// Commitments to `[x_i, x_{i+1}]`.
+    pub mine: [[u8; 32]; 2],
+    /// Their nonces.
+    pub nonces: [[u8; 32]; 2],
+}
+
 /// Runs steps 1–3 for `round`. `effects` is `None` when this server wants to abort (its
-/// computation failed); `transcript_hash` is the hash of the values it opened.
+/// computation failed); `transcript_hash` is the hash of the values it opened;
+/// `store_commitments` is set when the round wrote a new store.
 pub async fn vote_and_commit(
     control: &mut MeshControl,
     db: &Arc<Db>,
     round: u64,
     effects: Option<RoundEffects>,
     transcript_hash: [u8; 32],
+    store_commitments: Option<StoreCommitments>,
     timeout: Duration,
 ) -> Result<Decision, CommitError> {
     let mut vote = Vote::Abort;
@@ -117,6 +129,7 @@ pub async fn vote_and_commit(
         round,
         vote,
         transcript_hash,
+        store_commitments: store_commitments.map(|c| c.mine),
     };
     let undecided = |reason: String| CommitError::Undecided { round, reason };
     control
@@ -142,7 +155,11 @@ pub async fn vote_and_commit(
     };
     match reason {
         None => {
-            on_db(db, move |db| db.commit(round)).await?;
+            let witness = store_commitments.map(|c| witness(control, round, &c, &votes));
+            on_db(db, move |db| {
+                db.commit_with_witness(round, witness.as_ref().map(|w| w.to_bytes()).as_deref())
+            })
+            .await?;
             Ok(Decision::Committed)
         }
         Some(why) => {
@@ -152,6 +169,43 @@ pub async fn vote_and_commit(
             tracing::warn!(round, reason = %why, "round aborted");
             Ok(Decision::Aborted(why))
         }
+    }
+}
+
+/// What this server keeps from a committed round's votes: its nonces and, as the third
+/// server of `x_{i+2}`, the commitment each holder sent (`[prev, next]`; zero if a vote
+/// carried none). Also compares what the peers committed to for the components this
+/// server holds with its own commitments: a mismatch means the two holders of a
+/// component disagree, and is logged naming them.
+fn witness(
+    control: &MeshControl,
+    round: u64,
+    c: &StoreCommitments,
+    votes: &[CommitVote; 2],
+) -> super::rejoin::Witness {
+    let me = control.party();
+    let [next, prev] = votes;
+    let n = next.store_commitments.unwrap_or_default();
+    let p = prev.store_commitments.unwrap_or_default();
+    // The next peer holds [x_{i+1}, x_{i+2}], the previous one [x_{i-1}, x_i].
+    for (theirs, ours, peer, j) in [
+        (n[0], c.mine[1], me.next(), me.next().index()),
+        (p[1], c.mine[0], me.prev(), me.index()),
+    ] {
+        if theirs != ours {
+            tracing::error!(
+                round,
+                component = j,
+                suspect_a = peer.index(),
+                suspect_b = me.index(),
+                "server {} committed to a different store component x_{j} than this server: its copy and ours differ",
+                peer.index()
+            );
+        }
+    }
+    super::rejoin::Witness {
+        nonces: c.nonces,
+        third: [p[0], n[1]],
     }
 }
 

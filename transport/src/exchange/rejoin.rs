@@ -30,9 +30,15 @@
 //! within [`REJOIN_TIMEOUT`]. Any failure is an error naming the peer; the session ends
 //! and the mesh is built again.
 //!
-//! What it does not check: that a peer sent the component it really holds. A lying peer
-//! can hand over a component that differs from its own copy; see `docs/security.md`
-//! ("Rejoin") for what that allows and for the commitment that will catch it.
+//! Commitments. In every round that writes the store, each server commits to its two
+//! components, `H(round, j, nonce_j, x_j)` ([`commitment`]), with `nonce_j` from a secret
+//! only the two holders of `x_j` share ([`commitment_nonce`] over their link's TLS
+//! exporter), and sends both commitments in its commit vote; the third server of each
+//! component keeps the commitment each holder sent ([`Witness`]). At a rejoin, the peer
+//! sharing `x_j` sends `x_j` with `nonce_j`, the other peer relays the commitment the
+//! rejoining server itself made to `x_j`, and [`check_commitments`] compares: one lying
+//! peer makes the rejoin fail, never succeed with a wrong component. See
+//! `docs/security.md` ("Rejoin") for what is and is not checked.
 
 use super::commit::recovery;
 use crate::mpc::MeshControl;
@@ -49,6 +55,67 @@ pub const MAX_ROUNDS_AHEAD: u64 = 1 << 20;
 
 /// Bytes per registration on the wire: public key, registration time.
 pub const REGISTRATION_BYTES: usize = 32 + 8;
+
+/// The nonce of the commitment to the component a pair of servers shares, for the store
+/// written in `round`: derived from their link's exporter secret
+/// ([`crate::mpc::Mesh::pair_secrets`]), which the third server does not know, so the
+/// commitment hides the component from it.
+pub fn commitment_nonce(pair_secret: &[u8; 32], round: u64) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"acs/store-commitment-nonce/v1");
+    h.update(pair_secret);
+    h.update(round.to_le_bytes());
+    h.finalize().into()
+}
+
+/// `H(round, j, nonce_j, x_j)`: the commitment to component `x_j` of the store written in
+/// `round` (SHA-256 over the words, little-endian).
+pub fn commitment(round: u64, j: u8, nonce: &[u8; 32], words: &[u64]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"acs/store-commitment/v1");
+    h.update(round.to_le_bytes());
+    h.update([j]);
+    h.update(nonce);
+    h.update((words.len() as u64).to_le_bytes());
+    for chunk in words.chunks(4096) {
+        let bytes: Vec<u8> = chunk.iter().flat_map(|w| w.to_le_bytes()).collect();
+        h.update(&bytes);
+    }
+    h.finalize().into()
+}
+
+/// What a server keeps about the store it committed, for its peers' rejoins: the nonces
+/// of its two components' commitments and, as the third server for `x_{i+2}`, the
+/// commitment each holder of `x_{i+2}` sent for it. Stored beside the store blob
+/// (`Db::store_witness`), 128 bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Witness {
+    /// Nonces of `x_i` (shared with the previous peer) and `x_{i+1}` (with the next).
+    pub nonces: [[u8; 32]; 2],
+    /// The commitments to `x_{i+2}` as the previous and the next peer sent them.
+    pub third: [[u8; 32]; 2],
+}
+
+impl Witness {
+    /// The 128-byte encoding.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        [self.nonces[0], self.nonces[1], self.third[0], self.third[1]].concat()
+    }
+
+    /// From [`Witness::to_bytes`].
+    pub fn from_bytes(b: &[u8]) -> Option<Witness> {
+        if b.len() != 128 {
+            return None;
+        }
+        let part = |i: usize| -> [u8; 32] { b[i * 32..(i + 1) * 32].try_into().expect("32") };
+        Some(Witness {
+            nonces: [part(0), part(1)],
+            third: [part(2), part(3)],
+        })
+    }
+}
 
 /// Which servers are behind (must rejoin), from the three hello statuses indexed by
 /// party.
@@ -106,6 +173,63 @@ pub fn shared_component(me: PartyId, to: Peer) -> (u8, bool) {
     }
 }
 
+/// What a helper proves its component with (see [`RejoinState`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Proof {
+    /// The round that wrote the committed store.
+    pub store_round: u64,
+    /// The nonce of the sent component's commitment.
+    pub nonce: [u8; 32],
+    /// The receiver's own commitment to the other peer's component, as kept here.
+    pub relayed: Option<[u8; 32]>,
+    /// This sender's commitment to the component the receiver does not hold.
+    pub third: Option<[u8; 32]>,
+}
+
+impl Proof {
+    /// What the helper of a peer `to` sends, from its witness of the store written in
+    /// `store_round` and its components `[a, b]` (`x_i`, `x_{i+1}`).
+    pub fn of(
+        me: PartyId,
+        to: Peer,
+        store_round: u64,
+        witness: Option<&Witness>,
+        a: &[u64],
+        b: &[u64],
+    ) -> Proof {
+        let Some(w) = witness else {
+            return Proof {
+                store_round,
+                ..Proof::default()
+            };
+        };
+        let known = |c: [u8; 32]| (c != [0; 32]).then_some(c);
+        match to {
+            // To the next peer (i+1): we share x_{i+1} (nonce 1); it does not hold x_i,
+            // our a; as the third server of x_{i+2} we kept its commitment (third[1]).
+            Peer::Next => Proof {
+                store_round,
+                nonce: w.nonces[1],
+                relayed: known(w.third[1]),
+                third: Some(commitment(store_round, me.index() as u8, &w.nonces[0], a)),
+            },
+            // To the previous peer (i-1): we share x_i (nonce 0); it does not hold
+            // x_{i+1}, our b; we kept its commitment to x_{i+2} = x_{i-1} (third[0]).
+            Peer::Prev => Proof {
+                store_round,
+                nonce: w.nonces[0],
+                relayed: known(w.third[0]),
+                third: Some(commitment(
+                    store_round,
+                    me.next().index() as u8,
+                    &w.nonces[1],
+                    b,
+                )),
+            },
+        }
+    }
+}
+
 /// Sends a rejoining peer `to` this server's state: the header, then the component and
 /// the registrations in chunks of at most [`REJOIN_CHUNK`] bytes. Queued on the control
 /// link ahead of anything this server sends later (the next round's announcement).
@@ -114,6 +238,7 @@ pub fn send_state(
     to: Peer,
     round: u64,
     last_round: u64,
+    proof: Proof,
     component: &[u64],
     registrations: &[([u8; 32], u64)],
 ) -> Result<(), WireError> {
@@ -126,6 +251,10 @@ pub fn send_state(
             component: index,
             component_bytes: (component.len() * 8) as u64,
             registrations: registrations.len() as u64,
+            store_round: proof.store_round,
+            nonce: proof.nonce,
+            relayed: proof.relayed,
+            third: proof.third,
         },
     )?;
     let mut bytes = Vec::with_capacity(component.len() * 8 + registrations.len() * 40);
@@ -143,6 +272,76 @@ pub fn send_state(
         )?;
     }
     Ok(())
+}
+
+/// The outcome of [`check_commitments`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Checked {
+    /// Both components match the commitments this server made when the store was
+    /// written; the witness to keep.
+    Verified(Witness),
+    /// A peer kept no commitment to check one component against (the store was never
+    /// written, or the round that wrote it was committed by recovery, without votes):
+    /// why, and the witness to keep.
+    Unverified(String, Witness),
+}
+
+/// Checks each peer's component against the commitment this server itself made to it
+/// when the store was written, as the *other* peer (that component's third server) kept
+/// it. `both` is `[from next, from prev]`. One lying peer cannot pass: a wrong
+/// component fails against the honest peer's relay, and a wrong relay fails the check of
+/// an honest component (an error, never a wrong store).
+pub fn check_commitments(me: PartyId, both: &[Received; 2]) -> Result<Checked, RejoinError> {
+    let [next, prev] = both;
+    let sr = next.state.store_round;
+    if prev.state.store_round != sr {
+        return Err(RejoinError::Disagree(format!(
+            "server {} says round {sr} wrote the store, server {} says round {}",
+            me.next().index(),
+            me.prev().index(),
+            prev.state.store_round
+        )));
+    }
+    let witness = Witness {
+        nonces: [prev.state.nonce, next.state.nonce],
+        third: [
+            prev.state.third.unwrap_or_default(),
+            next.state.third.unwrap_or_default(),
+        ],
+    };
+    let mut missing = Vec::new();
+    // x_i came from the previous peer; the next peer (third of x_i) relays ours.
+    // x_{i+1} came from the next peer; the previous peer relays ours.
+    for (sent, relay, j) in [(prev, next, me.index()), (next, prev, me.next().index())] {
+        let sender = control_peer(me, sent, prev);
+        let relayer = control_peer(me, relay, prev);
+        match relay.state.relayed {
+            None => missing.push(format!(
+                "server {relayer} kept no commitment to x_{j} of round {sr}"
+            )),
+            Some(c) => {
+                if commitment(sr, j as u8, &sent.state.nonce, &sent.component) != c {
+                    return Err(RejoinError::Disagree(format!(
+                        "server {sender}'s component x_{j} does not match the commitment this server made to it in round {sr}, as server {relayer} kept it: one of the two lies (or its database is damaged)"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(if missing.is_empty() {
+        Checked::Verified(witness)
+    } else {
+        Checked::Unverified(missing.join("; "), witness)
+    })
+}
+
+/// The index of the peer that sent `r` (`prev` is the previous peer's).
+fn control_peer(me: PartyId, r: &Received, prev: &Received) -> usize {
+    if std::ptr::eq(r, prev) {
+        me.prev().index()
+    } else {
+        me.next().index()
+    }
 }
 
 /// Reads one peer's state; `component_bytes` is the exact size this server's
@@ -321,6 +520,76 @@ mod tests {
         }
     }
 
+    /// Three holders' view of one store written in round 5: every server's witness and
+    /// components, as the commit votes leave them; server 1 rejoins.
+    #[test]
+    fn a_component_that_differs_from_the_rejoiners_own_commitment_is_refused() {
+        let x: Vec<Vec<u64>> = (0..3u64).map(|j| vec![j * 10 + 1, j * 10 + 2]).collect();
+        let secret = |a: usize, b: usize| [(a.min(b) * 3 + a.max(b)) as u8; 32];
+        let nonce = |j: usize| commitment_nonce(&secret((j + 2) % 3, j), 5); // holders j-1, j
+        let c = |j: usize| commitment(5, j as u8, &nonce(j), &x[j]);
+        let witness = |i: usize| Witness {
+            nonces: [nonce(i), nonce((i + 1) % 3)],
+            third: [c((i + 2) % 3), c((i + 2) % 3)],
+        };
+        let p = |i: usize| PartyId::new(i).unwrap();
+        let received = |from: usize, to: Peer| {
+            let proof = Proof::of(
+                p(from),
+                to,
+                5,
+                Some(&witness(from)),
+                &x[from],
+                &x[(from + 1) % 3],
+            );
+            let (j, second) = shared_component(p(from), to);
+            Received {
+                state: RejoinState {
+                    round: 9,
+                    last_round: 9,
+                    component: j,
+                    component_bytes: 16,
+                    registrations: 0,
+                    store_round: proof.store_round,
+                    nonce: proof.nonce,
+                    relayed: proof.relayed,
+                    third: proof.third,
+                },
+                component: if second {
+                    x[(from + 1) % 3].clone()
+                } else {
+                    x[from].clone()
+                },
+                registrations: vec![],
+            }
+        };
+        // Server 1: x_1 from server 0 (its next link), x_2 from server 2 (its prev link).
+        let both = [received(2, Peer::Prev), received(0, Peer::Next)];
+        assert_eq!(both[1].component, x[1]);
+        assert_eq!(both[0].component, x[2]);
+        assert_eq!(
+            check_commitments(p(1), &both).unwrap(),
+            Checked::Verified(witness(1))
+        );
+        // Server 0 lies about x_1: server 2's relay of server 1's commitment catches it.
+        let mut lie = [received(2, Peer::Prev), received(0, Peer::Next)];
+        lie[1].component[0] ^= 1;
+        let e = check_commitments(p(1), &lie).unwrap_err().to_string();
+        assert!(e.contains("server 0's component x_1 does not match"), "{e}");
+        assert!(e.contains("as server 2 kept it"), "{e}");
+        // Server 2 lies in its relay instead: the honest component fails, nothing is taken.
+        let mut lie = [received(2, Peer::Prev), received(0, Peer::Next)];
+        lie[0].state.relayed = Some([7; 32]);
+        assert!(check_commitments(p(1), &lie).is_err());
+        // A peer that kept no commitment: taken, but said so.
+        let mut none = [received(2, Peer::Prev), received(0, Peer::Next)];
+        none[0].state.relayed = None;
+        assert!(matches!(
+            check_commitments(p(1), &none).unwrap(),
+            Checked::Unverified(why, _) if why.contains("server 2 kept no commitment to x_1")
+        ));
+    }
+
     mod over_tls {
         use super::super::*;
         use crate::certs;
@@ -386,8 +655,26 @@ mod tests {
                     .to_bytes()
             };
             // Server 1 rejoins: server 0 sends x_1, server 2 sends x_2.
-            send_state(&m[0], Peer::Next, 7, 9, &component(1), &[(key(1), 5)]).unwrap();
-            send_state(&m[2], Peer::Prev, 7, 8, &component(2), &[(key(2), 6)]).unwrap();
+            send_state(
+                &m[0],
+                Peer::Next,
+                7,
+                9,
+                Proof::default(),
+                &component(1),
+                &[(key(1), 5)],
+            )
+            .unwrap();
+            send_state(
+                &m[2],
+                Peer::Prev,
+                7,
+                8,
+                Proof::default(),
+                &component(2),
+                &[(key(2), 6)],
+            )
+            .unwrap();
             let [next, prev] = receive_both(&mut m[1], WORDS * 8, 7, REJOIN_TIMEOUT)
                 .await
                 .unwrap();
@@ -416,6 +703,10 @@ mod tests {
                                 component: 0,
                                 component_bytes: (WORDS * 8) as u64,
                                 registrations: 0,
+                                store_round: 0,
+                                nonce: [0; 32],
+                                relayed: None,
+                                third: None,
                             },
                         )
                         .unwrap()
@@ -423,7 +714,9 @@ mod tests {
                 ),
                 (
                     "a component of 16 bytes",
-                    Box::new(|c| send_state(c, Peer::Next, 7, 7, &[1, 2], &[]).unwrap()),
+                    Box::new(|c| {
+                        send_state(c, Peer::Next, 7, 7, Proof::default(), &[1, 2], &[]).unwrap()
+                    }),
                 ),
                 (
                     "registrations (at most",
@@ -436,6 +729,10 @@ mod tests {
                                 component: 1,
                                 component_bytes: (WORDS * 8) as u64,
                                 registrations: u64::MAX,
+                                store_round: 0,
+                                nonce: [0; 32],
+                                relayed: None,
+                                third: None,
                             },
                         )
                         .unwrap()
@@ -452,6 +749,10 @@ mod tests {
                                 component: 1,
                                 component_bytes: 8,
                                 registrations: 0,
+                                store_round: 0,
+                                nonce: [0; 32],
+                                relayed: None,
+                                third: None,
                             },
                         )
                         .unwrap();
@@ -497,8 +798,8 @@ mod tests {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn peers_that_disagree_on_the_round_are_refused() {
             let mut m = mesh().await;
-            send_state(&m[0], Peer::Next, 7, 7, &[0; 4], &[]).unwrap();
-            send_state(&m[2], Peer::Prev, 6, 7, &[0; 4], &[]).unwrap();
+            send_state(&m[0], Peer::Next, 7, 7, Proof::default(), &[0; 4], &[]).unwrap();
+            send_state(&m[2], Peer::Prev, 6, 7, Proof::default(), &[0; 4], &[]).unwrap();
             let e = receive_both(&mut m[1], 32, 7, REJOIN_TIMEOUT)
                 .await
                 .unwrap_err();

@@ -394,6 +394,25 @@ fn store_from_blob(blob: Option<&[u8]>, cfg: &RoundConfig) -> Result<SharedStore
     })
 }
 
+/// This server's commitments to the two components of the store `round` wrote
+/// ([`super::rejoin::commitment`]), nonces from the secrets it shares with the peer that
+/// holds each component too (`x_i` with the previous peer, `x_{i+1}` with the next).
+fn store_commitments(s: &Session, round: u64, store: &SharedStore) -> commit::StoreCommitments {
+    use super::rejoin::{commitment, commitment_nonce};
+    let me = s.control.party();
+    let nonces = [
+        commitment_nonce(&s.pair_secrets[1], round),
+        commitment_nonce(&s.pair_secrets[0], round),
+    ];
+    commit::StoreCommitments {
+        mine: [
+            commitment(round, me.index() as u8, &nonces[0], &store.rows.a),
+            commitment(round, me.next().index() as u8, &nonces[1], &store.rows.b),
+        ],
+        nonces,
+    }
+}
+
 /// Answers registrations as they come; passes batches on to the round loop.
 fn spawn_dispatcher(
     mut events: mpsc::Receiver<PortEvent>,
@@ -455,6 +474,8 @@ struct InFlight {
 struct Session {
     control: MeshControl,
     engine: std::sync::mpsc::Sender<EngineJob>,
+    /// Secrets shared with `[next, prev]` (nonces of the store commitments).
+    pair_secrets: [[u8; 32]; 2],
 }
 
 /// How a round ended.
@@ -621,13 +642,35 @@ impl RoundLoop {
             .unwrap_or_else(|e| e.into_inner())
             .public_registrations();
         let last_round = self.last_round.unwrap_or(round).max(round);
-        super::rejoin::send_state(&s.control, to, round, last_round, component, &registrations)
-            .map_err(|e| {
-                ServerError::Rejoin(super::rejoin::RejoinError::Wire {
-                    peer: me.peer(to),
-                    error: e,
-                })
-            })?;
+        let (store_round, witness) = self.db.store_witness()?.unwrap_or((0, None));
+        let witness = witness
+            .as_deref()
+            .and_then(super::rejoin::Witness::from_bytes);
+        let proof = super::rejoin::Proof::of(
+            me,
+            to,
+            store_round,
+            witness.as_ref(),
+            &self.store.rows.a,
+            &self.store.rows.b,
+        );
+        #[cfg(feature = "fault-injection")]
+        let component = &faults::rejoin_component(component);
+        super::rejoin::send_state(
+            &s.control,
+            to,
+            round,
+            last_round,
+            proof,
+            component,
+            &registrations,
+        )
+        .map_err(|e| {
+            ServerError::Rejoin(super::rejoin::RejoinError::Wire {
+                peer: me.peer(to),
+                error: e,
+            })
+        })?;
         tracing::warn!(
             peer = p,
             round,
@@ -659,13 +702,29 @@ impl RoundLoop {
         );
         let cfg = self.cfg.round;
         let component_bytes = cfg.store_capacity * cfg.store_words() * 8;
-        let [from_next, from_prev] = super::rejoin::receive_both(
+        let both = super::rejoin::receive_both(
             &mut s.control,
             component_bytes,
             peers_committed,
             super::rejoin::REJOIN_TIMEOUT,
         )
         .await?;
+        let checked = super::rejoin::check_commitments(s.control.party(), &both)?;
+        let store_round = both[0].state.store_round;
+        let witness = match checked {
+            super::rejoin::Checked::Verified(w) => {
+                tracing::info!(
+                    store_round,
+                    "both store components match the commitments this server made in the round that wrote them"
+                );
+                w
+            }
+            super::rejoin::Checked::Unverified(why, w) => {
+                tracing::warn!(store_round, reason = %why, "store components taken unverified");
+                w
+            }
+        };
+        let [from_next, from_prev] = both;
         let store = SharedStore {
             rows: Shared {
                 a: from_prev.component,
@@ -705,8 +764,16 @@ impl RoundLoop {
             .collect();
         let blob = store_to_blob(&store, &cfg);
         let db = self.db.clone();
+        let witness = witness.to_bytes();
         tokio::task::spawn_blocking(move || {
-            db.rejoin(peers_committed, &blob, &records, last_round)
+            db.rejoin(
+                peers_committed,
+                &blob,
+                &records,
+                last_round,
+                store_round,
+                Some(&witness),
+            )
         })
         .await
         .map_err(|e| ServerError::Engine(e.to_string()))??;
@@ -857,12 +924,16 @@ impl RoundLoop {
         if let Some(f) = self.in_flight.as_mut() {
             f.prepared = true;
         }
+        let store_commitments = done
+            .store_changed
+            .then(|| store_commitments(s, a.round, &done.store));
         let decision = vote_and_commit(
             &mut s.control,
             &self.db,
             a.round,
             Some(effects),
             done.digest,
+            store_commitments,
             self.cfg.timing.vote_timeout,
         )
         .await?;
@@ -1180,6 +1251,7 @@ async fn start_session(
     let session = Session {
         control: mesh.control,
         engine: jobs,
+        pair_secrets: mesh.pair_secrets,
     };
     let started = ready
         .await
@@ -1351,6 +1423,8 @@ pub async fn run(
 ///   next server than for the previous one, in one round.
 /// - `ACS_FAULT_OUTPUT=<own|next|commit|all>`: once armed, corrupt that field of this
 ///   server's answers to every user of one round (after the servers' own checks).
+/// - `ACS_FAULT_REJOIN_LIE=1`: hand the first peer this server helps rejoin a store
+///   component with one bit flipped.
 /// - `ACS_FAULT_LIE=<value|check>:<SortComparison|RouteAfterShuffle>:<n>`: lie in the
 ///   `n`-th opening (from 0) for that reason, counted from the first round computed once
 ///   armed (see `ACS_FAULT_ARM`; at once without it), in the first session only (so the
@@ -1433,6 +1507,21 @@ pub(crate) mod faults {
             }
         }
         done
+    }
+
+    /// `ACS_FAULT_REJOIN_LIE=1`: the first time this server helps a peer rejoin, it
+    /// flips a bit of the store component it hands over.
+    pub(crate) fn rejoin_component(component: &[u64]) -> Vec<u64> {
+        static USED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        let mut c = component.to_vec();
+        if std::env::var_os("ACS_FAULT_REJOIN_LIE").is_some()
+            && !c.is_empty()
+            && !USED.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!("FAULT: handing a rejoining peer a wrong store component");
+            c[0] ^= 1;
+        }
+        c
     }
 
     pub(crate) async fn pause(phase: &str, round: u64) {

@@ -262,6 +262,10 @@ pub struct CommitVote {
     /// Hash of the opened values this server saw (the cross-check of design §3); all
     /// three must match for a commit.
     pub transcript_hash: [u8; 32],
+    /// When the round wrote a new store: the sender's commitments to its two components
+    /// `[x_i, x_{i+1}]` (`exchange::rejoin::commitment`). The third server of each
+    /// keeps it, so a rejoining holder can check the component its peer hands back.
+    pub store_commitments: Option<[[u8; 32]; 2]>,
 }
 
 impl WireMessage for CommitVote {
@@ -312,6 +316,17 @@ pub struct RejoinState {
     pub component_bytes: u64,
     /// Registration entries that follow.
     pub registrations: u64,
+    /// The round that wrote the committed store (the commitments' round; 0 if none has).
+    pub store_round: u64,
+    /// The nonce of the commitment to the component sent (zero when the sender has no
+    /// commitments for `store_round`).
+    pub nonce: [u8; 32],
+    /// The commitment the *receiver* made, in `store_round`, to the component the other
+    /// peer sends, as this sender (its third server) stored it.
+    pub relayed: Option<[u8; 32]>,
+    /// This sender's own commitment to the component the receiver does not hold (the
+    /// receiver is its third server).
+    pub third: Option<[u8; 32]>,
 }
 
 impl WireMessage for RejoinState {

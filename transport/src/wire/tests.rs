@@ -98,6 +98,7 @@ async fn every_message_round_trips() {
         round: 5,
         vote: Vote::Abort,
         transcript_hash: [1; 32],
+        store_commitments: None,
     })
     .await;
     rt(OpeningComplaint {
@@ -327,6 +328,7 @@ async fn random_and_mutated_frames_never_panic() {
             round: 1,
             vote: Vote::Commit,
             transcript_hash: [0; 32],
+            store_commitments: None,
         })
         .unwrap(),
     ];

@@ -154,6 +154,7 @@ fn main() {
         round: ROUND,
         vote: Vote::Commit,
         transcript_hash: [0xab; 32],
+        store_commitments: None,
     };
     let register = RegisterRequest {
         server: 0,

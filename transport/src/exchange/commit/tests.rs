@@ -42,7 +42,7 @@ async fn vote(
     t: Duration,
 ) -> Result<Decision, CommitError> {
     let eff = ok.then(|| effects(r, h));
-    vote_and_commit(&mut s.mesh.control, &s.db, r, eff, [h; 32], t).await
+    vote_and_commit(&mut s.mesh.control, &s.db, r, eff, [h; 32], None, t).await
 }
 
 async fn round(servers: &mut [Server], r: u64, plan: [(bool, u8); 3]) -> Vec<Decision> {
@@ -102,6 +102,7 @@ async fn a_missing_vote_leaves_the_round_prepared() {
         1,
         Some(effects(1, 1)),
         [1; 32],
+        None,
         Duration::from_millis(200),
     )
     .await

@@ -1359,10 +1359,14 @@ pub async fn run(
         match lp.settle(&mut session, peer_status).await {
             Ok(_) => {}
             Err(e) if ends_session(&e) => {
-                tracing::error!(error = %e, "rejoin failed; rebuilding the mesh");
+                tracing::error!(error = %e, "rejoin failed; rebuilding the mesh in 2 s");
                 lp.cfg.metrics.set_session(false);
                 session.control.close();
-                continue;
+                // A peer that keeps sending a bad state must not spin this loop.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
+                    _ = crate::listener::shutdown_signalled(&mut shutdown) => break,
+                }
             }
             Err(e) => return Err(e),
         }

@@ -89,8 +89,6 @@ pub struct Party {
     pub(crate) vstats: VerifyStats,
     /// Verification buffers, reused from one verification to the next.
     pub(crate) vbuf: VerifyBuffers,
-    /// Gate words verified in one batch at most.
-    pub(crate) vgroup: usize,
     #[cfg(feature = "fault-injection")]
     pub(crate) faults: crate::fault::Faults,
 }
@@ -125,7 +123,6 @@ impl Party {
             pending: Gates::default(),
             vstats: VerifyStats::default(),
             vbuf: VerifyBuffers::default(),
-            vgroup: crate::verify::MAX_GROUP_WORDS,
             #[cfg(feature = "fault-injection")]
             faults: Default::default(),
         };

@@ -23,11 +23,10 @@
 //!    echoing the commitment it got from the third: the joint seed is fixed only after
 //!    every gate and triple of the batch is, and no party can bias it or give the two
 //!    others different views of it without being caught.
-//! 3. **Cut-and-choose and buckets.** A batch of at least about 1.5 million gate words
-//!    is one chunk with buckets of two (`B = 2`, `N = K`); a smaller one is split into
-//!    chunks of at most 2^14 buckets (the triples of a chunk, about 2.4 MB, stay in cache
-//!    while they are permuted), `B = 3` for full chunks, more for small ones. Per chunk of
-//!    `N` buckets of `B` triples (`B` and `N` from [`plan_chunks`]), a seed derived from the coin picks a uniformly random permutation of
+//! 3. **Cut-and-choose and buckets.** The gates are split into chunks of at most 2^14
+//!    buckets (the triples of a chunk, about 2.4 MB, stay in cache while they are
+//!    permuted), `B = 3` for full chunks, more for small ones. Per chunk of `N` buckets
+//!    of `B` triples (`B` and `N` from [`plan_chunks`]), a seed derived from the coin picks a uniformly random permutation of
 //!    its `NB + B` triple words: the first `B` are opened and checked (`c = a & b`), the
 //!    rest form buckets. In each bucket the first triple is checked against each of the
 //!    others by sacrifice, and then checks gate `k` of the chunk by sacrifice.
@@ -55,10 +54,9 @@
 //! log and not in `docs/leakage.md`.
 //!
 //! Rounds per verification: 4 (triples with commitments, reveal, openings, zero check) for
-//! each group of up to about 3 million gate words; a larger batch (the first levels of a
-//! 2^20 sort, the payload multiplexers of a round) is verified in equal groups (each
-//! then over 1.5 million words, so buckets of two), which bounds the memory at about
-//! 1.1 GB per party ([`Party::set_verify_group_words`] lowers it).
+//! each group of up to 2^19 gate words; a larger batch (the first levels of a 2^20
+//! sort, the payload multiplexers of a round) is verified in equal groups, which bounds
+//! the memory at about 0.3 GB per party.
 //!
 //! # Soundness
 //!
@@ -75,9 +73,10 @@
 //! at `t = B` and at `t = NB` (both `1 / C(NB + B, B)`), and wrong padding buckets
 //! (buckets past the last gate) add only lower-order terms. Hence per chunk
 //! `ε_chunk ≤ 2 / C(NB + B, B)`, and [`plan_chunks`] picks `N ≥ K` and `B` with
-//! `ε_chunk ≤ 2^-41`: a full small chunk (`N = 2^14`, `B = 3`) gives `2^-43.2`; buckets
-//! of two need `2 / C(2N + 2, 2) ≈ 1/N² ≤ 2^-41`, that is `N ≥ 1 482 910` (about
-//! 2^20.5), and are used only for a batch that large, unpadded. (This bound is a
+//! `ε_chunk ≤ 2^-41`: a full chunk (`N = 2^14`, `B = 3`) gives `2^-43.2`. Buckets of two
+//! would need `2 / C(2N + 2, 2) ≈ 1/N² ≤ 2^-41`, that is one chunk of `N ≥ 1 482 910`
+//! (about 2^20.5): tried, and slower at a 2^20 sort than chunks of 2^14 with `B = 3`,
+//! because that chunk's permutation and gather leave the cache. (This bound is a
 //! factor `N` better than the `N^-(B-1)` of Furukawa et al., whose buckets supply the
 //! triples that *compute* the gates, so any all-wrong bucket wins there; here a bucket
 //! only *checks* an already computed gate, and an all-wrong bucket at a right gate is
@@ -103,11 +102,11 @@
 //!
 //! For `K` gate words (each 64 AND gates) with buckets of `B`: `BK` triple words (one
 //! AND each), `2(B - 1)K + 2K = 2BK` opened words, and NH over those and over `BK` words
-//! of `v`. Per gate word a party sends about `3B` words (6 for `B = 2`, 9 for `B = 3`),
+//! of `v`. Per gate word a party sends about `3B` words (9 for `B = 3`),
 //! against 1 for the gate itself, and draws `6B` stream words (random sharings and
 //! zero-sharings of the triples) against 2. The triples are generated as rows (streams,
 //! AND and message bytes in one pass), and the openings and zero shares run in parallel
-//! over ranges of buckets, so one large chunk uses every core.
+//! over ranges of buckets.
 
 use crate::channel::{PartyId, Peer};
 use crate::error::EngineError;
@@ -338,10 +337,9 @@ pub const CHUNK_SECURITY_BITS: f64 = 41.0;
 /// in cache while they are permuted and sacrificed.
 const MAX_CHUNK_BUCKETS: usize = 1 << 14;
 
-/// Gate words verified in one batch at most (about 1.1 GB of triples and buffers per
-/// party). A larger batch is split into equal groups, each over half this, so each is
-/// large enough for buckets of two.
-pub(crate) const MAX_GROUP_WORDS: usize = 3 << 20;
+/// Gate words verified in one batch at most (32 full chunks; about 0.3 GB of triples and
+/// buffers per party). A larger batch is verified in equal groups.
+const MAX_GROUP_WORDS: usize = 32 * MAX_CHUNK_BUCKETS;
 
 /// Bucket sizes considered for chunks of at most [`MAX_CHUNK_BUCKETS`] buckets.
 const BUCKET_SIZES: std::ops::RangeInclusive<usize> = 3..=12;
@@ -373,22 +371,12 @@ fn min_buckets(b: usize) -> usize {
     hi
 }
 
-/// How `k` gate words are verified: one chunk with buckets of two if `k` is large enough
-/// for that to meet [`CHUNK_SECURITY_BITS`] unpadded; otherwise chunks of at most
-/// [`MAX_CHUNK_BUCKETS`] buckets, each with the bucket size (three or more) that needs
-/// the fewest triples while meeting it.
+/// How `k` gate words are verified: chunks of at most [`MAX_CHUNK_BUCKETS`] buckets,
+/// each with the bucket size (three or more) that needs the fewest triples while meeting
+/// [`CHUNK_SECURITY_BITS`].
 pub fn plan_chunks(k: usize) -> Vec<ChunkPlan> {
     if k == 0 {
         return Vec::new();
-    }
-    // A batch of at least `min_buckets(2)` (about 1.5 million) gate words is one chunk
-    // with buckets of two: `2 / C(2K + 2, 2) ≤ 2^-41` needs no padding.
-    if k >= min_buckets(2) {
-        return vec![ChunkPlan {
-            gates: k,
-            buckets: k,
-            bucket: 2,
-        }];
     }
     let chunks = k.div_ceil(MAX_CHUNK_BUCKETS);
     let base = k / chunks;
@@ -687,15 +675,6 @@ impl Party {
         Ok(())
     }
 
-    /// Caps the gate words verified in one batch (default about 3 million, about 1.1 GB
-    /// of verification buffers per party); larger batches are verified in equal groups,
-    /// each a complete verification with its own coin. A lower cap bounds the memory, at
-    /// the price of larger buckets below about 1.5 million gate words per group. All three
-    /// parties must use the same cap.
-    pub fn set_verify_group_words(&mut self, words: usize) {
-        self.vgroup = words.max(1);
-    }
-
     /// What the verification has done so far.
     pub fn verify_stats(&self) -> VerifyStats {
         self.vstats
@@ -738,7 +717,7 @@ impl Party {
         // that the triples and buffers of one group bound the memory; each group is a
         // complete verification with its own coin.
         let mut result = Ok(());
-        let groups = gates.len().div_ceil(self.vgroup.max(1));
+        let groups = gates.len().div_ceil(MAX_GROUP_WORDS);
         let per_group = gates.len().div_ceil(groups);
         let mut start = 0;
         while start < gates.len() && result.is_ok() {
@@ -874,22 +853,11 @@ impl Party {
                     |(perm, words): &mut (Vec<u32>, Vec<u64>), (c, dst)| {
                         let mut prg = Prg::new(&Seed::from_bytes(seeds[c]), Purpose::Bucketing);
                         prg.permutation_into(dst.len(), perm, words);
-                        // A chunk of buckets of three or more (about 2.4 MB) stays in cache,
-                        // so each random access fetches one row from there; a whole-batch
-                        // chunk of buckets of two is gathered in parallel.
+                        // A chunk's triples (about 2.4 MB) stay in cache, so each random
+                        // access fetches one row from there.
                         let src = &t[word_off[c]..word_off[c] + dst.len()];
-                        if dst.len() <= MAX_CHUNK_BUCKETS * 4 {
-                            for (d, &p) in dst.iter_mut().zip(perm.iter()) {
-                                *d = src[p as usize];
-                            }
-                        } else {
-                            dst.par_chunks_mut(1 << 14)
-                                .zip(perm.par_chunks(1 << 14))
-                                .for_each(|(d, p)| {
-                                    for (d, &p) in d.iter_mut().zip(p) {
-                                        *d = src[p as usize];
-                                    }
-                                });
+                        for (d, &p) in dst.iter_mut().zip(perm.iter()) {
+                            *d = src[p as usize];
                         }
                     },
                 );
@@ -1175,24 +1143,15 @@ mod tests {
             let plan = plan_chunks(k);
             assert_eq!(plan.iter().map(|c| c.gates).sum::<usize>(), k);
             for c in &plan {
-                assert!(c.buckets >= c.gates && c.bucket >= 2);
+                assert!(c.buckets >= c.gates && c.bucket >= 3);
                 assert!(c.log2_error() <= -CHUNK_SECURITY_BITS, "{c:?}");
-                if c.bucket == 2 {
-                    // Only a whole batch large enough to need no padding.
-                    assert_eq!((plan.len(), c.buckets), (1, k));
-                } else {
-                    assert!(c.buckets <= MAX_CHUNK_BUCKETS.max(min_buckets(c.bucket)));
-                }
+                assert!(c.buckets <= MAX_CHUNK_BUCKETS.max(min_buckets(c.bucket)));
             }
         }
-        // Mid-sized batches use full chunks with buckets of three, large ones a single
-        // chunk with buckets of two.
-        let mid = plan_chunks(1_000_000);
-        assert!(mid.iter().all(|c| c.bucket == 3 && c.log2_error() < -43.0));
-        let large = plan_chunks(3_000_000);
-        assert_eq!(large.len(), 1);
-        assert_eq!(large[0].bucket, 2);
-        assert!(min_buckets(2) > 1 << 20 && min_buckets(2) < 1 << 21);
+        // Large batches use full chunks with buckets of three.
+        assert!(plan_chunks(3_000_000)
+            .iter()
+            .all(|c| c.bucket == 3 && c.log2_error() < -43.0));
     }
 
     #[test]

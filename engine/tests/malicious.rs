@@ -470,7 +470,6 @@ fn a_batch_larger_than_a_group_is_verified_group_by_group() {
     let sx = Arc::new(common::split_words(&x, 1));
     let sy = Arc::new(common::split_words(&y, 2));
     let out = run(SecurityMode::Malicious, None, move |p| {
-        p.set_verify_group_words(1 << 19);
         let i = p.id().index();
         let x = p.input_from_xor(sx[i].clone())?;
         let y = p.input_from_xor(sy[i].clone())?;
@@ -486,50 +485,5 @@ fn a_batch_larger_than_a_group_is_verified_group_by_group() {
     for (_, stats) in &r {
         assert_eq!(stats.verifications, 2);
         assert_eq!(stats.gate_words, n as u64);
-    }
-}
-
-/// A batch of at least about 1.5 million gate words is verified as one chunk with
-/// buckets of two. An honest batch passes; a flipped AND share or triple share by any
-/// party is caught at both honest parties. Large, so run it with
-/// `cargo test --release -p acs-engine --test malicious -- --ignored`.
-#[test]
-#[ignore = "1.6 million gate words per run; run in release with --ignored"]
-fn a_batch_verified_with_buckets_of_two_catches_every_party() {
-    let n = 1_600_000;
-    let mut rng = common::rng(13);
-    let x: Vec<u64> = (0..n).map(|_| rng.gen()).collect();
-    let y: Vec<u64> = (0..n).map(|_| rng.gen()).collect();
-    let want: Vec<u64> = x.iter().zip(&y).map(|(a, b)| a & b).collect();
-    let sx = Arc::new(common::split_words(&x, 3));
-    let sy = Arc::new(common::split_words(&y, 4));
-    let batch = move |cheat: Option<(PartyId, ComputeFault)>| {
-        let (sx, sy) = (sx.clone(), sy.clone());
-        run(SecurityMode::Malicious, cheat, move |p| {
-            let i = p.id().index();
-            let x = p.input_from_xor(sx[i].clone())?;
-            let y = p.input_from_xor(sy[i].clone())?;
-            let z = p.and(&x, &y)?;
-            p.verify_pending()?;
-            Ok((z, p.verify_stats()))
-        })
-    };
-    let out = batch(None);
-    let r: Vec<&(Shared, acs_engine::VerifyStats)> = out
-        .iter()
-        .map(|(r, _)| r.as_ref().expect("party failed"))
-        .collect();
-    assert_eq!(reconstruct([&r[0].0, &r[1].0, &r[2].0]), want);
-    for (_, stats) in &r {
-        // One chunk: buckets of two and two opened triples.
-        assert_eq!((stats.verifications, stats.chunks), (1, 1));
-        assert_eq!(stats.triple_words, 2 * n as u64 + 2);
-        assert!(stats.error_bound < 2f64.powi(-40));
-    }
-    for site in [ComputeSite::AndGate, ComputeSite::Triple] {
-        for cheat in PartyId::ALL {
-            let out = batch(Some((cheat, ComputeFault { site, nth: 0 })));
-            assert_detected(&out, cheat, 0, &format!("{site:?} {cheat}"));
-        }
     }
 }

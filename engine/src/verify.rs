@@ -24,9 +24,9 @@
 //!    every gate and triple of the batch is, and no party can bias it or give the two
 //!    others different views of it without being caught.
 //! 3. **Cut-and-choose and buckets.** The gates are split into chunks of at most 2^14
-//!    (the triples of a chunk, about 3 MB, stay in cache while they are permuted). Per
-//!    chunk of `N` buckets of `B` triples (`B` and `N` from [`plan_chunks`]; `B = 4` for
-//!    full chunks), a seed derived from the coin picks a uniformly random permutation of
+//!    buckets (the triples of a chunk, about 2.4 MB, stay in cache while they are
+//!    permuted), `B = 3` for full chunks, more for small ones. Per chunk of `N` buckets
+//!    of `B` triples (`B` and `N` from [`plan_chunks`]), a seed derived from the coin picks a uniformly random permutation of
 //!    its `NB + B` triple words: the first `B` are opened and checked (`c = a & b`), the
 //!    rest form buckets. In each bucket the first triple is checked against each of the
 //!    others by sacrifice, and then checks gate `k` of the chunk by sacrifice.
@@ -54,8 +54,9 @@
 //! log and not in `docs/leakage.md`.
 //!
 //! Rounds per verification: 4 (triples with commitments, reveal, openings, zero check) for
-//! each group of up to 2^19 gate words; a larger batch (the payload multiplexers of a
-//! round) is verified group by group, which bounds the memory at about 0.4 GB per party.
+//! each group of up to 2^19 gate words; a larger batch (the first levels of a 2^20
+//! sort, the payload multiplexers of a round) is verified in equal groups, which bounds
+//! the memory at about 0.3 GB per party.
 //!
 //! # Soundness
 //!
@@ -71,22 +72,41 @@
 //! exactly the required slots is `1 / C(NB + B, t)` for `t` wrong triples; it is largest
 //! at `t = B` and at `t = NB` (both `1 / C(NB + B, B)`), and wrong padding buckets
 //! (buckets past the last gate) add only lower-order terms. Hence per chunk
-//! `ε_chunk ≤ 2 / C(NB + B, B)`, and [`plan_chunks`] picks `N ≥ K` and `B ≥ 3` with
-//! `ε_chunk ≤ 2^-57` (a full chunk, `N = 2^14`, `B = 4`: `2^-58.4`). The NH tree collides
-//! with probability `≤ 2^-63` for data fixed independently of its key, which is never
-//! seen by the corrupt party. Summing, a round's soundness error is at most `2^-40` as long as it runs at
-//! most `2^16` chunks and `2^20` verifications (`2^16 · 2^-57 + 2^22 · 2^-63 = 2^-40`);
-//! a 2^20-element sort runs about 6 300 chunks in about 230 verifications. [`VerifyStats`]
-//! counts chunks and comparisons and sums the bound as it goes (`error_bound`), so a
-//! caller can check it.
+//! `ε_chunk ≤ 2 / C(NB + B, B)`, and [`plan_chunks`] picks `N ≥ K` and `B` with
+//! `ε_chunk ≤ 2^-41`: a full chunk (`N = 2^14`, `B = 3`) gives `2^-43.2`. Buckets of two
+//! would need `2 / C(2N + 2, 2) ≈ 1/N² ≤ 2^-41`, that is one chunk of `N ≥ 1 482 910`
+//! (about 2^20.5): tried, and slower at a 2^20 sort than chunks of 2^14 with `B = 3`,
+//! because that chunk's permutation and gather leave the cache. (This bound is a
+//! factor `N` better than the `N^-(B-1)` of Furukawa et al., whose buckets supply the
+//! triples that *compute* the gates, so any all-wrong bucket wins there; here a bucket
+//! only *checks* an already computed gate, and an all-wrong bucket at a right gate is
+//! caught, so the wrong triples must land exactly on the wrong gates' buckets.)
+//!
+//! A round runs many chunks, but the adversary gains only if the *first* chunk that
+//! holds a wrong gate passes: order the chunks by verification, then by index, and let
+//! `c*` be the first with a wrong gate. Whether a chunk holds a wrong gate is fixed when
+//! its verification starts, before the coin that permutes it, and its permutation (a
+//! hash of the coin and the chunk index) is independent of every earlier chunk's, so
+//! conditioned on everything before that coin, `c*` passes with probability at most
+//! `ε_{c*}`; an undetected wrong gate needs `c*` to pass. Hence the chunk term of a
+//! round's error is `max_c ε_c ≤ 2^-41`, however many chunks the round runs (a union
+//! bound over chunks, as the previous version used, is needlessly loose). The NH tree
+//! collides with probability `≤ 2^-63` for data fixed independently of its key, which
+//! is never seen by the corrupt party; these we sum (4 comparisons per verification).
+//! A round's soundness error is thus at most `2^-41 + 2^22 · 2^-63 < 2^-40` for up to
+//! `2^20` verifications (a 2^20-element sort runs a few hundred). [`VerifyStats`] keeps
+//! the largest chunk bound and the sum of the hash bounds (`error_bound` is their sum),
+//! so a caller can check it.
 //!
 //! # Cost
 //!
-//! For `K` gate words (each 64 AND gates) in full chunks, `B = 4`: `4K` triple words (one
-//! AND each), `2(B - 1)K + 2K = 8K` opened words, and NH over those and over `4K` words
-//! of `v`. Per gate word a party sends about `4 + 8 = 12` words, against 1 for the gate
-//! itself, and draws 24 stream words (random sharings and zero-sharings of the triples)
-//! against 2.
+//! For `K` gate words (each 64 AND gates) with buckets of `B`: `BK` triple words (one
+//! AND each), `2(B - 1)K + 2K = 2BK` opened words, and NH over those and over `BK` words
+//! of `v`. Per gate word a party sends about `3B` words (9 for `B = 3`),
+//! against 1 for the gate itself, and draws `6B` stream words (random sharings and
+//! zero-sharings of the triples) against 2. The triples are generated as rows (streams,
+//! AND and message bytes in one pass), and the openings and zero shares run in parallel
+//! over ranges of buckets.
 
 use crate::channel::{PartyId, Peer};
 use crate::error::EngineError;
@@ -95,7 +115,7 @@ use crate::prg::{Prg, Purpose, Seed};
 use crate::share::Shared;
 use rayon::prelude::*;
 use sha3::{Digest, Sha3_256};
-use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// Which adversary the computation is secure against.
 #[derive(
@@ -154,9 +174,17 @@ pub struct VerifyStats {
     pub chunks: u64,
     /// Keyed-hash comparisons (openings and zero checks, per pair).
     pub hash_checks: u64,
-    /// Upper bound on the probability that a wrong gate went undetected so far: the sum
-    /// of the per-chunk and per-hash bounds (see the module documentation).
+    /// Upper bound on the probability that a wrong gate went undetected so far:
+    /// `chunk_error_max + hash_error` (see the module documentation).
     pub error_bound: f64,
+    /// The largest per-chunk bound `2 / C(NB + B, B)` so far.
+    pub chunk_error_max: f64,
+    /// The sum of the keyed-hash collision bounds so far.
+    pub hash_error: f64,
+    /// Wall-clock seconds spent in each phase at this party: triples (generation and
+    /// their AND round), coin and bucketing, openings (ρ, σ and the cut-and-choose),
+    /// zero shares `v`, zero check (these include waiting for the peers).
+    pub phase_seconds: [f64; 5],
 }
 
 /// Shares of a batch of AND gates, word by word: inputs `x`, `y` and output `z`, each as
@@ -238,7 +266,8 @@ impl Gates {
 /// overwritten before use; everything is wiped when the party is dropped.
 #[derive(Default)]
 pub(crate) struct VerifyBuffers {
-    triples: Gates,
+    /// The batch's triples as rows, in generation order.
+    triples: Vec<Row>,
     rows: Vec<Row>,
     open: Shared,
     values: Vec<u64>,
@@ -250,6 +279,7 @@ pub(crate) struct VerifyBuffers {
 
 impl Drop for VerifyBuffers {
     fn drop(&mut self) {
+        self.triples.zeroize();
         self.rows.zeroize();
         self.values.zeroize();
         self.t.zeroize();
@@ -299,18 +329,19 @@ fn log2_binomial(n: usize, k: usize) -> f64 {
         .sum()
 }
 
-/// Soundness target per chunk: `ε_chunk ≤ 2^-57`.
-pub const CHUNK_SECURITY_BITS: f64 = 57.0;
+/// Soundness target per chunk: `ε_chunk ≤ 2^-41`. A round's error is the largest chunk
+/// bound plus the hash terms (module documentation), so this leaves `2^-41` for those.
+pub const CHUNK_SECURITY_BITS: f64 = 41.0;
 
-/// Largest number of buckets in one chunk: a chunk's triples (about 3 MB at `B = 4`) stay
+/// Largest number of buckets in one chunk: a chunk's triples (about 2.4 MB at `B = 3`) stay
 /// in cache while they are permuted and sacrificed.
 const MAX_CHUNK_BUCKETS: usize = 1 << 14;
 
-/// Gate words verified in one batch at most (32 full chunks; about 0.4 GB of triples and
-/// buffers per party).
+/// Gate words verified in one batch at most (32 full chunks; about 0.3 GB of triples and
+/// buffers per party). A larger batch is verified in equal groups.
 const MAX_GROUP_WORDS: usize = 32 * MAX_CHUNK_BUCKETS;
 
-/// Bucket sizes considered.
+/// Bucket sizes considered for chunks of at most [`MAX_CHUNK_BUCKETS`] buckets.
 const BUCKET_SIZES: std::ops::RangeInclusive<usize> = 3..=12;
 
 /// The fewest buckets of size `b` for which a chunk meets [`CHUNK_SECURITY_BITS`].
@@ -340,8 +371,9 @@ fn min_buckets(b: usize) -> usize {
     hi
 }
 
-/// How `k` gate words are verified: chunks of at most `2^19` buckets, each with the
-/// bucket size that needs the fewest triples while meeting [`CHUNK_SECURITY_BITS`].
+/// How `k` gate words are verified: chunks of at most [`MAX_CHUNK_BUCKETS`] buckets,
+/// each with the bucket size (three or more) that needs the fewest triples while meeting
+/// [`CHUNK_SECURITY_BITS`].
 pub fn plan_chunks(k: usize) -> Vec<ChunkPlan> {
     if k == 0 {
         return Vec::new();
@@ -488,6 +520,9 @@ const YB: usize = 3;
 const ZA: usize = 4;
 const ZB: usize = 5;
 
+/// Rows per parallel task when reading a message into rows.
+const CONVERT_ROWS: usize = 1 << 13;
+
 /// Sacrifices of one chunk: `B - 1` per bucket, one per gate.
 fn sacrifices(ch: &ChunkPlan) -> usize {
     ch.buckets * (ch.bucket - 1) + ch.gates
@@ -505,44 +540,94 @@ fn gate_row(gates: &Gates, g: usize) -> Row {
     ]
 }
 
-/// This party's shares of `ρ = x ^ a`, `σ = y ^ b` for every sacrifice of one chunk, as
-/// `(ρ, σ)` pairs: `rows` are the chunk's triples in bucket order (the first `B` opened,
-/// then bucket after bucket), its gates are `gates[gate_off..]`.
-fn open_chunk(
+/// Buckets per parallel work item in the openings and zero shares.
+const WORK_BUCKETS: usize = 1 << 12;
+
+/// A range of buckets of one chunk: the unit of parallel work after bucketing. Its
+/// sacrifices are contiguous: bucket `k` has its first triple against each of the
+/// others, then (if `k` is below the chunk's gate count) gate `k` against its first
+/// triple.
+#[derive(Clone, Copy)]
+struct Work {
+    chunk: usize,
+    lo: usize,
+    hi: usize,
+}
+
+impl Work {
+    /// Sacrifices of the buckets `lo..hi` of `ch`.
+    fn sacrifices(&self, ch: &ChunkPlan) -> usize {
+        (self.hi - self.lo) * (ch.bucket - 1) + ch.gates.min(self.hi).saturating_sub(self.lo)
+    }
+}
+
+/// The work items of a plan, in chunk order and bucket order within each chunk.
+fn work_items(plan: &[ChunkPlan]) -> Vec<Work> {
+    let mut out = Vec::new();
+    for (chunk, ch) in plan.iter().enumerate() {
+        let mut lo = 0;
+        while lo < ch.buckets {
+            let hi = ch.buckets.min(lo + WORK_BUCKETS);
+            out.push(Work { chunk, lo, hi });
+            lo = hi;
+        }
+    }
+    out
+}
+
+/// Calls `f(first, second)` for every sacrifice of the buckets of `w`, in the order of
+/// [`Work`]: `rows` are the chunk's triples in bucket order (the first `B` opened, then
+/// bucket after bucket), its gates are `gates[gate_off..]`.
+#[inline(always)]
+fn for_each_sacrifice(
     ch: &ChunkPlan,
+    w: &Work,
+    rows: &[Row],
+    gates: &Gates,
+    gate_off: usize,
+    mut f: impl FnMut(&Row, &Row),
+) {
+    let b = ch.bucket;
+    let buckets = &rows[b..];
+    for k in w.lo..w.hi {
+        let bucket = &buckets[k * b..(k + 1) * b];
+        for other in &bucket[1..] {
+            f(&bucket[0], other);
+        }
+        if k < ch.gates {
+            f(&gate_row(gates, gate_off + k), &bucket[0]);
+        }
+    }
+}
+
+/// This party's shares of `ρ = x ^ a`, `σ = y ^ b` for every sacrifice of `w` (`(x, y,
+/// z)` checked with `(a, b, c)`), as `(ρ, σ)` pairs.
+fn open_work(
+    ch: &ChunkPlan,
+    w: &Work,
     rows: &[Row],
     gates: &Gates,
     gate_off: usize,
     out_a: &mut [u64],
     out_b: &mut [u64],
 ) {
-    let b = ch.bucket;
-    let buckets = &rows[b..];
     let mut o = 0;
-    let mut pair = |f: &Row, s: &Row| {
+    for_each_sacrifice(ch, w, rows, gates, gate_off, |f, s| {
         out_a[o] = f[XA] ^ s[XA];
         out_b[o] = f[XB] ^ s[XB];
         out_a[o + 1] = f[YA] ^ s[YA];
         out_b[o + 1] = f[YB] ^ s[YB];
         o += 2;
-    };
-    for bucket in buckets.chunks_exact(b) {
-        for j in 1..b {
-            pair(&bucket[0], &bucket[j]);
-        }
-    }
-    for k in 0..ch.gates {
-        pair(&gate_row(gates, gate_off + k), &buckets[k * b]);
-    }
+    });
 }
 
-/// This party's shares of `v = z ^ c ^ (σ & a) ^ (ρ & b) ^ (ρ & σ)` for every sacrifice of
-/// one chunk (`(x, y, z)` checked with `(a, b, c)`), in the order of [`open_chunk`];
-/// `opened` holds the opened `(ρ, σ)` pairs.
+/// This party's shares of `v = z ^ c ^ (σ & a) ^ (ρ & b) ^ (ρ & σ)` for every sacrifice
+/// of `w`, in the order of [`open_work`]; `opened` holds the opened `(ρ, σ)` pairs.
 #[allow(clippy::too_many_arguments)]
-fn zero_shares_chunk(
+fn zero_shares_work(
     me: PartyId,
     ch: &ChunkPlan,
+    w: &Work,
     rows: &[Row],
     gates: &Gates,
     gate_off: usize,
@@ -554,23 +639,13 @@ fn zero_shares_chunk(
     let pub_a = if me.index() == 0 { u64::MAX } else { 0 };
     let pub_b = if me.index() == 2 { u64::MAX } else { 0 };
     let mut o = 0;
-    let mut v = |f: &Row, s: &Row| {
+    for_each_sacrifice(ch, w, rows, gates, gate_off, |f, s| {
         let (r, sg) = (opened[2 * o], opened[2 * o + 1]);
         let rsg = r & sg;
         va[o] = f[ZA] ^ s[ZA] ^ (sg & s[XA]) ^ (r & s[YA]) ^ (pub_a & rsg);
         vb[o] = f[ZB] ^ s[ZB] ^ (sg & s[XB]) ^ (r & s[YB]) ^ (pub_b & rsg);
         o += 1;
-    };
-    let b = ch.bucket;
-    let buckets = &rows[b..];
-    for bucket in buckets.chunks_exact(b) {
-        for j in 1..b {
-            v(&bucket[0], &bucket[j]);
-        }
-    }
-    for k in 0..ch.gates {
-        v(&gate_row(gates, gate_off + k), &buckets[k * b]);
-    }
+    });
 }
 
 /// Splits `v` into consecutive pieces of the given lengths.
@@ -642,9 +717,11 @@ impl Party {
         // that the triples and buffers of one group bound the memory; each group is a
         // complete verification with its own coin.
         let mut result = Ok(());
+        let groups = gates.len().div_ceil(MAX_GROUP_WORDS);
+        let per_group = gates.len().div_ceil(groups);
         let mut start = 0;
         while start < gates.len() && result.is_ok() {
-            let end = gates.len().min(start + MAX_GROUP_WORDS);
+            let end = gates.len().min(start + per_group);
             result = self.verify_batch(&gates, start..end, &mut buf);
             start = end;
         }
@@ -670,6 +747,12 @@ impl Party {
             )));
         }
         let mut failure: Option<Failure> = None;
+        let mut clock = std::time::Instant::now();
+        let mut lap = |stats: &mut VerifyStats, phase: usize| {
+            let now = std::time::Instant::now();
+            stats.phase_seconds[phase] += (now - clock).as_secs_f64();
+            clock = now;
+        };
 
         // Round 1: random triples, and the coin commitments.
         let mut coin = Coin {
@@ -677,18 +760,23 @@ impl Party {
             commitment: [0; 32],
         };
         coin.commitment = commit(self.id(), &coin.seed);
-        self.random_triples(&mut buf.triples, total);
-        let mut msg = self.take_message(total);
-        words_into_bytes(&buf.triples.za, &mut msg);
+        let msg = self.random_triples(&mut buf.triples, total);
         self.send_message(Peer::Prev, msg)?;
         self.send_bytes(Peer::Next, coin.commitment.to_vec())?;
         self.send_bytes(Peer::Prev, coin.commitment.to_vec())?;
         let got = self.recv_message(Peer::Next, total)?;
-        fit(&mut buf.triples.zb, total);
-        bytes_into_words(&got, &mut buf.triples.zb);
+        buf.triples
+            .par_chunks_mut(CONVERT_ROWS)
+            .zip(got.par_chunks(8 * CONVERT_ROWS))
+            .for_each(|(rows, bytes)| {
+                for (row, b) in rows.iter_mut().zip(bytes.chunks_exact(8)) {
+                    row[ZB] = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+                }
+            });
         self.recycle_message(got);
         let from_next = self.recv_bytes(Peer::Next, 32)?;
         let from_prev = self.recv_bytes(Peer::Prev, 32)?;
+        lap(&mut self.vstats, 0);
 
         // Round 2: reveal, echoing the commitment of the other peer.
         for (to, echo) in [(Peer::Next, &from_prev), (Peer::Prev, &from_next)] {
@@ -742,53 +830,39 @@ impl Party {
             .collect();
         let mut word_off = Vec::with_capacity(plan.len());
         let mut gate_off = Vec::with_capacity(plan.len());
-        let mut sac_off = Vec::with_capacity(plan.len());
         let (mut w, mut g, mut q) = (0usize, range.start, 0usize);
         for ch in &plan {
             word_off.push(w);
             gate_off.push(g);
-            sac_off.push(q);
             w += ch.words();
             g += ch.gates;
             q += sacrifices(ch);
         }
         let n_sac = q;
         let n_cc: usize = plan.iter().map(|c| c.bucket).sum();
+        let work = work_items(&plan);
         buf.rows.resize(total, [0; 6]);
         buf.rows.truncate(total);
         {
-            let t = &buf.triples;
+            let t = &buf.triples[..];
             split_lengths(&mut buf.rows, plan.iter().map(ChunkPlan::words))
                 .into_par_iter()
                 .enumerate()
                 .for_each_init(
-                    || (Vec::new(), Vec::new(), Zeroizing::new(Vec::new())),
-                    |(perm, words, local): &mut (Vec<u32>, Vec<u64>, Zeroizing<Vec<Row>>),
-                     (c, dst)| {
+                    || (Vec::new(), Vec::new()),
+                    |(perm, words): &mut (Vec<u32>, Vec<u64>), (c, dst)| {
                         let mut prg = Prg::new(&Seed::from_bytes(seeds[c]), Purpose::Bucketing);
                         prg.permutation_into(dst.len(), perm, words);
-                        // The chunk's triples as rows (a streaming pass), then permuted:
-                        // each random access fetches one row.
-                        let r = word_off[c]..word_off[c] + dst.len();
-                        local.clear();
-                        local.extend(
-                            t.xa[r.clone()]
-                                .iter()
-                                .zip(&t.xb[r.clone()])
-                                .zip(&t.ya[r.clone()])
-                                .zip(&t.yb[r.clone()])
-                                .zip(&t.za[r.clone()])
-                                .zip(&t.zb[r])
-                                .map(|(((((xa, xb), ya), yb), za), zb)| {
-                                    [*xa, *xb, *ya, *yb, *za, *zb]
-                                }),
-                        );
+                        // A chunk's triples (about 2.4 MB) stay in cache, so each random
+                        // access fetches one row from there.
+                        let src = &t[word_off[c]..word_off[c] + dst.len()];
                         for (d, &p) in dst.iter_mut().zip(perm.iter()) {
-                            *d = local[p as usize];
+                            *d = src[p as usize];
                         }
                     },
                 );
         }
+        lap(&mut self.vstats, 1);
         let rows_all = &buf.rows;
         let chunk_rows = |c: usize| &rows_all[word_off[c]..word_off[c] + plan[c].words()];
 
@@ -811,13 +885,14 @@ impl Party {
                     k += 1;
                 }
             }
-            let lens = || plan.iter().map(|ch| 2 * sacrifices(ch));
+            let lens = || work.iter().map(|w| 2 * w.sacrifices(&plan[w.chunk]));
             split_lengths(rest_a, lens())
                 .into_par_iter()
                 .zip(split_lengths(rest_b, lens()))
-                .enumerate()
-                .for_each(|(c, (oa, ob))| {
-                    open_chunk(&plan[c], chunk_rows(c), gates, gate_off[c], oa, ob)
+                .zip(&work)
+                .for_each(|((oa, ob), w)| {
+                    let c = w.chunk;
+                    open_work(&plan[c], w, chunk_rows(c), gates, gate_off[c], oa, ob)
                 });
         }
         // One set of hash keys per pair for the batch, as long as the longest vector
@@ -845,22 +920,42 @@ impl Party {
             failure = failure.or(fail("an opened triple is wrong (cut-and-choose)"));
         }
 
+        lap(&mut self.vstats, 2);
         // v = z ^ c ^ (σ & a) ^ (ρ & b) ^ (ρ & σ) for each sacrifice: a sharing of zero.
         let v = &mut buf.v;
         fit(&mut v.a, n_sac);
         fit(&mut v.b, n_sac);
         {
-            let lens = || plan.iter().map(sacrifices);
+            let lens = || work.iter().map(|w| w.sacrifices(&plan[w.chunk]));
+            let offsets: Vec<usize> = lens()
+                .scan(0, |acc, n| {
+                    let at = *acc;
+                    *acc += n;
+                    Some(at)
+                })
+                .collect();
             split_lengths(&mut v.a, lens())
                 .into_par_iter()
                 .zip(split_lengths(&mut v.b, lens()))
-                .enumerate()
-                .for_each(|(c, (va, vb))| {
-                    let o = &opened[2 * sac_off[c]..2 * (sac_off[c] + sacrifices(&plan[c]))];
-                    zero_shares_chunk(me, &plan[c], chunk_rows(c), gates, gate_off[c], o, va, vb)
+                .zip(work.par_iter().zip(&offsets))
+                .for_each(|((va, vb), (w, &at))| {
+                    let c = w.chunk;
+                    let o = &opened[2 * at..2 * (at + va.len())];
+                    zero_shares_work(
+                        me,
+                        &plan[c],
+                        w,
+                        chunk_rows(c),
+                        gates,
+                        gate_off[c],
+                        o,
+                        va,
+                        vb,
+                    )
                 });
         }
 
+        lap(&mut self.vstats, 3);
         // Round 4: the zero check, carrying every failure seen so far.
         let result = self.zero_check(
             &buf.v,
@@ -870,30 +965,72 @@ impl Party {
             &coin_seed,
             failure,
         );
-        let chunk_error: f64 = plan.iter().map(|c| c.log2_error().exp2()).sum();
+        lap(&mut self.vstats, 4);
+        let chunk_error = plan
+            .iter()
+            .map(|c| c.log2_error().exp2())
+            .fold(0f64, f64::max);
         self.vstats.verifications += 1;
         self.vstats.gate_words += plan.iter().map(|c| c.gates as u64).sum::<u64>();
         self.vstats.triple_words += total as u64;
         self.vstats.chunks += plan.len() as u64;
         self.vstats.hash_checks += 4;
-        self.vstats.error_bound += chunk_error + 4.0 * HASH_LOG2_ERROR.exp2();
+        self.vstats.chunk_error_max = self.vstats.chunk_error_max.max(chunk_error);
+        self.vstats.hash_error += 4.0 * HASH_LOG2_ERROR.exp2();
+        self.vstats.error_bound = self.vstats.chunk_error_max + self.vstats.hash_error;
         result
     }
 
-    /// `n` random triple words into `t`, with this party's share of `c = a & b` in
-    /// `t.za` (to be sent) and `t.zb` left for the received share: random sharings `a`,
-    /// `b` from the pairwise streams, multiplied by the semi-honest AND.
-    fn random_triples(&mut self, t: &mut Gates, n: usize) {
-        for (a, b) in [(&mut t.xa, &mut t.xb), (&mut t.ya, &mut t.yb)] {
-            fit(a, n);
-            fit(b, n);
-            self.rand.prev.fill_par(a);
-            self.rand.next.fill_par(b);
-        }
-        fit(&mut t.za, n);
-        self.and_local_into(&t.xa, &t.xb, &t.ya, &t.yb, &mut t.za);
+    /// `n` random triple words as rows into `t`, with this party's share of `c = a & b`
+    /// in the `c_i` column and the `c_{i+1}` column left for the received share; returns
+    /// the message carrying `c_i` to the previous party. Random sharings `a`, `b` come
+    /// from the pairwise streams and are multiplied by the semi-honest AND, all in one
+    /// parallel pass (streams, AND and message bytes per block of words).
+    fn random_triples(&mut self, t: &mut Vec<Row>, n: usize) -> Vec<u8> {
+        const BLOCK: usize = 512;
+        t.resize(n, [0; 6]);
+        t.truncate(n);
+        let mut msg = self.take_message(n);
+        // `a` and then `b` from each random stream (each range a whole number of blocks),
+        // the zero-sharing of `c` from the zero-sharing streams, as in the AND gate.
+        let half = n.div_ceil(2) as u64;
+        let r_prev = self.rand.prev.reserve(4 * half as usize);
+        let r_next = self.rand.next.reserve(4 * half as usize);
+        let z_prev = self.zero.prev.reserve(n);
+        let z_next = self.zero.next.reserve(n);
+        let (rp, rn) = (&self.rand.prev, &self.rand.next);
+        let (zp, zn) = (&self.zero.prev, &self.zero.next);
+        t.par_chunks_mut(BLOCK)
+            .zip(msg.par_chunks_mut(8 * BLOCK))
+            .enumerate()
+            .for_each(|(c, (rows, bytes))| {
+                let blk = (c * BLOCK / 2) as u64;
+                let len = rows.len();
+                let mut w = [[0u64; BLOCK]; 6];
+                let [xa, xb, ya, yb, r, s] = &mut w;
+                rp.fill_at(r_prev + blk, &mut xa[..len]);
+                rn.fill_at(r_next + blk, &mut xb[..len]);
+                rp.fill_at(r_prev + half + blk, &mut ya[..len]);
+                rn.fill_at(r_next + half + blk, &mut yb[..len]);
+                zp.fill_at(z_prev + blk, &mut r[..len]);
+                zn.fill_at(z_next + blk, &mut s[..len]);
+                for (k, (row, b)) in rows.iter_mut().zip(bytes.chunks_exact_mut(8)).enumerate() {
+                    let z = (xa[k] & ya[k]) ^ (xa[k] & yb[k]) ^ (xb[k] & ya[k]) ^ r[k] ^ s[k];
+                    *row = [xa[k], xb[k], ya[k], yb[k], z, 0];
+                    b.copy_from_slice(&z.to_le_bytes());
+                }
+                w.zeroize();
+            });
         #[cfg(feature = "fault-injection")]
-        self.corrupt_words(crate::fault::ComputeSite::Triple, &mut t.za);
+        {
+            let mut z: Vec<u64> = t.iter().map(|row| row[ZA]).collect();
+            self.corrupt_words(crate::fault::ComputeSite::Triple, &mut z);
+            for ((row, b), z) in t.iter_mut().zip(msg.chunks_exact_mut(8)).zip(&z) {
+                row[ZA] = *z;
+                b.copy_from_slice(&z.to_le_bytes());
+            }
+        }
+        msg
     }
 
     /// Opens `x` inside a verification (the values are one-time padded by fresh triples,
@@ -1011,8 +1148,10 @@ mod tests {
                 assert!(c.buckets <= MAX_CHUNK_BUCKETS.max(min_buckets(c.bucket)));
             }
         }
-        // Large batches use full chunks with buckets of four.
-        assert!(plan_chunks(3_000_000).iter().all(|c| c.bucket == 4));
+        // Large batches use full chunks with buckets of three.
+        assert!(plan_chunks(3_000_000)
+            .iter()
+            .all(|c| c.bucket == 3 && c.log2_error() < -43.0));
     }
 
     #[test]

@@ -142,7 +142,8 @@ fn malicious_mode_verifies_every_gate_and_counts_it() {
         // One verification per opened level.
         assert_eq!(stats.verifications, *opened);
         assert!(stats.gate_words > 0 && stats.triple_words >= 3 * stats.gate_words);
-        assert!(stats.error_bound < 2f64.powi(-45));
+        assert!(stats.error_bound < 2f64.powi(-40));
+        assert!(stats.chunk_error_max <= 2f64.powi(-41));
     }
 }
 

@@ -227,7 +227,9 @@ pub fn exchange_round(
     let routed = party.shuffle_owned(matched, NARROW)?;
     let tags =
         party.declassify_words(Reason::RouteAfterShuffle, &column(&routed, NARROW, ORIGIN))?;
+    // Exactly the public multiset: each user's mailbox and item tag once, C sentinels.
     let mut mailbox_at = vec![usize::MAX; u];
+    let mut item_seen = vec![false; u];
     let mut items = Vec::with_capacity(u + c);
     let mut sentinels = 0usize;
     for (k, &tag) in tags.iter().enumerate() {
@@ -236,9 +238,10 @@ pub fn exchange_round(
             items.push(k);
         } else if tag < 2 * u as u64 {
             let i = (tag / 2) as usize;
-            if tag % 2 == 1 {
+            if tag % 2 == 1 && !item_seen[i] {
+                item_seen[i] = true;
                 items.push(k);
-            } else if mailbox_at[i] == usize::MAX {
+            } else if tag % 2 == 0 && mailbox_at[i] == usize::MAX {
                 mailbox_at[i] = k;
             } else {
                 return Err(route_mismatch(id));

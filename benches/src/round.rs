@@ -135,7 +135,10 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
                 per_party[i].extend_from_slice(&s[i]);
             }
         }
-        let per_party = Arc::new(per_party);
+        // Each party takes its own input (moved, not cloned), so the harness holds no copy
+        // of the inputs while the round runs: peak memory is the round's.
+        let per_party: Arc<[std::sync::Mutex<Vec<u64>>; 3]> =
+            Arc::new(per_party.map(std::sync::Mutex::new));
         let prev_stores = Arc::new(stores.clone());
         let barrier = Arc::new(Barrier::new(3));
         let on = online.clone();
@@ -147,7 +150,8 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
             let before = p.stats();
             barrier.wait();
             let start = Instant::now();
-            let r = exchange_round(p, &cfg, round, &on, per_party[i].clone(), &prev_stores[i])?;
+            let mine = std::mem::take(&mut *per_party[i].lock().expect("input lock"));
+            let r = exchange_round(p, &cfg, round, &on, mine, &prev_stores[i])?;
             // Release point: in malicious mode every gate the round computed is verified
             // before its outputs would go to users (a no-op in semi-honest mode).
             p.verify_pending()?;

@@ -53,6 +53,21 @@ fn permute_into(rows: &[u64], row_words: usize, perm: &[u32], out: &mut [u64]) {
         });
 }
 
+/// Tables at least this large (words per vector, 256 MiB) do not keep an idle spare
+/// vector while their messages are in flight: at a million users that vector is 0.6 GB
+/// per party, and faulting a fresh one in for the next step is the cheaper way to keep
+/// peak memory down.
+const KEEP_SPARE_BELOW: usize = 1 << 25;
+
+/// Frees the spare vectors of a large table (see [`KEEP_SPARE_BELOW`]).
+fn trim_spare(spare: &mut Vec<Vec<u64>>, len: usize) {
+    if len >= KEEP_SPARE_BELOW {
+        for mut v in spare.drain(..) {
+            v.zeroize();
+        }
+    }
+}
+
 /// A buffer of `len` words: a spare one (stale contents, all overwritten by the
 /// caller) or a fresh one.
 fn buffer(spare: &mut Vec<Vec<u64>>, len: usize) -> Vec<u64> {
@@ -169,6 +184,7 @@ impl Party {
             permute_xor(&x.get().a, &x.get().b, row_words, &perm, &mut sent);
             x.release(spare);
             let mut y_j = buffer(spare, len);
+            trim_spare(spare, len);
             self.mask.prev.fill_par(&mut y_j);
             xor_into_par(&mut sent, &y_j);
             self.swap_rows(&mut sent, Peer::Next)?;
@@ -180,6 +196,7 @@ impl Party {
             permute_into(&x.get().b, row_words, &perm, &mut sent);
             x.release(spare);
             let mut y_j2 = buffer(spare, len);
+            trim_spare(spare, len);
             self.mask.next.fill_par(&mut y_j2);
             xor_into_par(&mut sent, &y_j2);
             self.swap_rows(&mut sent, Peer::Prev)?;

@@ -330,7 +330,15 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Check { config } => run_check(&config),
+        Command::Check { config } => {
+            // The servers refuse a RUST_LOG that does not parse; so does the check of
+            // what they would run with.
+            if let Err(e) = log_filter() {
+                eprintln!("acs check: {e}");
+                return ExitCode::from(2);
+            }
+            run_check(&config)
+        }
         Command::Exchange { config } => {
             serve("exchange", log_format, run_exchange(config), Report::Log)
         }

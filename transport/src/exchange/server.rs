@@ -1397,7 +1397,10 @@ pub async fn run(
                     tracing::warn!(error = %e, "peer session failed; rebuilding the mesh");
                     outage = Some(std::time::Instant::now());
                     lp.cfg.metrics.set_session(false);
-                    if lp.in_flight.is_some() {
+                    // A round not yet prepared is aborted here; a prepared one is
+                    // decided (and, if aborted, counted) by recovery once the peers are
+                    // back, so it is not counted twice.
+                    if lp.in_flight.as_ref().is_some_and(|f| !f.prepared) {
                         summary.aborted += 1;
                         lp.cfg.metrics.aborted(AbortReason::PeerFailure);
                     }

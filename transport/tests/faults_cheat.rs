@@ -24,14 +24,9 @@ mod crowd;
 use acs_engine::round::consistency::{EquivocationProof, SignedStatement};
 use crowd::{runtime, serial, Crowd};
 use std::time::Duration;
-use system::{committed_rounds, field, wait_until, Deployment, Options, Proc};
-
-fn logs(ps: &[Proc]) -> String {
-    ps.iter()
-        .map(|p| format!("--- {}\n{}", p.name, p.log_text()))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
+use system::{
+    assert_a_later_round_commits, committed_rounds, field, logs_of, Deployment, Options, Proc,
+};
 
 /// Runs a deployment where server `liar` lies as `lie` says (`ACS_FAULT_LIE`) in a
 /// round after the users' first; checks what the honest servers say and that nothing was
@@ -43,7 +38,7 @@ fn cheat(liar: usize, lie: &str) {
         .lines()
         .find(|l| l.contains("FAULT: this server will lie"))
         .and_then(|l| field(l, "round"))
-        .unwrap_or_else(|| panic!("the liar never armed\n{}", logs(&ex)));
+        .unwrap_or_else(|| panic!("the liar never armed\n{}", logs_of(&ex)));
     let honest: Vec<usize> = (0..3).filter(|&i| i != liar).collect();
     let about = |i: usize, what: &str| -> Vec<String> {
         ex[i]
@@ -68,7 +63,7 @@ fn cheat(liar: usize, lie: &str) {
         accusers.len(),
         1,
         "exactly one honest server should catch the lie in round {round}\n{}",
-        logs(&ex)
+        logs_of(&ex)
     );
     // The other honest server names a pair: the liar and the accuser. With the
     // accuser's own pair {value_from, check_from}, only the liar is in both.
@@ -87,7 +82,7 @@ fn cheat(liar: usize, lie: &str) {
         }),
         "server {judge} did not name the pair {{{liar}, {}}}\n{}",
         accusers[0],
-        logs(&ex)
+        logs_of(&ex)
     );
     // Nobody blames an honest server.
     for &i in &honest {
@@ -106,7 +101,7 @@ fn cheat(liar: usize, lie: &str) {
         assert!(
             !about(i, "round aborted; users told to retry").is_empty(),
             "server {i} did not abort round {round}\n{}",
-            logs(&ex)
+            logs_of(&ex)
         );
     }
     assert!(
@@ -115,15 +110,8 @@ fn cheat(liar: usize, lie: &str) {
         crowd.tally.statuses
     );
     // The servers went on: a later round committed at all three, the liar included.
-    wait_until(Duration::from_secs(60), "a later round to commit", || {
-        ex.iter()
-            .all(|p| committed_rounds(&p.log_text()).iter().any(|&r| r > round))
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&ex)));
+    assert_a_later_round_commits(&ex, round);
     crowd.assert_exactly_once();
-    for p in &ex {
-        assert!(!p.log_text().contains("panicked"), "{} panicked", p.name);
-    }
 }
 
 #[test]
@@ -197,14 +185,14 @@ fn unhex(s: &str) -> Vec<u8> {
 fn equivocation(liar: usize) {
     let (ex, _entries, crowd, d) = with_fault(liar, ("ACS_FAULT_EQUIVOCATE", "1"));
     let round = round_of(&ex[liar], "FAULT: signing a different online-set digest")
-        .unwrap_or_else(|| panic!("the liar never equivocated\n{}", logs(&ex)));
+        .unwrap_or_else(|| panic!("the liar never equivocated\n{}", logs_of(&ex)));
     let liar_key = d.descriptors()[liar].descriptor().identity_key;
     for i in (0..3).filter(|&i| i != liar) {
         let text = ex[i].log_text();
         let line = text
             .lines()
             .find(|l| l.contains("CHEATING (proven)") && field(l, "round") == Some(round))
-            .unwrap_or_else(|| panic!("server {i} holds no proof\n{}", logs(&ex)));
+            .unwrap_or_else(|| panic!("server {i} holds no proof\n{}", logs_of(&ex)));
         assert_eq!(field(line, "culprit"), Some(liar as u64), "{line}");
         eprintln!("evidence, server {i}: {line}");
         // The logged proof verifies against the liar's published identity key, and
@@ -234,20 +222,13 @@ fn equivocation(liar: usize) {
         !crowd.tally.retried_in(round).is_empty(),
         "no user was told to retry round {round}"
     );
-    wait_until(Duration::from_secs(60), "a later round to commit", || {
-        ex.iter()
-            .all(|p| committed_rounds(&p.log_text()).iter().any(|&r| r > round))
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&ex)));
+    assert_a_later_round_commits(&ex, round);
     crowd.assert_exactly_once();
     assert!(
         crowd.tally.liars.is_empty(),
         "users named a liar: {:?}",
         crowd.tally.liars
     );
-    for p in &ex {
-        assert!(!p.log_text().contains("panicked"), "{} panicked", p.name);
-    }
 }
 
 #[test]
@@ -259,7 +240,7 @@ fn a_server_that_equivocates_on_the_online_set_is_proven_so_and_the_round_aborts
 fn altered_outputs(liar: usize, field_name: &str) {
     let (ex, _entries, crowd, _d) = with_fault(liar, ("ACS_FAULT_OUTPUT", field_name));
     let round = round_of(&ex[liar], "FAULT: altering this server's output shares")
-        .unwrap_or_else(|| panic!("the liar never altered outputs\n{}", logs(&ex)));
+        .unwrap_or_else(|| panic!("the liar never altered outputs\n{}", logs_of(&ex)));
     // The round committed everywhere (the servers' own checks passed: the lie is only in
     // what went to the users), every user of that round named the liar, and nobody else
     // was ever named.

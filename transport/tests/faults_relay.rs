@@ -33,12 +33,7 @@ struct Run {
 
 impl Run {
     fn logs(&self) -> String {
-        self.exchanges
-            .iter()
-            .chain(&self.entries)
-            .map(|p| format!("--- {}\n{}", p.name, p.log_text()))
-            .collect::<Vec<_>>()
-            .join("\n")
+        system::logs_of(self.exchanges.iter().chain(&self.entries))
     }
 
     /// `(rejected, reason)` lines of server `server`'s log for the tampered round that

@@ -30,17 +30,7 @@ struct Run {
 
 impl Run {
     fn logs(&self) -> String {
-        let mut s = String::new();
-        for p in &self.exchanges {
-            let t = p.log_text();
-            let lines: Vec<&str> = t.lines().collect();
-            s.push_str(&format!(
-                "--- {}\n{}\n",
-                p.name,
-                lines[lines.len().saturating_sub(50)..].join("\n")
-            ));
-        }
-        s
+        system::logs_of(&self.exchanges)
     }
 
     /// Kills server `i` (SIGKILL: as a crash or a pulled plug).

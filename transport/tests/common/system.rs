@@ -538,19 +538,7 @@ impl System {
 
     /// Every log, for failure messages (the last 40 lines of each).
     pub fn logs(&self) -> String {
-        let mut s = String::new();
-        for p in self.all() {
-            let text = p.log_text();
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = &lines[lines.len().saturating_sub(40)..];
-            s.push_str(&format!(
-                "--- {} ({})\n{}\n",
-                p.name,
-                p.log.display(),
-                tail.join("\n")
-            ));
-        }
-        s
+        logs_of(self.all())
     }
 
     /// SIGTERM to everything; waits for the processes to exit. A server exits 0 on its own
@@ -618,4 +606,35 @@ pub fn wait_until(
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
+}
+
+/// The logs of `procs`, for failure messages (the last 40 lines of each).
+pub fn logs_of<'a>(procs: impl IntoIterator<Item = &'a Proc>) -> String {
+    let mut s = String::new();
+    for p in procs {
+        let text = p.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(40)..];
+        s.push_str(&format!(
+            "--- {} ({})\n{}\n",
+            p.name,
+            p.log.display(),
+            tail.join("\n")
+        ));
+    }
+    s
+}
+
+/// After a round that went wrong: the servers go on, so a round after `round` commits at
+/// every one of `servers` within 60 s, and none of them panicked.
+pub fn assert_a_later_round_commits(servers: &[Proc], round: u64) {
+    wait_until(Duration::from_secs(60), "a later round to commit", || {
+        servers
+            .iter()
+            .all(|p| committed_rounds(&p.log_text()).iter().any(|&r| r > round))
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs_of(servers)));
+    for p in servers {
+        assert!(!p.log_text().contains("panicked"), "{} panicked", p.name);
+    }
 }

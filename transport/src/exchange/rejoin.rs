@@ -687,6 +687,21 @@ mod tests {
             assert_eq!((prev.state.last_round, next.state.last_round), (9, 8));
         }
 
+        /// A well-formed state for round 7, which each case below spoils in one field.
+        fn honest_state() -> RejoinState {
+            RejoinState {
+                round: 7,
+                last_round: 7,
+                component: 1,
+                component_bytes: (WORDS * 8) as u64,
+                registrations: 0,
+                store_round: 0,
+                nonce: [0; 32],
+                relayed: None,
+                third: None,
+            }
+        }
+
         /// What a faulty or lying peer sends, and the error it gets.
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn bad_peer_state_is_refused_with_a_reason_naming_the_peer() {
@@ -698,15 +713,10 @@ mod tests {
                         c.send(
                             Peer::Next,
                             &RejoinState {
-                                round: 7,
-                                last_round: 7,
                                 component: 0,
                                 component_bytes: (WORDS * 8) as u64,
                                 registrations: 0,
-                                store_round: 0,
-                                nonce: [0; 32],
-                                relayed: None,
-                                third: None,
+                                ..honest_state()
                             },
                         )
                         .unwrap()
@@ -724,15 +734,10 @@ mod tests {
                         c.send(
                             Peer::Next,
                             &RejoinState {
-                                round: 7,
-                                last_round: 7,
                                 component: 1,
                                 component_bytes: (WORDS * 8) as u64,
                                 registrations: u64::MAX,
-                                store_round: 0,
-                                nonce: [0; 32],
-                                relayed: None,
-                                third: None,
+                                ..honest_state()
                             },
                         )
                         .unwrap()
@@ -744,15 +749,10 @@ mod tests {
                         c.send(
                             Peer::Next,
                             &RejoinState {
-                                round: 7,
-                                last_round: 7,
                                 component: 1,
                                 component_bytes: 8,
                                 registrations: 0,
-                                store_round: 0,
-                                nonce: [0; 32],
-                                relayed: None,
-                                third: None,
+                                ..honest_state()
                             },
                         )
                         .unwrap();

@@ -154,6 +154,17 @@ fn random_online(rng: &mut StdRng, users: &[u64], fraction: f64) -> Vec<u64> {
         .collect()
 }
 
+/// A round where each of `users` is online with probability `fraction` and sends a
+/// random block.
+fn random_plan(rng: &mut StdRng, cfg: &RoundConfig, users: &[u64], fraction: f64) -> Plan {
+    let online = random_online(rng, users, fraction);
+    let blocks = online
+        .iter()
+        .map(|_| random_block(rng, cfg, users))
+        .collect();
+    Plan { online, blocks }
+}
+
 #[test]
 fn random_workloads_with_offline_users_match_the_ideal_round() {
     let cfg = RoundConfig {
@@ -163,14 +174,7 @@ fn random_workloads_with_offline_users_match_the_ideal_round() {
     };
     for seed in 0..12 {
         let users = population(40, seed);
-        run_rounds(cfg, 6, seed, |_, rng| {
-            let online = random_online(rng, &users, 0.6);
-            let blocks = online
-                .iter()
-                .map(|_| random_block(rng, &cfg, &users))
-                .collect();
-            Plan { online, blocks }
-        });
+        run_rounds(cfg, 6, seed, |_, rng| random_plan(rng, &cfg, &users, 0.6));
     }
 }
 
@@ -184,12 +188,7 @@ fn malicious_mode_rounds_match_the_ideal_round() {
     for seed in 0..3 {
         let users = population(30, 100 + seed);
         run_rounds_in(SecurityMode::Malicious, cfg, 3, seed, |_, rng| {
-            let online = random_online(rng, &users, 0.7);
-            let blocks = online
-                .iter()
-                .map(|_| random_block(rng, &cfg, &users))
-                .collect();
-            Plan { online, blocks }
+            random_plan(rng, &cfg, &users, 0.7)
         });
     }
 }
@@ -373,12 +372,7 @@ fn hundreds_of_random_workloads_up_to_a_thousand_users() {
         };
         let users = population(n + n / 2, 1000 + seed);
         run_rounds(cfg, 2, 5000 + seed, |_, rng| {
-            let online = random_online(rng, &users, 0.7);
-            let blocks = online
-                .iter()
-                .map(|_| random_block(rng, &cfg, &users))
-                .collect();
-            Plan { online, blocks }
+            random_plan(rng, &cfg, &users, 0.7)
         });
     }
 }

@@ -319,14 +319,10 @@ pub fn exchange_round(
         a: Vec::with_capacity(c),
         b: Vec::with_capacity(c),
     };
-    for (share, out, val) in [
-        (Share::A, &mut fates.a, &mut valid.a),
-        (Share::B, &mut fates.b, &mut valid.b),
+    for (share, keys, out, val) in [
+        (Share::A, &sorted2.keys.a, &mut fates.a, &mut valid.a),
+        (Share::B, &sorted2.keys.b, &mut fates.b, &mut valid.b),
     ] {
-        let keys = match share {
-            Share::A => &sorted2.keys.a,
-            Share::B => &sorted2.keys.b,
-        };
         let dests = share.of(&sorted2.payload);
         let holds_x0 = public_word(id, share, u64::MAX);
         for t in 0..n2 {

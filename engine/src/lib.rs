@@ -29,6 +29,7 @@ pub mod prg;
 pub mod round;
 pub mod share;
 pub mod shuffle;
+pub mod shuffle_mac;
 pub mod sort;
 pub mod testing;
 pub mod transpose;

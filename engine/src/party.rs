@@ -385,6 +385,28 @@ impl Party {
         Ok(out)
     }
 
+    /// Adds this party's share of a fresh zero-sharing to `z`, as an AND layer does
+    /// before re-sharing (the three shares XOR to zero; each is uniform to the others).
+    pub(crate) fn add_zero_sharing(&mut self, z: &mut [u64]) {
+        let n = z.len();
+        let start_prev = self.zero.prev.reserve(n);
+        let start_next = self.zero.next.reserve(n);
+        let (sp, sn) = (&self.zero.prev, &self.zero.next);
+        z.par_chunks_mut(CHUNK_WORDS)
+            .enumerate()
+            .for_each(|(c, zc)| {
+                let off = (c * CHUNK_WORDS / 2) as u64;
+                let mut r = [0u64; CHUNK_WORDS];
+                let mut s = [0u64; CHUNK_WORDS];
+                let len = zc.len();
+                sp.fill_at(start_prev + off, &mut r[..len]);
+                sn.fill_at(start_next + off, &mut s[..len]);
+                for k in 0..len {
+                    zc[k] ^= r[k] ^ s[k];
+                }
+            });
+    }
+
     /// This party's local half of an AND layer: `z_i` before resharing.
     pub(crate) fn and_local(&mut self, xa: &[u64], xb: &[u64], ya: &[u64], yb: &[u64]) -> Vec<u64> {
         let mut z = vec![0u64; xa.len()];

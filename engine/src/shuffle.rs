@@ -18,6 +18,7 @@ use crate::channel::Peer;
 use crate::error::EngineError;
 use crate::party::{words_into_bytes, Party};
 use crate::share::{xor_into, Shared};
+use crate::shuffle_mac::MAC_WORDS;
 use rayon::prelude::*;
 use zeroize::Zeroize;
 
@@ -113,11 +114,37 @@ impl StepInput<'_> {
     }
 }
 
+/// One table a shuffle moves: its current rows, their width, and the spare buffers its
+/// steps reuse. All tables of one shuffle move under the same permutations.
+struct Part<'a> {
+    input: StepInput<'a>,
+    row_words: usize,
+    spare: Vec<Vec<u64>>,
+}
+
+impl<'a> Part<'a> {
+    fn new(input: StepInput<'a>, row_words: usize) -> Self {
+        Part {
+            input,
+            row_words,
+            spare: Vec::new(),
+        }
+    }
+}
+
+impl Drop for Part<'_> {
+    fn drop(&mut self) {
+        for v in &mut self.spare {
+            v.zeroize();
+        }
+    }
+}
+
 impl Party {
     /// Shuffles the `n = table.len() / row_words` rows of `table` with a permutation no
     /// single party knows, re-randomizing every share.
     pub fn shuffle(&mut self, table: &Shared, row_words: usize) -> Result<Shared, EngineError> {
-        self.shuffle_with(table, None, row_words)
+        self.shuffle_with(StepInput::Borrowed(table), row_words)
     }
 
     /// [`Party::shuffle`] of a table the caller no longer needs: its buffers become the
@@ -127,111 +154,156 @@ impl Party {
         table: Shared,
         row_words: usize,
     ) -> Result<Shared, EngineError> {
-        self.shuffle_with(&Shared::default(), Some(table), row_words)
+        self.shuffle_with(StepInput::Owned(table), row_words)
     }
 
-    /// Shuffles `owned` if given, else `table`.
     fn shuffle_with(
         &mut self,
-        table: &Shared,
-        mut owned: Option<Shared>,
+        table: StepInput<'_>,
         row_words: usize,
     ) -> Result<Shared, EngineError> {
         // Malicious mode: the table's gates are verified before it is shuffled, so the
         // openings that follow a shuffle (the routing tags) never depend on an
         // unverified gate, whatever the caller does.
         self.verify_pending()?;
-        let words = owned.as_ref().unwrap_or(table).len();
+        let words = table.get().len();
         if row_words == 0 || !words.is_multiple_of(row_words) {
             return Err(EngineError::InvalidInput(format!(
                 "table of {words} words is not whole rows of {row_words}"
             )));
         }
         let n = words / row_words;
-        // Each step's input buffers become its own output buffers as soon as it has read
-        // them, so a party holds three table-sized vectors at most (two at the party that
-        // only draws masks), and a large table is faulted in once, not three times.
-        let mut spare = Vec::new();
-        let first = match owned.take() {
-            Some(t) => StepInput::Owned(t),
-            None => StepInput::Borrowed(table),
+        // Malicious mode: each row gets a MAC tag that the shuffle moves with it, and the
+        // tags are checked before anyone can open a shuffled value (`shuffle_mac`).
+        let mac = if self.malicious() {
+            let key = self.mac_key();
+            let tags = self.mac_tags(&key, table.get(), row_words)?;
+            Some((key, tags))
+        } else {
+            None
         };
-        let mut cur = self.shuffle_step(first, row_words, n, 0, &mut spare)?;
-        for j in 1..3 {
-            let old = std::mem::take(&mut cur);
-            cur = self.shuffle_step(StepInput::Owned(old), row_words, n, j, &mut spare)?;
+        let mut parts = vec![Part::new(table, row_words)];
+        let key = mac.map(|(key, tags)| {
+            parts.push(Part::new(StepInput::Owned(tags), MAC_WORDS));
+            key
+        });
+        for j in 0..3 {
+            self.shuffle_step(&mut parts, n, j)?;
         }
-        for mut v in spare {
-            v.zeroize();
+        let mut out: Vec<Shared> = parts
+            .iter_mut()
+            .map(
+                |p| match std::mem::replace(&mut p.input, StepInput::Owned(Shared::default())) {
+                    StepInput::Owned(t) => t,
+                    StepInput::Borrowed(_) => unreachable!("every step's output is owned"),
+                },
+            )
+            .collect();
+        drop(parts);
+        if let Some(key) = key {
+            let tags = out.pop().expect("the tags are the last part");
+            self.mac_check(key, &out[0], &tags, row_words)?;
         }
-        Ok(cur)
+        Ok(out.pop().expect("the table is the first part"))
     }
 
+    /// Step `j` of the shuffle, on every part: each part's input is replaced by its
+    /// output.
     fn shuffle_step(
         &mut self,
-        x: StepInput<'_>,
-        row_words: usize,
+        parts: &mut [Part<'_>],
         n: usize,
         j: usize,
-        spare: &mut Vec<Vec<u64>>,
-    ) -> Result<Shared, EngineError> {
+    ) -> Result<(), EngineError> {
         let me = self.id().index();
-        let len = n * row_words;
-        if me == j {
-            // A: u = x_j ^ x_{j+1}; permutation shared with B (next); y_j with C (prev).
-            let perm = self.perm.next.permutation(n);
-            let mut sent = buffer(spare, len);
-            permute_xor(&x.get().a, &x.get().b, row_words, &perm, &mut sent);
-            x.release(spare);
-            let mut y_j = buffer(spare, len);
-            trim_spare(spare, len);
-            self.mask.prev.fill_par(&mut y_j);
-            xor_into_par(&mut sent, &y_j);
-            self.swap_rows(&mut sent, Peer::Next)?;
-            Ok(Shared { a: y_j, b: sent })
-        } else if me == (j + 1) % 3 {
-            // B: v = x_{j+2}; permutation shared with A (prev); y_{j+2} with C (next).
-            let perm = self.perm.prev.permutation(n);
-            let mut sent = buffer(spare, len);
-            permute_into(&x.get().b, row_words, &perm, &mut sent);
-            x.release(spare);
-            let mut y_j2 = buffer(spare, len);
-            trim_spare(spare, len);
-            self.mask.next.fill_par(&mut y_j2);
-            xor_into_par(&mut sent, &y_j2);
-            self.swap_rows(&mut sent, Peer::Prev)?;
-            Ok(Shared { a: sent, b: y_j2 })
+        if me == j || me == (j + 1) % 3 {
+            let is_a = me == j;
+            // A: u = x_j ^ x_{j+1}, permutation shared with B (next), y_j with C (prev).
+            // B: v = x_{j+2}, permutation shared with A (prev), y_{j+2} with C (next).
+            let perm = if is_a {
+                self.perm.next.permutation(n)
+            } else {
+                self.perm.prev.permutation(n)
+            };
+            let mut sent = Vec::with_capacity(parts.len());
+            let mut masks = Vec::with_capacity(parts.len());
+            for p in parts.iter_mut() {
+                let len = n * p.row_words;
+                let mut s = buffer(&mut p.spare, len);
+                let x = std::mem::replace(&mut p.input, StepInput::Owned(Shared::default()));
+                if is_a {
+                    permute_xor(&x.get().a, &x.get().b, p.row_words, &perm, &mut s);
+                } else {
+                    permute_into(&x.get().b, p.row_words, &perm, &mut s);
+                }
+                x.release(&mut p.spare);
+                let mut y = buffer(&mut p.spare, len);
+                trim_spare(&mut p.spare, len);
+                if is_a {
+                    self.mask.prev.fill_par(&mut y);
+                } else {
+                    self.mask.next.fill_par(&mut y);
+                }
+                xor_into_par(&mut s, &y);
+                sent.push(s);
+                masks.push(y);
+            }
+            self.swap_rows(&mut sent, if is_a { Peer::Next } else { Peer::Prev })?;
+            for ((p, s), y) in parts.iter_mut().zip(sent).zip(masks) {
+                p.input = StepInput::Owned(if is_a {
+                    Shared { a: y, b: s }
+                } else {
+                    Shared { a: s, b: y }
+                });
+            }
         } else {
             // C: draws y_j (with A, its next) and y_{j+2} (with B, its prev).
-            x.release(spare);
-            let mut y_j = buffer(spare, len);
-            self.mask.next.fill_par(&mut y_j);
-            let mut y_j2 = buffer(spare, len);
-            self.mask.prev.fill_par(&mut y_j2);
+            for p in parts.iter_mut() {
+                let len = n * p.row_words;
+                std::mem::replace(&mut p.input, StepInput::Owned(Shared::default()))
+                    .release(&mut p.spare);
+                let mut y_j = buffer(&mut p.spare, len);
+                self.mask.next.fill_par(&mut y_j);
+                let mut y_j2 = buffer(&mut p.spare, len);
+                self.mask.prev.fill_par(&mut y_j2);
+                p.input = StepInput::Owned(Shared { a: y_j2, b: y_j });
+            }
             self.count_round();
-            Ok(Shared { a: y_j2, b: y_j })
         }
+        Ok(())
     }
 
-    /// Sends `sent` to `peer`, receives as many words from it, and XORs them into
-    /// `sent`, reading them straight from the received message.
-    fn swap_rows(&mut self, sent: &mut [u64], peer: Peer) -> Result<(), EngineError> {
-        let mut msg = self.take_message(sent.len());
-        words_into_bytes(sent, &mut msg);
+    /// Sends the parts' rows in `sent` to `peer` as one message, receives as many words
+    /// from it, and XORs them into `sent`, reading them straight from the received
+    /// message.
+    fn swap_rows(&mut self, sent: &mut [Vec<u64>], peer: Peer) -> Result<(), EngineError> {
+        let total: usize = sent.iter().map(Vec::len).sum();
+        let mut msg = self.take_message(total);
+        let mut off = 0;
+        for s in sent.iter() {
+            words_into_bytes(s, &mut msg[8 * off..8 * (off + s.len())]);
+            off += s.len();
+        }
         #[cfg(feature = "fault-injection")]
         if self.corrupt_bytes(crate::fault::ComputeSite::Reshare, &mut msg) {
-            sent[0] ^= 1;
+            // The liar keeps its own copy equal to what it sent (consistent shares).
+            sent[0][0] ^= 1;
         }
         self.send_message(peer, msg)?;
-        let got = self.recv_message(peer, sent.len())?;
+        let got = self.recv_message(peer, total)?;
         const CHUNK: usize = 1 << 14;
-        sent.par_chunks_mut(CHUNK)
-            .zip(got.par_chunks(8 * CHUNK))
-            .for_each(|(d, b)| {
-                for (x, w) in d.iter_mut().zip(b.chunks_exact(8)) {
-                    *x ^= u64::from_le_bytes(w.try_into().expect("8 bytes"));
-                }
-            });
+        let mut off = 0;
+        for s in sent.iter_mut() {
+            let bytes = &got[8 * off..8 * (off + s.len())];
+            off += s.len();
+            s.par_chunks_mut(CHUNK)
+                .zip(bytes.par_chunks(8 * CHUNK))
+                .for_each(|(d, b)| {
+                    for (x, w) in d.iter_mut().zip(b.chunks_exact(8)) {
+                        *x ^= u64::from_le_bytes(w.try_into().expect("8 bytes"));
+                    }
+                });
+        }
         self.recycle_message(got);
         Ok(())
     }

@@ -174,13 +174,17 @@ pub struct VerifyStats {
     pub chunks: u64,
     /// Keyed-hash comparisons (openings and zero checks, per pair).
     pub hash_checks: u64,
-    /// Upper bound on the probability that a wrong gate went undetected so far:
-    /// `chunk_error_max + hash_error` (see the module documentation).
+    /// Upper bound on the probability that a wrong gate or shuffle went undetected so
+    /// far: `chunk_error_max + hash_error + mac_error` (see the module documentation).
     pub error_bound: f64,
     /// The largest per-chunk bound `2 / C(NB + B, B)` so far.
     pub chunk_error_max: f64,
     /// The sum of the keyed-hash collision bounds so far.
     pub hash_error: f64,
+    /// Shuffles checked by their MAC (`shuffle_mac`).
+    pub shuffle_checks: u64,
+    /// The sum of the shuffle checks' bounds so far (see `shuffle_mac`).
+    pub mac_error: f64,
     /// Wall-clock seconds spent in each phase at this party: triples (generation and
     /// their AND round), coin and bucketing, openings (ρ, σ and the cut-and-choose),
     /// zero shares `v`, zero check (these include waiting for the peers).
@@ -401,7 +405,7 @@ const HASH_BLOCK: usize = 1 << 10;
 
 /// Key words [`hash_with`] needs for inputs of up to `n` words: one first-level key, and
 /// two second-level words per block.
-fn hash_key_words(n: usize) -> usize {
+pub(crate) fn hash_key_words(n: usize) -> usize {
     HASH_BLOCK + 2 * n.div_ceil(HASH_BLOCK)
 }
 
@@ -417,7 +421,7 @@ fn keyed_hashes<const M: usize>(prg: &Prg, start: u64, xs: [&[u64]; M]) -> [u128
 /// `n` key words from block `start` of `prg`, into `out`. A verification draws one key
 /// per pair and uses it for every comparison of the batch (each compares data fixed
 /// before, and independently of, the key).
-fn hash_keys(prg: &Prg, start: u64, n: usize, out: &mut Vec<u64>) {
+pub(crate) fn hash_keys(prg: &Prg, start: u64, n: usize, out: &mut Vec<u64>) {
     fit(out, n);
     prg.fill_at(start, out);
 }
@@ -478,7 +482,7 @@ fn hash_with<const M: usize>(keys: &[u64], xs: [&[u64]; M]) -> [u128; M] {
 }
 
 /// Log2 of the keyed hash's collision bound.
-const HASH_LOG2_ERROR: f64 = -63.0;
+pub(crate) const HASH_LOG2_ERROR: f64 = -63.0;
 
 /// The coin toss in progress: this party's seed and what it has received.
 struct Coin {
@@ -499,7 +503,7 @@ fn commit(party: PartyId, seed: &[u8; 32]) -> [u8; 32] {
 
 /// A failure found during a verification batch, reported to the peers in the zero check.
 #[derive(Clone, Debug)]
-struct Failure {
+pub(crate) struct Failure {
     what: String,
     culprit: Option<PartyId>,
 }
@@ -697,6 +701,70 @@ impl Party {
         }
     }
 
+    /// A joint random seed no party can bias or predict before it is fixed (two rounds):
+    /// commit, then reveal with echoes, as in a verification. A disagreement found on
+    /// the way is returned for the caller to report in its zero check.
+    pub(crate) fn toss_coin(&mut self) -> Result<([u8; 32], Option<Failure>), EngineError> {
+        let mut coin = Coin {
+            seed: Seed::random().to_bytes(),
+            commitment: [0; 32],
+        };
+        coin.commitment = commit(self.id(), &coin.seed);
+        self.send_bytes(Peer::Next, coin.commitment.to_vec())?;
+        self.send_bytes(Peer::Prev, coin.commitment.to_vec())?;
+        let from_next = self.recv_bytes(Peer::Next, 32)?;
+        let from_prev = self.recv_bytes(Peer::Prev, 32)?;
+        self.count_round();
+        let mut failure = None;
+        let seed = self.coin_reveal(coin, &from_next, &from_prev, &mut failure)?;
+        Ok((seed, failure))
+    }
+
+    /// The second round of a coin toss: reveal this party's seed with the commitment it
+    /// got from the other peer, check the peers' reveals, and hash the three seeds.
+    fn coin_reveal(
+        &mut self,
+        mut coin: Coin,
+        from_next: &[u8],
+        from_prev: &[u8],
+        failure: &mut Option<Failure>,
+    ) -> Result<[u8; 32], EngineError> {
+        for (to, echo) in [(Peer::Next, from_prev), (Peer::Prev, from_next)] {
+            let mut msg = coin.seed.to_vec();
+            msg.extend_from_slice(echo);
+            self.send_bytes(to, msg)?;
+        }
+        let reveal_next = self.recv_bytes(Peer::Next, 64)?;
+        let reveal_prev = self.recv_bytes(Peer::Prev, 64)?;
+        self.count_round();
+        let me = self.id();
+        let mut seeds = [[0u8; 32]; 3];
+        seeds[me.index()] = coin.seed;
+        for (peer, reveal, committed, other_commit) in [
+            (me.next(), &reveal_next, from_next, from_prev),
+            (me.prev(), &reveal_prev, from_prev, from_next),
+        ] {
+            let seed: [u8; 32] = reveal[..32].try_into().expect("32 bytes");
+            if commit(peer, &seed)[..] != committed[..] {
+                failure.get_or_insert(Failure {
+                    what: format!("{peer}'s coin-toss seed does not open its commitment"),
+                    culprit: Some(peer),
+                });
+            }
+            if reveal[32..] != other_commit[..] && failure.is_none() {
+                *failure = fail("the coin-toss commitments the two peers report disagree");
+            }
+            seeds[peer.index()] = seed;
+        }
+        let mut h = Sha3_256::new();
+        h.update(COIN_DOMAIN);
+        for s in &seeds {
+            h.update(s);
+        }
+        coin.seed.zeroize();
+        Ok(h.finalize().into())
+    }
+
     /// Whether AND gates must be recorded.
     pub(crate) fn malicious(&self) -> bool {
         self.mode == SecurityMode::Malicious
@@ -779,42 +847,8 @@ impl Party {
         lap(&mut self.vstats, 0);
 
         // Round 2: reveal, echoing the commitment of the other peer.
-        for (to, echo) in [(Peer::Next, &from_prev), (Peer::Prev, &from_next)] {
-            let mut msg = coin.seed.to_vec();
-            msg.extend_from_slice(echo);
-            self.send_bytes(to, msg)?;
-        }
-        let reveal_next = self.recv_bytes(Peer::Next, 64)?;
-        let reveal_prev = self.recv_bytes(Peer::Prev, 64)?;
-        self.count_round();
+        let coin_seed = self.coin_reveal(coin, &from_next, &from_prev, &mut failure)?;
         let me = self.id();
-        let mut seeds = [[0u8; 32]; 3];
-        seeds[me.index()] = coin.seed;
-        for (peer, reveal, committed, other_commit) in [
-            (me.next(), &reveal_next, &from_next, &from_prev),
-            (me.prev(), &reveal_prev, &from_prev, &from_next),
-        ] {
-            let seed: [u8; 32] = reveal[..32].try_into().expect("32 bytes");
-            if commit(peer, &seed)[..] != committed[..] {
-                failure.get_or_insert(Failure {
-                    what: format!("{peer}'s coin-toss seed does not open its commitment"),
-                    culprit: Some(peer),
-                });
-            }
-            if reveal[32..] != other_commit[..] {
-                failure = failure.or(fail(
-                    "the coin-toss commitments the two peers report disagree",
-                ));
-            }
-            seeds[peer.index()] = seed;
-        }
-        let mut h = Sha3_256::new();
-        h.update(COIN_DOMAIN);
-        for s in &seeds {
-            h.update(s);
-        }
-        let coin_seed: [u8; 32] = h.finalize().into();
-        coin.seed.zeroize();
 
         // Bucketing, chunk by chunk in parallel: each chunk's triples in the order of a
         // permutation from the coin, gathered into rows. A chunk's triples fit in cache,
@@ -960,10 +994,10 @@ impl Party {
         let result = self.zero_check(
             &buf.v,
             &mut buf.t,
-            &buf.key_next,
-            &buf.key_prev,
+            [&buf.key_next, &buf.key_prev],
             &coin_seed,
             failure,
+            "an AND gate or a triple is wrong (sacrifice check)",
         );
         lap(&mut self.vstats, 4);
         let chunk_error = plan
@@ -977,7 +1011,8 @@ impl Party {
         self.vstats.hash_checks += 4;
         self.vstats.chunk_error_max = self.vstats.chunk_error_max.max(chunk_error);
         self.vstats.hash_error += 4.0 * HASH_LOG2_ERROR.exp2();
-        self.vstats.error_bound = self.vstats.chunk_error_max + self.vstats.hash_error;
+        self.vstats.error_bound =
+            self.vstats.chunk_error_max + self.vstats.hash_error + self.vstats.mac_error;
         result
     }
 
@@ -1067,15 +1102,15 @@ impl Party {
     }
 
     /// Checks that `v` is a sharing of zero and that both peers saw the same coin and no
-    /// failure. One round.
-    fn zero_check(
+    /// failure; `wrong` says what a non-zero `v` means. One round.
+    pub(crate) fn zero_check(
         &mut self,
         v: &Shared,
         t: &mut Vec<u64>,
-        key_next: &[u64],
-        key_prev: &[u64],
+        [key_next, key_prev]: [&[u64]; 2],
         coin: &[u8; 32],
         failure: Option<Failure>,
+        wrong: &str,
     ) -> Result<(), EngineError> {
         t.clear();
         t.par_extend(v.a.par_iter().zip(&v.b).map(|(a, b)| a ^ b));
@@ -1115,7 +1150,7 @@ impl Party {
             }
             if got[9..] != mine.to_le_bytes()[..] {
                 return Err(EngineError::VerificationFailed {
-                    what: "an AND gate or a triple is wrong (sacrifice check)".into(),
+                    what: wrong.into(),
                     culprit: None,
                 });
             }

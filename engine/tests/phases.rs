@@ -91,35 +91,44 @@ fn a_fault_aimed_at_a_phase_fires_there_and_is_caught_before_the_next_opening() 
             (Phase::Mux, 0),
         ] {
             let out = round(cheat, phase, ComputeSite::AndGate, nth);
-            let fired = out[cheat.index()]
-                .3
-                .unwrap_or_else(|| panic!("{phase:?} #{nth} by {cheat} never fired"));
-            for h in PartyId::ALL.into_iter().filter(|&h| h != cheat) {
-                let (r, _, opened, _) = &out[h.index()];
-                assert!(
-                    matches!(
-                        r,
-                        Err(EngineError::VerificationFailed { culprit: None, .. })
-                    ),
-                    "{phase:?} #{nth} by {cheat}: honest {h} ended with {r:?}"
-                );
-                assert!(
-                    *opened <= fired,
-                    "{phase:?} #{nth} by {cheat}: honest {h} began {opened} openings, the fault fired after {fired}"
-                );
-            }
+            assert_caught(&out, cheat, &format!("{phase:?} #{nth}"));
         }
     }
 }
 
+/// Checks that every honest party stopped with `VerificationFailed` naming nobody, and
+/// began no opening after the fault fired.
+fn assert_caught(out: &[End; 3], cheat: PartyId, what: &str) {
+    let fired = out[cheat.index()]
+        .3
+        .unwrap_or_else(|| panic!("{what} by {cheat} never fired"));
+    for h in PartyId::ALL.into_iter().filter(|&h| h != cheat) {
+        let (r, _, opened, _) = &out[h.index()];
+        assert!(
+            matches!(
+                r,
+                Err(EngineError::VerificationFailed { culprit: None, .. })
+            ),
+            "{what} by {cheat}: honest {h} ended with {r:?}"
+        );
+        assert!(
+            *opened <= fired,
+            "{what} by {cheat}: honest {h} began {opened} openings, the fault fired after {fired}"
+        );
+    }
+}
+
 #[test]
-fn a_wrong_reshare_in_the_sort_is_not_caught_yet() {
-    // KNOWN GAP (docs/security.md, "Known gaps"): a reshare message is computed by its
-    // sender alone; the round completes at every party. Pinned so that closing the gap
-    // is noticed.
+fn a_wrong_reshare_in_any_shuffle_is_caught_before_the_next_opening() {
+    // Each party sends in two of a shuffle's three steps. The round's two sorts each
+    // begin with a shuffle (Sort #0-3); routing shuffles three tables (Route #0-5).
     for cheat in PartyId::ALL {
-        let out = round(cheat, Phase::Sort, ComputeSite::Reshare, 0);
-        assert!(out[cheat.index()].3.is_some(), "the fault fired");
-        assert!(out.iter().all(|e| e.0.is_ok()), "{cheat}: a party stopped");
+        for (phase, nth) in (0..4)
+            .map(|n| (Phase::Sort, n))
+            .chain((0..6).map(|n| (Phase::Route, n)))
+        {
+            let out = round(cheat, phase, ComputeSite::Reshare, nth);
+            assert_caught(&out, cheat, &format!("reshare {phase:?} #{nth}"));
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! A server that lies inside the computation, not in an opening (issue 12, item 5): three
 //! real `acs exchange` processes in malicious mode, one of them (built with the
 //! `fault-injection` feature, `ACS_FAULT_COMPUTE`) sending a wrong share of one AND
-//! layer in a round its users take part in. The verification of the AND gates before the
-//! next opening fails at both honest servers, which abort the round without naming an
+//! layer, or a wrong reshare message in a shuffle, in a round its users take part in. The
+//! verification of the AND gates (or the shuffle's MAC check) before the next opening
+//! fails at both honest servers, which abort the round without naming an
 //! honest server; the users are told to retry, later rounds commit, and every message
 //! arrives exactly once, intact (nothing wrong is delivered: no user ever reconstructs an
 //! output from the round with the wrong gate).
@@ -126,4 +127,12 @@ fn a_wrong_and_share_in_the_sort_aborts_the_round_and_users_retry() {
 fn a_wrong_multiplexer_share_aborts_the_round_and_users_retry() {
     let _serial = serial();
     deviate(2, "mux:0");
+}
+
+#[test]
+fn a_wrong_reshare_in_the_shuffle_aborts_the_round_and_users_retry() {
+    // Caught by the shuffle's MAC check (engine/src/shuffle_mac.rs) before the sort
+    // opens its first comparison.
+    let _serial = serial();
+    deviate(0, "shuffle:1");
 }

@@ -185,6 +185,9 @@ pub struct VerifyStats {
     pub shuffle_checks: u64,
     /// The sum of the shuffle checks' bounds so far (see `shuffle_mac`).
     pub mac_error: f64,
+    /// Wall-clock seconds this party spent on shuffle MACs: tags, the check and its
+    /// rounds (waiting for the peers included), not the shuffle itself.
+    pub mac_seconds: f64,
     /// Wall-clock seconds spent in each phase at this party: triples (generation and
     /// their AND round), coin and bucketing, openings (ρ, σ and the cut-and-choose),
     /// zero shares `v`, zero check (these include waiting for the peers).

@@ -3,7 +3,7 @@
 mod common;
 
 use acs_engine::declassify::Reason;
-use acs_engine::sort::{bitonic_sort, quicksort, Sorted};
+use acs_engine::sort::{bitonic_sort, quicksort, quicksort_distinct, Sorted};
 use common::{open_keys, open_words, run_on_keys};
 use rand::Rng;
 
@@ -165,6 +165,49 @@ fn quicksort_keys_wider_than_64_bits() {
             let payload: Vec<u64> = (0..n as u64).collect();
             let out = run_on_keys(&keys, &payload, move |p, k, pl| {
                 quicksort(p, &k, bits, &pl, 1)
+            });
+            check_sorted(&keys, &payload, 1, [&out[0], &out[1], &out[2]]);
+        }
+    }
+}
+
+#[test]
+fn quicksort_keys_of_64_bits_or_fewer() {
+    // Keys plus tiebreak at most 32 bits wide pack both shares into one transposition;
+    // up to 64 bits, one per share. Few distinct keys, so the tiebreak decides often and
+    // segments of one pivot and of several pivots both occur.
+    for bits in [1usize, 2, 8, 20, 22, 30, 40, 54] {
+        for n in [2usize, 3, 65, 1000] {
+            let mut rng = common::rng((bits * 10_000 + n) as u64);
+            let keys: Vec<u128> = (0..n)
+                .map(|_| rng.gen::<u128>() & ((1u128 << bits) - 1) & 0xff0f)
+                .collect();
+            let payload: Vec<u64> = (0..n as u64).collect();
+            let out = run_on_keys(&keys, &payload, move |p, k, pl| {
+                quicksort(p, &k, bits, &pl, 1)
+            });
+            check_sorted(&keys, &payload, 1, [&out[0], &out[1], &out[2]]);
+        }
+    }
+}
+
+#[test]
+fn distinct_keys_sort_without_a_tiebreak_at_every_width() {
+    // The round's store sort: distinct keys, no appended position, ~23 bits.
+    for bits in [5usize, 23, 32, 33, 64, 65, 90] {
+        for n in [2usize, 31, 700] {
+            let n = n.min(1usize << bits.min(20));
+            let mut rng = common::rng((bits * 7 + n) as u64);
+            let mut keys: Vec<u128> = Vec::new();
+            while keys.len() < n {
+                let k = rng.gen::<u128>() & ((1u128 << bits) - 1);
+                if !keys.contains(&k) {
+                    keys.push(k);
+                }
+            }
+            let payload: Vec<u64> = (0..n as u64).collect();
+            let out = run_on_keys(&keys, &payload, move |p, k, pl| {
+                quicksort_distinct(p, &k, bits, &pl, 1)
             });
             check_sorted(&keys, &payload, 1, [&out[0], &out[1], &out[2]]);
         }

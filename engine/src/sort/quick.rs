@@ -6,7 +6,7 @@ use crate::declassify::Reason;
 use crate::error::EngineError;
 use crate::party::Party;
 use crate::share::{Shared, SharedKeys};
-use crate::transpose::{blocks, transpose_packed, transpose_pair};
+use crate::transpose::{blocks, transpose64, transpose_packed, transpose_pair};
 use rayon::prelude::*;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -227,7 +227,89 @@ fn sort_unique(
             let len = m.min(lo + 64) - lo;
             let key = &cur.key[lo..lo + len];
             let seg = &cur.seg[lo..lo + len];
-            if w > 64 && w <= 96 {
+            // A block whose lanes all belong to one segment (the list is grouped by
+            // segment) compares with one pivot: d's planes are x's planes with the
+            // pivot's bits broadcast over the block's lanes, no second transposition.
+            let one_pivot = (len > 0 && seg[0] == seg[len - 1]).then(|| {
+                let lanes = if len == 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << len) - 1
+                };
+                (cur.pivot_key[seg[0] as usize], lanes)
+            });
+            let spread = |xa: &[u64], xb: &[u64], da: &mut [u64], db: &mut [u64]| {
+                let ([pa, pb], lanes) = one_pivot.expect("one segment");
+                let bit = |p: u128, b: usize| lanes & ((p >> b) as u64 & 1).wrapping_neg();
+                for j in 0..w {
+                    let b = w - 1 - j;
+                    da[j] = xa[j] ^ bit(pa, b);
+                    db[j] = xb[j] ^ bit(pb, b);
+                }
+            };
+            let d_of = |r: usize| {
+                let [ka, kb] = key[r];
+                let [pa, pb] = cur.pivot_key[seg[r] as usize];
+                (ka ^ pa, kb ^ pb)
+            };
+            if w <= 32 {
+                // Narrow keys (the store sort's ~23 bits): both shares packed into one
+                // word per row, so one transposition bitslices both.
+                let keep = (1u64 << w) - 1;
+                let pack = |a: u128, b: u128| (a as u64 & keep) | ((b as u64 & keep) << 32);
+                let planes = |rows: &mut [u64; 64], pa: &mut [u64], pb: &mut [u64]| {
+                    transpose64(rows);
+                    for b in 0..w {
+                        pa[w - 1 - b] = rows[b];
+                        pb[w - 1 - b] = rows[32 + b];
+                    }
+                };
+                let mut x = [0u64; 64];
+                for (r, k) in key.iter().enumerate() {
+                    x[r] = pack(k[0], k[1]);
+                }
+                planes(&mut x, xa, xb);
+                if one_pivot.is_some() {
+                    spread(xa, xb, da, db);
+                } else {
+                    let mut d = [0u64; 64];
+                    for (r, d) in d.iter_mut().enumerate().take(len) {
+                        let (a, b) = d_of(r);
+                        *d = pack(a, b);
+                    }
+                    planes(&mut d, da, db);
+                }
+                return;
+            }
+            if w <= 64 {
+                let planes = |rows: &mut [u64; 64], p: &mut [u64]| {
+                    transpose64(rows);
+                    for b in 0..w {
+                        p[w - 1 - b] = rows[b];
+                    }
+                };
+                let (mut x_a, mut x_b) = ([0u64; 64], [0u64; 64]);
+                for (r, k) in key.iter().enumerate() {
+                    x_a[r] = k[0] as u64;
+                    x_b[r] = k[1] as u64;
+                }
+                planes(&mut x_a, xa);
+                planes(&mut x_b, xb);
+                if one_pivot.is_some() {
+                    spread(xa, xb, da, db);
+                } else {
+                    let (mut d_a, mut d_b) = ([0u64; 64], [0u64; 64]);
+                    for r in 0..len {
+                        let (a, b) = d_of(r);
+                        d_a[r] = a as u64;
+                        d_b[r] = b as u64;
+                    }
+                    planes(&mut d_a, da);
+                    planes(&mut d_b, db);
+                }
+                return;
+            }
+            if w <= 96 {
                 // The usual case (64-bit keys and up to 2^32 elements): fill the
                 // transposition inputs directly, high parts of both shares packed.
                 let keep = (1u64 << (w - 64)) - 1;
@@ -235,44 +317,23 @@ fn sort_unique(
                     ((a >> 64) as u64 & keep) | (((b >> 64) as u64 & keep) << 32)
                 };
                 let (mut xa_lo, mut xb_lo, mut x_hi) = ([0u64; 64], [0u64; 64], [0u64; 64]);
-                if len > 0 && seg[0] == seg[len - 1] {
-                    // One segment (the list is grouped by segment): every lane has the
-                    // same pivot, so d's planes are x's planes with the pivot's bits
-                    // broadcast over the block's lanes, no second transposition.
-                    for r in 0..len {
-                        let [ka, kb] = key[r];
-                        xa_lo[r] = ka as u64;
-                        xb_lo[r] = kb as u64;
-                        x_hi[r] = hi2(ka, kb);
-                    }
-                    transpose_packed(xa_lo, xb_lo, x_hi, w, xa, xb);
-                    let [pa, pb] = cur.pivot_key[seg[0] as usize];
-                    let lanes = if len == 64 {
-                        u64::MAX
-                    } else {
-                        (1u64 << len) - 1
-                    };
-                    let spread = |p: u128, b: usize| lanes & ((p >> b) as u64 & 1).wrapping_neg();
-                    for j in 0..w {
-                        let b = w - 1 - j;
-                        da[j] = xa[j] ^ spread(pa, b);
-                        db[j] = xb[j] ^ spread(pb, b);
-                    }
+                for (r, &[ka, kb]) in key.iter().enumerate() {
+                    xa_lo[r] = ka as u64;
+                    xb_lo[r] = kb as u64;
+                    x_hi[r] = hi2(ka, kb);
+                }
+                transpose_packed(xa_lo, xb_lo, x_hi, w, xa, xb);
+                if one_pivot.is_some() {
+                    spread(xa, xb, da, db);
                     return;
                 }
                 let (mut da_lo, mut db_lo, mut d_hi) = ([0u64; 64], [0u64; 64], [0u64; 64]);
                 for r in 0..len {
-                    let [ka, kb] = key[r];
-                    let [pa, pb] = cur.pivot_key[seg[r] as usize];
-                    let (da, db) = (ka ^ pa, kb ^ pb);
-                    xa_lo[r] = ka as u64;
-                    xb_lo[r] = kb as u64;
-                    x_hi[r] = hi2(ka, kb);
+                    let (da, db) = d_of(r);
                     da_lo[r] = da as u64;
                     db_lo[r] = db as u64;
                     d_hi[r] = hi2(da, db);
                 }
-                transpose_packed(xa_lo, xb_lo, x_hi, w, xa, xb);
                 transpose_packed(da_lo, db_lo, d_hi, w, da, db);
                 return;
             }

@@ -415,6 +415,7 @@ max_connections = 10
             payload_words: 4,
             store_capacity: 8,
             expiry_rounds: 20,
+            receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
         };
         let ex = ExchangeFile {
             index: 1,

@@ -127,6 +127,7 @@ pub async fn run(
         payload_words: opts.msg_size.div_ceil(8),
         store_capacity: opts.users,
         expiry_rounds: 1_000,
+        receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
     };
     // The deployment is written as an operator's would be (certificates, master secrets,
     // one configuration file per process, by the configuration types' own writer) and

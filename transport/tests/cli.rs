@@ -317,6 +317,7 @@ const ROUND: acs_engine::round::RoundConfig = acs_engine::round::RoundConfig {
     payload_words: 2,
     store_capacity: 4,
     expiry_rounds: 5,
+    receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
 };
 
 /// Entry relay `j` listening on `listen`, dialling the relay ports `exchanges` on

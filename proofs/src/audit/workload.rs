@@ -85,6 +85,7 @@ impl Public {
                 payload_words,
                 store_capacity,
                 expiry_rounds: 3,
+                receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
             },
             online: all,
             offline,

@@ -5,7 +5,8 @@
 //! parties match senders and receivers over shares and return to every online user one
 //! output: the status of its own block and at most one incoming item, oldest first.
 //! Items that cannot be delivered stay in a fixed-capacity store, secret-shared, until
-//! delivered or expired.
+//! delivered or expired; either way the item becomes a receipt in its slot, which goes
+//! back to its sender the same way (`docs/leakage.md`, "Receipts").
 //!
 //! - [`ideal`]: the plaintext reference round (the oracle for tests);
 //! - [`mpc`]: the three-party round;

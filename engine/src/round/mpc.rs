@@ -10,7 +10,9 @@
 //! - the `C` store records, key `(dummy, dst, 1)`, where empty and expired ones are dummies.
 //!
 //! Items carry `j`, the index of their payload row: store record `t` is `j = t`, user
-//! `i`'s block `j = C + i`.
+//! `i`'s block `j = C + i`. A store record is a message or a receipt (see
+//! [`super::ideal`]): a stored message delivered or expired this round becomes, in its own
+//! slot, a receipt to its sender.
 //!
 //! 1. Sort all records by key with the oblivious quicksort. Its tiebreak is the input
 //!    position, and the input lists store records (kept oldest first) before this
@@ -22,18 +24,22 @@
 //!    is marked delivered and the mailbox matched.
 //! 3. Route A: shuffle, then open each record's routing tag (`2i` mailbox, `2i + 1` item,
 //!    SENTINEL store record): a uniformly random arrangement of a public multiset.
-//! 4. Sort the `U + C` items by the distinct narrow key `(not kept, delivered, j)`. The
-//!    `j` order is (received, source) order, so the first `C` are the new store, oldest
-//!    first (the number of real ones is never opened), and delivered items come last: at
-//!    most `U` of `U + C` are delivered, so no store slot holds one. Each item's status
-//!    follows from its public position.
-//! 5. Shuffle `[j, status, destination]` and open `j` (a uniformly random arrangement of
-//!    `0 .. U + C`): statuses and destinations are now held in payload order.
+//! 4. Decide over shares which store records keep a slot and which become receipts (`R`),
+//!    then sort the `U + C` items by the distinct narrow key `(not kept, delivered, j)`.
+//!    The `j` order is (received, source) order, so the first `C` are the new store,
+//!    oldest first, each receipt in its message's place (the number of real ones is never
+//!    opened), and delivered items that keep no slot come last: at most `U` of `U + C`
+//!    are delivered, so no store slot holds one. Each item's status follows from its
+//!    public position.
+//! 5. Shuffle `[j, status, destination, receipt destination]` and open `j` (a uniformly
+//!    random arrangement of `0 .. U + C`): statuses and destinations are now held in
+//!    payload order.
 //! 6. Move the payloads once: one row per store record and block with its destination
-//!    (`2i` user, `2t + 1` store slot, SENTINEL discarded), plus one blank row per user
-//!    (to user `i` when its mailbox stayed empty, else discarded); shuffle and open the
-//!    destinations, which are `U` user tags, `C` slot tags and `U` SENTINELs: a public
-//!    multiset. Assemble each user's output share and the new store.
+//!    (`2i` user, `2t + 1` store slot, SENTINEL discarded), one blank row per user (to
+//!    user `i` when its mailbox stayed empty, else discarded), and one receipt row per
+//!    store record (to its message's slot when `R`, else discarded); shuffle and open the
+//!    destinations, which are `U` user tags, `C` slot tags and `U + C` SENTINELs: a
+//!    public multiset. Assemble each user's output share and the new store.
 //!
 //! Openings: quicksort comparison bits (twice) and routing tags after a fresh shuffle
 //! (three times), all through [`Party::declassify`], cross-checked at the end.

@@ -32,9 +32,7 @@ use acs_engine::round::outputs::{
     reconstruct_checked, reconstruct_from_two, OutputShare as ShareOfOutput,
 };
 use acs_engine::round::Output;
-use acs_engine::round::{
-    payload_to_words, Block, Fate, Incoming, Receipt, Role, RoundConfig, Status,
-};
+use acs_engine::round::{payload_to_words, Block, Incoming, Receipt, Role, RoundConfig, Status};
 use acs_engine::PartyId;
 use acs_kgc::{
     Direction, Envelope, LongTermKey, RegistrationResponse, SignedDescriptor, UserIdentity,
@@ -114,13 +112,6 @@ pub struct Fated {
     pub receipt: Receipt,
     /// The message, if this client sent it.
     pub message: Option<OutboxItem>,
-}
-
-impl Fated {
-    /// Delivered to its target.
-    pub fn delivered(&self) -> bool {
-        self.receipt.fate == Fate::Delivered
-    }
 }
 
 /// The longest pause between reconnection attempts to a relay (before jitter): short

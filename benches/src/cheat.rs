@@ -443,6 +443,7 @@ pub fn run_once(at: Place, liar: PartyId, setup: &Setup) -> Result<Outcome, Stri
         payload_words,
         store_capacity: (users / 2).clamp(1, 64),
         expiry_rounds: 3,
+        receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
     };
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut online: Vec<u64> = (0..users).map(|_| rng.gen::<u64>() | 1).collect();

@@ -83,6 +83,7 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
         payload_words: args.msg_size.div_ceil(8),
         store_capacity: args.store.unwrap_or((n / 10).max(16)),
         expiry_rounds: args.expiry,
+        receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
     };
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
     // Population: online users plus offline ones (targets only), distinct, non-zero.

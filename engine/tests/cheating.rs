@@ -216,6 +216,7 @@ const CFG: RoundConfig = RoundConfig {
     payload_words: 2,
     store_capacity: 8,
     expiry_rounds: 3,
+    receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
 };
 
 /// One exchange round of `users` users who each send to a random one, with an optional

@@ -440,6 +440,7 @@ fn round_inputs() -> (acs_engine::round::RoundConfig, Arc<Vec<u64>>, Split) {
         payload_words: 2,
         store_capacity: 16,
         expiry_rounds: 2,
+        receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
     };
     let mut rng = common::rng(77);
     let mut online: Vec<u64> = (0..20).map(|_| rng.gen::<u64>() | 1).collect();

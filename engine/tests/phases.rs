@@ -22,6 +22,7 @@ fn round(cheat: PartyId, phase: Phase, site: ComputeSite, nth: u64) -> [End; 3] 
         payload_words: 2,
         store_capacity: 8,
         expiry_rounds: 2,
+        receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
     };
     let mut rng = common::rng(5);
     let mut online: Vec<u64> = (0..24).map(|_| rng.gen::<u64>() | 1).collect();

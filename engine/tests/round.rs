@@ -7,7 +7,7 @@ use acs_engine::round::consistency::{
 use acs_engine::round::ideal::{ideal_round, stored_items, StoredItem};
 use acs_engine::round::mpc::{exchange_round, SharedStore};
 use acs_engine::round::outputs::reconstruct_checked;
-use acs_engine::round::{Block, Output, Role, RoundConfig, Status};
+use acs_engine::round::{Block, Fate, Output, Receipt, Role, RoundConfig, Status};
 use acs_engine::share::reconstruct;
 use acs_engine::testing::run_three;
 use acs_engine::{EngineError, PartyId, Peer, SecurityMode};
@@ -21,9 +21,22 @@ struct Plan {
     blocks: Vec<Block>,
 }
 
+/// One round as it ran: who was online, what they sent, what they got (the ideal round's
+/// outputs, which the three-party round's were checked to equal).
+struct Ran {
+    online: Vec<u64>,
+    blocks: Vec<Block>,
+    outputs: Vec<Output>,
+}
+
 /// Runs `rounds` consecutive rounds of `plan(round, rng)` through both the ideal and the
 /// three-party round, checking every output and the store after every round.
-fn run_rounds(cfg: RoundConfig, rounds: u32, seed: u64, plan: impl Fn(u32, &mut StdRng) -> Plan) {
+fn run_rounds(
+    cfg: RoundConfig,
+    rounds: u32,
+    seed: u64,
+    plan: impl Fn(u32, &mut StdRng) -> Plan,
+) -> Vec<Ran> {
     run_rounds_in(SecurityMode::SemiHonest, cfg, rounds, seed, plan)
 }
 
@@ -35,7 +48,8 @@ fn run_rounds_in(
     rounds: u32,
     seed: u64,
     plan: impl Fn(u32, &mut StdRng) -> Plan,
-) {
+) -> Vec<Ran> {
+    let mut history = Vec::new();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut ideal_store: Vec<StoredItem> = Vec::new();
     let mut stores: [SharedStore; 3] = std::array::from_fn(|_| SharedStore::empty(&cfg));
@@ -120,7 +134,13 @@ fn run_rounds_in(
         );
         ideal_store = want_store;
         stores = std::array::from_fn(|i| results[i].store.clone());
+        history.push(Ran {
+            online,
+            blocks,
+            outputs: want,
+        });
     }
+    history
 }
 
 fn payload(rng: &mut StdRng, cfg: &RoundConfig) -> Vec<u64> {
@@ -171,6 +191,8 @@ fn random_workloads_with_offline_users_match_the_ideal_round() {
         payload_words: 4,
         store_capacity: 24,
         expiry_rounds: 3,
+        // Short, so that receipts also expire within the six rounds.
+        receipt_rounds: 2,
     };
     for seed in 0..12 {
         let users = population(40, seed);
@@ -184,6 +206,7 @@ fn malicious_mode_rounds_match_the_ideal_round() {
         payload_words: 2,
         store_capacity: 16,
         expiry_rounds: 2,
+        receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
     };
     for seed in 0..3 {
         let users = population(30, 100 + seed);
@@ -199,6 +222,7 @@ fn one_and_two_users_and_nobody_online() {
         payload_words: 1,
         store_capacity: 3,
         expiry_rounds: 2,
+        receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
     };
     let users = population(2, 99);
     run_rounds(cfg, 8, 7, |round, rng| {
@@ -222,6 +246,7 @@ fn everyone_sends_to_one_receiver_one_per_round_oldest_first() {
         payload_words: 2,
         store_capacity: 64,
         expiry_rounds: 10,
+        receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
     };
     let users = population(30, 3);
     let target = users[0];
@@ -245,6 +270,7 @@ fn store_overflow_drops_the_newest_and_expiry_removes_the_oldest() {
         payload_words: 1,
         store_capacity: 5,
         expiry_rounds: 2,
+        receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
     };
     let users = population(20, 4);
     // Half the population never comes online; everyone online writes to them.
@@ -274,6 +300,7 @@ fn all_covers_and_no_store() {
         payload_words: 3,
         store_capacity: 0,
         expiry_rounds: 1,
+        receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
     };
     let users = population(15, 5);
     run_rounds(cfg, 3, 13, |round, rng| {
@@ -300,6 +327,7 @@ fn statuses_cover_every_case() {
         payload_words: 1,
         store_capacity: 1,
         expiry_rounds: 5,
+        receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
     };
     let (a, b, c, d, off) = (10u64, 20, 30, 40, 99);
     let blocks = vec![
@@ -361,6 +389,7 @@ fn hundreds_of_random_workloads_up_to_a_thousand_users() {
         payload_words: 4,
         store_capacity: 40,
         expiry_rounds: 2,
+        receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
     };
     let mut sizes = StdRng::seed_from_u64(2024);
     for seed in 0..120u64 {
@@ -493,6 +522,7 @@ fn the_round_opens_only_sort_comparisons_and_routing_tags() {
         payload_words: 2,
         store_capacity: 10,
         expiry_rounds: 3,
+        receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
     };
     let users = population(50, 77);
     let mut rng = StdRng::seed_from_u64(78);
@@ -525,11 +555,11 @@ fn the_round_opens_only_sort_comparisons_and_routing_tags() {
         .map(|e| e.bits)
         .collect();
     // Route A opens one tag per record (2U + C); then each item's payload index after a
-    // shuffle (U + C); then each payload row's destination after a shuffle (U + C items
-    // and U blanks).
+    // shuffle (U + C); then each payload row's destination after a shuffle (U + C items,
+    // U blanks and C receipts).
     assert_eq!(
         routing,
-        vec![(2 * 50 + 10) * 64, (50 + 10) * 64, (2 * 50 + 10) * 64]
+        vec![(2 * 50 + 10) * 64, (50 + 10) * 64, (2 * 50 + 2 * 10) * 64]
     );
     // The exact shape: sort-1's comparison levels, route A, sort-2's levels, the payload
     // indices, the destinations. Each comparison level opens at most one bit per record
@@ -566,4 +596,247 @@ fn the_round_opens_only_sort_comparisons_and_routing_tags() {
     }
     assert_eq!(logs[0], logs[1]);
     assert_eq!(logs[1], logs[2]);
+}
+
+/// Every message whose sender was told `stored` comes back to that sender as exactly one
+/// receipt (for its send round and target) by the end of `history`, and no receipt
+/// names a message that was not stored. Returns the receipts' fates in send order.
+fn every_stored_message_gets_one_receipt(history: &[Ran]) -> Vec<Fate> {
+    let mut stored = std::collections::BTreeMap::new();
+    let mut receipts = std::collections::BTreeMap::new();
+    for (r, ran) in history.iter().enumerate() {
+        let round = r as u32 + 1;
+        for ((&user, block), out) in ran.online.iter().zip(&ran.blocks).zip(&ran.outputs) {
+            if out.status == Status::Stored {
+                stored.insert((user, round), block.dst);
+            }
+            if let Some(Receipt { to, sent, fate, .. }) = out.receipt {
+                let again = receipts.insert((user, sent), (to, fate));
+                assert!(
+                    again.is_none(),
+                    "two receipts for {user}'s message of round {sent}"
+                );
+            }
+        }
+    }
+    let named: Vec<_> = receipts.iter().map(|(k, (to, _))| (*k, *to)).collect();
+    let want: Vec<_> = stored.into_iter().collect();
+    assert_eq!(named, want, "stored messages and their receipts");
+    receipts.into_values().map(|(_, fate)| fate).collect()
+}
+
+/// Users `a < b` are online every round and send to `off` in round 1 (`a`'s message
+/// ranks first); `off` comes online from round `back` on. Covers otherwise.
+fn both_write_to_one_absent(
+    a: u64,
+    b: u64,
+    off: u64,
+    back: u32,
+) -> impl Fn(u32, &mut StdRng) -> Plan {
+    move |round, _| {
+        let mut online = vec![a, b];
+        if round >= back {
+            online.push(off);
+        }
+        online.sort_unstable();
+        let blocks = online
+            .iter()
+            .map(|&u| match (round, u == off) {
+                (1, false) => Block {
+                    role: Role::Send,
+                    dst: off,
+                    payload: vec![u],
+                },
+                _ => Block::cover(&RoundConfig {
+                    payload_words: 1,
+                    store_capacity: 0,
+                    expiry_rounds: 1,
+                    receipt_rounds: 1,
+                }),
+            })
+            .collect();
+        Plan { online, blocks }
+    }
+}
+
+fn receipt_of(ran: &Ran, user: u64) -> Option<Receipt> {
+    let k = ran.online.iter().position(|&u| u == user)?;
+    ran.outputs[k].receipt
+}
+
+#[test]
+fn stored_messages_that_expire_come_back_to_their_senders_as_expired_receipts() {
+    let cfg = RoundConfig {
+        payload_words: 1,
+        store_capacity: 4,
+        expiry_rounds: 2,
+        receipt_rounds: 10,
+    };
+    let (a, b, off) = (10, 20, 30);
+    let h = run_rounds(cfg, 6, 21, both_write_to_one_absent(a, b, off, u32::MAX));
+    assert_eq!(h[0].outputs[0].status, Status::Stored);
+    assert_eq!(h[0].outputs[1].status, Status::Stored);
+    // Both expire in round 3 and become receipts in their slots; a user takes one item
+    // a round, so each gets its own in round 4 (they are for different users).
+    for r in 0..3 {
+        assert_eq!(receipt_of(&h[r], a), None, "round {}", r + 1);
+    }
+    let expired = Receipt {
+        role: Role::Send,
+        to: off,
+        sent: 1,
+        fate: Fate::Expired,
+    };
+    assert_eq!(receipt_of(&h[3], a), Some(expired));
+    assert_eq!(receipt_of(&h[3], b), Some(expired));
+    assert_eq!(
+        every_stored_message_gets_one_receipt(&h),
+        vec![Fate::Expired; 2]
+    );
+}
+
+#[test]
+fn stored_messages_delivered_later_come_back_as_delivered_receipts() {
+    let cfg = RoundConfig {
+        payload_words: 1,
+        store_capacity: 4,
+        expiry_rounds: 5,
+        receipt_rounds: 10,
+    };
+    let (a, b, off) = (10, 20, 30);
+    let h = run_rounds(cfg, 6, 22, both_write_to_one_absent(a, b, off, 3));
+    // `off` is back in round 3 and takes one message a round, oldest first: a's in
+    // round 3, b's in round 4; each sender's receipt comes the round after.
+    let got = |r: usize| {
+        let k = h[r].online.iter().position(|&u| u == off).unwrap();
+        h[r].outputs[k].incoming.as_ref().map(|i| i.from)
+    };
+    assert_eq!((got(2), got(3)), (Some(a), Some(b)));
+    let delivered = Receipt {
+        role: Role::Send,
+        to: off,
+        sent: 1,
+        fate: Fate::Delivered,
+    };
+    assert_eq!(receipt_of(&h[2], a), None);
+    assert_eq!(receipt_of(&h[3], a), Some(delivered));
+    assert_eq!(receipt_of(&h[3], b), None);
+    assert_eq!(receipt_of(&h[4], b), Some(delivered));
+    assert_eq!(
+        every_stored_message_gets_one_receipt(&h),
+        vec![Fate::Delivered; 2]
+    );
+}
+
+#[test]
+fn a_full_store_drops_at_once_and_receipts_keep_their_messages_slots() {
+    // Store of two. Round 1: three senders to an absent user: two stored, the third
+    // dropped at once. Rounds 2-3: a new message finds the store full (messages, then
+    // their receipts in the same slots) and is dropped. Round 4 the receipts go out and
+    // free their slots; round 5's message is stored again (and its receipt comes in
+    // round 8).
+    let cfg = RoundConfig {
+        payload_words: 1,
+        store_capacity: 2,
+        expiry_rounds: 2,
+        receipt_rounds: 10,
+    };
+    let (a, b, c, d, off) = (10u64, 20, 30, 40, 99);
+    let h = run_rounds(cfg, 8, 23, move |round, _| {
+        let online = vec![a, b, c, d];
+        let send = |dst| Block {
+            role: Role::Send,
+            dst,
+            payload: vec![round as u64],
+        };
+        let blocks = online
+            .iter()
+            .map(|&u| match round {
+                1 if u != d => send(off),
+                2 | 3 | 5 if u == d => send(off),
+                _ => Block::cover(&cfg),
+            })
+            .collect();
+        Plan { online, blocks }
+    });
+    let status = |r: usize, k: usize| h[r].outputs[k].status;
+    assert_eq!(
+        [status(0, 0), status(0, 1), status(0, 2)],
+        [Status::Stored, Status::Stored, Status::Dropped]
+    );
+    assert_eq!(status(1, 3), Status::Dropped, "store full of messages");
+    assert_eq!(status(2, 3), Status::Dropped, "store full of receipts");
+    assert_eq!(receipt_of(&h[3], a).map(|r| r.fate), Some(Fate::Expired));
+    assert_eq!(receipt_of(&h[3], b).map(|r| r.fate), Some(Fate::Expired));
+    assert_eq!(
+        status(4, 3),
+        Status::Stored,
+        "the receipts' slots are free again"
+    );
+    assert_eq!(
+        every_stored_message_gets_one_receipt(&h),
+        vec![Fate::Expired; 3]
+    );
+}
+
+#[test]
+fn random_traffic_then_everyone_online_every_stored_message_gets_its_receipt() {
+    // Random rounds with offline users and expiry, then drain rounds with everyone
+    // online sending covers: every `stored` message's sender gets exactly one receipt.
+    let cfg = RoundConfig {
+        payload_words: 2,
+        store_capacity: 30,
+        expiry_rounds: 3,
+        receipt_rounds: 40,
+    };
+    for seed in 0..4 {
+        let users = population(40, 300 + seed);
+        let h = run_rounds(cfg, 16, 400 + seed, |round, rng| {
+            if round <= 6 {
+                random_plan(rng, &cfg, &users, 0.5)
+            } else {
+                Plan {
+                    online: users.clone(),
+                    blocks: users.iter().map(|_| Block::cover(&cfg)).collect(),
+                }
+            }
+        });
+        let fates = every_stored_message_gets_one_receipt(&h);
+        assert!(fates.contains(&Fate::Expired) && fates.contains(&Fate::Delivered));
+    }
+}
+
+#[test]
+fn receipts_expire_after_receipt_rounds_if_their_sender_stays_away() {
+    // `a` sends to an absent user and leaves; its expired receipt waits
+    // `receipt_rounds` and then leaves the store unclaimed.
+    let cfg = RoundConfig {
+        payload_words: 1,
+        store_capacity: 2,
+        expiry_rounds: 1,
+        receipt_rounds: 2,
+    };
+    let (a, b, off) = (10u64, 20, 30);
+    let h = run_rounds(cfg, 6, 24, move |round, _| {
+        let online = if round == 1 { vec![a, b] } else { vec![b] };
+        let blocks = online
+            .iter()
+            .map(|&u| {
+                if u == a {
+                    Block {
+                        role: Role::Send,
+                        dst: off,
+                        payload: vec![1],
+                    }
+                } else {
+                    Block::cover(&cfg)
+                }
+            })
+            .collect();
+        Plan { online, blocks }
+    });
+    assert_eq!(h[0].outputs[0].status, Status::Stored);
+    assert!(h
+        .iter()
+        .all(|r| r.outputs.iter().all(|o| o.receipt.is_none())));
 }

@@ -102,10 +102,11 @@ fn the_real_round_opens_only_shuffled_sort_bits_and_the_public_tag_multiset() {
     // Each item's payload index after a shuffle: a permutation of 0 .. U + C.
     let indices: Vec<u64> = (0..u + c as u64).collect();
     // Each payload row's destination: user i (2i), store slot t (2t + 1), or discarded
-    // (U of them: the blanks of matched users and the undelivered items past the store).
+    // (U + C of them: the blanks of matched users, the undelivered items past the store,
+    // and the receipt rows of store records that made no receipt).
     let mut dests: Vec<u64> = (0..u).map(|i| 2 * i).collect();
     dests.extend((0..c as u64).map(|t| 2 * t + 1));
-    dests.extend(std::iter::repeat_n(SENTINEL, u as usize));
+    dests.extend(std::iter::repeat_n(SENTINEL, u as usize + c));
     dests.sort_unstable();
     for entries in &trace.rounds {
         let inv = invariant(entries);

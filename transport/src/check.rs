@@ -357,10 +357,11 @@ pub fn check_exchange(f: &ExchangeFile) -> Report {
         r.error("timing.vote_timeout_ms must be positive");
     }
     r.ok(format!(
-        "round: payload {} bytes, store capacity {}, expiry {} rounds (must be identical at all three servers and all clients)",
+        "round: payload {} bytes, store capacity {}, expiry {} rounds, receipts {} rounds (must be identical at all three servers and all clients)",
         f.round.payload_words * 8,
         f.round.store_capacity,
-        f.round.expiry_rounds
+        f.round.expiry_rounds,
+        f.round.receipt_rounds
     ));
     let store_mib = (f.round.store_capacity * f.round.store_words() * 8 * 2) as f64 / 1048576.0;
     r.plan = vec![

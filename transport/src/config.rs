@@ -249,6 +249,7 @@ impl Default for TimingFile {
 /// payload_words = 32
 /// store_capacity = 10000
 /// expiry_rounds = 100
+/// receipt_rounds = 43200             # optional (this is the default)
 ///
 /// [timing]
 /// submit_window_ms = 1000
@@ -323,9 +324,13 @@ impl ExchangeFile {
         if f.relays.is_empty() {
             return Err(invalid("relays: at least one entry relay".into()));
         }
-        if f.round.payload_words == 0 || f.round.store_capacity == 0 || f.round.expiry_rounds == 0 {
+        if f.round.payload_words == 0
+            || f.round.store_capacity == 0
+            || f.round.expiry_rounds == 0
+            || f.round.receipt_rounds == 0
+        {
             return Err(invalid(
-                "round: payload_words, store_capacity and expiry_rounds must be positive".into(),
+                "round: payload_words, store_capacity, expiry_rounds and receipt_rounds must be positive".into(),
             ));
         }
         if f.limits.max_connections == 0 || f.timing.submit_window_ms == 0 {
@@ -415,6 +420,7 @@ max_connections = 10
             payload_words: 4,
             store_capacity: 8,
             expiry_rounds: 20,
+            receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
         };
         let ex = ExchangeFile {
             index: 1,
@@ -527,6 +533,7 @@ fn default_client_timeout_ms() -> u64 {
 /// payload_words = 32
 /// store_capacity = 10000
 /// expiry_rounds = 100
+/// receipt_rounds = 43200             # optional (this is the default)
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

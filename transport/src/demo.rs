@@ -3,9 +3,13 @@
 //! configuration file per process, written by `to_toml` and loaded and checked as
 //! `acs exchange` and `acs entry` do), `N` simulated users registering through the relays
 //! and running `R` rounds of a random workload (messages and covers; a fraction of users
-//! offline each round), then drain rounds with everyone online until every message has
-//! arrived. Every delivery is checked against what was sent: exactly once, right source,
-//! right content.
+//! offline each round), then drain rounds with everyone online (covers only) until every
+//! message's sender knows its final fate: delivered (its status, or a receipt for a
+//! stored message), expired (a receipt: it waited `--expiry-rounds` in the store for an
+//! offline target), or dropped (store full; the client sends it again, so this is final
+//! only for a message still queued at the end). Every delivery is checked against what
+//! was sent: exactly once, right source, right content, and it agrees with the fate its
+//! sender was told.
 
 use crate::certs;
 use crate::config::{EntryFile, ExchangeFile, LimitsFile, TimingFile};
@@ -13,7 +17,7 @@ use crate::exchange::server;
 use crate::relay;
 use crate::tls::{self, Role};
 use crate::user::{OutboxItem, User};
-use acs_engine::round::{payload_to_words, RoundConfig, Status};
+use acs_engine::round::{payload_to_words, Fate, RoundConfig, Status};
 use acs_kgc::{Kgc, MasterSecret, SignedDescriptor, UserIdentity};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -44,6 +48,9 @@ pub struct DemoOptions {
     pub metrics_base_port: Option<u16>,
     /// The exchange servers' security mode.
     pub security: acs_engine::SecurityMode,
+    /// Rounds a message waits in the store for an offline target before it expires (and
+    /// its sender gets an `expired` receipt).
+    pub expiry_rounds: u32,
 }
 
 impl Default for DemoOptions {
@@ -57,6 +64,7 @@ impl Default for DemoOptions {
             seed: 1,
             metrics_base_port: None,
             security: acs_engine::SecurityMode::SemiHonest,
+            expiry_rounds: 1_000,
         }
     }
 }
@@ -68,14 +76,25 @@ pub struct DemoReport {
     pub users: usize,
     /// Rounds run (workload and drain).
     pub rounds: usize,
-    /// Messages sent.
+    /// Messages sent. Each has one final fate, counted in exactly one of the next four
+    /// fields: `sent = delivered + expired_reported + dropped_reported + lost_silently`.
     pub sent: usize,
-    /// Messages delivered (exactly once, right source and content).
+    /// Messages whose sender was told `delivered` (by its status, or by a receipt for a
+    /// stored message); each was received exactly once, right source and content.
     pub delivered: usize,
-    /// Messages never delivered.
-    pub lost: usize,
+    /// Messages whose sender got an `expired` receipt (stored, never delivered).
+    pub expired_reported: usize,
+    /// Messages still queued at the end whose sender's last word on them was `dropped`
+    /// (store full) or `retry`.
+    pub dropped_reported: usize,
+    /// Messages whose sender never learned a final fate by the end of the demo (for
+    /// example still `stored`, its receipt not yet come).
+    pub lost_silently: usize,
     /// Deliveries that match no sent message, or a message delivered twice.
     pub bad_deliveries: usize,
+    /// Fates that contradict what the receivers saw: `delivered` but not received once,
+    /// `expired` but received, or a receipt for no message its sender stored.
+    pub fate_mismatches: usize,
     /// Median round latency: submission deadline to the last user's reconstructed output.
     pub p50_round_seconds: f64,
     /// 99th percentile of the same.
@@ -86,6 +105,25 @@ pub struct DemoReport {
     pub msg_size: usize,
     /// Entry relays.
     pub entries: u32,
+}
+
+/// What a message's sender was told about it last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Told {
+    /// Delivered (final).
+    Delivered,
+    /// Expired in the store (final: an `expired` receipt).
+    Expired,
+    /// Stored: its receipt is to come.
+    Stored,
+    /// Dropped or retry: the client sends it again.
+    Dropped,
+}
+
+impl Told {
+    fn is_final(self) -> bool {
+        matches!(self, Told::Delivered | Told::Expired)
+    }
 }
 
 /// Why the demo could not run.
@@ -117,16 +155,18 @@ pub async fn run(
         || opts.entries == 0
         || opts.msg_size == 0
         || !(0.0..1.0).contains(&opts.offline)
+        || opts.expiry_rounds == 0
     {
         return Err(fail(
-            "need --users >= 2, --entries >= 1, --msg-size >= 1, 0 <= --offline < 1",
+            "need --users >= 2, --entries >= 1, --msg-size >= 1, 0 <= --offline < 1, --expiry-rounds >= 1",
         ));
     }
     let mut rng = StdRng::seed_from_u64(opts.seed);
     let cfg = RoundConfig {
         payload_words: opts.msg_size.div_ceil(8),
         store_capacity: opts.users,
-        expiry_rounds: 1_000,
+        expiry_rounds: opts.expiry_rounds,
+        receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
     };
     // The deployment is written as an operator's would be (certificates, master secrets,
     // one configuration file per process, by the configuration types' own writer) and
@@ -315,16 +355,33 @@ pub async fn run(
     let mut sent: Vec<(u64, u64, Vec<u64>)> = Vec::new();
     let mut delivered: HashMap<usize, usize> = HashMap::new();
     let mut index: HashMap<(u64, u64, Vec<u64>), usize> = HashMap::new();
+    // What each message's sender was told last: a final fate, or (not final) `stored`,
+    // `dropped`, `retry`.
+    let mut told: HashMap<usize, Told> = HashMap::new();
     let mut bad = 0usize;
+    let mut mismatches = 0usize;
     let mut latencies = Vec::new();
+    // In drain rounds everyone is online, so each stored message reaches its target
+    // (one item per user and round, at most `users` waiting for one target) or expires,
+    // and its receipt comes to its sender the round after.
     let max_drain = 3 * opts.rounds + 2 * opts.users + 10;
     let mut round_no = 0;
+    let mut drain_announced = false;
     loop {
         let workload = round_no < opts.rounds;
         let pending: usize = users.iter().map(|u| u.outbox.len()).sum();
-        let undelivered = sent.len() - delivered.len();
-        if !workload && pending == 0 && undelivered == 0 {
+        let unsettled: usize = users.iter().map(|u| u.unsettled()).sum();
+        let open_fates = (0..sent.len())
+            .filter(|i| !told.get(i).is_some_and(|t| t.is_final()))
+            .count();
+        if !workload && pending == 0 && unsettled == 0 && open_fates == 0 {
             break;
+        }
+        if !workload && !drain_announced {
+            drain_announced = true;
+            progress(format!(
+                "drain: everyone online, covers only, until every message's sender knows its fate ({open_fates} not yet known)"
+            ));
         }
         if round_no >= opts.rounds + max_drain {
             break;
@@ -370,6 +427,7 @@ pub async fn run(
         // Per round: messages that arrived (reconstructed by their receivers, whenever
         // sent), senders' blocks that went into the store, messages to be sent again.
         let (mut n_online, mut n_received, mut n_stored, mut n_resend) = (0, 0, 0, 0);
+        let mut n_receipts = 0;
         while let Some(r) = tasks.join_next().await {
             let (mut u, a, report, done) = r.map_err(fail)?.map_err(fail)?;
             rounds_seen.push(a.round);
@@ -378,6 +436,11 @@ pub async fn run(
                 last_done = last_done.max(done.saturating_sub(a.deadline_unix_ms));
             }
             // This round's report, then any earlier round that settled late.
+            let me = u.pseudonym().get();
+            let message_index = |m: &OutboxItem| {
+                let words = payload_to_words(&m.payload, cfg.payload_words)?;
+                index.get(&(me, m.to, words)).copied()
+            };
             for rep in report.into_iter().chain(u.take_late()) {
                 match rep.status {
                     Some(Status::Stored) => n_stored += 1,
@@ -386,6 +449,34 @@ pub async fn run(
                         if rep.sent.is_some() {
                             n_resend += 1
                         }
+                    }
+                }
+                if let (Some(status), Some(i)) =
+                    (rep.status, rep.sent.as_ref().and_then(message_index))
+                {
+                    let now = match status {
+                        Status::Delivered => Some(Told::Delivered),
+                        Status::Stored => Some(Told::Stored),
+                        Status::Dropped | Status::Retry => Some(Told::Dropped),
+                        Status::Cover => None,
+                    };
+                    if let Some(now) = now {
+                        told.insert(i, now);
+                    }
+                }
+                if let Some(f) = &rep.receipt {
+                    n_receipts += 1;
+                    match f.message.as_ref().and_then(message_index) {
+                        Some(i) if told.get(&i) == Some(&Told::Stored) => {
+                            told.insert(
+                                i,
+                                match f.receipt.fate {
+                                    Fate::Delivered => Told::Delivered,
+                                    Fate::Expired => Told::Expired,
+                                },
+                            );
+                        }
+                        _ => mismatches += 1,
                     }
                 }
                 if let Some(inc) = rep.incoming {
@@ -410,14 +501,17 @@ pub async fn run(
         let secs = last_done as f64 / 1000.0;
         latencies.push(secs);
         progress(format!(
-            "round {:>3}{}: online {:>5}, received {:>4}, stored {:>4}, resent {:>3}, in flight {:>4}, latency {:.3} s",
+            "round {:>3}{}: online {:>5}, received {:>4}, stored {:>4}, resent {:>3}, receipts {:>4}, fate unknown {:>4}, latency {:.3} s",
             rounds_seen.first().copied().unwrap_or(0),
             if workload { "" } else { " (drain)" },
             n_online,
             n_received,
             n_stored,
             n_resend,
-            sent.len() - delivered.len(),
+            n_receipts,
+            (0..sent.len())
+                .filter(|i| !told.get(i).is_some_and(|t| t.is_final()))
+                .count(),
             secs
         ));
     }
@@ -432,14 +526,47 @@ pub async fn run(
     }
     drop(relays);
     latencies.sort_by(|a, b| a.total_cmp(b));
-    let delivered_once = delivered.values().filter(|&&c| c == 1).count();
+    // Each message once, by the last thing its sender was told; checked against what
+    // its receiver saw.
+    let (mut n_delivered, mut n_expired, mut n_dropped, mut n_silent) = (0, 0, 0, 0);
+    let still_queued: std::collections::HashSet<(u64, u64, Vec<u8>)> = users
+        .iter()
+        .flat_map(|u| {
+            let me = u.pseudonym().get();
+            u.outbox.iter().map(move |m| (me, m.to, m.payload.clone()))
+        })
+        .collect();
+    for (i, (src, dst, words)) in sent.iter().enumerate() {
+        let received = delivered.get(&i).copied().unwrap_or(0);
+        let queued = still_queued.iter().any(|(s, d, p)| {
+            s == src && d == dst && payload_to_words(p, cfg.payload_words).as_ref() == Some(words)
+        });
+        match told.get(&i) {
+            Some(Told::Delivered) => {
+                n_delivered += 1;
+                mismatches += usize::from(received != 1);
+            }
+            Some(Told::Expired) => {
+                n_expired += 1;
+                mismatches += usize::from(received != 0);
+            }
+            Some(Told::Dropped) if queued => {
+                n_dropped += 1;
+                mismatches += usize::from(received != 0);
+            }
+            _ => n_silent += 1,
+        }
+    }
     Ok(DemoReport {
         users: opts.users,
         rounds: round_no,
         sent: sent.len(),
-        delivered: delivered_once,
-        lost: sent.len() - delivered.len(),
+        delivered: n_delivered,
+        expired_reported: n_expired,
+        dropped_reported: n_dropped,
+        lost_silently: n_silent,
         bad_deliveries: bad,
+        fate_mismatches: mismatches,
         p50_round_seconds: percentile(&latencies, 0.5),
         p99_round_seconds: percentile(&latencies, 0.99),
         registration_seconds,

@@ -119,7 +119,8 @@ enum Command {
         /// Simulated users.
         #[arg(long, default_value_t = 50)]
         users: usize,
-        /// Workload rounds (drain rounds follow until every message has arrived).
+        /// Workload rounds (drain rounds follow, everyone online, until every message's
+        /// sender knows its final fate: delivered, or expired through a receipt).
         #[arg(long, default_value_t = 5)]
         rounds: usize,
         /// Message size in bytes.
@@ -146,6 +147,10 @@ enum Command {
         /// depends on it is opened; 5-20x slower, see docs/security.md).
         #[arg(long, value_enum, default_value_t = SecurityArg::SemiHonest)]
         security: SecurityArg,
+        /// Rounds a stored message waits for its offline target before it expires (its
+        /// sender then gets an `expired` receipt).
+        #[arg(long, default_value_t = 1_000)]
+        expiry_rounds: u32,
     },
 }
 
@@ -367,6 +372,7 @@ fn main() -> ExitCode {
             json,
             metrics_base_port,
             security,
+            expiry_rounds,
         } => {
             if std::env::var_os("RUST_LOG").is_some() {
                 if let Err(e) = init_logging(log_format) {
@@ -390,19 +396,24 @@ fn main() -> ExitCode {
                 seed,
                 metrics_base_port,
                 security: security.into(),
+                expiry_rounds,
             };
             match rt.block_on(demo::run(opts, |line| println!("{line}"))) {
                 Ok(r) => {
-                    let ok = r.lost == 0 && r.bad_deliveries == 0;
+                    let ok =
+                        r.lost_silently == 0 && r.bad_deliveries == 0 && r.fate_mismatches == 0;
                     println!(
-                        "{}: {} users, {} rounds, {} messages sent, {} delivered exactly once, {} lost, {} bad deliveries; round latency p50 {:.3} s, p99 {:.3} s",
+                        "{}: {} users, {} rounds, {} messages sent: {} delivered exactly once, {} expired (sender told), {} dropped (sender told), {} lost silently; {} bad deliveries, {} fate mismatches; round latency p50 {:.3} s, p99 {:.3} s",
                         if ok { "OK" } else { "FAILED" },
                         r.users,
                         r.rounds,
                         r.sent,
                         r.delivered,
-                        r.lost,
+                        r.expired_reported,
+                        r.dropped_reported,
+                        r.lost_silently,
                         r.bad_deliveries,
+                        r.fate_mismatches,
                         r.p50_round_seconds,
                         r.p99_round_seconds
                     );
@@ -652,6 +663,14 @@ async fn run_client(
         }
         done += 1;
     }
+    if let Some((first, _)) = user.awaiting_receipts().first_key_value() {
+        // Handed over and stored: the exchange owes a receipt, which comes to this
+        // pseudonym in a later run (the receipt names the target and the send round).
+        println!(
+            "{} stored message(s) (the first sent in round {first}) still await their receipts: they come in a later run, delivered or expired",
+            user.awaiting_receipts().len()
+        );
+    }
     if !user.outbox.is_empty() {
         return Err(format!(
             "{} message(s) still queued after {done} round(s): run more rounds (--rounds) to send them",
@@ -835,6 +854,18 @@ fn print_report(report: &acs_transport::user::RoundReport, note: &str) {
         println!(
             "round {}{note}: WARNING: exchange server {l} sent an answer the other two servers contradict; it was outvoted and this round's output is right",
             report.round
+        );
+    }
+    if let Some(f) = &report.receipt {
+        let fate = match f.receipt.fate {
+            acs_engine::round::Fate::Delivered => "delivered",
+            acs_engine::round::Fate::Expired => {
+                "expired in the store, never delivered (send it again if it still matters)"
+            }
+        };
+        println!(
+            "round {}{note}: receipt: message to {:016x} sent in round {}: {fate}",
+            report.round, f.receipt.to, f.receipt.sent
         );
     }
     if let Some(inc) = &report.incoming {

@@ -3,6 +3,10 @@
 //! sealed shares through a different randomly chosen relay, and reconstructs its output.
 //! A message leaves the outbox only when its status comes back `delivered` or `stored`;
 //! on `dropped` or on a `retry` notice (from any one server) it is sent again next round.
+//! A `stored` message is remembered by its send round until its receipt comes (the
+//! exchange returns one when the message is delivered from the store or expires):
+//! [`RoundReport::receipt`] names it with its final fate, so no message handed over is
+//! left without one.
 //!
 //! When a round's outputs are incomplete (an exchange server crashed between commit and
 //! release), the round is *unsettled*: the user cannot tell whether its message went
@@ -28,7 +32,7 @@ use acs_engine::round::outputs::{
     reconstruct_checked, reconstruct_from_two, OutputShare as ShareOfOutput,
 };
 use acs_engine::round::Output;
-use acs_engine::round::{payload_to_words, Block, Incoming, Role, RoundConfig, Status};
+use acs_engine::round::{payload_to_words, Block, Incoming, Receipt, Role, RoundConfig, Status};
 use acs_engine::PartyId;
 use acs_kgc::{
     Direction, Envelope, LongTermKey, RegistrationResponse, SignedDescriptor, UserIdentity,
@@ -37,7 +41,7 @@ use acs_kgc::{
 use rand::seq::SliceRandom;
 use rand::Rng;
 use rustls::RootCertStore;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,10 +94,24 @@ pub struct RoundReport {
     pub sent: Option<OutboxItem>,
     /// What arrived for this user.
     pub incoming: Option<Incoming>,
+    /// The final fate of one of this user's earlier `stored` messages, if its receipt
+    /// came this round.
+    pub receipt: Option<Fated>,
     /// The exchange server whose answer this round contradicted the other two servers'
     /// (it was outvoted: the output above is right all the same). Only a dishonest or
     /// broken server is ever named here.
     pub liar: Option<usize>,
+}
+
+/// A receipt, with the message it is for when this client still remembers it (it
+/// remembers every message stored since it started; a receipt for a message stored by
+/// an earlier run of the client names only the target and the send round).
+#[derive(Clone, Debug)]
+pub struct Fated {
+    /// What the exchange returned: the target, the send round, the fate.
+    pub receipt: Receipt,
+    /// The message, if this client sent it.
+    pub message: Option<OutboxItem>,
 }
 
 /// The longest pause between reconnection attempts to a relay (before jitter): short
@@ -146,6 +164,8 @@ pub struct User {
     generation: Vec<usize>,
     /// Messages not yet delivered or stored, oldest first.
     pub outbox: VecDeque<OutboxItem>,
+    /// Messages stored by the exchange, by send round, until their receipts come.
+    awaiting: BTreeMap<u64, OutboxItem>,
     last_round: Option<u64>,
     /// A round announced while the previous one's outputs were awaited.
     pending_round: Option<RoundAnnounce>,
@@ -215,6 +235,7 @@ impl User {
             reconnected_tx,
             generation: vec![0; relays.len()],
             outbox: VecDeque::new(),
+            awaiting: BTreeMap::new(),
             last_round: None,
             pending_round: None,
             unsettled: Vec::new(),
@@ -443,6 +464,11 @@ impl User {
         std::mem::take(&mut self.late)
     }
 
+    /// Messages stored by the exchange whose receipts have not come yet, by send round.
+    pub fn awaiting_receipts(&self) -> &BTreeMap<u64, OutboxItem> {
+        &self.awaiting
+    }
+
     /// Rounds still waiting for late output shares.
     pub fn unsettled(&self) -> usize {
         self.unsettled.len()
@@ -520,13 +546,14 @@ impl User {
         }
     }
 
-    /// A settled round's report; takes a delivered or stored message out of the outbox.
+    /// A settled round's report; takes a delivered or stored message out of the outbox,
+    /// remembers a stored one until its receipt, and matches a receipt that came.
     fn settle(
         &mut self,
         round: u64,
         status: Option<Status>,
         sent: Option<OutboxItem>,
-        incoming: Option<Incoming>,
+        output: Option<Output>,
     ) -> RoundReport {
         if matches!(status, Some(Status::Delivered) | Some(Status::Stored))
             && sent.is_some()
@@ -534,11 +561,32 @@ impl User {
         {
             self.outbox.pop_front();
         }
+        if let (Some(Status::Stored), Some(m)) = (status, &sent) {
+            self.awaiting.insert(round, m.clone());
+        }
+        let (incoming, receipt) = match output {
+            Some(o) => (o.incoming, o.receipt),
+            None => (None, None),
+        };
+        let receipt = receipt.map(|r| {
+            let sent_round = u64::from(r.sent);
+            // The receipt names the target too: a message of that round to another
+            // target is not this one (the client's memory is from another run).
+            let message = match self.awaiting.get(&sent_round) {
+                Some(m) if m.to == r.to => self.awaiting.remove(&sent_round),
+                _ => None,
+            };
+            Fated {
+                receipt: r,
+                message,
+            }
+        });
         RoundReport {
             round,
             status,
             sent,
             incoming,
+            receipt,
             liar: None,
         }
     }
@@ -601,7 +649,7 @@ impl User {
         }
         let output = checked.map(|c| c.output);
         let status = output.as_ref().map(|o| o.status);
-        let mut report = self.settle(round, status, sent, output.and_then(|o| o.incoming));
+        let mut report = self.settle(round, status, sent, output);
         report.liar = liar;
         report
     }
@@ -744,7 +792,7 @@ impl User {
         // the round, and the message is neither left in doubt nor sent twice.
         if let Some(output) = self.output_from_two(round, &parts) {
             let status = Some(output.status);
-            return Ok(self.settle(round, status, sent, output.incoming));
+            return Ok(self.settle(round, status, sent, Some(output)));
         }
         self.unsettled.push(Unsettled {
             round,

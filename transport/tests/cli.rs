@@ -35,6 +35,9 @@ fn a_small_demo_delivers_every_message_and_ends_with_json() {
     for key in [
         "sent",
         "delivered",
+        "expired_reported",
+        "dropped_reported",
+        "lost_silently",
         "rounds",
         "users",
         "p50_round_seconds",
@@ -43,8 +46,9 @@ fn a_small_demo_delivers_every_message_and_ends_with_json() {
         assert!(v.get(key).is_some(), "{key} missing in {last}");
     }
     assert_eq!(v["sent"], v["delivered"]);
-    assert_eq!(v["lost"], 0);
+    assert_eq!(v["lost_silently"], 0);
     assert_eq!(v["bad_deliveries"], 0);
+    assert_eq!(v["fate_mismatches"], 0);
     // The per-round `received` column counts arrivals, drain rounds included: its sum
     // is every message.
     let received: u64 = stdout
@@ -61,6 +65,50 @@ fn a_small_demo_delivers_every_message_and_ends_with_json() {
         })
         .sum();
     assert_eq!(Some(received), v["delivered"].as_u64(), "{stdout}");
+}
+
+#[test]
+fn a_demo_where_stored_messages_expire_tells_every_sender_its_messages_fate() {
+    let out = Command::new(ACS)
+        .args([
+            "demo",
+            "--users",
+            "12",
+            "--rounds",
+            "4",
+            "--offline",
+            "0.6",
+            "--expiry-rounds",
+            "1",
+            "--entries",
+            "1",
+            "--seed",
+            "3",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let n = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {stdout}"));
+    assert_eq!(n("lost_silently"), 0, "{stdout}");
+    assert_eq!(n("fate_mismatches"), 0, "{stdout}");
+    assert_eq!(n("bad_deliveries"), 0, "{stdout}");
+    assert_eq!(
+        n("sent"),
+        n("delivered") + n("expired_reported") + n("dropped_reported") + n("lost_silently"),
+        "{stdout}"
+    );
+    assert!(
+        n("expired_reported") > 0,
+        "the workload lets messages expire: {stdout}"
+    );
+    assert!(stdout.contains("drain: everyone online"), "{stdout}");
 }
 
 #[test]
@@ -317,6 +365,7 @@ const ROUND: acs_engine::round::RoundConfig = acs_engine::round::RoundConfig {
     payload_words: 2,
     store_capacity: 4,
     expiry_rounds: 5,
+    receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
 };
 
 /// Entry relay `j` listening on `listen`, dialling the relay ports `exchanges` on

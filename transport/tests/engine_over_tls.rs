@@ -22,6 +22,7 @@ const CFG: RoundConfig = RoundConfig {
     payload_words: 4,
     store_capacity: 8,
     expiry_rounds: 3,
+    receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

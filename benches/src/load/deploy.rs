@@ -100,6 +100,7 @@ pub fn write(acs: &Path, dir: &Path, p: &Params) -> Result<Deployment, String> {
         payload_words: p.payload_words,
         store_capacity: p.store_capacity,
         expiry_rounds: p.expiry_rounds,
+        receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
     };
     let write = |path: &Path, text: Result<String, String>| {
         let text = text.map_err(|e| format!("{}: {e}", path.display()))?;

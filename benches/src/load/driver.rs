@@ -226,6 +226,7 @@ async fn drive(spec: DriverSpec) -> Result<(), String> {
         payload_words: spec.payload_words,
         store_capacity: spec.store_capacity,
         expiry_rounds: spec.expiry_rounds,
+        receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
     };
     let ca = spec.dir.join("certs/ca.pem");
     let roots =

@@ -2,34 +2,72 @@
 //! It is the oracle the three-party round is tested against, and it is the definition:
 //!
 //! 1. Candidates are the stored items that have not expired (`round - received <
-//!    expiry_rounds`), then this round's send and request blocks; candidates are ranked
-//!    oldest first by `(received round, source pseudonym)`.
-//! 2. Every online user receives the best-ranked candidate addressed to it, if any.
-//! 3. The undelivered candidates, best-ranked first, fill the store up to its capacity;
-//!    the rest are dropped.
+//!    expiry_rounds` for messages, `< receipt_rounds` for receipts), in store order,
+//!    then this round's send and request blocks by source pseudonym. The store is kept
+//!    in (received round, source) order, and a receipt takes its message's place in it,
+//!    so candidates are ranked oldest first.
+//! 2. Every online user receives the best-ranked candidate addressed to it, if any: a
+//!    message, or a receipt (addressed to the message's sender).
+//! 3. The new store, in order: for each stored item, a message that was delivered or
+//!    has expired becomes its receipt (same place, no payload; fate `delivered` or
+//!    `expired`); a live undelivered item stays; a receipt that was delivered or expired
+//!    leaves. Then the undelivered new candidates fill the store up to its capacity; the
+//!    rest are dropped. Stored items map one to one onto stored items, so nothing stored
+//!    is ever dropped for lack of space.
 //! 4. A user's status: `cover` for a cover block; otherwise `delivered`, `stored` or
-//!    `dropped` by what happened to its item. Expired items leave the store silently.
+//!    `dropped` by what happened to its item. A `stored` message's sender later gets its
+//!    receipt: nothing it handed over is lost without its sender being told, unless the
+//!    sender itself stays away for `receipt_rounds` rounds.
 
-use super::{Block, Incoming, Output, Role, RoundConfig, Status};
+use super::{Block, Fate, Incoming, Output, Receipt, Role, RoundConfig, Status};
+
+/// What a stored receipt records about its message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredReceipt {
+    /// What became of the message.
+    pub fate: Fate,
+    /// The round the message was sent in.
+    pub sent: u32,
+}
 
 /// An item held in the store, in the clear.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredItem {
-    /// Send or request.
+    /// Send or request (of a receipt: its message's).
     pub role_bits: u64,
-    /// Source pseudonym.
+    /// Source pseudonym (of a receipt: its message's target).
     pub src: u64,
-    /// Target pseudonym.
+    /// Target pseudonym (of a receipt: its message's sender).
     pub dst: u64,
-    /// The round it was received in.
+    /// The round it was received in (of a receipt: the round it was made).
     pub received: u32,
-    /// Payload words.
+    /// Payload words (zero for a receipt).
     pub payload: Vec<u64>,
+    /// `Some` for a receipt.
+    pub receipt: Option<StoredReceipt>,
+}
+
+impl StoredItem {
+    /// The receipt this message becomes in round `round`.
+    fn receipt_of(&self, fate: Fate, round: u32) -> StoredItem {
+        StoredItem {
+            role_bits: self.role_bits,
+            src: self.dst,
+            dst: self.src,
+            received: round,
+            payload: vec![0; self.payload.len()],
+            receipt: Some(StoredReceipt {
+                fate,
+                sent: self.received,
+            }),
+        }
+    }
 }
 
 /// The real items of a store, from its reconstructed words (`store_capacity` records of
-/// `[flags (bit 0 valid, bits 1-2 role), src, dst, received, payload..]`), in store order.
-/// For checking the three-party store against [`ideal_round`]'s.
+/// `[flags (bit 0 valid, bits 1-2 role, bit 3 receipt, bit 4 expired), src, dst,
+/// received | sent << 32, payload..]`), in store order. For checking the three-party
+/// store against [`ideal_round`]'s.
 pub fn stored_items(words: &[u64], cfg: &RoundConfig) -> Vec<StoredItem> {
     words
         .chunks(cfg.store_words())
@@ -40,8 +78,25 @@ pub fn stored_items(words: &[u64], cfg: &RoundConfig) -> Vec<StoredItem> {
             dst: r[2],
             received: r[3] as u32,
             payload: r[4..].to_vec(),
+            receipt: (r[0] >> 3 & 1 == 1).then(|| StoredReceipt {
+                fate: if r[0] >> 4 & 1 == 1 {
+                    Fate::Expired
+                } else {
+                    Fate::Delivered
+                },
+                sent: (r[3] >> 32) as u32,
+            }),
         })
         .collect()
+}
+
+/// Where a candidate came from.
+#[derive(Clone, Copy)]
+enum From {
+    /// Position in the previous store.
+    Store(usize),
+    /// Index of the user who sent it this round.
+    Block(usize),
 }
 
 /// Runs one round. `blocks` are this round's `(source, block)` for every online user,
@@ -54,13 +109,21 @@ pub fn ideal_round(
     blocks: &[(u64, Block)],
     store: &[StoredItem],
 ) -> (Vec<Output>, Vec<StoredItem>) {
-    // Candidates: (item, Some(index of the user who sent it this round)).
-    let mut candidates: Vec<(StoredItem, Option<usize>)> = store
+    let live = |it: &StoredItem| {
+        let lifetime = if it.receipt.is_some() {
+            cfg.receipt_rounds
+        } else {
+            cfg.expiry_rounds
+        };
+        round.saturating_sub(it.received) < lifetime
+    };
+    let mut candidates: Vec<(StoredItem, From)> = store
         .iter()
-        .filter(|it| round.saturating_sub(it.received) < cfg.expiry_rounds)
-        .map(|it| (it.clone(), None))
+        .enumerate()
+        .filter(|(_, it)| live(it))
+        .map(|(t, it)| (it.clone(), From::Store(t)))
         .collect();
-    let mut fresh: Vec<(StoredItem, Option<usize>)> = blocks
+    let mut fresh: Vec<(StoredItem, From)> = blocks
         .iter()
         .enumerate()
         .filter(|(_, (_, b))| b.role != Role::Cover)
@@ -74,13 +137,14 @@ pub fn ideal_round(
                     dst: b.dst,
                     received: round,
                     payload,
+                    receipt: None,
                 },
-                Some(i),
+                From::Block(i),
             )
         })
         .collect();
+    fresh.sort_by_key(|(it, _)| it.src);
     candidates.append(&mut fresh);
-    candidates.sort_by_key(|(it, _)| (it.received, it.src));
 
     let mut outputs: Vec<Output> = blocks
         .iter()
@@ -91,9 +155,11 @@ pub fn ideal_round(
                 Status::Dropped
             },
             incoming: None,
+            receipt: None,
         })
         .collect();
     let mut delivered = vec![false; candidates.len()];
+    let mut store_delivered = vec![false; store.len()];
     // The best-ranked candidate for each target (sources are distinct, so each target
     // receives at most once and no candidate is claimed twice).
     let mut first_for: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
@@ -101,29 +167,56 @@ pub fn ideal_round(
         first_for.entry(it.dst).or_insert(c);
     }
     for (u, (src, _)) in blocks.iter().enumerate() {
-        if let Some(&c) = first_for.get(src) {
-            delivered[c] = true;
-            let it = &candidates[c].0;
-            outputs[u].incoming = Some(Incoming {
-                role: Role::from_bits(it.role_bits).unwrap_or(Role::Request),
-                from: it.src,
-                payload: it.payload.clone(),
-            });
-            if let Some(sender) = candidates[c].1 {
-                outputs[sender].status = Status::Delivered;
+        let Some(&c) = first_for.get(src) else {
+            continue;
+        };
+        delivered[c] = true;
+        let it = &candidates[c].0;
+        let role = Role::from_bits(it.role_bits).unwrap_or(Role::Request);
+        match it.receipt {
+            Some(r) => {
+                outputs[u].receipt = Some(Receipt {
+                    role,
+                    to: it.src,
+                    sent: r.sent,
+                    fate: r.fate,
+                })
             }
+            None => {
+                outputs[u].incoming = Some(Incoming {
+                    role,
+                    from: it.src,
+                    payload: it.payload.clone(),
+                })
+            }
+        }
+        match candidates[c].1 {
+            From::Block(sender) => outputs[sender].status = Status::Delivered,
+            From::Store(t) => store_delivered[t] = true,
         }
     }
     let mut new_store = Vec::new();
-    for (c, (it, sender)) in candidates.into_iter().enumerate() {
-        if delivered[c] {
-            continue;
+    for (t, it) in store.iter().enumerate() {
+        let fate = if store_delivered[t] {
+            Some(Fate::Delivered)
+        } else if !live(it) {
+            Some(Fate::Expired)
+        } else {
+            None
+        };
+        match (fate, it.receipt) {
+            (None, _) => new_store.push(it.clone()),
+            (Some(f), None) => new_store.push(it.receipt_of(f, round)),
+            (Some(_), Some(_)) => {}
         }
-        if new_store.len() < cfg.store_capacity {
+    }
+    for (c, (it, from)) in candidates.into_iter().enumerate() {
+        let From::Block(sender) = from else {
+            continue;
+        };
+        if !delivered[c] && new_store.len() < cfg.store_capacity {
             new_store.push(it);
-            if let Some(s) = sender {
-                outputs[s].status = Status::Stored;
-            }
+            outputs[sender].status = Status::Stored;
         }
     }
     (outputs, new_store)

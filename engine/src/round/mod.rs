@@ -5,7 +5,8 @@
 //! parties match senders and receivers over shares and return to every online user one
 //! output: the status of its own block and at most one incoming item, oldest first.
 //! Items that cannot be delivered stay in a fixed-capacity store, secret-shared, until
-//! delivered or expired.
+//! delivered or expired; either way the item becomes a receipt in its slot, which goes
+//! back to its sender the same way (`docs/leakage.md`, "Receipts").
 //!
 //! - [`ideal`]: the plaintext reference round (the oracle for tests);
 //! - [`mpc`]: the three-party round;
@@ -30,6 +31,19 @@ pub struct RoundConfig {
     pub store_capacity: usize,
     /// A stored item received in round `r` expires at round `r + expiry_rounds`.
     pub expiry_rounds: u32,
+    /// A receipt created in round `r` (its message was delivered from the store or
+    /// expired in `r`) expires at round `r + receipt_rounds` if its addressee, the
+    /// message's sender, has not been online to take it by then. Long, because an
+    /// expired receipt is the one way a sender can still miss a message's fate.
+    #[serde(default = "default_receipt_rounds")]
+    pub receipt_rounds: u32,
+}
+
+/// The default [`RoundConfig::receipt_rounds`]: a day of rounds two seconds apart.
+pub const DEFAULT_RECEIPT_ROUNDS: u32 = 43_200;
+
+fn default_receipt_rounds() -> u32 {
+    DEFAULT_RECEIPT_ROUNDS
 }
 
 impl RoundConfig {
@@ -43,7 +57,10 @@ impl RoundConfig {
         2 + self.payload_words
     }
 
-    /// Words in one store record: flags, source, destination, round, payload.
+    /// Words in one store record: flags (bit 0 valid, bits 1-2 role, bit 3 receipt,
+    /// bit 4 the receipt's fate is `expired`), source, destination, round (low 32 bits:
+    /// received, or for a receipt the round it was made; high 32 bits: for a receipt, the
+    /// round its message was sent), payload (zero for a receipt).
     pub fn store_words(&self) -> usize {
         4 + self.payload_words
     }
@@ -172,14 +189,48 @@ pub struct Incoming {
     pub payload: Vec<u64>,
 }
 
+/// The final fate of a message that went into the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Fate {
+    /// Delivered to its target from the store.
+    Delivered,
+    /// Expired in the store (the target was not online to take it within
+    /// `expiry_rounds`): it was never delivered.
+    Expired,
+}
+
+/// A receipt: the sender of a message that was `stored` learns what became of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Receipt {
+    /// The message's role (send or request).
+    pub role: Role,
+    /// The message's target.
+    pub to: u64,
+    /// The round the message was sent in: the sender's handle for it (a user sends at
+    /// most one block per round).
+    pub sent: u32,
+    /// What became of it.
+    pub fate: Fate,
+}
+
 /// What a user learns from one round.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Output {
     /// The fate of its own block.
     pub status: Status,
-    /// At most one item addressed to it.
+    /// At most one item addressed to it: a message, or (never both) a receipt.
     pub incoming: Option<Incoming>,
+    /// A receipt for one of its earlier stored messages, in the place of an incoming
+    /// message: receipts and messages for one user take turns in its one mailbox.
+    pub receipt: Option<Receipt>,
 }
+
+/// Output header bit: the item is a receipt.
+const OUT_RECEIPT: u64 = 1 << 10;
+/// Output header bit: the receipt's fate is `expired`.
+const OUT_EXPIRED: u64 = 1 << 11;
+/// Output header bits that carry a receipt's send round.
+const OUT_SENT_SHIFT: u32 = 32;
 
 /// Why a reconstructed output did not decode.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -199,7 +250,8 @@ pub enum OutputError {
 }
 
 impl Output {
-    /// The output's words: `[status | incoming role << 8, from, payload..]`.
+    /// The output's words: `[status | incoming role << 8, from, payload..]`; for a
+    /// receipt `[status | role << 8 | 1 << 10 | expired << 11 | sent << 32, to, 0..]`.
     pub fn to_words(&self, cfg: &RoundConfig) -> Vec<u64> {
         let mut w = vec![0u64; cfg.output_words()];
         w[0] = self.status.code();
@@ -209,6 +261,12 @@ impl Output {
             for (d, s) in w[2..].iter_mut().zip(&inc.payload) {
                 *d = *s;
             }
+        } else if let Some(r) = &self.receipt {
+            w[0] |= (r.role.bits() << 8) | OUT_RECEIPT | ((r.sent as u64) << OUT_SENT_SHIFT);
+            if r.fate == Fate::Expired {
+                w[0] |= OUT_EXPIRED;
+            }
+            w[1] = r.to;
         }
         w
     }
@@ -222,14 +280,43 @@ impl Output {
             });
         }
         let head = words[0];
-        if head & !0x3ff != 0 || head & 0xf8 != 0 {
-            return Err(OutputError::Malformed(head));
+        let malformed = OutputError::Malformed(head);
+        if head & 0xffff_f0f8 != 0 {
+            return Err(malformed);
         }
         let status = Status::from_code(head & 7).ok_or(OutputError::Malformed(head))?;
         let role_bits = (head >> 8) & 3;
+        if head & OUT_RECEIPT != 0 {
+            // A receipt names a real message and never carries its payload.
+            let role = match Role::from_bits(role_bits) {
+                Some(r @ (Role::Send | Role::Request)) => r,
+                _ => return Err(malformed),
+            };
+            if words[2..].iter().any(|w| *w != 0) {
+                return Err(malformed);
+            }
+            let fate = if head & OUT_EXPIRED != 0 {
+                Fate::Expired
+            } else {
+                Fate::Delivered
+            };
+            return Ok(Output {
+                status,
+                incoming: None,
+                receipt: Some(Receipt {
+                    role,
+                    to: words[1],
+                    sent: (head >> OUT_SENT_SHIFT) as u32,
+                    fate,
+                }),
+            });
+        }
+        if head & (OUT_EXPIRED | (u64::MAX << OUT_SENT_SHIFT)) != 0 {
+            return Err(malformed);
+        }
         let incoming = if role_bits == 0 {
             if words[1..].iter().any(|w| *w != 0) {
-                return Err(OutputError::Malformed(head));
+                return Err(malformed);
             }
             None
         } else {
@@ -239,7 +326,11 @@ impl Output {
                 payload: words[2..].to_vec(),
             })
         };
-        Ok(Output { status, incoming })
+        Ok(Output {
+            status,
+            incoming,
+            receipt: None,
+        })
     }
 
     /// Rebuilds an output from the three servers' output shares (user side).
@@ -274,4 +365,52 @@ pub fn payload_to_words(bytes: &[u8], payload_words: usize) -> Option<Vec<u64>> 
 /// their own lengths inside the payload).
 pub fn payload_from_words(words: &[u64]) -> Vec<u8> {
     words.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CFG: RoundConfig = RoundConfig {
+        payload_words: 2,
+        store_capacity: 1,
+        expiry_rounds: 1,
+        receipt_rounds: 1,
+    };
+
+    #[test]
+    fn receipts_round_trip_and_carry_no_payload() {
+        for fate in [Fate::Delivered, Fate::Expired] {
+            let out = Output {
+                status: Status::Stored,
+                incoming: None,
+                receipt: Some(Receipt {
+                    role: Role::Request,
+                    to: 0xfeed,
+                    sent: u32::MAX,
+                    fate,
+                }),
+            };
+            let w = out.to_words(&CFG);
+            assert_eq!(Output::from_words(&w, &CFG), Ok(out));
+            let mut with_payload = w.clone();
+            with_payload[3] = 1;
+            assert!(Output::from_words(&with_payload, &CFG).is_err());
+            let mut no_role = w.clone();
+            no_role[0] &= !(3 << 8);
+            assert!(Output::from_words(&no_role, &CFG).is_err());
+        }
+        // Receipt fields on an ordinary output are malformed.
+        let plain = Output {
+            status: Status::Cover,
+            incoming: None,
+            receipt: None,
+        }
+        .to_words(&CFG);
+        for bad in [OUT_EXPIRED, 1 << OUT_SENT_SHIFT, 1 << 12] {
+            let mut w = plain.clone();
+            w[0] |= bad;
+            assert!(Output::from_words(&w, &CFG).is_err(), "{bad:#x}");
+        }
+    }
 }

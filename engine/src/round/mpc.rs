@@ -10,7 +10,9 @@
 //! - the `C` store records, key `(dummy, dst, 1)`, where empty and expired ones are dummies.
 //!
 //! Items carry `j`, the index of their payload row: store record `t` is `j = t`, user
-//! `i`'s block `j = C + i`.
+//! `i`'s block `j = C + i`. A store record is a message or a receipt (see
+//! [`super::ideal`]): a stored message delivered or expired this round becomes, in its own
+//! slot, a receipt to its sender.
 //!
 //! 1. Sort all records by key with the oblivious quicksort. Its tiebreak is the input
 //!    position, and the input lists store records (kept oldest first) before this
@@ -22,18 +24,22 @@
 //!    is marked delivered and the mailbox matched.
 //! 3. Route A: shuffle, then open each record's routing tag (`2i` mailbox, `2i + 1` item,
 //!    SENTINEL store record): a uniformly random arrangement of a public multiset.
-//! 4. Sort the `U + C` items by the distinct narrow key `(not kept, delivered, j)`. The
-//!    `j` order is (received, source) order, so the first `C` are the new store, oldest
-//!    first (the number of real ones is never opened), and delivered items come last: at
-//!    most `U` of `U + C` are delivered, so no store slot holds one. Each item's status
-//!    follows from its public position.
-//! 5. Shuffle `[j, status, destination]` and open `j` (a uniformly random arrangement of
-//!    `0 .. U + C`): statuses and destinations are now held in payload order.
+//! 4. Decide over shares which store records keep a slot and which become receipts (`R`),
+//!    then sort the `U + C` items by the distinct narrow key `(not kept, delivered, j)`.
+//!    The `j` order is (received, source) order, so the first `C` are the new store,
+//!    oldest first, each receipt in its message's place (the number of real ones is never
+//!    opened), and delivered items that keep no slot come last: at most `U` of `U + C`
+//!    are delivered, so no store slot holds one. Each item's status follows from its
+//!    public position.
+//! 5. Shuffle `[j, status, destination, receipt destination]` and open `j` (a uniformly
+//!    random arrangement of `0 .. U + C`): statuses and destinations are now held in
+//!    payload order.
 //! 6. Move the payloads once: one row per store record and block with its destination
-//!    (`2i` user, `2t + 1` store slot, SENTINEL discarded), plus one blank row per user
-//!    (to user `i` when its mailbox stayed empty, else discarded); shuffle and open the
-//!    destinations, which are `U` user tags, `C` slot tags and `U` SENTINELs: a public
-//!    multiset. Assemble each user's output share and the new store.
+//!    (`2i` user, `2t + 1` store slot, SENTINEL discarded), one blank row per user (to
+//!    user `i` when its mailbox stayed empty, else discarded), and one receipt row per
+//!    store record (to its message's slot when `R`, else discarded); shuffle and open the
+//!    destinations, which are `U` user tags, `C` slot tags and `U + C` SENTINELs: a
+//!    public multiset. Assemble each user's output share and the new store.
 //!
 //! Openings: quicksort comparison bits (twice) and routing tags after a fresh shuffle
 //! (three times), all through [`Party::declassify`], cross-checked at the end.
@@ -59,14 +65,29 @@ const FLAGS: usize = 1;
 const J: usize = 2; // an item's payload index: store record t, or C + i for user i's block
 const DEST: usize = 3; // where an item's payload goes: 2i to user i, or SENTINEL
 const NARROW: usize = 4;
+/// Columns of the rows that take statuses back to payload order: j, status, the item's
+/// destination, its receipt's destination.
+const FATE_WIDTH: usize = 4;
 
-// Bits of the FLAGS column.
+// Bits of the FLAGS column. VALID, VR (a valid receipt) and EXPIRED are set on store
+// records only.
 const DELIVERED_BIT: u32 = 2;
 const DUMMY_BIT: u32 = 3;
 const MATCHED_BIT: u32 = 4;
+const VALID_BIT: u32 = 5;
+const VR_BIT: u32 = 6;
+const EXPIRED_BIT: u32 = 7;
 
 /// The role bits of a store record's flags word, after the valid bit.
 const ROLE_MASK: u64 = 0b11;
+/// A store record's flags: the record is a receipt.
+const RECEIPT_FLAG: u64 = 1 << 3;
+/// A store record's flags: the receipt's fate is `expired`.
+const FATE_EXPIRED_SHIFT: u32 = 4;
+/// The bits of an output header a stored record's flags word fills: role, receipt, fate.
+const ITEM_BITS: u64 = 0b1111;
+/// The high half of a store record's round word: a receipt's send round.
+const SENT_MASK: u64 = 0xffff_ffff_0000_0000;
 
 /// One party's share of the store: `store_capacity` rows of
 /// `[flags (bit 0 valid, bits 1-2 role), src, dst, received round, payload..]`.
@@ -163,13 +184,19 @@ pub fn exchange_round(
     let r0 = column_bits(&blocks, bw, 0, 0, u);
     let r1 = column_bits(&blocks, bw, 0, 1, u);
     let store_valid = column_bits(&store.rows, sw, 0, 0, c);
-    let expired = expired_bits(party, cfg, round, store)?;
+    let store_receipt = column_bits(&store.rows, sw, 0, 3, c);
+    let expired = expired_bits(party, cfg, round, store, &store_receipt)?;
     // Normalize role 3 to request (r0 & r1 cleared from r0); live = r0 | r1;
-    // store record live = valid & !expired.
+    // store record live = valid & !expired; a valid receipt = valid & receipt.
     let not_expired = expired.not(id);
-    let prods = party.and_many(&[(&r0, &r1), (&store_valid, &not_expired)])?;
+    let prods = party.and_many(&[
+        (&r0, &r1),
+        (&store_valid, &not_expired),
+        (&store_valid, &store_receipt),
+    ])?;
     let both = &prods[0];
     let store_live = &prods[1];
+    let store_vr = &prods[2];
     let role0 = r0.xor(both);
     let block_live = r0.xor(&r1).xor(both);
 
@@ -193,9 +220,22 @@ pub fn exchange_round(
         let public = |v: u64| public_word(id, share, v);
         let srows = share.of(&store.rows);
         let dead = share.of(&store_dead);
+        let (valid, vr, exp) = (
+            share.of(&store_valid),
+            share.of(store_vr),
+            share.of(&expired),
+        );
         for t in 0..c {
             out_keys.push(key_item(lane(dead, t), srows[t * sw + 2]));
-            out_rows.extend_from_slice(&[public(SENTINEL), 0, public(t as u64), public(SENTINEL)]);
+            let flags = (lane(valid, t) << VALID_BIT)
+                ^ (lane(vr, t) << VR_BIT)
+                ^ (lane(exp, t) << EXPIRED_BIT);
+            out_rows.extend_from_slice(&[
+                public(SENTINEL),
+                flags,
+                public(t as u64),
+                public(SENTINEL),
+            ]);
         }
         let brows = share.of(&blocks);
         let dead = share.of(&block_dead);
@@ -273,57 +313,130 @@ pub fn exchange_round(
         b: blank_dest(&routed.b, Share::B),
     };
 
+    // Which store records keep their slot, and which become receipts. A stored message
+    // that was delivered or has expired becomes its receipt in its own slot (R); a
+    // receipt that was delivered or has expired frees its slot. With x = expired ^
+    // delivered (never both: an expired record is dead, so unmatched) and vr = valid &
+    // receipt: kept = valid ^ vr·x, R = (valid ^ vr)·x, and a store record sorts with
+    // the delivered ones only when it is a delivered receipt, vr·delivered. One AND
+    // layer over the C store records, which are the rows route A opened as SENTINEL.
+    let store_rows: Vec<usize> = items
+        .iter()
+        .copied()
+        .filter(|&k| tags[k] == SENTINEL)
+        .collect();
+    let store_bits = |share: Share, bit: u32| -> Vec<u64> {
+        let r = share.of(&routed);
+        let mut out = vec![0u64; crate::transpose::blocks(c)];
+        for (s, &k) in store_rows.iter().enumerate() {
+            out[s / 64] |= ((r[k * NARROW + FLAGS] >> bit) & 1) << (s % 64);
+        }
+        out
+    };
+    let bits = |bit: u32| Shared {
+        a: store_bits(Share::A, bit),
+        b: store_bits(Share::B, bit),
+    };
+    let (s_valid, s_vr) = (bits(VALID_BIT), bits(VR_BIT));
+    let s_delivered = bits(DELIVERED_BIT);
+    let s_x = bits(EXPIRED_BIT).xor(&s_delivered);
+    let s_message = s_valid.xor(&s_vr);
+    let prods = party.and_many(&[(&s_vr, &s_x), (&s_message, &s_x), (&s_delivered, &s_vr)])?;
+    let s_kept = s_valid.xor(&prods[0]);
+    let (s_receipt, s_late) = (&prods[1], &prods[2]);
+
     // Store sort over narrow keys `(not kept, delivered, j)`, distinct through `j`. Input
     // order (store oldest first, then this round's items by source) is (received, source)
-    // order, so the kept items come first, oldest first. Delivered items sort last: at
-    // most U of the U + C items are delivered, so the first C positions never hold one.
+    // order, so the kept items come first, oldest first, each receipt in its message's
+    // place. Delivered items that keep no slot sort last: at most U of the U + C items
+    // are, so the first C positions never hold one. Each item carries its delivery
+    // destination and R.
     let jb = index_bits(u + c);
     let mut keys2 = SharedKeys {
         a: Vec::with_capacity(u + c),
         b: Vec::with_capacity(u + c),
     };
     let mut dest2 = Shared {
-        a: Vec::with_capacity(u + c),
-        b: Vec::with_capacity(u + c),
+        a: Vec::with_capacity(2 * (u + c)),
+        b: Vec::with_capacity(2 * (u + c)),
     };
     for (share, out, dest) in [
         (Share::A, &mut keys2.a, &mut dest2.a),
         (Share::B, &mut keys2.b, &mut dest2.b),
     ] {
         let r = share.of(&routed);
+        let (kept, receipt, late) = (share.of(&s_kept), share.of(s_receipt), share.of(s_late));
+        let one = public_word(id, share, 1);
+        let mut s = 0;
         for &k in &items {
             let rr = &r[k * NARROW..(k + 1) * NARROW];
-            let delivered = (rr[FLAGS] >> DELIVERED_BIT) & 1;
-            let not_kept = ((rr[FLAGS] >> DUMMY_BIT) & 1) ^ delivered;
+            let (not_kept, delivered, becomes_receipt) = if tags[k] == SENTINEL {
+                let bits = (lane(kept, s) ^ one, lane(late, s), lane(receipt, s));
+                s += 1;
+                bits
+            } else {
+                let delivered = (rr[FLAGS] >> DELIVERED_BIT) & 1;
+                (((rr[FLAGS] >> DUMMY_BIT) & 1) ^ delivered, delivered, 0)
+            };
             let j = rr[J] & ((1u64 << jb) - 1);
             out.push(((not_kept as u128) << (jb + 1)) | ((delivered as u128) << jb) | j as u128);
-            dest.push(rr[DEST]);
+            dest.extend_from_slice(&[rr[DEST], becomes_receipt]);
         }
     }
+    drop((s_valid, s_vr, s_delivered, s_x, s_message, s_kept, prods));
     drop(routed);
     clock.lap("route to mailboxes");
     party.set_phase(Phase::Sort);
-    let sorted2 = quicksort_distinct(party, &keys2, jb + 2, &dest2, 1)?;
+    let sorted2 = quicksort_distinct(party, &keys2, jb + 2, &dest2, 2)?;
     drop((keys2, dest2));
     clock.lap("sort store candidates");
 
-    // Per sorted position t: [j, status, final destination], and the new store's valid
-    // bits (t < C). The first C positions are store slot t (tag 2t + 1); the rest go
-    // where matching sent them (a mailbox's tag, or SENTINEL: discarded).
+    // Per sorted position t: [j, status, destination of the item, destination of its
+    // receipt], and the new store's valid bits (t < C). The first C positions are store
+    // slot t (tag 2t + 1): the item goes there, or, when it becomes a receipt (R), the
+    // receipt does and the item goes where matching sent it. The rest go where matching
+    // sent them (a mailbox's tag, or SENTINEL: discarded), and make no receipt (every
+    // R item keeps a slot: store records come first in `j` order and map one to one
+    // onto slots). The item's destination at t < C, R ? matched : slot, is one word AND
+    // per slot; the receipt's, R ? slot : SENTINEL, a shared bit times constants.
     let n2 = u + c;
+    let pick = |share: Share| -> (Vec<u64>, Vec<u64>) {
+        let p = share.of(&sorted2.payload);
+        let holds_x0 = public_word(id, share, u64::MAX);
+        (0..c)
+            .map(|t| {
+                let r = p[2 * t + 1] & 1;
+                (r.wrapping_neg(), p[2 * t] ^ (holds_x0 & (2 * t as u64 + 1)))
+            })
+            .unzip()
+    };
+    let ((ra, da), (rb, db)) = (pick(Share::A), pick(Share::B));
+    let routed_away = party.and(&Shared { a: ra, b: rb }, &Shared { a: da, b: db })?;
     let mut fates = Shared {
-        a: Vec::with_capacity(3 * n2),
-        b: Vec::with_capacity(3 * n2),
+        a: Vec::with_capacity(4 * n2),
+        b: Vec::with_capacity(4 * n2),
     };
     let mut valid = Shared {
         a: Vec::with_capacity(c),
         b: Vec::with_capacity(c),
     };
-    for (share, keys, out, val) in [
-        (Share::A, &sorted2.keys.a, &mut fates.a, &mut valid.a),
-        (Share::B, &sorted2.keys.b, &mut fates.b, &mut valid.b),
+    for (share, keys, away, out, val) in [
+        (
+            Share::A,
+            &sorted2.keys.a,
+            &routed_away.a,
+            &mut fates.a,
+            &mut valid.a,
+        ),
+        (
+            Share::B,
+            &sorted2.keys.b,
+            &routed_away.b,
+            &mut fates.b,
+            &mut valid.b,
+        ),
     ] {
-        let dests = share.of(&sorted2.payload);
+        let p = share.of(&sorted2.payload);
         let holds_x0 = public_word(id, share, u64::MAX);
         for t in 0..n2 {
             let key = keys[t];
@@ -332,25 +445,37 @@ pub fn exchange_round(
             let dummy = not_kept ^ delivered;
             // status = s ^ delivered·(2 ^ s) ^ dummy·(1 ^ s), with s = stored or dropped
             // by public position: a share-wise product of shared bits and constants.
+            // (Meaningful for this round's blocks only; store records have no sender
+            // waiting for a status.)
             let s = if t < c { 3 } else { 4 };
             let status = (holds_x0 & s) ^ (delivered * (2 ^ s)) ^ (dummy * (1 ^ s));
-            let dest = if t < c {
+            let (dest, receipt_dest) = if t < c {
                 // valid = !not_kept: NOT lands on the x_0 share.
                 val.push(not_kept ^ (holds_x0 & 1));
-                holds_x0 & (2 * t as u64 + 1)
+                let slot = 2 * t as u64 + 1;
+                let r = p[2 * t + 1] & 1;
+                (
+                    (holds_x0 & slot) ^ away[t],
+                    (holds_x0 & SENTINEL) ^ (r.wrapping_neg() & (slot ^ SENTINEL)),
+                )
             } else {
-                dests[t]
+                (p[2 * t], holds_x0 & SENTINEL)
             };
-            out.extend_from_slice(&[(key as u64) & ((1u64 << jb) - 1), status, dest]);
+            out.extend_from_slice(&[
+                (key as u64) & ((1u64 << jb) - 1),
+                status,
+                dest,
+                receipt_dest,
+            ]);
         }
     }
-    drop(sorted2);
+    drop((sorted2, routed_away));
 
     // Back to payload order: shuffle, open each row's j (a uniformly random arrangement
     // of 0 .. U + C), and read statuses and destinations by j.
     party.set_phase(Phase::Route);
-    let fates = party.shuffle_owned(fates, 3)?;
-    let js = party.declassify_words(Reason::RouteAfterShuffle, &column(&fates, 3, 0))?;
+    let fates = party.shuffle_owned(fates, FATE_WIDTH)?;
+    let js = party.declassify_words(Reason::RouteAfterShuffle, &column(&fates, FATE_WIDTH, 0))?;
     let mut at_j = vec![usize::MAX; n2];
     for (k, &j) in js.iter().enumerate() {
         if j >= n2 as u64 || at_j[j as usize] != usize::MAX {
@@ -361,20 +486,22 @@ pub fn exchange_round(
     clock.lap("statuses");
 
     // The payload moves once: rows [destination, store-format record] for every store
-    // record and block (by j), and one blank per user; shuffled, destinations opened: U
-    // user tags, C store tags and U SENTINELs, a public multiset.
+    // record and block (by j), one blank per user, and one receipt per store record;
+    // shuffled, destinations opened: U user tags, C store tags and U + C SENTINELs, a
+    // public multiset.
     let wide = 1 + sw;
-    let n3 = n2 + u;
+    let n3 = n2 + u + c;
     let build_wide = |share: Share| -> Vec<u64> {
         let f = share.of(&fates);
         let srows = share.of(&store.rows);
         let brows = share.of(&blocks);
         let (ro0, ro1) = (share.of(&role0), share.of(&r1));
         let blanks = share.of(&blank_dests);
+        let exp = share.of(&expired);
         let mut out = vec![0u64; n3 * wide];
         out.par_chunks_mut(wide).enumerate().for_each(|(j, w)| {
             if j < n2 {
-                w[0] = f[at_j[j] * 3 + 2];
+                w[0] = f[at_j[j] * FATE_WIDTH + 2];
             }
             if j < c {
                 let r = &srows[j * sw..(j + 1) * sw];
@@ -389,8 +516,22 @@ pub fn exchange_round(
                 w[3] = r[1];
                 w[4] = public_word(id, share, round as u64);
                 w[5..].copy_from_slice(&r[2..]);
-            } else {
+            } else if j < n2 + u {
                 w[0] = blanks[j - n2];
+            } else {
+                // The receipt of store record t, in the store format: the message's
+                // sender becomes its addressee and its target its source, the round word
+                // holds this round (for the receipt's expiry) and the send round above
+                // it, and the payload stays zero (a public zero: no share to clear).
+                let t = j - n2 - u;
+                let r = &srows[t * sw..(t + 1) * sw];
+                w[0] = f[at_j[t] * FATE_WIDTH + 3];
+                w[1] = (r[0] & (ROLE_MASK << 1))
+                    ^ public_word(id, share, RECEIPT_FLAG)
+                    ^ (lane(exp, t) << FATE_EXPIRED_SHIFT);
+                w[2] = r[2];
+                w[3] = r[1];
+                w[4] = (r[3] << 32) ^ public_word(id, share, round as u64);
             }
         });
         out
@@ -401,10 +542,10 @@ pub fn exchange_round(
     };
     let statuses = |share: Share| -> Vec<u64> {
         let f = share.of(&fates);
-        (0..u).map(|i| f[at_j[c + i] * 3 + 1]).collect()
+        (0..u).map(|i| f[at_j[c + i] * FATE_WIDTH + 1]).collect()
     };
     let (status_a, status_b) = (statuses(Share::A), statuses(Share::B));
-    drop((blocks, fates, blank_dests));
+    drop((blocks, fates, blank_dests, expired));
     let moved = party.shuffle_owned(table, wide)?;
     let dests = party.declassify_words(Reason::RouteAfterShuffle, &column(&moved, wide, 0))?;
     let mut output_at = vec![usize::MAX; u];
@@ -426,7 +567,7 @@ pub fn exchange_round(
         }
         *at = k;
     }
-    if discards != u {
+    if discards != u + c {
         return Err(route_mismatch(id));
     }
     party.check_openings()?;
@@ -446,7 +587,9 @@ pub fn exchange_round(
         a: store_of(&moved.a, &valid.a),
         b: store_of(&moved.b, &valid.b),
     };
-    // Each user's two output components: [status ^ role << 8, from, payload]. Component
+    // Each user's two output components: [status ^ item bits << 8 ^ send round << 32,
+    // from, payload] (item bits: role, receipt, fate; the send round is zero but for a
+    // receipt). Component
     // x_i (this party's `a`) and x_{i+1} (its `b`) both go to the user, so that it can
     // check them (`outputs::reconstruct_checked`). XOR, never OR: shares of a value have
     // random high bits.
@@ -457,7 +600,7 @@ pub fn exchange_round(
             .map(|(&k, &st)| {
                 let m = &v[k * wide + 1..(k + 1) * wide];
                 let mut out = Vec::with_capacity(cfg.output_words());
-                out.push((((m[0] >> 1) & ROLE_MASK) << 8) ^ st);
+                out.push((((m[0] >> 1) & ITEM_BITS) << 8) ^ (m[3] & SENT_MASK) ^ st);
                 out.push(m[1]);
                 out.extend_from_slice(&m[4..]);
                 out
@@ -557,18 +700,23 @@ fn route_mismatch(id: PartyId) -> EngineError {
     }
 }
 
-/// `[received < round + 1 - expiry]` for each store record: expired, so not deliverable
-/// and not kept.
+/// `[received < round + 1 - lifetime]` for each store record, where the lifetime is
+/// `expiry_rounds` for a message and `receipt_rounds` for a receipt: expired, so not
+/// deliverable, and not kept as it is. The threshold is picked per record by its shared
+/// receipt bit: bit planes where the two thresholds differ take the receipt bit (or its
+/// complement), a shared bit times public constants.
 fn expired_bits(
     party: &mut Party,
     cfg: &RoundConfig,
     round: u32,
     store: &SharedStore,
+    receipt: &Shared,
 ) -> Result<Shared, EngineError> {
     let c = cfg.store_capacity;
     let sw = cfg.store_words();
-    let threshold = (round as u64 + 1).saturating_sub(cfg.expiry_rounds as u64);
-    if c == 0 || threshold == 0 {
+    let threshold = |lifetime: u32| (round as u64 + 1).saturating_sub(lifetime as u64);
+    let (message, rct) = (threshold(cfg.expiry_rounds), threshold(cfg.receipt_rounds));
+    if c == 0 || (message == 0 && rct == 0) {
         return Ok(Shared::zeros(blocks(c)));
     }
     let received = |v: &[u64]| -> Vec<u128> {
@@ -580,9 +728,18 @@ fn expired_bits(
         a: rows_to_planes(&received(&store.rows.a), 33),
         b: rows_to_planes(&received(&store.rows.b), 33),
     };
-    let t = vec![threshold as u128; c];
-    let y = Shared::public(party.id(), &rows_to_planes(&t, 33));
-    crate::circuits::less_than(party, &x, &y, 33, blocks(c))
+    let t = vec![message as u128; c];
+    let mut y = Shared::public(party.id(), &rows_to_planes(&t, 33));
+    let nb = blocks(c);
+    // Planes are most significant bit first.
+    for bit in 0..33 {
+        if (message ^ rct) >> bit & 1 == 1 {
+            let plane = (32 - bit) * nb..(33 - bit) * nb;
+            crate::share::xor_into(&mut y.a[plane.clone()], &receipt.a);
+            crate::share::xor_into(&mut y.b[plane], &receipt.b);
+        }
+    }
+    crate::circuits::less_than(party, &x, &y, 33, nb)
 }
 
 /// Step 2: for each adjacent pair, `m_k = [key_k ^ 1 == key_{k+1}]` (a mailbox followed

@@ -326,6 +326,7 @@ mod tests {
         payload_words: 3,
         store_capacity: 1,
         expiry_rounds: 1,
+        receipt_rounds: crate::round::DEFAULT_RECEIPT_ROUNDS,
     };
 
     /// Honest answers for `out`, built as three parties would.
@@ -357,6 +358,7 @@ mod tests {
                 from: 77,
                 payload: vec![1, 2, 3],
             }),
+            receipt: None,
         }
     }
 

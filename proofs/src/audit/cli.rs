@@ -10,7 +10,7 @@ use super::report::{audit, AuditConfig, AuditError, AuditReport};
 /// when no leak is found, 2 when one is.
 #[derive(Debug, Args)]
 pub struct AuditArgs {
-    /// Runs per workload (each a fresh set of three parties running two rounds).
+    /// Runs per workload (each a fresh set of three parties running three rounds).
     #[arg(long, default_value_t = 400)]
     pub runs: usize,
     /// Online users (the same online set in every run).

@@ -2,7 +2,7 @@
 //! party opened.
 //!
 //! Each run is a fresh set of parties (fresh pairwise seeds, so fresh shuffles) that
-//! runs the online-set consistency check and then the round, for both rounds, with the
+//! runs the online-set consistency check and then the round, for every round, with the
 //! store carried over. Every party records every opened value. The harness checks that
 //! the three parties opened the same values in the same order (openings go to all
 //! three), that the online sets agreed, and that the outputs are the ideal round's: an

@@ -1,9 +1,9 @@
 //! The secret traffic patterns the audit compares, all with the same public leakage.
 //!
 //! Every run of every workload has the same public inputs: the same online set (the
-//! first `users` pseudonyms of a fixed population, online in both rounds), the same
-//! store capacity `C`, the same payload size, and the same two round numbers (1 and 2,
-//! the store of round 1 carried into round 2). Only the users' blocks differ, and they
+//! first `users` pseudonyms of a fixed population, online in every round), the same
+//! store capacity `C`, the same payload size, and the same three round numbers (1 to 3,
+//! each round's store carried into the next). Only the users' blocks differ, and they
 //! are secret-shared.
 
 use acs_engine::round::ideal::{ideal_round, StoredItem};
@@ -14,8 +14,10 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 /// Rounds per run: round 1 fills the store (for the workloads that store anything),
-/// round 2 starts from it.
-pub const ROUNDS: u32 = 2;
+/// round 2 starts from it (a stored item delivered makes a receipt), and in round 3
+/// round 1's stored items expire into receipts while round 2's receipts go out to their
+/// senders: every path of the store, receipts included, runs in the audited rounds.
+pub const ROUNDS: u32 = 3;
 
 /// A secret traffic pattern.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -31,7 +33,8 @@ pub enum Workload {
     /// delivered).
     RandomPairs,
     /// Round 1: half the users send to random offline pseudonyms (the store is partly
-    /// full); round 2: every user does (the store overflows, the newest are dropped).
+    /// full); rounds 2 and 3: every user does (the store overflows, the newest are
+    /// dropped; in round 3 round 1's items expire into receipts).
     OfflineTargets,
 }
 
@@ -60,7 +63,7 @@ impl Workload {
 pub struct Public {
     /// Round configuration (payload size, `C`, expiry).
     pub cfg: RoundConfig,
-    /// The online set, ascending (the same in both rounds).
+    /// The online set, ascending (the same in every round).
     pub online: Vec<u64>,
     /// Pseudonyms that exist but are not online (targets of stored messages).
     pub offline: Vec<u64>,
@@ -84,7 +87,8 @@ impl Public {
             cfg: RoundConfig {
                 payload_words,
                 store_capacity,
-                expiry_rounds: 3,
+                expiry_rounds: 2,
+                receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
             },
             online: all,
             offline,
@@ -98,7 +102,7 @@ impl Public {
     }
 }
 
-/// One run's plaintext: the blocks of both rounds, and what the ideal round says about
+/// One run's plaintext: the blocks of every round, and what the ideal round says about
 /// them (the oracle for the outputs, and the secret quantities a leak would reveal).
 #[derive(Clone, Debug)]
 pub struct Plan {

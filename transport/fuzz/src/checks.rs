@@ -387,6 +387,7 @@ pub fn engine_output(data: &[u8]) {
         payload_words: size as usize % 5,
         store_capacity: 4,
         expiry_rounds: 2,
+        receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
     };
     let words: Vec<u64> = rest
         .chunks_exact(8)

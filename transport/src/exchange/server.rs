@@ -334,6 +334,7 @@ pub fn config_digest(cfg: &RoundConfig, security: acs_engine::SecurityMode) -> [
     h.update((cfg.payload_words as u64).to_le_bytes());
     h.update((cfg.store_capacity as u64).to_le_bytes());
     h.update(u64::from(cfg.expiry_rounds).to_le_bytes());
+    h.update(u64::from(cfg.receipt_rounds).to_le_bytes());
     h.update([match security {
         acs_engine::SecurityMode::SemiHonest => 0u8,
         acs_engine::SecurityMode::Malicious => 1u8,

@@ -96,6 +96,7 @@ impl Default for Options {
                 payload_words: 4,
                 store_capacity: 8,
                 expiry_rounds: 20,
+                receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
             },
             submit_window_ms: 300,
             // Collection ends as soon as every relay has reported; the grace only matters

@@ -2,7 +2,7 @@
 //! the fixture keys of `checks`, so the fuzzer starts past the length and magic checks.
 //! Run by `run.sh` when a target has no seeds; the output is deterministic.
 
-use acs_engine::round::{Incoming, Output, Role, RoundConfig, Status};
+use acs_engine::round::{Fate, Incoming, Output, Receipt, Role, RoundConfig, Status};
 use acs_fuzz::checks::{fixture, fixture_rng, NOW, ROUND};
 use acs_kgc::{Direction, MasterSecret, Registry};
 use acs_transport::wire::{self, *};
@@ -93,6 +93,7 @@ fn main() {
         payload_words: 2,
         store_capacity: 4,
         expiry_rounds: 2,
+        receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
     };
     let delivered = Output {
         status: Status::Delivered,
@@ -101,12 +102,28 @@ fn main() {
             from: 0x1234_5678_9abc_def0,
             payload: vec![1, 2],
         }),
+        receipt: None,
     };
     let cover = Output {
         status: Status::Cover,
         incoming: None,
+        receipt: None,
     };
-    for (name, out) in [("delivered", delivered), ("cover", cover)] {
+    let receipt = Output {
+        status: Status::Cover,
+        incoming: None,
+        receipt: Some(Receipt {
+            role: Role::Send,
+            to: 0x1234_5678_9abc_def0,
+            sent: 7,
+            fate: Fate::Expired,
+        }),
+    };
+    for (name, out) in [
+        ("delivered", delivered),
+        ("cover", cover),
+        ("receipt", receipt),
+    ] {
         let mut bytes = vec![2u8];
         for w in out.to_words(&cfg) {
             bytes.extend_from_slice(&w.to_le_bytes());

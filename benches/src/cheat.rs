@@ -351,7 +351,11 @@ pub fn run(args: &CheatArgs) -> Result<bool, String> {
             out.security,
             out.users,
             out.detected,
-            out.aborted_before_opening,
+            if out.at == "output" || out.at == "input" {
+                "n/a".to_string()
+            } else {
+                out.aborted_before_opening.to_string()
+            },
             out.blamed,
             out.suspect_pairs,
             out.honest_blamed,

@@ -332,7 +332,7 @@ impl Party {
             peer,
             what: format!("its signed set of rejected inputs: {what}"),
         };
-        if bytes.len() < SIGNED_BYTES || (bytes.len() - SIGNED_BYTES) % 8 != 0 {
+        if bytes.len() < SIGNED_BYTES || !(bytes.len() - SIGNED_BYTES).is_multiple_of(8) {
             return Err(bad(format!("{} bytes", bytes.len())));
         }
         let signed = check_statement(

@@ -43,6 +43,8 @@ pub struct Leak {
 }
 
 /// The real round, then the leak.
+// exchange_round's seven parameters and the leak: bundling them would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub fn leaky_round(
     party: &mut Party,
     cfg: &RoundConfig,

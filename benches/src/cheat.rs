@@ -17,7 +17,9 @@
 //!   Detection is by the users; `outputs_wrong` counts users who accepted a wrong output.
 //! - `input` (feature `cheat`): its message in the conversion of users' XOR shares to
 //!   replicated shares (bit 0 of the first user's first word, the role bit; the liar
-//!   keeps its own copy equal, so its shares stay consistent).
+//!   keeps its own copy equal, so its shares stay consistent). Detection is by the
+//!   honest server that receives it, against the hash the user sent it; the round goes
+//!   on without that user, who is told to retry (`users_retried`), so nothing aborts.
 //! - `and-sort`: its share of an AND layer of a quicksort comparison (the `--nth` AND
 //!   layer of the round's sorts).
 //! - `and-match`: its share of an AND layer of the matching's equality circuit.
@@ -33,6 +35,7 @@ use acs_engine::round::consistency::{
     online_digest, KeyNotary, Notary, SignedStatement, Statement, StatementKind,
 };
 use acs_engine::round::ideal::ideal_round;
+use acs_engine::round::input::PartyInputs;
 use acs_engine::round::mpc::{exchange_round, RoundResult, SharedStore};
 use acs_engine::round::outputs::reconstruct_checked;
 use acs_engine::round::{Block, Role, RoundConfig};
@@ -95,9 +98,11 @@ impl Place {
         !matches!(self, Place::Digest | Place::Output)
     }
 
-    /// Whether the honest servers (rather than the users) are the ones to notice.
-    fn servers_detect(self) -> bool {
-        self != Place::Output
+    /// Whether the promise at this place is an abort before the next opening (rather
+    /// than users outvoting the liar, `output`, or the round going on without the users
+    /// whose input was altered, `input`).
+    fn aborts(self) -> bool {
+        !matches!(self, Place::Output | Place::Input)
     }
 
     /// Whether `mode` promises detection here: every place in malicious mode; in
@@ -147,7 +152,7 @@ pub struct CheatArgs {
 pub struct ServerView {
     /// The honest server.
     pub party: usize,
-    /// Whether it stopped the round because of a check it ran.
+    /// Whether a check it ran stopped the round or, for `input`, removed users from it.
     pub detected: bool,
     /// Whether it stopped without beginning any opening after the deviation (the lied-in
     /// opening itself excepted, for `open`).
@@ -196,6 +201,12 @@ pub struct Outcome {
     pub outputs_wrong: usize,
     /// Users whose check named a liar (or refused the output).
     pub users_detecting: usize,
+    /// Users the servers removed from the round and told to retry because their input
+    /// share failed its check in the conversion.
+    pub users_retried: usize,
+    /// For each server, how many users' shares it passed on in the conversion failed
+    /// their check (the servers log it; only the liar's may be non-zero).
+    pub conversion_failed_at: [usize; 3],
     /// Whether this mode promises detection at this place.
     pub promised: bool,
     /// Whether the promise held: detected, aborted before the next opening (where
@@ -334,18 +345,24 @@ pub fn run(args: &CheatArgs) -> Result<bool, String> {
         );
     } else {
         println!(
-            "cheat at {} by party {} ({}, {} users): detected {}, aborted before the next opening {}, blamed {:?}, suspect pairs {:?}, honest blamed {}, delivered {}, wrong outputs accepted {}, promise {}",
+            "cheat at {} by party {} ({}, {} users): detected {}, aborted before the next opening {}, blamed {:?}, suspect pairs {:?}, honest blamed {}, delivered {}, wrong outputs accepted {}, users told to retry {}, conversion failures per server {:?}, promise {}",
             out.at,
             out.party,
             out.security,
             out.users,
             out.detected,
-            out.aborted_before_opening,
+            if out.at == "output" || out.at == "input" {
+                "n/a".to_string()
+            } else {
+                out.aborted_before_opening.to_string()
+            },
             out.blamed,
             out.suspect_pairs,
             out.honest_blamed,
             out.delivered,
             out.outputs_wrong,
+            out.users_retried,
+            out.conversion_failed_at,
             match (out.promised, out.kept) {
                 (true, true) => "kept",
                 (true, false) => "BROKEN",
@@ -363,7 +380,7 @@ pub fn run(args: &CheatArgs) -> Result<bool, String> {
 fn table(outs: &[Outcome]) -> String {
     let yn = |b: bool| if b { "yes" } else { "no" };
     let mut t = format!(
-        "{:<9} {:>4}  {:<5} {:<8} {:<8} {:<12} {:<11} {:<9} {:>5}  {}\n",
+        "{:<9} {:>4}  {:<5} {:<8} {:<8} {:<12} {:<11} {:<9} {:>5} {:>5}  {}\n",
         "at",
         "liar",
         "fired",
@@ -373,6 +390,7 @@ fn table(outs: &[Outcome]) -> String {
         "suspects",
         "delivered",
         "wrong",
+        "retry",
         "promise"
     );
     for o in outs {
@@ -382,12 +400,12 @@ fn table(outs: &[Outcome]) -> String {
             .map(|p| format!("{}{}", p[0], p[1]))
             .collect();
         t.push_str(&format!(
-            "{:<9} {:>4}  {:<5} {:<8} {:<8} {:<12} {:<11} {:<9} {:>5}  {}\n",
+            "{:<9} {:>4}  {:<5} {:<8} {:<8} {:<12} {:<11} {:<9} {:>5} {:>5}  {}\n",
             o.at,
             o.party,
             yn(o.fired),
             yn(o.detected),
-            if o.at == "output" {
+            if o.at == "output" || o.at == "input" {
                 "n/a"
             } else {
                 yn(o.aborted_before_opening)
@@ -400,6 +418,7 @@ fn table(outs: &[Outcome]) -> String {
             },
             yn(o.delivered),
             o.outputs_wrong,
+            o.users_retried,
             match (o.promised, o.kept) {
                 (true, true) => "kept",
                 (true, false) => "BROKEN",
@@ -463,14 +482,7 @@ pub fn run_once(at: Place, liar: PartyId, setup: &Setup) -> Result<Outcome, Stri
             }
         })
         .collect();
-    let inputs: Vec<(u64, Block)> = online.iter().copied().zip(blocks.iter().cloned()).collect();
-    let (want, _) = ideal_round(&cfg, 1, &inputs, &[]);
-    let shares: Vec<[Vec<u64>; 3]> = blocks.iter().map(|b| b.share(&cfg, &mut rng)).collect();
-    let per_party: Arc<Vec<Vec<u64>>> = Arc::new(
-        (0..3)
-            .map(|i| shares.iter().flat_map(|s| s[i].iter().copied()).collect())
-            .collect(),
-    );
+    let per_party = Arc::new(PartyInputs::share_all(&cfg, 1, &online, &blocks, &mut rng));
     let notaries: Vec<Box<dyn Notary + Sync>> = KeyNotary::three_random([7; 32])
         .into_iter()
         .enumerate()
@@ -501,19 +513,19 @@ pub fn run_once(at: Place, liar: PartyId, setup: &Setup) -> Result<Outcome, Stri
         let result = p
             .agree_online(1, &on, notaries[i].as_ref())
             .and_then(|agreed| {
-                let mut blocks = Vec::new();
-                for u in &agreed.online {
-                    let k = on.binary_search(u).expect("agreed users were heard");
-                    let w = cfg.block_words();
-                    blocks.extend_from_slice(&per_party[i][k * w..(k + 1) * w]);
-                }
+                let rows: Vec<usize> = agreed
+                    .online
+                    .iter()
+                    .map(|u| on.binary_search(u).expect("agreed users were heard"))
+                    .collect();
                 exchange_round(
                     p,
                     &cfg,
                     1,
                     &agreed.online,
-                    blocks,
+                    per_party[i].select(&cfg, &rows),
                     &SharedStore::empty(&cfg),
+                    notaries[i].as_ref(),
                 )
             });
         #[cfg(feature = "cheat")]
@@ -588,12 +600,29 @@ pub fn run_once(at: Place, liar: PartyId, setup: &Setup) -> Result<Outcome, Stri
     // Users: only when every party finished the round do they get outputs.
     let mut outputs_wrong = 0;
     let mut users_detecting = 0;
+    let mut users_retried = 0;
+    let mut conversion_failed_at = [0; 3];
     let delivered = ends.iter().all(|e| e.result.is_ok());
     if delivered {
         let mut results: Vec<RoundResult> = ends
             .drain(..)
             .map(|e| e.result.expect("checked above"))
             .collect();
+        // The users told to retry are offline to the ideal round: it runs over the users
+        // the servers computed for.
+        let ran = results[0].online.clone();
+        if results.iter().any(|r| r.online != ran) {
+            return Err("the parties ran the round over different users".into());
+        }
+        users_retried = online.len() - ran.len();
+        conversion_failed_at = results[0].input_check.failed_at;
+        let inputs: Vec<(u64, Block)> = online
+            .iter()
+            .copied()
+            .zip(blocks.iter().cloned())
+            .filter(|(u, _)| ran.binary_search(u).is_ok())
+            .collect();
+        let (want, _) = ideal_round(&cfg, 1, &inputs, &[]);
         if at == Place::Output {
             for (k, s) in results[liar.index()].outputs.iter_mut().enumerate() {
                 match k % 3 {
@@ -609,7 +638,7 @@ pub fn run_once(at: Place, liar: PartyId, setup: &Setup) -> Result<Outcome, Stri
                 &results[1].outputs[k],
                 &results[2].outputs[k],
             ];
-            match reconstruct_checked(1, online[k], answers, &cfg) {
+            match reconstruct_checked(1, ran[k], answers, &cfg) {
                 Ok(c) => {
                     if let Some(l) = c.liar {
                         users_detecting += 1;
@@ -623,15 +652,24 @@ pub fn run_once(at: Place, liar: PartyId, setup: &Setup) -> Result<Outcome, Stri
             }
         }
     }
+    // A failed conversion check names no one (the user may have lied), but the count
+    // the servers log must point at the liar alone.
     let honest_blamed = honest.iter().any(|h| blamed.contains(&h.index()))
-        || pairs_meet_in.is_some_and(|p| p != liar.index());
+        || pairs_meet_in.is_some_and(|p| p != liar.index())
+        || honest.iter().any(|h| conversion_failed_at[h.index()] > 0);
     let detected = server_detected || users_detecting > 0;
     let promised = at.promised(mode);
     let kept = !honest_blamed
         && (!promised
             || (detected
-                && (aborted_before_opening || !at.servers_detect())
-                && outputs_wrong == 0));
+                && outputs_wrong == 0
+                && if at.aborts() {
+                    aborted_before_opening
+                } else if at == Place::Input {
+                    delivered && users_retried > 0
+                } else {
+                    true
+                }));
     Ok(Outcome {
         at: at.name(),
         party: liar.index(),
@@ -647,6 +685,8 @@ pub fn run_once(at: Place, liar: PartyId, setup: &Setup) -> Result<Outcome, Stri
         delivered,
         outputs_wrong,
         users_detecting,
+        users_retried,
+        conversion_failed_at,
         promised,
         kept,
         servers: views,
@@ -665,6 +705,16 @@ fn server_view(h: PartyId, end: &PartyEnd) -> ServerView {
         end: String::new(),
     };
     match &end.result {
+        Ok(r) if !r.input_check.removed.is_empty() => {
+            v.detected = true;
+            v.end = format!(
+                "round completed ({} openings) without {} users whose input failed its check \
+                 (failures per server's conversion: {:?}); they are told to retry",
+                end.openings,
+                r.input_check.removed.len(),
+                r.input_check.failed_at
+            );
+        }
         Ok(_) => v.end = format!("round completed ({} openings)", end.openings),
         Err(e) => {
             v.end = format!("stopped after {} openings: {e}", end.openings);
@@ -758,6 +808,31 @@ mod tests {
         let o = run_once(Place::AndSort, PartyId::ALL[1], &deep).unwrap();
         assert!(o.fired && o.kept, "{o:?}");
         assert!(o.servers.iter().all(|s| s.openings > 0), "{o:?}");
+    }
+
+    /// Malicious mode checks the input conversion: the altered share is caught by the
+    /// server that receives it, its user is told to retry, the round delivers everyone
+    /// else's correct output, and the count the servers log points at the liar alone.
+    /// Semi-honest mode does not check it, as it checks no computation.
+    #[cfg(feature = "cheat")]
+    #[test]
+    fn an_altered_input_share_is_caught_in_malicious_mode_and_its_user_retries() {
+        for p in PartyId::ALL {
+            let o = run_once(Place::Input, p, &setup(SecurityMode::Malicious)).unwrap();
+            assert!(o.fired && o.detected && o.delivered, "{o:?}");
+            assert_eq!(o.users_retried, 1, "{o:?}");
+            assert_eq!(o.outputs_wrong, 0, "{o:?}");
+            let mut at = [0; 3];
+            at[p.index()] = 1;
+            assert_eq!(o.conversion_failed_at, at, "{o:?}");
+            assert!(o.blamed.is_empty() && !o.honest_blamed, "{o:?}");
+            assert!(o.promised && o.kept, "{o:?}");
+
+            let o = run_once(Place::Input, p, &setup(SecurityMode::SemiHonest)).unwrap();
+            assert!(o.fired && o.delivered && !o.detected, "{o:?}");
+            assert_eq!(o.users_retried, 0, "{o:?}");
+            assert!(!o.promised && o.kept, "{o:?}");
+        }
     }
 
     /// Semi-honest mode has no check on the computation: a wrong AND share in the sort

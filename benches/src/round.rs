@@ -2,7 +2,9 @@
 //! round.
 
 use crate::net::{run_parties, Net};
+use acs_engine::round::consistency::KeyNotary;
 use acs_engine::round::ideal::{ideal_round, stored_items, StoredItem};
+use acs_engine::round::input::PartyInputs;
 use acs_engine::round::mpc::{exchange_round, SharedStore};
 use acs_engine::round::outputs::reconstruct_checked;
 use acs_engine::round::{Block, Role, RoundConfig};
@@ -104,6 +106,7 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
     online.sort_unstable();
     let online = Arc::new(online);
 
+    let notaries = Arc::new(KeyNotary::three_random([0; 32]));
     let mut ideal_store: Vec<StoredItem> = Vec::new();
     let mut stores: [SharedStore; 3] = std::array::from_fn(|_| SharedStore::empty(&cfg));
     let mut verified = true;
@@ -128,18 +131,12 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
                 },
             })
             .collect();
-        let mut per_party: [Vec<u64>; 3] =
-            std::array::from_fn(|_| Vec::with_capacity(n * cfg.block_words()));
-        for b in &blocks {
-            let s = b.share(&cfg, &mut rng);
-            for i in 0..3 {
-                per_party[i].extend_from_slice(&s[i]);
-            }
-        }
+        let per_party = PartyInputs::share_all(&cfg, round as u64, &online, &blocks, &mut rng);
         // Each party takes its own input (moved, not cloned), so the harness holds no copy
         // of the inputs while the round runs: peak memory is the round's.
-        let per_party: Arc<[std::sync::Mutex<Vec<u64>>; 3]> =
+        let per_party: Arc<[std::sync::Mutex<PartyInputs>; 3]> =
             Arc::new(per_party.map(std::sync::Mutex::new));
+        let notaries = notaries.clone();
         let prev_stores = Arc::new(stores.clone());
         let barrier = Arc::new(Barrier::new(3));
         let on = online.clone();
@@ -152,7 +149,7 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
             barrier.wait();
             let start = Instant::now();
             let mine = std::mem::take(&mut *per_party[i].lock().expect("input lock"));
-            let r = exchange_round(p, &cfg, round, &on, mine, &prev_stores[i])?;
+            let r = exchange_round(p, &cfg, round, &on, mine, &prev_stores[i], &notaries[i])?;
             // Release point: in malicious mode every gate the round computed is verified
             // before its outputs would go to users (a no-op in semi-honest mode).
             p.verify_pending()?;
@@ -186,6 +183,11 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
             })
             .collect();
         eprintln!("acs-bench round: round {round}: {secs:.3} s; verifying against the ideal round");
+        if parts.iter().any(|p| p.0.online != *online) {
+            eprintln!("acs-bench round: the input check removed honest users");
+            verified = false;
+            break;
+        }
 
         let inputs: Vec<(u64, Block)> = online.iter().copied().zip(blocks).collect();
         let (want, want_store) = ideal_round(&cfg, round, &inputs, &ideal_store);

@@ -306,9 +306,11 @@ impl Party {
     /// Converts a user's 3-way XOR share (this party received `x_i`) into a replicated
     /// share: each party passes its `x_i` to party `i-1`. One round.
     ///
-    /// Malicious mode cannot check this step by redundancy: `x_i` reached party `i` alone,
-    /// so no other party can recompute the message. A corrupt party can therefore XOR a
-    /// difference of its choice into a user's input (see `docs/security.md`).
+    /// Redundancy cannot check this step: `x_i` reached party `i` alone, so no other party
+    /// can recompute the message, and on its own it lets a corrupt party XOR a difference
+    /// of its choice into a user's input. The round therefore converts through
+    /// [`crate::round::input`], which checks each received share against a hash the user
+    /// sent its receiver (malicious mode).
     pub fn input_from_xor(
         &mut self,
         #[allow(unused_mut)] // Mutated only under fault injection.

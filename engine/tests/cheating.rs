@@ -9,6 +9,7 @@ use acs_engine::declassify::{
     resolve_complaint, AuditLog, Blame, LieKind, OpeningComplaint, OpeningFault, Reason,
 };
 use acs_engine::round::ideal::ideal_round;
+use acs_engine::round::input::PartyInputs;
 use acs_engine::round::mpc::{exchange_round, RoundResult, SharedStore};
 use acs_engine::round::{Block, Output, Role, RoundConfig};
 use acs_engine::share::{reconstruct_keys, SharedKeys};
@@ -239,13 +240,9 @@ fn round_with(
         .collect();
     let inputs: Vec<(u64, Block)> = online.iter().copied().zip(blocks.iter().cloned()).collect();
     let (want, _) = ideal_round(&CFG, 1, &inputs, &[]);
-    let shares: Vec<[Vec<u64>; 3]> = blocks.iter().map(|b| b.share(&CFG, &mut rng)).collect();
-    let per_party: Arc<Vec<Vec<u64>>> = Arc::new(
-        (0..3)
-            .map(|i| shares.iter().flat_map(|s| s[i].iter().copied()).collect())
-            .collect(),
-    );
+    let per_party = Arc::new(PartyInputs::share_all(&CFG, 1, &online, &blocks, &mut rng));
     let online = Arc::new(online);
+    let n = common::notaries();
     let out = run_liar(liar, move |p| {
         let i = p.id().index();
         exchange_round(
@@ -255,6 +252,7 @@ fn round_with(
             &online,
             per_party[i].clone(),
             &SharedStore::empty(&CFG),
+            &n[i],
         )
     });
     (out, want)

@@ -434,7 +434,11 @@ fn malicious_shuffles_move_whole_rows_and_pass_their_check() {
 }
 
 /// One round's inputs for 20 online users (random blocks), as each party's share.
-fn round_inputs() -> (acs_engine::round::RoundConfig, Arc<Vec<u64>>, Split) {
+fn round_inputs() -> (
+    acs_engine::round::RoundConfig,
+    Arc<Vec<u64>>,
+    Arc<[acs_engine::round::input::PartyInputs; 3]>,
+) {
     use acs_engine::round::{Block, Role, RoundConfig};
     let cfg = RoundConfig {
         payload_words: 2,
@@ -446,9 +450,9 @@ fn round_inputs() -> (acs_engine::round::RoundConfig, Arc<Vec<u64>>, Split) {
     let mut online: Vec<u64> = (0..20).map(|_| rng.gen::<u64>() | 1).collect();
     online.sort_unstable();
     online.dedup();
-    let mut per_party: [Vec<u64>; 3] = Default::default();
-    for _ in &online {
-        let b = Block {
+    let blocks: Vec<Block> = online
+        .iter()
+        .map(|_| Block {
             role: if rng.gen_bool(0.5) {
                 Role::Send
             } else {
@@ -456,22 +460,21 @@ fn round_inputs() -> (acs_engine::round::RoundConfig, Arc<Vec<u64>>, Split) {
             },
             dst: online[rng.gen_range(0..online.len())],
             payload: vec![rng.gen(), rng.gen()],
-        };
-        let s = b.share(&cfg, &mut rng);
-        for i in 0..3 {
-            per_party[i].extend_from_slice(&s[i]);
-        }
-    }
-    (cfg, Arc::new(online), Arc::new(per_party))
+        })
+        .collect();
+    let inputs =
+        acs_engine::round::input::PartyInputs::share_all(&cfg, 1, &online, &blocks, &mut rng);
+    (cfg, Arc::new(online), Arc::new(inputs))
 }
 
 fn round_run(mode: SecurityMode, cheat: Option<(PartyId, ComputeFault)>) -> [Outcome<u64>; 3] {
     use acs_engine::round::mpc::{exchange_round, SharedStore};
     let (cfg, online, blocks) = round_inputs();
+    let n = common::notaries();
     run(mode, cheat, move |p| {
         let i = p.id().index();
         let store = SharedStore::empty(&cfg);
-        exchange_round(p, &cfg, 1, &online, blocks[i].clone(), &store)?;
+        exchange_round(p, &cfg, 1, &online, blocks[i].clone(), &store, &n[i])?;
         p.verify_pending()?;
         Ok(p.messages_at(ComputeSite::AndGate))
     })

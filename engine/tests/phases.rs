@@ -6,6 +6,7 @@
 
 mod common;
 
+use acs_engine::round::input::PartyInputs;
 use acs_engine::round::mpc::{exchange_round, SharedStore};
 use acs_engine::round::{Block, Role, RoundConfig};
 use acs_engine::testing::run_three;
@@ -28,19 +29,17 @@ fn round(cheat: PartyId, phase: Phase, site: ComputeSite, nth: u64) -> [End; 3] 
     let mut online: Vec<u64> = (0..24).map(|_| rng.gen::<u64>() | 1).collect();
     online.sort_unstable();
     online.dedup();
-    let mut per_party: [Vec<u64>; 3] = Default::default();
-    for _ in &online {
-        let b = Block {
+    let blocks: Vec<Block> = online
+        .iter()
+        .map(|_| Block {
             role: Role::Send,
             dst: online[rng.gen_range(0..online.len())],
             payload: vec![rng.gen(), rng.gen()],
-        };
-        let s = b.share(&cfg, &mut rng);
-        for i in 0..3 {
-            per_party[i].extend_from_slice(&s[i]);
-        }
-    }
-    let (online, blocks) = (Arc::new(online), Arc::new(per_party));
+        })
+        .collect();
+    let inputs = PartyInputs::share_all(&cfg, 1, &online, &blocks, &mut rng);
+    let (online, blocks) = (Arc::new(online), Arc::new(inputs));
+    let n = common::notaries();
     run_three(move |p| {
         p.set_security(SecurityMode::Malicious)?;
         if p.id() == cheat {
@@ -54,6 +53,7 @@ fn round(cheat: PartyId, phase: Phase, site: ComputeSite, nth: u64) -> [End; 3] 
             &online,
             blocks[i].clone(),
             &SharedStore::empty(&cfg),
+            &n[i],
         )
         .map(|_| ());
         Ok((

@@ -5,6 +5,7 @@ use acs_engine::round::consistency::{
     KeyNotary, Notary, SignedStatement, Statement, StatementKind,
 };
 use acs_engine::round::ideal::{ideal_round, stored_items, StoredItem};
+use acs_engine::round::input::{InputCheck, PartyInputs};
 use acs_engine::round::mpc::{exchange_round, SharedStore};
 use acs_engine::round::outputs::reconstruct_checked;
 use acs_engine::round::{Block, Fate, Output, Receipt, Role, RoundConfig, Status};
@@ -60,13 +61,16 @@ fn run_rounds_in(
             online.iter().copied().zip(blocks.iter().cloned()).collect();
         let (want, want_store) = ideal_round(&cfg, round, &inputs, &ideal_store);
 
-        let shares: Vec<[Vec<u64>; 3]> = blocks.iter().map(|b| b.share(&cfg, &mut rng)).collect();
-        let per_party: Vec<Vec<u64>> = (0..3)
-            .map(|i| shares.iter().flat_map(|s| s[i].iter().copied()).collect())
-            .collect();
-        let per_party = Arc::new(per_party);
+        let per_party = Arc::new(PartyInputs::share_all(
+            &cfg,
+            round as u64,
+            &online,
+            &blocks,
+            &mut rng,
+        ));
         let online_arc = Arc::new(online.clone());
         let stores_arc = Arc::new(stores.clone());
+        let n = notaries();
         let results = run_three(move |p| {
             p.set_security(mode)?;
             let i = p.id().index();
@@ -77,11 +81,16 @@ fn run_rounds_in(
                 &online_arc,
                 per_party[i].clone(),
                 &stores_arc[i],
+                &n[i],
             )?;
             p.verify_pending()?;
             Ok(r)
         })
         .map(|r| r.expect("party failed"));
+        for r in &results {
+            assert_eq!(r.online, online, "honest users removed");
+            assert_eq!(r.input_check, InputCheck::default());
+        }
 
         for (u, want_out) in want.iter().enumerate() {
             let got = reconstruct_checked(
@@ -530,12 +539,9 @@ fn the_round_opens_only_sort_comparisons_and_routing_tags() {
         .iter()
         .map(|_| random_block(&mut rng, &cfg, &users))
         .collect();
-    let shares: Vec<[Vec<u64>; 3]> = blocks.iter().map(|b| b.share(&cfg, &mut rng)).collect();
-    let per_party: Vec<Vec<u64>> = (0..3)
-        .map(|i| shares.iter().flat_map(|s| s[i].iter().copied()).collect())
-        .collect();
-    let per_party = Arc::new(per_party);
+    let per_party = Arc::new(PartyInputs::share_all(&cfg, 1, &users, &blocks, &mut rng));
     let online = Arc::new(users.clone());
+    let n = notaries();
     let logs = run_three(move |p| {
         let i = p.id().index();
         exchange_round(
@@ -545,6 +551,7 @@ fn the_round_opens_only_sort_comparisons_and_routing_tags() {
             &online,
             per_party[i].clone(),
             &SharedStore::empty(&cfg),
+            &n[i],
         )?;
         Ok(p.audit_log().entries().to_vec())
     })

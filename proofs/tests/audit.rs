@@ -4,9 +4,11 @@
 
 use std::process::Command;
 
+use acs_engine::round::consistency::KeyNotary;
+use acs_engine::round::input::{input_hash, PartyInputs};
 use acs_engine::round::mpc::{exchange_round, SharedStore};
 use acs_engine::testing::run_three;
-use acs_engine::Reason;
+use acs_engine::{PartyId, Reason};
 use acs_proofs::audit::doc_check::{missing_sections, LEAKAGE_DOC};
 use acs_proofs::audit::features::{invariant, GroupInvariant, SENTINEL};
 use acs_proofs::audit::harness::Variant;
@@ -141,16 +143,27 @@ fn every_opening_of_a_bare_round_goes_through_declassify_with_its_values() {
     let public = Public::new(4, 2, 1);
     let cfg = public.cfg;
     let online = public.online.clone();
-    let blocks = vec![0u64; 4 * cfg.block_words()];
+    // Every share zero (four covers), with the hashes users would send for them.
+    let bw = cfg.block_words();
+    let inputs: [PartyInputs; 3] = std::array::from_fn(|i| PartyInputs {
+        shares: vec![0u64; 4 * bw],
+        next_hashes: online
+            .iter()
+            .map(|&u| input_hash(1, u, PartyId::ALL[(i + 1) % 3], &vec![0; bw]))
+            .collect(),
+    });
+    let notaries = KeyNotary::three_random([0; 32]);
     let logs = run_three(move |p| {
         p.record_opened_values(true);
+        let i = p.id().index();
         exchange_round(
             p,
             &cfg,
             1,
             &online,
-            blocks.clone(),
+            inputs[i].clone(),
             &SharedStore::empty(&cfg),
+            &notaries[i],
         )?;
         Ok(p.audit_log().entries().to_vec())
     });

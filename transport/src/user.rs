@@ -694,9 +694,16 @@ impl User {
             // a timeout and the round stays unsettled, as cover).
             return Ok(None);
         }
-        let shares = block.share(&self.cfg, &mut rand::thread_rng());
+        // Each server gets its share and the hash of its next peer's, which that peer
+        // passes it in the conversion (the check of `acs_engine::round::input`).
+        let shares = block.share_checked(
+            &self.cfg,
+            round,
+            self.pseudonym().get(),
+            &mut rand::thread_rng(),
+        );
         for (server, share) in shares.iter().enumerate() {
-            let bytes: Vec<u8> = share.iter().flat_map(|w| w.to_le_bytes()).collect();
+            let bytes = zeroize::Zeroizing::new(share.to_bytes());
             let env = self.keys[server].seal(
                 round,
                 Direction::UserToServer,

@@ -5,6 +5,7 @@
 
 use acs_engine::round::consistency::KeyNotary;
 use acs_engine::round::ideal::{ideal_round, StoredItem};
+use acs_engine::round::input::{PartyInputs, ServerInput};
 use acs_engine::round::mpc::{exchange_round, SharedStore};
 use acs_engine::round::{Block, Output, Role, RoundConfig};
 use acs_engine::{Party, PartyId};
@@ -83,10 +84,16 @@ async fn exchange_rounds_over_mutual_tls_match_the_ideal_round() {
                 .collect()
         })
         .collect();
-    // Each server's XOR shares, per round, per user.
-    let shares: Vec<Vec<[Vec<u64>; 3]>> = rounds
+    // What each server receives, per round, per user: its XOR share and a hash.
+    let shares: Vec<Vec<[ServerInput; 3]>> = rounds
         .iter()
-        .map(|r| r.iter().map(|(_, b)| b.share(&CFG, &mut rng)).collect())
+        .enumerate()
+        .map(|(r, users)| {
+            users
+                .iter()
+                .map(|(u, b)| b.share_checked(&CFG, r as u64 + 1, *u, &mut rng))
+                .collect()
+        })
         .collect();
 
     let mut tasks = Vec::new();
@@ -109,15 +116,25 @@ async fn exchange_rounds_over_mutual_tls_match_the_ideal_round() {
                     users.clone()
                 };
                 let agreed = party.agree_online(round, &heard, &notaries[i]).unwrap();
-                let blocks: Vec<u64> = users
+                let mut inputs = PartyInputs::with_capacity(&CFG, agreed.online.len());
+                for (_, s) in users
                     .iter()
                     .zip(round_shares)
                     .filter(|(u, _)| agreed.online.binary_search(u).is_ok())
-                    .flat_map(|(_, s)| s[i].iter().copied())
-                    .collect();
-                let result =
-                    exchange_round(&mut party, &CFG, round, &agreed.online, blocks, &store)
-                        .unwrap();
+                {
+                    inputs.push(&s[i]);
+                }
+                let result = exchange_round(
+                    &mut party,
+                    &CFG,
+                    round,
+                    &agreed.online,
+                    inputs,
+                    &store,
+                    &notaries[i],
+                )
+                .unwrap();
+                assert_eq!(result.online, agreed.online);
                 store = result.store;
                 outs.push((
                     agreed.online,

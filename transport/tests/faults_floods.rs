@@ -1098,12 +1098,13 @@ impl HandUser {
 
     /// Seals `block` for `round`: one envelope per server.
     fn seal(&self, cfg: &RoundConfig, round: u64, block: &Block) -> Vec<SealedEnvelope> {
-        let shares = block.share(cfg, &mut rand::thread_rng());
+        let me = self.identity.pseudonym().get();
+        let shares = block.share_checked(cfg, round, me, &mut rand::thread_rng());
         shares
             .iter()
             .enumerate()
             .map(|(server, share)| {
-                let bytes: Vec<u8> = share.iter().flat_map(|w| w.to_le_bytes()).collect();
+                let bytes = share.to_bytes();
                 let env = self.keys[server]
                     .seal(
                         round,

@@ -178,7 +178,7 @@ fn a_dropped_envelope_leaves_its_user_to_retry_and_everyone_else_is_served() {
                 .log_text()
                 .lines()
                 .filter(|l| {
-                    l.contains("not by every server") && field(l, "round") == Some(run.round)
+                    l.contains("left out of the round") && field(l, "round") == Some(run.round)
                 })
                 .filter_map(|l| field(l, "users"))
                 .collect::<Vec<_>>()

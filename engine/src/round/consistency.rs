@@ -77,6 +77,9 @@ pub enum StatementKind {
     Heard,
     /// The digest of the final (intersected) set this server will compute over.
     Final,
+    /// The digest of the set of users whose input share failed its hash check at this
+    /// server in the conversion (`round::input`): they are removed from the round.
+    InputRejected,
 }
 
 /// A server's signed claim about its online set for one round.
@@ -116,6 +119,7 @@ impl Statement {
         out[40] = match self.kind {
             StatementKind::Heard => 0,
             StatementKind::Final => 1,
+            StatementKind::InputRejected => 2,
         };
         out[41..45].copy_from_slice(&self.round.to_le_bytes());
         out[45] = self.signer.index() as u8;
@@ -132,6 +136,7 @@ impl Statement {
         let kind = match b[40] {
             0 => StatementKind::Heard,
             1 => StatementKind::Final,
+            2 => StatementKind::InputRejected,
             _ => return None,
         };
         Some(Statement {
@@ -512,7 +517,7 @@ impl Party {
 
 /// Parses and checks a signed statement that must be `signer`'s, of `kind`, for `round`
 /// in this deployment.
-fn check_statement(
+pub(crate) fn check_statement(
     bytes: &[u8],
     signer: PartyId,
     kind: StatementKind,

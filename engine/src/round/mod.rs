@@ -11,11 +11,13 @@
 //! - [`ideal`]: the plaintext reference round (the oracle for tests);
 //! - [`mpc`]: the three-party round;
 //! - [`consistency`]: the signed, echoed agreement on the online set;
+//! - [`input`]: the users' shares and the checked conversion to replicated shares;
 //! - [`outputs`]: output shares users can check;
 //! - this module: the word encodings users and parties share.
 
 pub mod consistency;
 pub mod ideal;
+pub mod input;
 pub mod mpc;
 pub mod outputs;
 

@@ -14,6 +14,9 @@
 //! [`super::ideal`]): a stored message delivered or expired this round becomes, in its own
 //! slot, a receipt to its sender.
 //!
+//! 0. Convert the users' XOR shares to replicated shares, checking each share passed on
+//!    against the hash its user sent the receiving party ([`super::input`]); users whose
+//!    check fails anywhere are left out of the round and get `retry`.
 //! 1. Sort all records by key with the oblivious quicksort. Its tiebreak is the input
 //!    position, and the input lists store records (kept oldest first) before this
 //!    round's items (in pseudonym order), so items for one target follow its mailbox
@@ -44,6 +47,8 @@
 //! Openings: quicksort comparison bits (twice) and routing tags after a fresh shuffle
 //! (three times), all through [`Party::declassify`], cross-checked at the end.
 
+use super::consistency::Notary;
+use super::input::{InputCheck, PartyInputs};
 use super::outputs::OutputShare;
 use super::RoundConfig;
 use crate::channel::PartyId;
@@ -110,8 +115,13 @@ impl SharedStore {
 /// What one party holds after a round.
 #[derive(Debug)]
 pub struct RoundResult {
-    /// This party's answer to each online user, in the order of `online`: what it sends
-    /// to that user (both components it holds, checkable by the user).
+    /// The users the round ran over, ascending: the agreed online set less the users
+    /// whose input failed its check ([`RoundResult::input_check`]; they get `retry`).
+    pub online: Vec<u64>,
+    /// What the input conversion's check found (the same at all three parties).
+    pub input_check: InputCheck,
+    /// This party's answer to each user of [`RoundResult::online`], in that order: what
+    /// it sends to that user (both components it holds, checkable by the user).
     pub outputs: Vec<OutputShare>,
     /// The new store.
     pub store: SharedStore,
@@ -142,41 +152,51 @@ impl PhaseClock {
 
 /// Runs one exchange round at this party.
 ///
-/// `online` is the agreed online set, strictly ascending; `blocks` is this party's XOR
-/// share of each online user's block, concatenated in the order of `online`
-/// (`block_words` each); `store` is the previous store.
+/// `online` is the agreed online set, strictly ascending; `inputs` holds what each online
+/// user sent this party, in the order of `online`: its XOR share of the block
+/// (`block_words` words) and the hash of the share the next party received
+/// ([`super::input`]). `store` is the previous store; `notary` signs this party's set of
+/// rejected inputs and checks its peers'. Users whose share fails its check at any party
+/// are left out ([`RoundResult::online`] is the set the round ran over); when that leaves
+/// nobody, nothing is computed and the store stays as it was.
 pub fn exchange_round(
     party: &mut Party,
     cfg: &RoundConfig,
     round: u32,
     online: &[u64],
-    blocks: Vec<u64>,
+    inputs: PartyInputs,
     store: &SharedStore,
+    notary: &dyn Notary,
 ) -> Result<RoundResult, EngineError> {
-    let u = online.len();
     let c = cfg.store_capacity;
     if !online.windows(2).all(|w| w[0] < w[1]) {
         return Err(EngineError::InvalidInput(
             "online set not strictly ascending".into(),
         ));
     }
-    if blocks.len() != u * cfg.block_words() {
-        return Err(EngineError::InvalidInput(format!(
-            "{} block words for {u} users of {}",
-            blocks.len(),
-            cfg.block_words()
-        )));
-    }
     if store.rows.len() != c * cfg.store_words() {
         return Err(EngineError::InvalidInput("store of the wrong size".into()));
     }
-    if u as u64 >= (1u64 << 62) {
+    if online.len() as u64 >= (1u64 << 62) {
         return Err(EngineError::InvalidInput("too many users".into()));
     }
     let id = party.id();
     let mut clock = PhaseClock::start();
     party.set_phase(Phase::Other);
-    let blocks = party.input_from_xor(blocks)?;
+    let (online, blocks, input_check) =
+        party.convert_inputs_checked(cfg, round, online, inputs, notary)?;
+    let online = &online[..];
+    let u = online.len();
+    clock.lap("convert and check inputs");
+    if u == 0 {
+        return Ok(RoundResult {
+            online: Vec::new(),
+            input_check,
+            outputs: Vec::new(),
+            store: store.clone(),
+            phases: clock.phases,
+        });
+    }
 
     // Per-record bits, bitsliced: role bits of blocks, validity of store records.
     let bw = cfg.block_words();
@@ -618,6 +638,8 @@ pub fn exchange_round(
     let outputs = party.commit_outputs(round, online, outputs_a, outputs_b)?;
     clock.lap("assemble and commit outputs");
     Ok(RoundResult {
+        online: online.to_vec(),
+        input_check,
         outputs,
         store: SharedStore { rows: new_store },
         phases: clock.phases,

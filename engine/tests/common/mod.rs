@@ -67,3 +67,10 @@ pub fn open_keys(parts: [&SharedKeys; 3]) -> Vec<u128> {
 pub fn open_words(parts: [&Shared; 3]) -> Vec<u64> {
     reconstruct(parts)
 }
+
+/// Three notaries with fresh keys for the parties' signed statements.
+pub fn notaries() -> std::sync::Arc<[acs_engine::round::consistency::KeyNotary; 3]> {
+    std::sync::Arc::new(acs_engine::round::consistency::KeyNotary::three_random(
+        [3; 32],
+    ))
+}

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use acs_engine::declassify::AuditEntry;
 use acs_engine::round::consistency::KeyNotary;
+use acs_engine::round::input::PartyInputs;
 use acs_engine::round::mpc::{exchange_round, SharedStore};
 use acs_engine::round::Output;
 use acs_engine::testing::run_three;
@@ -76,20 +77,12 @@ pub fn run_plan(
     rng: &mut StdRng,
 ) -> Result<RunTrace, HarnessError> {
     let cfg = public.cfg;
-    // shares[r][i]: party i's XOR share of every block of round r + 1, in online order.
-    let shares: Vec<[Vec<u64>; 3]> = plan
+    // shares[r][i]: what party i receives from every user in round r + 1, in online order.
+    let shares: Vec<[PartyInputs; 3]> = plan
         .blocks
         .iter()
-        .map(|blocks| {
-            let mut per_party: [Vec<u64>; 3] = Default::default();
-            for b in blocks {
-                let s = b.share(&cfg, rng);
-                for i in 0..3 {
-                    per_party[i].extend_from_slice(&s[i]);
-                }
-            }
-            per_party
-        })
+        .enumerate()
+        .map(|(r, blocks)| PartyInputs::share_all(&cfg, r as u64 + 1, &public.online, blocks, rng))
         .collect();
     let shares = Arc::new(shares);
     let online = Arc::new(public.online.clone());
@@ -108,8 +101,12 @@ pub fn run_plan(
             }
             let blocks = round_shares[i].clone();
             let result = match variant {
-                Variant::Real => exchange_round(p, &cfg, round, &online, blocks, &store)?,
-                Variant::Leaky(leak) => leaky_round(p, &cfg, round, &online, blocks, &store, leak)?,
+                Variant::Real => {
+                    exchange_round(p, &cfg, round, &online, blocks, &store, &notaries[i])?
+                }
+                Variant::Leaky(leak) => {
+                    leaky_round(p, &cfg, round, &online, blocks, &store, &notaries[i], leak)?
+                }
             };
             marks.push(p.audit_log().entries().len());
             outputs.push(result.outputs.into_iter().map(|o| o.own).collect());

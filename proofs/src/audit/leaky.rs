@@ -6,6 +6,8 @@
 //! flags are even shuffled first, so only their count leaks, which is exactly the kind
 //! of leak the two-world test is there for. Nothing in the engine changes.
 
+use acs_engine::round::consistency::Notary;
+use acs_engine::round::input::PartyInputs;
 use acs_engine::round::mpc::{exchange_round, RoundResult, SharedStore};
 use acs_engine::round::RoundConfig;
 use acs_engine::sort::quicksort;
@@ -41,16 +43,20 @@ pub struct Leak {
 }
 
 /// The real round, then the leak.
+// exchange_round's seven parameters and the leak: bundling them would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub fn leaky_round(
     party: &mut Party,
     cfg: &RoundConfig,
     round: u32,
     online: &[u64],
-    blocks: Vec<u64>,
+    inputs: PartyInputs,
     store: &SharedStore,
+    notary: &dyn Notary,
     leak: Leak,
 ) -> Result<RoundResult, EngineError> {
-    let result = exchange_round(party, cfg, round, online, blocks.clone(), store)?;
+    let blocks = inputs.shares.clone();
+    let result = exchange_round(party, cfg, round, online, inputs, store, notary)?;
     let flags = match leak.kind {
         LeakKind::RealFlags => real_flags(party, cfg, blocks)?,
         LeakKind::UnshuffledRoute => {

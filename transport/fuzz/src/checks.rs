@@ -380,6 +380,7 @@ fn write_private(path: &PathBuf, data: &[u8]) {
 /// opened): the first byte picks the payload size (0..=4 words), the rest are the words.
 pub fn engine_output(data: &[u8]) {
     server_output(data);
+    server_input(data);
     let Some((&size, rest)) = data.split_first() else {
         return;
     };
@@ -420,6 +421,21 @@ pub fn server_output(data: &[u8]) {
             rest,
             "accepted output does not re-encode"
         );
+    }
+}
+
+/// `ServerInput::from_bytes` (exchange server, on the plaintext of each opened user
+/// envelope: a share and the hash of the next server's share): the first byte picks the
+/// block size (0..=7 words), the rest is the plaintext. Called from the `engine_output`
+/// target, the other decoder of a user's round plaintext.
+pub fn server_input(data: &[u8]) {
+    let Some((&size, rest)) = data.split_first() else {
+        return;
+    };
+    let words = size as usize % 8;
+    if let Some(input) = acs_engine::round::input::ServerInput::from_bytes(rest, words) {
+        assert_eq!(input.share.len(), words);
+        assert_eq!(input.to_bytes(), rest, "accepted input does not re-encode");
     }
 }
 

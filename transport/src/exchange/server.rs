@@ -28,6 +28,7 @@ use crate::relay_port::{self, PortEvent, RelayPortConfig, RelayPortHandle, Relay
 use crate::tls::{Identity, Role};
 use crate::wire::{self, RelayRegisterResponse, RoundAnnounce, RoundStatus};
 use acs_engine::round::consistency::{KeyNotary, Notary};
+use acs_engine::round::input::{PartyInputs, ServerInput};
 use acs_engine::round::mpc::{exchange_round, SharedStore};
 use acs_engine::round::outputs::OutputShare;
 use acs_engine::round::RoundConfig;
@@ -164,7 +165,9 @@ pub struct RunSummary {
 struct EngineJob {
     round: u32,
     heard: Vec<u64>,
-    shares: HashMap<u64, Vec<u64>>,
+    /// What each user heard sent this server: its share and the hash of the next
+    /// server's share ([`acs_engine::round::input`]).
+    shares: HashMap<u64, ServerInput>,
     store: SharedStore,
     reply: oneshot::Sender<Result<EngineDone, EngineFailure>>,
 }
@@ -256,11 +259,11 @@ fn engine_thread(
                     digest: party.audit_log().digest(),
                 });
             }
-            let mut blocks = Vec::with_capacity(agreed.online.len() * cfg.block_words());
+            let mut inputs = PartyInputs::with_capacity(&cfg, agreed.online.len());
             for u in &agreed.online {
                 // The agreed set is a subset of what this server heard, so every share is here.
                 match job.shares.get(u) {
-                    Some(words) => blocks.extend_from_slice(words),
+                    Some(input) => inputs.push(input),
                     None => {
                         return Err(acs_engine::EngineError::InvalidInput(format!(
                             "no share for agreed user {u}"
@@ -273,14 +276,31 @@ fn engine_thread(
                 &cfg,
                 job.round,
                 &agreed.online,
-                blocks,
+                inputs,
                 &job.store,
+                notary.as_ref(),
             )?;
+            let check = &r.input_check;
+            if !check.removed.is_empty() {
+                // The checking server cannot tell a lying server from a lying user, so
+                // nobody is named; a server whose conversion keeps failing stands out here.
+                tracing::warn!(
+                    round = job.round,
+                    removed = check.removed.len(),
+                    conversion_failed_at_0 = check.failed_at[0],
+                    conversion_failed_at_1 = check.failed_at[1],
+                    conversion_failed_at_2 = check.failed_at[2],
+                    "input shares did not match their users' hashes in the conversion (the \
+                     server passing them on or the users lied); those users are left out \
+                     and told to retry"
+                );
+            }
             Ok(EngineDone {
-                online: agreed.online,
+                // Nobody left after the check: computed nothing, as with nobody online.
+                store_changed: !r.online.is_empty(),
+                online: r.online,
                 outputs: r.outputs,
                 store: r.store,
-                store_changed: true,
                 digest: party.audit_log().digest(),
             })
         })();
@@ -843,9 +863,9 @@ impl RoundLoop {
         let mut shares = HashMap::with_capacity(opened.shares.len());
         let mut routes = Routes::with_capacity(opened.shares.len());
         for s in &opened.shares {
-            match bytes_to_words(&s.share).filter(|w| w.len() == bw) {
-                Some(words) => {
-                    shares.insert(s.user.get(), words);
+            match ServerInput::from_bytes(&s.share, bw) {
+                Some(input) => {
+                    shares.insert(s.user.get(), input);
                     routes.insert(s.user.get(), (s.relay, s.slot));
                 }
                 None => {
@@ -857,7 +877,7 @@ impl RoundLoop {
                         round = a.round,
                         relay = s.relay,
                         bytes = s.share.len(),
-                        expected = bw * 8,
+                        expected = ServerInput::wire_len(bw),
                         "share of the wrong size rejected (the user's [round] payload_words differs?)"
                     )
                 }
@@ -1183,7 +1203,8 @@ fn log_left_out(round: u64, retries: &[Answer]) {
             round,
             relay,
             users = n,
-            "users heard here but not by every server; told to retry"
+            "users heard here but left out of the round (not heard by every server, or \
+             their input failed its check); told to retry"
         );
     }
 }

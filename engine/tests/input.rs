@@ -25,6 +25,7 @@ const CFG: RoundConfig = RoundConfig {
     payload_words: 3,
     store_capacity: 12,
     expiry_rounds: 2,
+    receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
 };
 
 /// 30 users sending to each other (a fifth cover), as the workload of every test here.

@@ -436,7 +436,13 @@ pub(crate) fn verify_request(
     }
     public_key
         .verify_strict(
-            &pop_message(claimed, server, request.epoch(), timestamp, &ephemeral_public),
+            &pop_message(
+                claimed,
+                server,
+                request.epoch(),
+                timestamp,
+                &ephemeral_public,
+            ),
             &signature,
         )
         .map_err(|_| KgcError::BadSignature("proof of possession"))?;

@@ -197,12 +197,7 @@ fn split(derived: &[u8; 48]) -> (XChaCha20Poly1305, RoundTag) {
     (cipher, tag)
 }
 
-fn associated_data(
-    key: &LongTermKey,
-    round: u64,
-    direction: Direction,
-    tag: &RoundTag,
-) -> Vec<u8> {
+fn associated_data(key: &LongTermKey, round: u64, direction: Direction, tag: &RoundTag) -> Vec<u8> {
     let mut ad = Vec::with_capacity(12 + 1 + 4 + 8 + 1 + 8 + 8 + TAG_BYTES);
     ad.extend_from_slice(b"ACS-v1 share");
     if key.epoch() == 0 {

@@ -877,7 +877,10 @@ fn a_new_epoch_keeps_the_identity_and_changes_every_user_key() {
     assert_eq!((zero.epoch(), one.epoch()), (0, 1));
     // Same server pseudonym, same identity key (the clients' pin), same X25519 key.
     assert_eq!(zero.server(), one.server());
-    let (d0, d1) = (zero.descriptor([9; 32], NOW), one.descriptor([9; 32], NOW + 60));
+    let (d0, d1) = (
+        zero.descriptor([9; 32], NOW),
+        one.descriptor([9; 32], NOW + 60),
+    );
     assert_eq!(d0.descriptor().identity_key, d1.descriptor().identity_key);
     assert_eq!(d0.descriptor().x25519_public, d1.descriptor().x25519_public);
     assert_ne!(d0.descriptor().master_public, d1.descriptor().master_public);
@@ -917,7 +920,10 @@ fn registration_under_a_new_epoch_gives_a_key_of_that_epoch_only() {
     let mut registry0 = Registry::new(zero.server());
     assert!(matches!(
         zero.register(&mut registry0, &request, NOW, &mut rng(2)),
-        Err(KgcError::WrongEpoch { expected: 0, got: 1 })
+        Err(KgcError::WrongEpoch {
+            expected: 0,
+            got: 1
+        })
     ));
     // Nobody can move a request to another epoch: the epoch is authenticated.
     let mut moved = request.as_bytes().to_vec();
@@ -928,15 +934,23 @@ fn registration_under_a_new_epoch_gives_a_key_of_that_epoch_only() {
         &EpochSecret::from_seed(2, [22; 32]).unwrap(),
     );
     let mut registry2 = Registry::new(two.server());
-    assert!(two.register(&mut registry2, &moved, NOW, &mut rng(3)).is_err());
+    assert!(two
+        .register(&mut registry2, &moved, NOW, &mut rng(3))
+        .is_err());
     // Version 2 naming epoch 0 has no meaning.
     let mut zeroed = request.as_bytes().to_vec();
     zeroed[16..20].copy_from_slice(&[0; 4]);
     assert!(RegistrationRequest::from_bytes(&zeroed).is_err());
 
     let mut registry1 = Registry::new(one.server());
-    let registered = one.register(&mut registry1, &request, NOW, &mut rng(4)).unwrap();
-    let key = pending.finish(&registered.response).unwrap().agree().in_epoch(1);
+    let registered = one
+        .register(&mut registry1, &request, NOW, &mut rng(4))
+        .unwrap();
+    let key = pending
+        .finish(&registered.response)
+        .unwrap()
+        .agree()
+        .in_epoch(1);
     assert_eq!(key, *registry1.long_term_key(alice.pseudonym()).unwrap());
 
     // Its envelopes say epoch 1 and open only under epoch 1's key.
@@ -971,7 +985,10 @@ fn registration_under_a_new_epoch_gives_a_key_of_that_epoch_only() {
         let mut bad = env.as_bytes().to_vec();
         bad[i] ^= 1;
         if let Ok(bad) = Envelope::from_bytes(&bad) {
-            assert!(key.open(5, Direction::UserToServer, &bad).is_err(), "flip at {i}");
+            assert!(
+                key.open(5, Direction::UserToServer, &bad).is_err(),
+                "flip at {i}"
+            );
         }
     }
     // Epoch 0 still seals version 1, byte for byte as before epochs existed.

@@ -33,7 +33,6 @@ use acs_engine::round::outputs::OutputShare;
 use acs_engine::round::RoundConfig;
 use acs_engine::{resolve_complaint, Blame, OpeningComplaint, Party, PartyId, Peer, Shared};
 use acs_kgc::ed25519_dalek::SigningKey;
-use acs_kgc::{Kgc, MasterSecret};
 use rustls::RootCertStore;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -753,10 +752,11 @@ impl RoundLoop {
             .max(from_prev.state.last_round)
             .max(self.last_round.unwrap_or(0));
         // Records hold the users' long-term keys: wiped when dropped.
-        let records: Vec<(u64, zeroize::Zeroizing<Vec<u8>>)> = entries
+        let records: Vec<(u32, u64, zeroize::Zeroizing<Vec<u8>>)> = entries
             .iter()
-            .map(|e| {
+            .map(|(epoch, e)| {
                 (
+                    *epoch,
                     e.user().get(),
                     zeroize::Zeroizing::new(e.to_bytes().to_vec()),
                 )
@@ -1271,7 +1271,7 @@ async fn start_session(
 /// notice too, and builds the mesh again, waiting for as long as a peer is down.
 pub async fn run(
     cfg: ServerConfig,
-    master: MasterSecret,
+    keys: impl Into<super::epochs::ServerKeys>,
     relay_listener: TcpListener,
     peer_listener: TcpListener,
     shutdown: ShutdownRx,
@@ -1279,10 +1279,18 @@ pub async fn run(
     let party = PartyId::new(cfg.index as usize)
         .ok_or_else(|| ServerError::Config(format!("index {} is not 0, 1 or 2", cfg.index)))?;
     let db = Arc::new(Db::open(&cfg.db_path)?);
-    let signing = master.identity_signing_key();
-    let kgc = Kgc::new(master);
-    let descriptor = mpc::descriptor_for(&kgc, &cfg.identity);
-    let intake = Arc::new(Mutex::new(Intake::load(kgc, db.clone())?));
+    let keys = keys.into();
+    let signing = keys.master.identity_signing_key();
+    let intake = Intake::load_epochs(keys.key_centres(), db.clone())?;
+    drop(keys);
+    tracing::info!(
+        epochs = ?intake.served_epochs(),
+        registered = ?intake.registered_per_epoch(),
+        "master-secret epochs served"
+    );
+    // The peers take only the identity key and the certificate from it: any epoch's do.
+    let descriptor = mpc::descriptor_for(intake.kgc(), &cfg.identity);
+    let intake = Arc::new(Mutex::new(intake));
     let store = store_from_blob(db.store()?.as_deref(), &cfg.round)?;
 
     let (port, events) = relay_port::start(

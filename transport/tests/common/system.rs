@@ -232,6 +232,7 @@ impl Deployment {
                 ..TimingFile::default()
             },
             limits: o.exchange_limits.file(),
+            epochs: Vec::new(),
         }
     }
 

@@ -70,10 +70,12 @@ impl Kgc {
         let signing = master.identity_signing_key();
         let server = ServerPseudonym::derive(&signing.verifying_key())
             .expect("a server identity key that derives pseudonym 0 (probability 2^-64)");
-        let mut product = G2Projective::from(hash_server(server)) * &*scalar;
+        // By reference: a copy of the secret scalar would not be wiped.
+        let s: &Scalar = &scalar;
+        let mut product = G2Projective::from(hash_server(server)) * s;
         let server_key = Zeroizing::new(G2Affine::from(&product));
         product.zeroize();
-        let master_public = MasterPublicKey(G2Affine::from(G2Projective::generator() * &*scalar));
+        let master_public = MasterPublicKey(G2Affine::from(G2Projective::generator() * s));
         let x25519 = master.x25519().clone();
         let x25519_public = X25519Public::from(&x25519);
         Kgc {
@@ -105,7 +107,8 @@ impl Kgc {
 
     /// Extracts user `UN_i`'s secret key `s_l·H1(UN_i)`.
     pub fn extract(&self, user: UserPseudonym) -> UserSecretKey {
-        let mut product = G1Projective::from(hash_user(user)) * &*self.scalar;
+        let s: &Scalar = &self.scalar;
+        let mut product = G1Projective::from(hash_user(user)) * s;
         let secret = UserSecretKey::new(user, self.server, G1Affine::from(&product));
         product.zeroize();
         secret

@@ -505,9 +505,14 @@ async fn run_entry(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
     while let Signal::Reload = signals.wait().await {
         tracing::info!("SIGHUP: an entry relay has nothing to reload (restart it to apply a new configuration)");
     }
-    tracing::info!("shutting down");
+    tracing::info!("shutting down (a second SIGTERM or ctrl-c stops at once)");
     let _ = shutdown_tx.send(true);
-    let _ = relay.listener_task.await;
+    tokio::select! {
+        _ = relay.listener_task => {}
+        _ = signals.second_stop() => {
+            tracing::warn!("second stop signal: stopping now, without waiting for open connections");
+        }
+    }
     Ok(())
 }
 
@@ -743,11 +748,19 @@ async fn run_exchange(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
             sig = signals.wait() => match sig {
                 Signal::Reload => reload_relays(&path, &file, &relays, &metrics),
                 Signal::Stop => {
-                    tracing::info!("shutting down");
+                    tracing::info!("shutting down (a second SIGTERM or ctrl-c stops at once)");
                     let _ = shutdown_tx.send(true);
-                    break tokio::time::timeout(std::time::Duration::from_secs(10), &mut server)
-                        .await
-                        .map_err(|_| "exchange server did not stop within 10 s")?;
+                    // Signals stay watched while the server winds down, so a second stop
+                    // request is acted on at once rather than after the 10 s wait.
+                    tokio::select! {
+                        r = tokio::time::timeout(std::time::Duration::from_secs(10), &mut server) => {
+                            break r.map_err(|_| "exchange server did not stop within 10 s")?;
+                        }
+                        _ = signals.second_stop() => {
+                            tracing::warn!("second stop signal: stopping now, without waiting for the round in progress (it is retried)");
+                            return Ok(());
+                        }
+                    }
                 }
             },
             r = &mut server => break r,
@@ -854,6 +867,11 @@ impl Signals {
         }
         #[cfg(not(unix))]
         Ok(Signals {})
+    }
+
+    /// Waits for a stop signal, ignoring reloads (during shutdown).
+    async fn second_stop(&mut self) {
+        while !matches!(self.wait().await, Signal::Stop) {}
     }
 
     async fn wait(&mut self) -> Signal {

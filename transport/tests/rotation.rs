@@ -28,6 +28,19 @@ const ROTATING: usize = 1;
 /// Users 0..WORKERS carry the workload; user WORKERS is never told of the new epoch.
 const WORKERS: usize = 6;
 
+/// `acs check --config` (success, what it printed).
+fn check(config: &std::path::Path) -> (bool, String) {
+    let out = Command::new(ACS)
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
 /// Restarts server `i` (SIGTERM, as `systemctl restart`) and waits until all three
 /// commit a round after the last one committed before.
 fn restart(d: &Deployment, exchanges: &mut [Proc], i: usize, suffix: &str) {
@@ -116,6 +129,23 @@ fn one_server_rotates_mid_run_and_every_message_arrives_exactly_once() {
         },
     ];
     d.write_exchange(ROTATING, &file);
+    let (ok, text) = check(&d.path(&format!("ex{ROTATING}.toml")));
+    assert!(
+        ok && text.contains("serves master-secret epochs [0, 1]")
+            && text.contains("descriptor")
+            && text.contains("valid"),
+        "{text}"
+    );
+    // A secret listed under another epoch number is named, by the check and at start.
+    let mut wrong = file.clone();
+    wrong.epochs[1].epoch = 2;
+    let wrong_path = d.path("ex-wrong.toml");
+    std::fs::write(&wrong_path, wrong.to_toml().unwrap()).unwrap();
+    let (ok, text) = check(&wrong_path);
+    assert!(
+        !ok && text.contains("holds epoch 1, listed as epoch 2"),
+        "{text}"
+    );
     restart(&d, &mut exchanges, ROTATING, "-both");
     let log = exchanges[ROTATING].log_text();
     assert!(

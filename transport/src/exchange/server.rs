@@ -1337,8 +1337,10 @@ pub async fn run(
     let mut shutdown = shutdown;
     let mut start_gate = lp.cfg.start_gate.take();
     // One warning per outage of the peer mesh, then quiet retries (each attempt already
-    // backs off inside `establish`), and one line when it is back.
+    // backs off inside `establish`), and one line when it is back; one line when it
+    // first forms, so an operator sees the deployment come up.
     let mut outage: Option<std::time::Instant> = None;
+    let mut formed = false;
     'sessions: loop {
         let started = tokio::select! {
             s = start_session(&lp, party, &peer_listener) => s,
@@ -1357,12 +1359,18 @@ pub async fn run(
             }
             Err(e) => return Err(e),
         };
-        if let Some(since) = outage.take() {
-            tracing::info!(
+        match (outage.take(), formed) {
+            (since, false) => tracing::info!(
+                waited_seconds = since.map_or(0, |s| s.elapsed().as_secs()),
+                "peer mesh established"
+            ),
+            (Some(since), true) => tracing::info!(
                 outage_seconds = since.elapsed().as_secs(),
                 "peer mesh established again"
-            );
+            ),
+            (None, true) => {}
         }
+        formed = true;
         lp.cfg.metrics.set_session(true);
         match lp.settle(&mut session, peer_status).await {
             Ok(_) => {}

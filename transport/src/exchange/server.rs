@@ -965,19 +965,30 @@ impl RoundLoop {
                 ("total", secs),
             ],
         );
-        tracing::info!(
-            round = a.round,
-            online = done.online.len(),
-            outputs = r.sent,
-            retried,
-            relays_unreachable = r.relays_unreachable,
-            seconds = secs,
-            open_ms,
-            engine_ms,
-            commit_ms,
-            outputs_ms,
-            "round committed"
-        );
+        if done.online.is_empty() && retried == 0 && r.relays_unreachable == 0 {
+            // Nobody was heard, nothing computed: the phase timings say nothing, and an
+            // idle deployment would print them every round (they stay in the metrics).
+            tracing::info!(
+                round = a.round,
+                online = 0,
+                seconds = secs,
+                "round committed"
+            );
+        } else {
+            tracing::info!(
+                round = a.round,
+                online = done.online.len(),
+                outputs = r.sent,
+                retried,
+                relays_unreachable = r.relays_unreachable,
+                seconds = secs,
+                open_ms,
+                engine_ms,
+                commit_ms,
+                outputs_ms,
+                "round committed"
+            );
+        }
         Ok(RoundEnd::Committed(secs))
     }
 

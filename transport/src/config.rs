@@ -416,6 +416,7 @@ impl ExchangeFile {
             max_rounds: None,
             start_gate: None,
             metrics: std::sync::Arc::new(crate::metrics::ExchangeMetrics::new()),
+            epoch_reload: Default::default(),
         })
     }
 }

@@ -730,6 +730,8 @@ async fn run_exchange(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
     let peer_listener = bind("peer_listen", file.peer_listen).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (relays, metrics) = (cfg.relays.clone(), cfg.metrics.clone());
+    let epoch_reload = cfg.epoch_reload.clone();
+    let mut running = file.clone();
     if let Some(addr) = file.metrics_listen {
         let at = acs_transport::metrics::start(addr, metrics.clone(), shutdown_rx.clone()).await?;
         tracing::info!(addr = %at, "metrics at /metrics and /healthz");
@@ -746,7 +748,7 @@ async fn run_exchange(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
     let result = loop {
         tokio::select! {
             sig = signals.wait() => match sig {
-                Signal::Reload => reload_relays(&path, &file, &relays, &metrics),
+                Signal::Reload => reload(&path, &mut running, &relays, &metrics, &epoch_reload),
                 Signal::Stop => {
                     tracing::info!("shutting down (a second SIGTERM or ctrl-c stops at once)");
                     let _ = shutdown_tx.send(true);
@@ -777,12 +779,14 @@ async fn run_exchange(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
 
 /// `SIGHUP` at an exchange server: re-reads the configuration file and applies its
 /// `relays` list (relays added can connect at once; relays removed are disconnected at
-/// the next round). Everything else needs a restart, and a change to it is reported.
-fn reload_relays(
+/// the next round) and its `[[epochs]]` (served from the next round). Everything else
+/// needs a restart, and a change to it is reported.
+fn reload(
     path: &std::path::Path,
-    running: &ExchangeFile,
+    running: &mut ExchangeFile,
     relays: &acs_transport::relay_port::RelaySet,
     metrics: &acs_transport::metrics::ExchangeMetrics,
+    epochs: &acs_transport::exchange::epochs::EpochReload,
 ) {
     let file = match ExchangeFile::load(path) {
         Ok(f) => f,
@@ -793,9 +797,27 @@ fn reload_relays(
     };
     let mut rest = file.clone();
     rest.relays = running.relays.clone();
+    rest.epochs = running.epochs.clone();
     if rest != *running {
-        tracing::warn!("SIGHUP: only `relays` is applied on reload; restart the server to apply the other changes in the file");
+        tracing::warn!("SIGHUP: only `relays` and `[[epochs]]` are applied on reload; restart the server to apply the other changes in the file");
     }
+    if file.epochs != running.epochs {
+        match acs_transport::exchange::epochs::ServerKeys::load(&file) {
+            Ok(keys) => {
+                epochs.offer(keys);
+                running.epochs = file.epochs.clone();
+                tracing::info!(
+                    epochs = ?file.epochs.iter().map(|e| e.epoch).collect::<Vec<_>>(),
+                    "SIGHUP: master-secret epochs reloaded; served from the next round"
+                );
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "SIGHUP: master-secret epochs not reloaded; still serving the previous ones"
+            ),
+        }
+    }
+    running.relays = file.relays.clone();
     let (added, removed) = relays.replace(file.relays);
     metrics.relay_reloads.inc();
     tracing::info!(?added, ?removed, relays = ?relays.get(), "SIGHUP: relays list reloaded");

@@ -11,6 +11,24 @@
 
 use crate::config::ExchangeFile;
 use acs_kgc::{EpochSecret, Kgc, MasterSecret};
+use std::sync::{Arc, Mutex};
+
+/// Epochs loaded on SIGHUP, waiting for the round loop to take them up between two
+/// rounds (a round never sees its epochs change under it).
+#[derive(Clone, Debug, Default)]
+pub struct EpochReload(Arc<Mutex<Option<ServerKeys>>>);
+
+impl EpochReload {
+    /// Hands over the keys to serve from the next round (replacing any not taken yet).
+    pub fn offer(&self, keys: ServerKeys) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(keys);
+    }
+
+    /// The keys handed over since the last call, if any.
+    pub fn take(&self) -> Option<ServerKeys> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
 
 /// The most epochs served at once: a transition needs two; a third (the next one made
 /// ready early) is allowed, more would only multiply the per-round tag indexes.

@@ -98,6 +98,8 @@ pub struct ServerConfig {
     pub start_gate: Option<oneshot::Receiver<()>>,
     /// Metrics and health, served by `/metrics` and `/healthz` where configured.
     pub metrics: Arc<ExchangeMetrics>,
+    /// Master-secret epochs reloaded on SIGHUP, taken up before the next round.
+    pub epoch_reload: super::epochs::EpochReload,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -503,6 +505,33 @@ struct RoundLoop {
 }
 
 impl RoundLoop {
+    /// Takes up master-secret epochs reloaded on SIGHUP, between two rounds: a fresh
+    /// intake for the epochs now listed (registrations of epochs no longer listed are
+    /// deleted from the database, as at start).
+    fn apply_epoch_reload(&mut self) {
+        let Some(keys) = self.cfg.epoch_reload.take() else {
+            return;
+        };
+        if keys.master.identity_signing_key().verifying_key() != self.signing.verifying_key() {
+            tracing::error!("SIGHUP: the master file now holds another server identity; epochs not reloaded (a new identity needs a restart, and is a new server)");
+            return;
+        }
+        match Intake::load_epochs(keys.key_centres(), self.db.clone()) {
+            Ok(intake) => {
+                tracing::info!(
+                    epochs = ?intake.served_epochs(),
+                    registered = ?intake.registered_per_epoch(),
+                    "master-secret epochs served (reloaded)"
+                );
+                *self.intake.lock().unwrap_or_else(|e| e.into_inner()) = intake;
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "SIGHUP: master-secret epochs not reloaded; still serving the previous ones"
+            ),
+        }
+    }
+
     async fn next_announce(&mut self, s: &mut Session) -> Result<RoundAnnounce, ServerError> {
         if self.cfg.index as usize == clock::COORDINATOR {
             let r = self.last_round.map_or(1, |r| r + 1);
@@ -1407,6 +1436,7 @@ pub async fn run(
             if max_rounds.is_some_and(|m| summary.committed + summary.aborted >= m) {
                 break 'sessions;
             }
+            lp.apply_epoch_reload();
             let r = tokio::select! {
                 r = lp.round(&mut session) => r,
                 _ = crate::listener::shutdown_signalled(&mut shutdown) => break 'sessions,

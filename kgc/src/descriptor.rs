@@ -11,6 +11,11 @@
 //! `"ACS-SD\x00\x01" || SN (8) || identity key (32) || X25519 key (32) || P_l compressed (96)
 //! || TLS certificate SHA-256 (32) || issued_at Unix seconds (8) || Ed25519 signature (64)`,
 //! the signature covering every byte before it.
+//!
+//! A descriptor of master-secret epoch `e ≥ 1` (`docs/kgc.md` §11) is version 2, 284
+//! bytes: magic `"ACS-SD\x00\x02"`, the same fields, then `e` (4) before the signature.
+//! Epoch 0 keeps version 1 byte for byte (a version-1 descriptor *is* epoch 0's), so
+//! every descriptor names its epoch under the identity key's signature.
 
 use ed25519_dalek::{Signature, Signer, VerifyingKey};
 use x25519_dalek::PublicKey as X25519Public;
@@ -20,9 +25,13 @@ use crate::ids::{parse_ed25519, ServerPseudonym};
 use crate::sok::MasterPublicKey;
 
 const MAGIC: &[u8; 8] = b"ACS-SD\x00\x01";
+const MAGIC_EPOCH: &[u8; 8] = b"ACS-SD\x00\x02";
 const BODY_BYTES: usize = 8 + 8 + 32 + 32 + 96 + 32 + 8;
-/// Length of an encoded [`SignedDescriptor`].
+const BODY_BYTES_EPOCH: usize = BODY_BYTES + 4;
+/// Length of an encoded epoch-0 (version 1) [`SignedDescriptor`].
 pub const DESCRIPTOR_BYTES: usize = BODY_BYTES + 64;
+/// Length of an encoded [`SignedDescriptor`] of epoch 1 or later (version 2).
+pub const DESCRIPTOR_BYTES_EPOCH: usize = BODY_BYTES_EPOCH + 64;
 
 /// What an exchange server publishes about itself (see the module docs).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +48,9 @@ pub struct ServerDescriptor {
     pub tls_cert_sha256: [u8; 32],
     /// When the descriptor was issued (Unix seconds); a client keeps the newest.
     pub issued_at: u64,
+    /// The master-secret epoch whose `P_l` this is; a client registers under the newest
+    /// epoch its server serves.
+    pub epoch: u32,
 }
 
 /// A [`ServerDescriptor`] with a signature that has been checked (decoding verifies it,
@@ -50,11 +62,11 @@ pub struct SignedDescriptor {
 }
 
 impl ServerDescriptor {
-    fn body(&self) -> [u8; BODY_BYTES] {
-        let mut out = [0u8; BODY_BYTES];
-        let mut at = 0;
+    fn body(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(BODY_BYTES_EPOCH);
+        let magic = if self.epoch == 0 { MAGIC } else { MAGIC_EPOCH };
         for part in [
-            &MAGIC[..],
+            &magic[..],
             &self.server.to_bytes(),
             self.identity_key.as_bytes(),
             self.x25519_public.as_bytes(),
@@ -62,10 +74,11 @@ impl ServerDescriptor {
             &self.tls_cert_sha256,
             &self.issued_at.to_be_bytes(),
         ] {
-            out[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
+            out.extend_from_slice(part);
         }
-        debug_assert_eq!(at, BODY_BYTES);
+        if self.epoch != 0 {
+            out.extend_from_slice(&self.epoch.to_be_bytes());
+        }
         out
     }
 }
@@ -86,11 +99,11 @@ impl SignedDescriptor {
         &self.descriptor
     }
 
-    /// The fixed 280-byte encoding.
-    pub fn to_bytes(&self) -> [u8; DESCRIPTOR_BYTES] {
-        let mut out = [0u8; DESCRIPTOR_BYTES];
-        out[..BODY_BYTES].copy_from_slice(&self.descriptor.body());
-        out[BODY_BYTES..].copy_from_slice(&self.signature.to_bytes());
+    /// The encoding: [`DESCRIPTOR_BYTES`] (280) for epoch 0, [`DESCRIPTOR_BYTES_EPOCH`]
+    /// (284) for later epochs.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = self.descriptor.body();
+        out.extend_from_slice(&self.signature.to_bytes());
         out
     }
 
@@ -98,13 +111,27 @@ impl SignedDescriptor {
     /// identity key, and the signature (strict Ed25519 verification).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         const WHAT: &str = "server descriptor";
-        if bytes.len() != DESCRIPTOR_BYTES {
-            return Err(malformed(WHAT, "wrong length"));
-        }
+        let body = match bytes.get(..8) {
+            Some(m) if m == MAGIC && bytes.len() == DESCRIPTOR_BYTES => BODY_BYTES,
+            Some(m) if m == MAGIC_EPOCH && bytes.len() == DESCRIPTOR_BYTES_EPOCH => {
+                BODY_BYTES_EPOCH
+            }
+            Some(m) if m == MAGIC || m == MAGIC_EPOCH => {
+                return Err(malformed(WHAT, "wrong length"))
+            }
+            Some(_) => return Err(malformed(WHAT, "bad magic or version")),
+            None => return Err(malformed(WHAT, "wrong length")),
+        };
         let field = |from: usize, len: usize| &bytes[from..from + len];
-        if field(0, 8) != MAGIC {
-            return Err(malformed(WHAT, "bad magic or version"));
-        }
+        let epoch = if body == BODY_BYTES_EPOCH {
+            let e = u32::from_be_bytes(field(BODY_BYTES, 4).try_into().expect("4"));
+            if e == 0 {
+                return Err(malformed(WHAT, "version 2 naming epoch 0"));
+            }
+            e
+        } else {
+            0
+        };
         let server = ServerPseudonym::from_bytes(field(8, 8).try_into().expect("8 bytes"))?;
         let identity_key = parse_ed25519(field(16, 32).try_into().expect("32"), "server identity")?;
         let x: [u8; 32] = field(48, 32).try_into().expect("32");
@@ -112,7 +139,7 @@ impl SignedDescriptor {
         let master_public = MasterPublicKey::from_bytes(field(80, 96).try_into().expect("96"))?;
         let tls_cert_sha256 = field(176, 32).try_into().expect("32");
         let issued_at = u64::from_be_bytes(field(208, 8).try_into().expect("8"));
-        let signature = Signature::from_bytes(field(BODY_BYTES, 64).try_into().expect("64"));
+        let signature = Signature::from_bytes(field(body, 64).try_into().expect("64"));
         if ServerPseudonym::derive(&identity_key)? != server {
             return Err(malformed(
                 WHAT,
@@ -120,7 +147,7 @@ impl SignedDescriptor {
             ));
         }
         identity_key
-            .verify_strict(&bytes[..BODY_BYTES], &signature)
+            .verify_strict(&bytes[..body], &signature)
             .map_err(|_| KgcError::BadSignature("server descriptor"))?;
         Ok(SignedDescriptor {
             descriptor: ServerDescriptor {
@@ -130,6 +157,7 @@ impl SignedDescriptor {
                 master_public,
                 tls_cert_sha256,
                 issued_at,
+                epoch,
             },
             signature,
         })

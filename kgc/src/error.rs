@@ -74,6 +74,14 @@ pub enum KgcError {
         /// The server named in the message.
         got: ServerPseudonym,
     },
+    /// A registration request for a master-secret epoch this key centre does not hold.
+    #[error("request for master-secret epoch {got}, this key centre serves epoch {expected}")]
+    WrongEpoch {
+        /// The epoch this key centre serves.
+        expected: u32,
+        /// The epoch the request names.
+        got: u32,
+    },
     /// The pseudonym in a request is not the one derived from the public key it carries.
     #[error("pseudonym {claimed} is not derived from the presented public key")]
     PseudonymMismatch {

@@ -59,19 +59,21 @@ mod seal;
 mod server;
 mod sok;
 
-pub use descriptor::{ServerDescriptor, SignedDescriptor, DESCRIPTOR_BYTES};
+pub use descriptor::{
+    ServerDescriptor, SignedDescriptor, DESCRIPTOR_BYTES, DESCRIPTOR_BYTES_EPOCH,
+};
 pub use error::{KgcError, Result};
 pub use gt::{gt_to_bytes, GT_BYTES};
 pub use ids::{Direction, ServerPseudonym, UserPseudonym};
-pub use master::{MasterSecret, MASTER_FILE_BYTES};
+pub use master::{EpochSecret, MasterSecret, EPOCH_FILE_BYTES, MASTER_FILE_BYTES};
 pub use registration::{
     PendingRegistration, RegistrationRequest, RegistrationResponse, UserIdentity,
-    REGISTRATION_WINDOW_SECS, REQUEST_BYTES, RESPONSE_BYTES,
+    REGISTRATION_WINDOW_SECS, REQUEST_BYTES, REQUEST_BYTES_EPOCH, RESPONSE_BYTES,
 };
 pub use registry::{
     Inserted, Registry, RegistryEntry, TagIndex, ENTRY_BYTES, MAX_REGISTRY_ENTRIES,
 };
-pub use seal::{Envelope, RoundTag, ENVELOPE_OVERHEAD, MAX_SHARE_BYTES};
+pub use seal::{Envelope, RoundTag, ENVELOPE_OVERHEAD, ENVELOPE_OVERHEAD_EPOCH, MAX_SHARE_BYTES};
 pub use server::{Kgc, Registered};
 pub use sok::{
     hash_server, hash_user, LongTermKey, MasterPublicKey, UserSecretKey, G1_DST, G2_DST,

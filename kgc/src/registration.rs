@@ -30,6 +30,12 @@
 //! Each key encrypts exactly one message, so the fixed nonce is safe. A replay of a request
 //! within the window gets a fresh answer that only the original `e` opens: useless to
 //! whoever replays it. The user finally checks `sk_{i,l}` against `P_l`.
+//!
+//! A request for master-secret epoch `e ≥ 1` (`docs/kgc.md` §11) is version 2:
+//! `"ACS-RQ\0\x02" || SN_l || e (4) || E || ChaCha20Poly1305(k_req, nonce 0, body, ad = the
+//! 52 header bytes)`, signed as `"ACS-v2 registration" || UN_i || SN_l || e || timestamp ||
+//! E`, so neither a relay nor anyone else can move it to another epoch. The answer is the
+//! same as for epoch 0; the user checks the key against the epoch's `P_l`.
 
 use core::fmt;
 
@@ -50,12 +56,16 @@ use crate::sok::{MasterPublicKey, UserSecretKey};
 pub const REGISTRATION_WINDOW_SECS: u64 = 300;
 
 const REQUEST_MAGIC: &[u8; 8] = b"ACS-RQ\x00\x01";
+const REQUEST_MAGIC_EPOCH: &[u8; 8] = b"ACS-RQ\x00\x02";
 const RESPONSE_MAGIC: &[u8; 8] = b"ACS-RS\x00\x01";
 const REQUEST_HEADER: usize = 8 + 8 + 32;
+const REQUEST_HEADER_EPOCH: usize = REQUEST_HEADER + 4;
 const REQUEST_INNER: usize = 32 + 8 + 8 + 64;
 const TAG: usize = 16;
-/// Length of an encoded [`RegistrationRequest`].
+/// Length of an encoded epoch-0 (version 1) [`RegistrationRequest`].
 pub const REQUEST_BYTES: usize = REQUEST_HEADER + REQUEST_INNER + TAG;
+/// Length of an encoded [`RegistrationRequest`] for epoch 1 or later (version 2).
+pub const REQUEST_BYTES_EPOCH: usize = REQUEST_HEADER_EPOCH + REQUEST_INNER + TAG;
 /// Length of an encoded [`RegistrationResponse`].
 pub const RESPONSE_BYTES: usize = 8 + 32 + 48 + TAG;
 
@@ -118,6 +128,7 @@ impl UserIdentity {
         let signature = self.signing.sign(&pop_message(
             self.pseudonym,
             server.server,
+            server.epoch,
             now,
             &ephemeral_public,
         ));
@@ -132,6 +143,7 @@ impl UserIdentity {
         let pending = PendingRegistration {
             user: self.pseudonym,
             server: server.server,
+            epoch: server.epoch,
             server_x25519: server.x25519_public,
             master_public: server.master_public,
             ephemeral,
@@ -161,13 +173,19 @@ fn encrypt_request(
     server: &ServerDescriptor,
     ephemeral: &StaticSecret,
     inner: &[u8; REQUEST_INNER],
-) -> Result<(SharedSecret, [u8; REQUEST_BYTES])> {
+) -> Result<(SharedSecret, Vec<u8>)> {
     let ephemeral_public = X25519Public::from(ephemeral);
     let static_shared = contributory(ephemeral.diffie_hellman(&server.x25519_public))?;
-    let mut header = [0u8; REQUEST_HEADER];
-    header[..8].copy_from_slice(REQUEST_MAGIC);
-    header[8..16].copy_from_slice(&server.server.to_bytes());
-    header[16..].copy_from_slice(ephemeral_public.as_bytes());
+    let mut header = Vec::with_capacity(REQUEST_HEADER_EPOCH);
+    if server.epoch == 0 {
+        header.extend_from_slice(REQUEST_MAGIC);
+        header.extend_from_slice(&server.server.to_bytes());
+    } else {
+        header.extend_from_slice(REQUEST_MAGIC_EPOCH);
+        header.extend_from_slice(&server.server.to_bytes());
+        header.extend_from_slice(&server.epoch.to_be_bytes());
+    }
+    header.extend_from_slice(ephemeral_public.as_bytes());
     let key = request_key(
         &static_shared,
         &ephemeral_public,
@@ -175,9 +193,8 @@ fn encrypt_request(
         server.server,
     );
     let ciphertext = seal_once(&key, inner, &header);
-    let mut bytes = [0u8; REQUEST_BYTES];
-    bytes[..REQUEST_HEADER].copy_from_slice(&header);
-    bytes[REQUEST_HEADER..].copy_from_slice(&ciphertext);
+    let mut bytes = header;
+    bytes.extend_from_slice(&ciphertext);
     Ok((static_shared, bytes))
 }
 
@@ -194,6 +211,7 @@ impl fmt::Debug for UserIdentity {
 pub struct PendingRegistration {
     user: UserPseudonym,
     server: ServerPseudonym,
+    epoch: u32,
     server_x25519: X25519Public,
     master_public: MasterPublicKey,
     ephemeral: StaticSecret,
@@ -205,6 +223,12 @@ impl PendingRegistration {
     /// The server this request went to.
     pub fn server(&self) -> ServerPseudonym {
         self.server
+    }
+
+    /// The master-secret epoch it asked a key of (the descriptor's): the caller marks the
+    /// agreed key with it ([`LongTermKey::in_epoch`](crate::LongTermKey::in_epoch)).
+    pub fn epoch(&self) -> u32 {
+        self.epoch
     }
 
     /// Opens the server's answer and checks the key against the server's master public key.
@@ -253,29 +277,57 @@ impl fmt::Debug for PendingRegistration {
     }
 }
 
-/// An encoded registration request ([`REQUEST_BYTES`] bytes; layout in the module docs).
+/// An encoded registration request ([`REQUEST_BYTES`] bytes for epoch 0,
+/// [`REQUEST_BYTES_EPOCH`] for later epochs; layout in the module docs).
 #[derive(Clone, PartialEq, Eq)]
 pub struct RegistrationRequest {
-    bytes: [u8; REQUEST_BYTES],
+    bytes: Vec<u8>,
 }
 
 impl RegistrationRequest {
     /// The wire bytes.
-    pub fn as_bytes(&self) -> &[u8; REQUEST_BYTES] {
+    pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }
 
-    /// Checks the length and magic; everything else is checked by the server that can
-    /// decrypt it ([`Kgc::register`](crate::Kgc::register)).
+    /// Checks the length, magic and epoch field; everything else is checked by the server
+    /// that can decrypt it ([`Kgc::register`](crate::Kgc::register)).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let bytes: [u8; REQUEST_BYTES] = bytes
-            .try_into()
-            .map_err(|_| malformed("registration request", "wrong length"))?;
-        if &bytes[..8] != REQUEST_MAGIC {
-            return Err(malformed("registration request", "bad magic or version"));
+        const WHAT: &str = "registration request";
+        match bytes.get(..8) {
+            Some(m) if m == REQUEST_MAGIC && bytes.len() == REQUEST_BYTES => {}
+            Some(m) if m == REQUEST_MAGIC_EPOCH && bytes.len() == REQUEST_BYTES_EPOCH => {
+                if bytes[16..20] == [0; 4] {
+                    return Err(malformed(WHAT, "version 2 naming epoch 0"));
+                }
+            }
+            Some(m) if m == REQUEST_MAGIC || m == REQUEST_MAGIC_EPOCH => {
+                return Err(malformed(WHAT, "wrong length"))
+            }
+            Some(_) => return Err(malformed(WHAT, "bad magic or version")),
+            None => return Err(malformed(WHAT, "wrong length")),
         }
         ServerPseudonym::from_bytes(bytes[8..16].try_into().expect("8 bytes"))?;
-        Ok(RegistrationRequest { bytes })
+        Ok(RegistrationRequest {
+            bytes: bytes.to_vec(),
+        })
+    }
+
+    /// The master-secret epoch it asks a key of (visible to relays).
+    pub fn epoch(&self) -> u32 {
+        if self.bytes.len() == REQUEST_BYTES_EPOCH {
+            u32::from_be_bytes(self.bytes[16..20].try_into().expect("4 bytes"))
+        } else {
+            0
+        }
+    }
+
+    fn header_len(&self) -> usize {
+        if self.bytes.len() == REQUEST_BYTES_EPOCH {
+            REQUEST_HEADER_EPOCH
+        } else {
+            REQUEST_HEADER
+        }
     }
 
     /// The server it is addressed to (visible to relays, which route by it anyway).
@@ -289,6 +341,7 @@ impl fmt::Debug for RegistrationRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RegistrationRequest")
             .field("server", &self.server())
+            .field("epoch", &self.epoch())
             .finish_non_exhaustive()
     }
 }
@@ -346,8 +399,9 @@ pub(crate) fn verify_request(
             got: addressed,
         });
     }
+    let header = request.header_len();
     let ephemeral_public =
-        X25519Public::from(<[u8; 32]>::try_from(&bytes[16..48]).expect("32 bytes"));
+        X25519Public::from(<[u8; 32]>::try_from(&bytes[header - 32..header]).expect("32 bytes"));
     let static_shared = contributory(server_x25519.diffie_hellman(&ephemeral_public))?;
     let key = request_key(
         &static_shared,
@@ -357,8 +411,8 @@ pub(crate) fn verify_request(
     );
     let inner = open_once(
         &key,
-        &bytes[REQUEST_HEADER..],
-        &bytes[..REQUEST_HEADER],
+        &bytes[header..],
+        &bytes[..header],
         "registration request",
     )?;
     if inner.len() != REQUEST_INNER {
@@ -382,7 +436,13 @@ pub(crate) fn verify_request(
     }
     public_key
         .verify_strict(
-            &pop_message(claimed, server, timestamp, &ephemeral_public),
+            &pop_message(
+                claimed,
+                server,
+                request.epoch(),
+                timestamp,
+                &ephemeral_public,
+            ),
             &signature,
         )
         .map_err(|_| KgcError::BadSignature("proof of possession"))?;
@@ -432,15 +492,24 @@ pub(crate) fn build_response(
 fn pop_message(
     user: UserPseudonym,
     server: ServerPseudonym,
+    epoch: u32,
     timestamp: u64,
     ephemeral: &X25519Public,
-) -> [u8; 19 + 8 + 8 + 8 + 32] {
-    let mut out = [0u8; 19 + 8 + 8 + 8 + 32];
-    out[..19].copy_from_slice(b"ACS-v1 registration");
-    out[19..27].copy_from_slice(&user.to_bytes());
-    out[27..35].copy_from_slice(&server.to_bytes());
-    out[35..43].copy_from_slice(&timestamp.to_be_bytes());
-    out[43..].copy_from_slice(ephemeral.as_bytes());
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(19 + 8 + 8 + 4 + 8 + 32);
+    if epoch == 0 {
+        out.extend_from_slice(b"ACS-v1 registration");
+        out.extend_from_slice(&user.to_bytes());
+        out.extend_from_slice(&server.to_bytes());
+    } else {
+        // Its own label: a version-1 signature never verifies as a version-2 one.
+        out.extend_from_slice(b"ACS-v2 registration");
+        out.extend_from_slice(&user.to_bytes());
+        out.extend_from_slice(&server.to_bytes());
+        out.extend_from_slice(&epoch.to_be_bytes());
+    }
+    out.extend_from_slice(&timestamp.to_be_bytes());
+    out.extend_from_slice(ephemeral.as_bytes());
     out
 }
 
@@ -599,7 +668,7 @@ mod tests {
         let (pk, un, sn) = (s.alice.public_key(), s.alice.pseudonym(), s.kgc.server());
         let signing = s.alice.signing.clone();
         submit(&mut s, &pk, un, NOW, |e| {
-            signing.sign(&pop_message(un, sn, NOW, e))
+            signing.sign(&pop_message(un, sn, 0, NOW, e))
         })
         .unwrap();
     }
@@ -610,7 +679,7 @@ mod tests {
         let (pk, un, sn) = (s.alice.public_key(), s.alice.pseudonym(), s.kgc.server());
         let forger = s.mallory.signing.clone();
         let verdict = submit(&mut s, &pk, un, NOW, |e| {
-            forger.sign(&pop_message(un, sn, NOW, e))
+            forger.sign(&pop_message(un, sn, 0, NOW, e))
         });
         assert!(
             matches!(verdict, Err(KgcError::BadSignature(_))),
@@ -626,7 +695,7 @@ mod tests {
         let signing = s.alice.signing.clone();
         let honest_ephemeral = X25519Public::from([9u8; 32]);
         let verdict = submit(&mut s, &pk, un, NOW, |_| {
-            signing.sign(&pop_message(un, sn, NOW, &honest_ephemeral))
+            signing.sign(&pop_message(un, sn, 0, NOW, &honest_ephemeral))
         });
         assert!(
             matches!(verdict, Err(KgcError::BadSignature(_))),
@@ -641,7 +710,7 @@ mod tests {
         let other = s.other.server();
         let signing = s.alice.signing.clone();
         let verdict = submit(&mut s, &pk, un, NOW, |e| {
-            signing.sign(&pop_message(un, other, NOW, e))
+            signing.sign(&pop_message(un, other, 0, NOW, e))
         });
         assert!(
             matches!(verdict, Err(KgcError::BadSignature(_))),
@@ -650,7 +719,7 @@ mod tests {
         let sn = s.kgc.server();
         let signing = s.alice.signing.clone();
         let verdict = submit(&mut s, &pk, un, NOW, |e| {
-            signing.sign(&pop_message(un, sn, NOW - 1, e))
+            signing.sign(&pop_message(un, sn, 0, NOW - 1, e))
         });
         assert!(
             matches!(verdict, Err(KgcError::BadSignature(_))),
@@ -665,7 +734,7 @@ mod tests {
         let victim = s.alice.pseudonym();
         let signing = s.mallory.signing.clone();
         let verdict = submit(&mut s, &pk, victim, NOW, |e| {
-            signing.sign(&pop_message(victim, sn, NOW, e))
+            signing.sign(&pop_message(victim, sn, 0, NOW, e))
         });
         assert!(
             matches!(verdict, Err(KgcError::PseudonymMismatch { claimed }) if claimed == victim),

@@ -80,6 +80,12 @@ impl RegistryEntry {
     /// Decodes one entry of `server`'s registry (exact length, pseudonym derived from the
     /// public key).
     pub fn from_bytes(server: ServerPseudonym, bytes: &[u8]) -> Result<Self> {
+        Self::from_bytes_in_epoch(server, 0, bytes)
+    }
+
+    /// [`from_bytes`](Self::from_bytes) for the registry of master-secret epoch `epoch`
+    /// (the encoding does not carry the epoch: the caller keeps one table per epoch).
+    pub fn from_bytes_in_epoch(server: ServerPseudonym, epoch: u32, bytes: &[u8]) -> Result<Self> {
         const WHAT: &str = "registry entry";
         if bytes.len() != ENTRY_BYTES {
             return Err(malformed(WHAT, "wrong length"));
@@ -95,7 +101,7 @@ impl RegistryEntry {
         Ok(RegistryEntry {
             public_key,
             registered_at,
-            long_term_key: LongTermKey::from_bytes(user, server, *key),
+            long_term_key: LongTermKey::from_bytes(user, server, *key).in_epoch(epoch),
         })
     }
 }

@@ -22,6 +22,12 @@
 //! to a pseudonym or to the same user's envelopes in other rounds. The server builds a
 //! [`TagIndex`](crate::TagIndex) for the round from its registry and looks tags up there.
 //!
+//! A key of master-secret epoch `e ≥ 1` (`docs/kgc.md` §11) seals version 2 instead:
+//! `0x02 || e (4) || tag || nonce || ciphertext`, with `ad = "ACS-v1 share" || 0x02 || e
+//! || r || d || SN || UN || tag`, so the server knows which epoch's tag index to look in
+//! (and can name a retired epoch) before it knows whose envelope it is. Epoch 0 keeps
+//! version 1 byte for byte.
+//!
 //! Opening fails ([`KgcError::OpenFailed`]) for an envelope sealed for another round,
 //! direction, user or server, under another key, or changed in any byte. Replays within
 //! one round carry the same tag: the caller accepts one envelope per tag per round.
@@ -41,11 +47,24 @@ use crate::ids::Direction;
 use crate::sok::LongTermKey;
 
 const VERSION: u8 = 1;
+const VERSION_EPOCH: u8 = 2;
 const TAG_BYTES: usize = 16;
 const NONCE_BYTES: usize = 24;
 const HEADER_BYTES: usize = 1 + TAG_BYTES + NONCE_BYTES;
-/// Bytes an envelope adds to its share.
+/// Bytes an envelope adds to its share (epoch 0, version 1).
 pub const ENVELOPE_OVERHEAD: usize = HEADER_BYTES + 16;
+/// Bytes an envelope of a key of epoch 1 or later adds to its share (version 2: the
+/// epoch, 4 bytes, follows the version byte).
+pub const ENVELOPE_OVERHEAD_EPOCH: usize = ENVELOPE_OVERHEAD + 4;
+
+/// Where the tag starts: after the version byte, and after the epoch in version 2.
+fn tag_at(version: u8) -> usize {
+    if version == VERSION_EPOCH {
+        5
+    } else {
+        1
+    }
+}
 /// The largest share [`LongTermKey::seal`] accepts and [`Envelope::from_bytes`] admits.
 pub const MAX_SHARE_BYTES: usize = 1 << 20;
 
@@ -86,20 +105,40 @@ impl Envelope {
     }
 
     fn check(bytes: &[u8]) -> Result<()> {
-        if bytes.len() > MAX_SHARE_BYTES + ENVELOPE_OVERHEAD {
+        let overhead = match bytes.first() {
+            Some(&VERSION) => ENVELOPE_OVERHEAD,
+            Some(&VERSION_EPOCH) => ENVELOPE_OVERHEAD_EPOCH,
+            Some(_) => return Err(malformed("envelope", "unknown version")),
+            None => return Err(malformed("envelope", "shorter than its header")),
+        };
+        if bytes.len() > MAX_SHARE_BYTES + overhead {
             return Err(KgcError::TooLarge {
                 what: "envelope",
                 len: bytes.len(),
-                max: MAX_SHARE_BYTES + ENVELOPE_OVERHEAD,
+                max: MAX_SHARE_BYTES + overhead,
             });
         }
-        if bytes.len() < ENVELOPE_OVERHEAD {
+        if bytes.len() < overhead {
             return Err(malformed("envelope", "shorter than its header"));
         }
-        if bytes[0] != VERSION {
-            return Err(malformed("envelope", "unknown version"));
+        if bytes[0] == VERSION_EPOCH && epoch_field(bytes) == 0 {
+            // Epoch 0 has exactly one encoding (version 1).
+            return Err(malformed("envelope", "version 2 naming epoch 0"));
         }
         Ok(())
+    }
+
+    /// The master-secret epoch of the key that sealed it (public; 0 for version 1).
+    pub fn epoch(&self) -> u32 {
+        if self.bytes[0] == VERSION_EPOCH {
+            epoch_field(&self.bytes)
+        } else {
+            0
+        }
+    }
+
+    fn header_bytes(&self) -> usize {
+        tag_at(self.bytes[0]) + TAG_BYTES + NONCE_BYTES
     }
 
     /// The wire bytes.
@@ -114,18 +153,24 @@ impl Envelope {
 
     /// The routing tag (public).
     pub fn tag(&self) -> RoundTag {
-        RoundTag(self.bytes[1..1 + TAG_BYTES].try_into().expect("16 bytes"))
+        let at = tag_at(self.bytes[0]);
+        RoundTag(self.bytes[at..at + TAG_BYTES].try_into().expect("16 bytes"))
     }
 
     /// Length of the share inside.
     pub fn share_len(&self) -> usize {
-        self.bytes.len() - ENVELOPE_OVERHEAD
+        self.bytes.len() - self.header_bytes() - 16
     }
+}
+
+fn epoch_field(bytes: &[u8]) -> u32 {
+    u32::from_be_bytes(bytes[1..5].try_into().expect("checked length"))
 }
 
 impl fmt::Debug for Envelope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Envelope")
+            .field("epoch", &self.epoch())
             .field("tag", &self.tag())
             .field("share_len", &self.share_len())
             .finish()
@@ -152,20 +197,20 @@ fn split(derived: &[u8; 48]) -> (XChaCha20Poly1305, RoundTag) {
     (cipher, tag)
 }
 
-fn associated_data(
-    key: &LongTermKey,
-    round: u64,
-    direction: Direction,
-    tag: &RoundTag,
-) -> [u8; 54] {
-    let mut ad = [0u8; 12 + 1 + 8 + 1 + 8 + 8 + TAG_BYTES];
-    ad[..12].copy_from_slice(b"ACS-v1 share");
-    ad[12] = VERSION;
-    ad[13..21].copy_from_slice(&round.to_be_bytes());
-    ad[21] = direction.byte();
-    ad[22..30].copy_from_slice(&key.server().to_bytes());
-    ad[30..38].copy_from_slice(&key.user().to_bytes());
-    ad[38..].copy_from_slice(&tag.0);
+fn associated_data(key: &LongTermKey, round: u64, direction: Direction, tag: &RoundTag) -> Vec<u8> {
+    let mut ad = Vec::with_capacity(12 + 1 + 4 + 8 + 1 + 8 + 8 + TAG_BYTES);
+    ad.extend_from_slice(b"ACS-v1 share");
+    if key.epoch() == 0 {
+        ad.push(VERSION);
+    } else {
+        ad.push(VERSION_EPOCH);
+        ad.extend_from_slice(&key.epoch().to_be_bytes());
+    }
+    ad.extend_from_slice(&round.to_be_bytes());
+    ad.push(direction.byte());
+    ad.extend_from_slice(&key.server().to_bytes());
+    ad.extend_from_slice(&key.user().to_bytes());
+    ad.extend_from_slice(&tag.0);
     ad
 }
 
@@ -196,13 +241,19 @@ impl LongTermKey {
         rng.fill_bytes(&mut nonce);
         let ad = associated_data(self, round, direction, &tag);
         // Encrypt in place inside the envelope buffer: one allocation, no copy.
-        let mut bytes = Vec::with_capacity(ENVELOPE_OVERHEAD + share.len());
-        bytes.push(VERSION);
+        let mut bytes = Vec::with_capacity(ENVELOPE_OVERHEAD_EPOCH + share.len());
+        if self.epoch() == 0 {
+            bytes.push(VERSION);
+        } else {
+            bytes.push(VERSION_EPOCH);
+            bytes.extend_from_slice(&self.epoch().to_be_bytes());
+        }
         bytes.extend_from_slice(&tag.0);
         bytes.extend_from_slice(&nonce);
+        let header = bytes.len();
         bytes.extend_from_slice(share);
         let auth = cipher
-            .encrypt_in_place_detached(XNonce::from_slice(&nonce), &ad, &mut bytes[HEADER_BYTES..])
+            .encrypt_in_place_detached(XNonce::from_slice(&nonce), &ad, &mut bytes[header..])
             .map_err(|_| KgcError::TooLarge {
                 what: "share",
                 len: share.len(),
@@ -212,21 +263,26 @@ impl LongTermKey {
         Ok(Envelope { bytes })
     }
 
-    /// Opens an envelope sealed for `round` and `direction` under this key.
+    /// Opens an envelope sealed for `round` and `direction` under this key (and so of
+    /// this key's epoch).
     pub fn open(&self, round: u64, direction: Direction, envelope: &Envelope) -> Result<Vec<u8>> {
+        if envelope.epoch() != self.epoch() {
+            return Err(KgcError::OpenFailed("envelope"));
+        }
         let (cipher, expected) = split(&derive(self, round, direction));
         let tag = envelope.tag();
         if !bool::from(tag.0.ct_eq(&expected.0)) {
             return Err(KgcError::OpenFailed("envelope"));
         }
         let bytes = &envelope.bytes;
-        let nonce = XNonce::from_slice(&bytes[1 + TAG_BYTES..HEADER_BYTES]);
+        let header = envelope.header_bytes();
+        let nonce = XNonce::from_slice(&bytes[header - NONCE_BYTES..header]);
         let ad = associated_data(self, round, direction, &tag);
         cipher
             .decrypt(
                 nonce,
                 Payload {
-                    msg: &bytes[HEADER_BYTES..],
+                    msg: &bytes[header..],
                     aad: &ad,
                 },
             )

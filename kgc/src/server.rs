@@ -2,15 +2,16 @@
 
 use core::fmt;
 
-use bls12_381::{G1Affine, G1Projective, G2Affine, G2Projective};
+use bls12_381::{G1Affine, G1Projective, G2Affine, G2Projective, Scalar};
+use ed25519_dalek::SigningKey;
 use rand_core::CryptoRngCore;
-use x25519_dalek::PublicKey as X25519Public;
+use x25519_dalek::{PublicKey as X25519Public, StaticSecret};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::descriptor::{ServerDescriptor, SignedDescriptor};
 use crate::error::Result;
 use crate::ids::{ServerPseudonym, UserPseudonym};
-use crate::master::MasterSecret;
+use crate::master::{EpochSecret, MasterSecret};
 use crate::registration::{
     build_response, verify_request, RegistrationRequest, RegistrationResponse,
 };
@@ -19,11 +20,16 @@ use crate::sok::{
     hash_server, hash_user, server_agree, LongTermKey, MasterPublicKey, UserSecretKey,
 };
 
-/// An exchange server as key generation centre: its master secret plus what it derives
-/// from it once (`SN_l`, `sk_{MS_l} = s_l·H2(SN_l)`, `P_l = s_l·g2`). Secrets are wiped on
-/// drop; `Debug` shows only `SN_l`.
+/// An exchange server as key generation centre for one master-secret epoch: its
+/// identity keys, the epoch's `s_l`, and what it derives from them once (`SN_l`,
+/// `sk_{MS_l} = s_l·H2(SN_l)`, `P_l = s_l·g2`). A server that rotates holds one per epoch
+/// it serves (`docs/kgc.md` §11). Secrets are wiped on drop; `Debug` shows only `SN_l`
+/// and the epoch.
 pub struct Kgc {
-    master: MasterSecret,
+    signing: SigningKey,
+    x25519: StaticSecret,
+    scalar: zeroize::Zeroizing<Scalar>,
+    epoch: u32,
     server: ServerPseudonym,
     server_key: Zeroizing<G2Affine>,
     master_public: MasterPublicKey,
@@ -42,24 +48,51 @@ pub struct Registered {
 }
 
 impl Kgc {
-    /// Derives the server's identity and keys from its master secret (one G2 hash and two
-    /// G2 scalar multiplications: do it once at start-up).
+    /// Derives the server's identity and keys from its master secret, for epoch 0 (one
+    /// G2 hash and two G2 scalar multiplications: do it once at start-up).
     pub fn new(master: MasterSecret) -> Self {
-        let server = ServerPseudonym::derive(&master.signing_key().verifying_key())
+        Self::epoch_zero(&master)
+    }
+
+    /// [`Kgc::new`] from a borrowed master secret (a server that also serves later
+    /// epochs keeps the master secret for them).
+    pub fn epoch_zero(master: &MasterSecret) -> Self {
+        Self::build(master, Zeroizing::new(*master.scalar()), 0)
+    }
+
+    /// The key centre of master-secret epoch `secret.epoch()` (1 or later): the same
+    /// identity (`SN_l`, signing and X25519 keys) as `master`, the epoch's own `s_l`.
+    pub fn for_epoch(master: &MasterSecret, secret: &EpochSecret) -> Self {
+        Self::build(master, Zeroizing::new(*secret.scalar()), secret.epoch())
+    }
+
+    fn build(master: &MasterSecret, scalar: Zeroizing<Scalar>, epoch: u32) -> Self {
+        let signing = master.identity_signing_key();
+        let server = ServerPseudonym::derive(&signing.verifying_key())
             .expect("a server identity key that derives pseudonym 0 (probability 2^-64)");
-        let mut product = G2Projective::from(hash_server(server)) * master.scalar();
+        // By reference: a copy of the secret scalar would not be wiped.
+        let s: &Scalar = &scalar;
+        let mut product = G2Projective::from(hash_server(server)) * s;
         let server_key = Zeroizing::new(G2Affine::from(&product));
         product.zeroize();
-        let master_public =
-            MasterPublicKey(G2Affine::from(G2Projective::generator() * master.scalar()));
-        let x25519_public = X25519Public::from(master.x25519());
+        let master_public = MasterPublicKey(G2Affine::from(G2Projective::generator() * s));
+        let x25519 = master.x25519().clone();
+        let x25519_public = X25519Public::from(&x25519);
         Kgc {
-            master,
+            signing,
+            x25519,
+            scalar,
+            epoch,
             server,
             server_key,
             master_public,
             x25519_public,
         }
+    }
+
+    /// The master-secret epoch this key centre serves.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
     }
 
     /// `SN_l`.
@@ -74,7 +107,8 @@ impl Kgc {
 
     /// Extracts user `UN_i`'s secret key `s_l·H1(UN_i)`.
     pub fn extract(&self, user: UserPseudonym) -> UserSecretKey {
-        let mut product = G1Projective::from(hash_user(user)) * self.master.scalar();
+        let s: &Scalar = &self.scalar;
+        let mut product = G1Projective::from(hash_user(user)) * s;
         let secret = UserSecretKey::new(user, self.server, G1Affine::from(&product));
         product.zeroize();
         secret
@@ -83,22 +117,24 @@ impl Kgc {
     /// Server-side agreement: `e(H1(UN_i), sk_{MS_l})` hashed into the long-term key. One
     /// pairing: call once per user and cache (the registry does).
     pub fn agree(&self, user: UserPseudonym) -> LongTermKey {
-        server_agree(self.server, &self.server_key, user)
+        server_agree(self.server, &self.server_key, user).in_epoch(self.epoch)
     }
 
     /// The signed descriptor clients pin, naming the server's TLS certificate by its
-    /// SHA-256 fingerprint (of the DER encoding). `issued_at` is Unix seconds.
+    /// SHA-256 fingerprint (of the DER encoding) and this key centre's epoch. `issued_at`
+    /// is Unix seconds.
     pub fn descriptor(&self, tls_cert_sha256: [u8; 32], issued_at: u64) -> SignedDescriptor {
         SignedDescriptor::sign(
             ServerDescriptor {
                 server: self.server,
-                identity_key: self.master.signing_key().verifying_key(),
+                identity_key: self.signing.verifying_key(),
                 x25519_public: self.x25519_public,
                 master_public: self.master_public,
                 tls_cert_sha256,
                 issued_at,
+                epoch: self.epoch,
             },
-            self.master.signing_key(),
+            &self.signing,
         )
     }
 
@@ -119,7 +155,13 @@ impl Kgc {
                 got: registry.server(),
             });
         }
-        let verified = verify_request(request, self.server, self.master.x25519(), now)?;
+        if request.epoch() != self.epoch {
+            return Err(crate::KgcError::WrongEpoch {
+                expected: self.epoch,
+                got: request.epoch(),
+            });
+        }
+        let verified = verify_request(request, self.server, &self.x25519, now)?;
         let user = verified.user;
         let inserted = match registry.get(user) {
             Some(entry) if entry.public_key() == verified.public_key.as_bytes() => {
@@ -149,6 +191,7 @@ impl fmt::Debug for Kgc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Kgc")
             .field("server", &self.server)
+            .field("epoch", &self.epoch)
             .finish_non_exhaustive()
     }
 }

@@ -60,6 +60,8 @@ pub struct LongTermKey {
     user: UserPseudonym,
     #[zeroize(skip)]
     server: ServerPseudonym,
+    #[zeroize(skip)]
+    epoch: u32,
     key: [u8; 32],
 }
 
@@ -76,12 +78,35 @@ impl LongTermKey {
         let mut key = [0u8; 32];
         key.copy_from_slice(&hash);
         hash.zeroize();
-        LongTermKey { user, server, key }
+        LongTermKey {
+            user,
+            server,
+            epoch: 0,
+            key,
+        }
     }
 
     /// Rebuilds a cached key (for example one the transport persisted).
     pub fn from_bytes(user: UserPseudonym, server: ServerPseudonym, key: [u8; 32]) -> Self {
-        LongTermKey { user, server, key }
+        LongTermKey {
+            user,
+            server,
+            epoch: 0,
+            key,
+        }
+    }
+
+    /// The same key, marked as derived under the server's master secret of `epoch`
+    /// (`docs/kgc.md` §11): envelopes sealed with it name that epoch, and it opens only
+    /// envelopes that name it. Keys come out of the agreement as epoch 0.
+    pub fn in_epoch(mut self, epoch: u32) -> Self {
+        self.epoch = epoch;
+        self
+    }
+
+    /// The master-secret epoch this key was derived under.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
     }
 
     /// The raw 32 bytes, for the caller's own cache. Keep them secret.
@@ -108,7 +133,7 @@ impl ConstantTimeEq for LongTermKey {
     fn ct_eq(&self, other: &Self) -> Choice {
         self.key.ct_eq(&other.key)
             & Choice::from(u8::from(
-                self.user == other.user && self.server == other.server,
+                self.user == other.user && self.server == other.server && self.epoch == other.epoch,
             ))
     }
 }
@@ -126,6 +151,7 @@ impl fmt::Debug for LongTermKey {
         f.debug_struct("LongTermKey")
             .field("user", &self.user)
             .field("server", &self.server)
+            .field("epoch", &self.epoch)
             .finish_non_exhaustive()
     }
 }

@@ -392,7 +392,7 @@ fn misrouted_or_tampered_requests_are_refused() {
         Err(KgcError::WrongServer { .. })
     ));
     // Readdressed to B by a relay: B cannot decrypt it.
-    let mut bytes = *request.as_bytes();
+    let mut bytes = request.as_bytes().to_vec();
     bytes[8..16].copy_from_slice(&b.server().to_bytes());
     let readdressed = RegistrationRequest::from_bytes(&bytes).unwrap();
     assert!(matches!(
@@ -406,7 +406,7 @@ fn misrouted_or_tampered_requests_are_refused() {
     ));
     let mut registry = Registry::new(a.server());
     for i in 16..acs_kgc::REQUEST_BYTES {
-        let mut bad = *request.as_bytes();
+        let mut bad = request.as_bytes().to_vec();
         bad[i] ^= 1;
         let bad = RegistrationRequest::from_bytes(&bad).unwrap();
         assert!(
@@ -488,7 +488,7 @@ fn descriptors_verify_and_pin() {
         .as_bytes();
     assert!(SignedDescriptor::from_bytes_pinned(&bytes, &other_pin).is_err());
     for i in 0..bytes.len() {
-        let mut bad = bytes;
+        let mut bad = bytes.clone();
         bad[i] ^= 1;
         assert!(SignedDescriptor::from_bytes(&bad).is_err(), "flip at {i}");
     }
@@ -860,4 +860,179 @@ fn three_servers_one_round() {
             assert_eq!(registry.server(), kgc.server());
         }
     }
+}
+
+// ---------------------------------------------------------------- epochs (rotation)
+
+/// Server A's master secret again, and its epoch-1 secret.
+fn a_epoch_one() -> (Kgc, Kgc) {
+    let master = MasterSecret::from_seed([1; 32]);
+    let secret = EpochSecret::from_seed(1, [21; 32]).unwrap();
+    (Kgc::epoch_zero(&master), Kgc::for_epoch(&master, &secret))
+}
+
+#[test]
+fn a_new_epoch_keeps_the_identity_and_changes_every_user_key() {
+    let (zero, one) = a_epoch_one();
+    assert_eq!((zero.epoch(), one.epoch()), (0, 1));
+    // Same server pseudonym, same identity key (the clients' pin), same X25519 key.
+    assert_eq!(zero.server(), one.server());
+    let (d0, d1) = (
+        zero.descriptor([9; 32], NOW),
+        one.descriptor([9; 32], NOW + 60),
+    );
+    assert_eq!(d0.descriptor().identity_key, d1.descriptor().identity_key);
+    assert_eq!(d0.descriptor().x25519_public, d1.descriptor().x25519_public);
+    assert_ne!(d0.descriptor().master_public, d1.descriptor().master_public);
+    // The epoch is in the signed bytes: version 1 (280 bytes) for 0, version 2 for 1.
+    assert_eq!(d0.to_bytes().len(), DESCRIPTOR_BYTES);
+    let bytes = d1.to_bytes();
+    assert_eq!(bytes.len(), DESCRIPTOR_BYTES_EPOCH);
+    let pin = *d0.descriptor().identity_key.as_bytes();
+    let back = SignedDescriptor::from_bytes_pinned(&bytes, &pin).unwrap();
+    assert_eq!(back.descriptor().epoch, 1);
+    for i in 0..bytes.len() {
+        let mut bad = bytes.clone();
+        bad[i] ^= 1;
+        assert!(SignedDescriptor::from_bytes(&bad).is_err(), "flip at {i}");
+    }
+    // Another epoch number under the same signature does not verify.
+    let mut renumbered = bytes.clone();
+    renumbered[DESCRIPTOR_BYTES - 64 + 3] = 2;
+    assert!(SignedDescriptor::from_bytes(&renumbered).is_err());
+    // The user's pseudonym is its own (derived from its key): the same in every epoch;
+    // its keys are not.
+    let alice = user(30);
+    assert_ne!(zero.agree(alice.pseudonym()), one.agree(alice.pseudonym()));
+    assert_eq!(one.agree(alice.pseudonym()).epoch(), 1);
+}
+
+#[test]
+fn registration_under_a_new_epoch_gives_a_key_of_that_epoch_only() {
+    let (zero, one) = a_epoch_one();
+    let alice = user(31);
+    let d1 = one.descriptor([9; 32], NOW);
+    let (pending, request) = alice.register(&d1, NOW, &mut rng(1)).unwrap();
+    assert_eq!(request.as_bytes().len(), REQUEST_BYTES_EPOCH);
+    assert_eq!(request.epoch(), 1);
+    assert_eq!(pending.epoch(), 1);
+    // The epoch-0 key centre refuses it by name, before decrypting anything.
+    let mut registry0 = Registry::new(zero.server());
+    assert!(matches!(
+        zero.register(&mut registry0, &request, NOW, &mut rng(2)),
+        Err(KgcError::WrongEpoch {
+            expected: 0,
+            got: 1
+        })
+    ));
+    // Nobody can move a request to another epoch: the epoch is authenticated.
+    let mut moved = request.as_bytes().to_vec();
+    moved[19] = 2;
+    let moved = RegistrationRequest::from_bytes(&moved).unwrap();
+    let two = Kgc::for_epoch(
+        &MasterSecret::from_seed([1; 32]),
+        &EpochSecret::from_seed(2, [22; 32]).unwrap(),
+    );
+    let mut registry2 = Registry::new(two.server());
+    assert!(two
+        .register(&mut registry2, &moved, NOW, &mut rng(3))
+        .is_err());
+    // Version 2 naming epoch 0 has no meaning.
+    let mut zeroed = request.as_bytes().to_vec();
+    zeroed[16..20].copy_from_slice(&[0; 4]);
+    assert!(RegistrationRequest::from_bytes(&zeroed).is_err());
+
+    let mut registry1 = Registry::new(one.server());
+    let registered = one
+        .register(&mut registry1, &request, NOW, &mut rng(4))
+        .unwrap();
+    let key = pending
+        .finish(&registered.response)
+        .unwrap()
+        .agree()
+        .in_epoch(1);
+    assert_eq!(key, *registry1.long_term_key(alice.pseudonym()).unwrap());
+
+    // Its envelopes say epoch 1 and open only under epoch 1's key.
+    let env = key
+        .seal(5, Direction::UserToServer, b"share", &mut rng(5))
+        .unwrap();
+    assert_eq!(env.epoch(), 1);
+    assert_eq!(env.as_bytes().len(), 5 + ENVELOPE_OVERHEAD_EPOCH);
+    assert_eq!(env.share_len(), 5);
+    let wire = Envelope::from_bytes(env.as_bytes()).unwrap();
+    let index = registry1.tag_index(5, Direction::UserToServer);
+    assert_eq!(index.lookup(&wire.tag()), Some(alice.pseudonym()));
+    assert_eq!(
+        registry1
+            .long_term_key(alice.pseudonym())
+            .unwrap()
+            .open(5, Direction::UserToServer, &wire)
+            .unwrap(),
+        b"share"
+    );
+    let old = zero.agree(alice.pseudonym());
+    assert!(old.open(5, Direction::UserToServer, &wire).is_err());
+    // The same key bytes labelled epoch 0 do not open it either (version and epoch are
+    // in the associated data), nor does the envelope relabelled as version 1.
+    let relabelled = LongTermKey::from_bytes(alice.pseudonym(), one.server(), *key.to_bytes());
+    assert!(relabelled.open(5, Direction::UserToServer, &wire).is_err());
+    let mut v1 = vec![1u8];
+    v1.extend_from_slice(&env.as_bytes()[5..]);
+    let v1 = Envelope::from_bytes(&v1).unwrap();
+    assert!(relabelled.open(5, Direction::UserToServer, &v1).is_err());
+    for i in 0..env.as_bytes().len() {
+        let mut bad = env.as_bytes().to_vec();
+        bad[i] ^= 1;
+        if let Ok(bad) = Envelope::from_bytes(&bad) {
+            assert!(
+                key.open(5, Direction::UserToServer, &bad).is_err(),
+                "flip at {i}"
+            );
+        }
+    }
+    // Epoch 0 still seals version 1, byte for byte as before epochs existed.
+    assert_eq!(
+        old.seal(5, Direction::UserToServer, b"share", &mut rng(5))
+            .unwrap()
+            .as_bytes()[0],
+        1
+    );
+}
+
+#[test]
+fn epoch_secret_file_round_trips_and_refuses_bad_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("e1.key");
+    let secret = EpochSecret::generate(1, &mut rng(7)).unwrap();
+    secret.save(&path).unwrap();
+    assert!(secret.save(&path).is_err(), "never overwrites");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let master = MasterSecret::from_seed([1; 32]);
+    let loaded = EpochSecret::load(&path).unwrap();
+    assert_eq!(loaded.epoch(), 1);
+    assert_eq!(
+        Kgc::for_epoch(&master, &loaded).master_public_key(),
+        Kgc::for_epoch(&master, &secret).master_public_key()
+    );
+    assert!(format!("{loaded:?}").starts_with("EpochSecret"));
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(bytes.len(), EPOCH_FILE_BYTES);
+    // A renumbered or corrupted file fails its checksum.
+    for at in [11, 20, EPOCH_FILE_BYTES - 1] {
+        let bad = dir.path().join(format!("bad{at}"));
+        let mut b = bytes.clone();
+        b[at] ^= 1;
+        std::fs::write(&bad, &b).unwrap();
+        std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(EpochSecret::load(&bad).is_err(), "flip at {at}");
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    assert!(matches!(
+        EpochSecret::load(&path),
+        Err(KgcError::InsecurePermissions { .. })
+    ));
+    assert!(EpochSecret::from_seed(0, [1; 32]).is_err());
 }

@@ -237,6 +237,76 @@ fn same_port(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
+/// The `[[epochs]]` of an exchange configuration: each later epoch's secret loads,
+/// holds the epoch it is listed under, and has a descriptor of that epoch signed by the
+/// master file's identity.
+fn check_epochs(r: &mut Report, f: &ExchangeFile, master: Option<&acs_kgc::MasterSecret>) {
+    if f.epochs.is_empty() {
+        return;
+    }
+    let served: Vec<u32> = f.epochs.iter().map(|e| e.epoch).collect();
+    for e in &f.epochs {
+        let Some(path) = &e.secret else { continue };
+        let secret = match acs_kgc::EpochSecret::load(path) {
+            Ok(s) if s.epoch() == e.epoch => s,
+            Ok(s) => {
+                r.error(format!(
+                    "epochs: {} holds epoch {}, listed as epoch {}",
+                    path.display(),
+                    s.epoch(),
+                    e.epoch
+                ));
+                continue;
+            }
+            Err(err) => {
+                r.error(format!(
+                    "epochs: epoch {} secret {}: {err}",
+                    e.epoch,
+                    path.display()
+                ));
+                continue;
+            }
+        };
+        let mut desc = path.as_os_str().to_owned();
+        desc.push(".descriptor");
+        let desc = std::path::PathBuf::from(desc);
+        let parsed = std::fs::read(&desc)
+            .map_err(|err| err.to_string())
+            .and_then(|b| acs_kgc::SignedDescriptor::from_bytes(&b).map_err(|err| err.to_string()));
+        match (parsed, master) {
+            (Err(err), _) => r.warn(format!(
+                "epochs: epoch {} descriptor {}: {err} (clients need it to move to the epoch)",
+                e.epoch,
+                desc.display()
+            )),
+            (Ok(d), Some(m)) => {
+                let ours = acs_kgc::Kgc::for_epoch(m, &secret).descriptor([0; 32], 0);
+                if d.descriptor().epoch != e.epoch
+                    || d.descriptor().identity_key != ours.descriptor().identity_key
+                    || d.descriptor().master_public != ours.descriptor().master_public
+                {
+                    r.error(format!(
+                        "epochs: descriptor {} was not made from {} and {} (epoch {})",
+                        desc.display(),
+                        path.display(),
+                        f.master.display(),
+                        e.epoch
+                    ));
+                } else {
+                    r.ok(format!(
+                        "epochs: epoch {} secret {}: loaded, owner-only; descriptor {} valid",
+                        e.epoch,
+                        path.display(),
+                        desc.display()
+                    ));
+                }
+            }
+            (Ok(_), None) => {}
+        }
+    }
+    r.ok(format!("epochs: serves master-secret epochs {served:?}"));
+}
+
 /// The file checks of an exchange server's configuration (no network).
 pub fn check_exchange(f: &ExchangeFile) -> Report {
     let mut r = Report::new(format!("exchange server {}", f.index));
@@ -275,8 +345,8 @@ pub fn check_exchange(f: &ExchangeFile) -> Report {
                         ));
                     }
                 }
-                if let Some(m) = master {
-                    let ours = acs_kgc::Kgc::new(m).descriptor(d.tls_cert_sha256, 0);
+                if let Some(m) = &master {
+                    let ours = acs_kgc::Kgc::epoch_zero(m).descriptor(d.tls_cert_sha256, 0);
                     if ours.descriptor().identity_key != d.identity_key {
                         r.error(format!(
                             "master descriptor {} was not made from {}",
@@ -292,6 +362,7 @@ pub fn check_exchange(f: &ExchangeFile) -> Report {
             }
         },
     }
+    check_epochs(&mut r, f, master.as_ref());
     if f.db.exists() {
         let size = std::fs::metadata(&f.db).map(|m| m.len()).unwrap_or(0);
         match owner_only(&f.db) {

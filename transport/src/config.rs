@@ -299,6 +299,22 @@ pub struct ExchangeFile {
     /// Listener limits.
     #[serde(default)]
     pub limits: LimitsFile,
+    /// The master-secret epochs served (`docs/operators.md` §9, rotation): epoch 0 is
+    /// the `master` file's own secret (no `secret`); each later one names its secret
+    /// file. Absent: epoch 0 alone. Last in the file (an array of tables).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub epochs: Vec<EpochFile>,
+}
+
+/// One `[[epochs]]` entry of an exchange configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EpochFile {
+    /// The epoch number.
+    pub epoch: u32,
+    /// Its secret file (`acs master --epoch N`); absent for epoch 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<PathBuf>,
 }
 
 impl ExchangeFile {
@@ -314,10 +330,45 @@ impl ExchangeFile {
         for p in [&mut f.ca, &mut f.cert, &mut f.key, &mut f.master, &mut f.db] {
             *p = resolve(base, p);
         }
+        for e in &mut f.epochs {
+            if let Some(p) = e.secret.as_mut() {
+                *p = resolve(base, p);
+            }
+        }
         let invalid = |reason: String| ConfigError::Invalid {
             path: path.to_path_buf(),
             reason,
         };
+        if f.epochs.len() > crate::exchange::epochs::MAX_EPOCHS_SERVED {
+            return Err(invalid(format!(
+                "epochs: {} listed; at most {} are served at once (retire the oldest)",
+                f.epochs.len(),
+                crate::exchange::epochs::MAX_EPOCHS_SERVED
+            )));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for e in &f.epochs {
+            if !seen.insert(e.epoch) {
+                return Err(invalid(format!(
+                    "epochs: epoch {} is listed twice",
+                    e.epoch
+                )));
+            }
+            match (e.epoch, &e.secret) {
+                (0, Some(_)) => {
+                    return Err(invalid(
+                        "epochs: epoch 0 is the master file's own secret; give it no `secret`"
+                            .into(),
+                    ))
+                }
+                (n, None) if n > 0 => {
+                    return Err(invalid(format!(
+                        "epochs: epoch {n} needs its `secret` file (acs master --epoch {n})"
+                    )))
+                }
+                _ => {}
+            }
+        }
         if f.index > 2 {
             return Err(invalid(format!("index {} is not 0, 1 or 2", f.index)));
         }
@@ -370,6 +421,7 @@ impl ExchangeFile {
             max_rounds: None,
             start_gate: None,
             metrics: std::sync::Arc::new(crate::metrics::ExchangeMetrics::new()),
+            epoch_reload: Default::default(),
         })
     }
 }
@@ -445,6 +497,16 @@ max_connections = 10
                 max_connections: 64,
                 ..LimitsFile::default()
             },
+            epochs: vec![
+                EpochFile {
+                    epoch: 0,
+                    secret: None,
+                },
+                EpochFile {
+                    epoch: 1,
+                    secret: Some(d.join("master-1.key.epoch1")),
+                },
+            ],
         };
         let p = d.join("ex1.toml");
         std::fs::write(&p, ex.to_toml().unwrap()).unwrap();

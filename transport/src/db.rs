@@ -4,7 +4,11 @@
 //!
 //! Tables
 //! - `registry`: pseudonym (u64) → registration record (opaque bytes defined by kgc).
-//!   A pseudonym is registered once; a different record for it is refused.
+//!   A pseudonym is registered once; a different record for it is refused. These are
+//!   the registrations of master-secret epoch 0 (the master secret's own `s_l`).
+//! - `epoch_registry`: (epoch u32, pseudonym u64) → registration record of a later
+//!   master-secret epoch (`docs/kgc.md` §11), the same rules per epoch. Rows of an epoch
+//!   the server no longer serves are deleted at start ([`Db::retire_epochs`]).
 //! - `store_blobs`: (round u64, chunk u32) → this server's shares of the whole
 //!   fixed-capacity store as written by that round, one compact blob (opaque here) cut
 //!   into chunks of [`BLOB_CHUNK`] bytes (redb gives a value a power-of-two run of pages:
@@ -40,6 +44,7 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, Tabl
 use std::path::Path;
 
 const REGISTRY: TableDefinition<u64, &[u8]> = TableDefinition::new("registry");
+const EPOCH_REGISTRY: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("epoch_registry");
 const STORE_BLOBS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("store_blobs");
 const ROUNDS: TableDefinition<u64, &[u8]> = TableDefinition::new("rounds");
 const WITNESS: TableDefinition<u64, &[u8]> = TableDefinition::new("store_witness");
@@ -167,6 +172,7 @@ impl Db {
         let tx = inner.begin_write()?;
         {
             tx.open_table(REGISTRY)?;
+            tx.open_table(EPOCH_REGISTRY)?;
             tx.open_table(STORE_BLOBS)?;
             tx.open_table(ROUNDS)?;
             tx.open_table(WITNESS)?;
@@ -240,6 +246,89 @@ impl Db {
             tx.abort()?;
         }
         Ok(outcome)
+    }
+
+    /// Registers `pseudonym` with `record` in master-secret epoch `epoch` (0 is
+    /// [`Db::register`]), unless it is registered to something else in that epoch.
+    pub fn register_in_epoch(
+        &self,
+        epoch: u32,
+        pseudonym: u64,
+        record: &[u8],
+    ) -> Result<Registered, DbError> {
+        if epoch == 0 {
+            return self.register(pseudonym, record);
+        }
+        let tx = self.inner.begin_write()?;
+        let outcome = {
+            let mut t = tx.open_table(EPOCH_REGISTRY)?;
+            let existing = t.get((epoch, pseudonym))?.map(|v| v.value() == record);
+            match existing {
+                Some(true) => Registered::Same,
+                Some(false) => Registered::Conflict,
+                None => {
+                    t.insert((epoch, pseudonym), record)?;
+                    Registered::New
+                }
+            }
+        };
+        if outcome == Registered::New {
+            tx.commit()?;
+        } else {
+            tx.abort()?;
+        }
+        Ok(outcome)
+    }
+
+    /// Every registration of master-secret epoch `epoch`, in pseudonym order.
+    pub fn epoch_registrations(&self, epoch: u32) -> Result<Vec<(u64, Vec<u8>)>, DbError> {
+        if epoch == 0 {
+            return self.registrations();
+        }
+        let tx = self.inner.begin_read()?;
+        let t = tx.open_table(EPOCH_REGISTRY)?;
+        let mut out = Vec::new();
+        for item in t.range((epoch, 0)..=(epoch, u64::MAX))? {
+            let (k, v) = item?;
+            out.push((k.value().1, v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Deletes the registrations (with their cached long-term keys) of every
+    /// master-secret epoch not in `served`, in one transaction; returns how many rows
+    /// went, per epoch. redb frees the pages but does not overwrite them: the bytes stay
+    /// in the file until reused (`docs/operators.md` §9, retiring an epoch).
+    pub fn retire_epochs(&self, served: &[u32]) -> Result<Vec<(u32, u64)>, DbError> {
+        let tx = self.inner.begin_write()?;
+        let mut gone: std::collections::BTreeMap<u32, u64> = Default::default();
+        {
+            if !served.contains(&0) {
+                let mut t = tx.open_table(REGISTRY)?;
+                let n = t.len()?;
+                if n > 0 {
+                    t.retain(|_, _| false)?;
+                    gone.insert(0, n);
+                }
+            }
+            let mut t = tx.open_table(EPOCH_REGISTRY)?;
+            for item in t.iter()? {
+                let (k, _) = item?;
+                let epoch = k.value().0;
+                if !served.contains(&epoch) {
+                    *gone.entry(epoch).or_default() += 1;
+                }
+            }
+            if !gone.is_empty() {
+                t.retain(|k, _| served.contains(&k.0))?;
+            }
+        }
+        if gone.is_empty() {
+            tx.abort()?;
+        } else {
+            tx.commit()?;
+        }
+        Ok(gone.into_iter().collect())
     }
 
     /// The registration record of `pseudonym`.
@@ -566,7 +655,7 @@ impl Db {
         &self,
         round: u64,
         store: &[u8],
-        registrations: &[(u64, impl AsRef<[u8]>)],
+        registrations: &[(u32, u64, impl AsRef<[u8]>)],
         announced: u64,
         store_round: u64,
         witness: Option<&[u8]>,
@@ -574,14 +663,24 @@ impl Db {
         let tx = self.inner.begin_write()?;
         {
             let mut reg = tx.open_table(REGISTRY)?;
-            for (pseudonym, record) in registrations {
+            let mut later = tx.open_table(EPOCH_REGISTRY)?;
+            for (epoch, pseudonym, record) in registrations {
                 let record = record.as_ref();
-                let existing = reg.get(*pseudonym)?.map(|v| v.value() == record);
+                let existing = if *epoch == 0 {
+                    reg.get(*pseudonym)?.map(|v| v.value() == record)
+                } else {
+                    later
+                        .get((*epoch, *pseudonym))?
+                        .map(|v| v.value() == record)
+                };
                 match existing {
                     Some(true) => {}
                     Some(false) => return Err(DbError::RegistrationConflict(*pseudonym)),
-                    None => {
+                    None if *epoch == 0 => {
                         reg.insert(*pseudonym, record)?;
+                    }
+                    None => {
+                        later.insert((*epoch, *pseudonym), record)?;
                     }
                 }
             }
@@ -853,6 +952,47 @@ mod tests {
     }
 
     #[test]
+    fn epochs_keep_their_own_registrations_and_retiring_deletes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.redb");
+        let db = Db::open(&path).unwrap();
+        db.register(7, b"seven, epoch 0").unwrap();
+        assert_eq!(
+            db.register_in_epoch(1, 7, b"seven, epoch 1").unwrap(),
+            Registered::New
+        );
+        assert_eq!(
+            db.register_in_epoch(1, 7, b"seven, epoch 1").unwrap(),
+            Registered::Same
+        );
+        assert_eq!(
+            db.register_in_epoch(1, 7, b"another").unwrap(),
+            Registered::Conflict
+        );
+        db.register_in_epoch(2, 8, b"eight, epoch 2").unwrap();
+        assert_eq!(
+            db.epoch_registrations(1).unwrap(),
+            vec![(7, b"seven, epoch 1".to_vec())]
+        );
+        assert_eq!(
+            db.epoch_registrations(0).unwrap(),
+            vec![(7, b"seven, epoch 0".to_vec())]
+        );
+        // Serving 1 and 2 retires 0; serving 2 alone then retires 1.
+        assert_eq!(db.retire_epochs(&[1, 2]).unwrap(), vec![(0, 1)]);
+        assert_eq!(db.registrations().unwrap(), vec![]);
+        assert_eq!(db.retire_epochs(&[1, 2]).unwrap(), vec![]);
+        assert_eq!(db.retire_epochs(&[2]).unwrap(), vec![(1, 1)]);
+        drop(db);
+        let db = Db::open(&path).unwrap();
+        assert_eq!(db.epoch_registrations(1).unwrap(), vec![]);
+        assert_eq!(
+            db.epoch_registrations(2).unwrap(),
+            vec![(8, b"eight, epoch 2".to_vec())]
+        );
+    }
+
+    #[test]
     fn rejoin_replaces_the_committed_state_and_adds_missing_registrations() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("x.redb")).unwrap();
@@ -861,7 +1001,12 @@ mod tests {
         db.prepare(&effects(4, 4, 2)).unwrap();
         db.note_announced(5).unwrap();
         let regs = vec![(1, b"one".to_vec()), (2, b"two".to_vec())];
-        db.rejoin(9, b"fetched", &regs, 10, 8, Some(b"w")).unwrap();
+        let rows: Vec<_> = regs
+            .iter()
+            .map(|(p, r)| (0, *p, r.clone()))
+            .chain([(3, 2, b"two, epoch 3".to_vec())])
+            .collect();
+        db.rejoin(9, b"fetched", &rows, 10, 8, Some(b"w")).unwrap();
         assert_eq!(db.committed_round().unwrap(), Some(9));
         assert_eq!(db.prepared_round().unwrap(), None);
         assert_eq!(db.store().unwrap(), Some(b"fetched".to_vec()));
@@ -870,9 +1015,13 @@ mod tests {
         assert_eq!(db.last_outputs().unwrap(), None);
         assert_eq!(db.announced_round().unwrap(), Some(10));
         assert_eq!(db.registrations().unwrap(), regs);
+        assert_eq!(
+            db.epoch_registrations(3).unwrap(),
+            vec![(2, b"two, epoch 3".to_vec())]
+        );
         // A conflicting registration refuses the whole rejoin.
         assert!(matches!(
-            db.rejoin(11, b"x", &[(2, b"other".to_vec())], 11, 11, None),
+            db.rejoin(11, b"x", &[(0, 2, b"other".to_vec())], 11, 11, None),
             Err(DbError::RegistrationConflict(2))
         ));
         assert_eq!(db.committed_round().unwrap(), Some(9));

@@ -251,6 +251,7 @@ pub async fn run(
                 max_window_ms: 120_000,
             },
             limits: limits.clone(),
+            epochs: Vec::new(),
         };
         let path = d.join(format!("exchange-{i}.toml"));
         std::fs::write(&path, file.to_toml().map_err(fail)?).map_err(fail)?;

@@ -9,7 +9,8 @@
 //! - [`relay`], [`relay_port`]: the entry relay and the exchange server's side of it;
 //! - [`exchange`]: the exchange server (clock, collection, kgc intake, commit, server loop);
 //! - [`client`], [`user`]: a user's relay connection and the user client; [`output`]: what
-//!   a server seals to a user each round (its output share, or `retry`);
+//!   a server seals to a user each round (its output share, or `retry`); [`keyring`]: a
+//!   user's keys with each server across master-secret epochs;
 //! - [`config`]: TOML configuration; [`check`]: `acs check`; [`demo`]: `acs demo`;
 //! - [`metrics`]: Prometheus metrics and health checks (`/metrics`, `/healthz`).
 
@@ -20,6 +21,7 @@ pub mod config;
 pub mod db;
 pub mod demo;
 pub mod exchange;
+pub mod keyring;
 pub mod listener;
 pub mod metrics;
 pub mod mpc;

@@ -162,7 +162,12 @@ pub async fn serve<H, F, E>(
                         _ => &stats.handshake_failed,
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
-                    if user_facing(name) {
+                    let probe = matches!(&e, TlsError::Handshake(io) if io.kind() == std::io::ErrorKind::UnexpectedEof);
+                    if probe {
+                        // Closed before finishing a handshake: a TCP health check or a
+                        // port scan, nothing an operator needs to read every few seconds.
+                        tracing::debug!(listener = name, %peer, error = %e, "connection closed during the TLS handshake");
+                    } else if user_facing(name) {
                         // Users' addresses only at debug; the event itself stays at info.
                         if tracing::enabled!(tracing::Level::DEBUG) {
                             tracing::debug!(listener = name, %peer, error = %e, "connection refused");

@@ -68,14 +68,23 @@ enum Command {
         entries: u32,
     },
     /// Make an exchange server's kgc master secret (owner-only file) and its signed
-    /// descriptor (`OUT.descriptor`, for clients to pin).
+    /// descriptor (`OUT.descriptor`, for clients to pin). With `--epoch N --identity
+    /// MASTER`: the secret of master-secret epoch N of the server whose master file is
+    /// MASTER, and that epoch's descriptor, signed with the same identity (rotation,
+    /// docs/operators.md §9).
     Master {
-        /// The master-secret file to create (refuses to overwrite).
+        /// The file to create (refuses to overwrite).
         #[arg(long)]
         out: PathBuf,
         /// The server's TLS certificate (PEM), whose SHA-256 the descriptor carries.
         #[arg(long)]
         cert: PathBuf,
+        /// Make the secret of this epoch (1 or later) instead of a new master secret.
+        #[arg(long, requires = "identity")]
+        epoch: Option<u32>,
+        /// The server's existing master file (its identity), with `--epoch`.
+        #[arg(long, requires = "epoch")]
+        identity: Option<PathBuf>,
     },
     /// Check an exchange, entry or client configuration without starting anything: the
     /// certificate's role and index, every path, port roles, what answers at the
@@ -325,7 +334,12 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Master { out, cert } => match make_master(&out, &cert) {
+        Command::Master {
+            out,
+            cert,
+            epoch,
+            identity,
+        } => match make_master(&out, &cert, epoch.zip(identity)) {
             Ok(desc) => {
                 println!("{}\n{}", out.display(), desc.display());
                 ExitCode::SUCCESS
@@ -502,24 +516,42 @@ async fn run_entry(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
     while let Signal::Reload = signals.wait().await {
         tracing::info!("SIGHUP: an entry relay has nothing to reload (restart it to apply a new configuration)");
     }
-    tracing::info!("shutting down");
+    tracing::info!("shutting down (a second SIGTERM or ctrl-c stops at once)");
     let _ = shutdown_tx.send(true);
-    let _ = relay.listener_task.await;
+    tokio::select! {
+        _ = relay.listener_task => {}
+        _ = signals.second_stop() => {
+            tracing::warn!("second stop signal: stopping now, without waiting for open connections");
+        }
+    }
     Ok(())
 }
 
 fn make_master(
     out: &std::path::Path,
     cert: &std::path::Path,
+    epoch: Option<(u32, PathBuf)>,
 ) -> Result<PathBuf, Box<dyn std::error::Error>> {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
     use sha2::{Digest, Sha256};
     let der = CertificateDer::from_pem_file(cert)?;
     let fingerprint: [u8; 32] = Sha256::digest(der.as_ref()).into();
-    let master = acs_kgc::MasterSecret::generate(&mut rand_core::OsRng);
-    master.save(out)?;
+    let kgc = match epoch {
+        None => {
+            let master = acs_kgc::MasterSecret::generate(&mut rand_core::OsRng);
+            master.save(out)?;
+            acs_kgc::Kgc::new(master)
+        }
+        Some((epoch, identity)) => {
+            let master =
+                acs_kgc::MasterSecret::load(&identity).map_err(|e| format!("--identity: {e}"))?;
+            let secret = acs_kgc::EpochSecret::generate(epoch, &mut rand_core::OsRng)?;
+            secret.save(out)?;
+            acs_kgc::Kgc::for_epoch(&master, &secret)
+        }
+    };
     let now = acs_transport::exchange::clock::now_unix_ms() / 1000;
-    let descriptor = acs_kgc::Kgc::new(master).descriptor(fingerprint, now);
+    let descriptor = kgc.descriptor(fingerprint, now);
     let mut path = out.as_os_str().to_owned();
     path.push(".descriptor");
     let path = PathBuf::from(path);
@@ -654,6 +686,7 @@ async fn run_client(
     user.outbox.extend(queued);
     let mut done = 0u64;
     while rounds.is_none_or(|r| done < r) {
+        offer_descriptors(&mut user, &file.descriptors).await;
         let a = user.next_round().await?;
         let sent = user.send_block(a.round).await?;
         let report = user.finish_round(a.round, sent, timeout).await?;
@@ -681,6 +714,29 @@ async fn run_client(
     Ok(())
 }
 
+/// Re-reads the descriptor files (where the operators publish a new master-secret
+/// epoch's descriptor) and offers each to the user, which registers under a newer epoch
+/// by itself. A file that cannot be read or verified now is skipped with a warning: the
+/// keys in use stay valid.
+async fn offer_descriptors(user: &mut acs_transport::user::User, paths: &[PathBuf; 3]) {
+    for (server, path) in paths.iter().enumerate() {
+        let parsed = std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| acs_kgc::SignedDescriptor::from_bytes(&b).map_err(|e| e.to_string()));
+        let outcome = match parsed {
+            Ok(d) => user
+                .offer_descriptor(server, &d)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(server, path = %path.display(), error = %e, "descriptor not taken");
+        }
+    }
+}
+
 async fn run_exchange(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
     let mut signals = Signals::install()?;
     let file = ExchangeFile::load(&path)?;
@@ -688,11 +744,13 @@ async fn run_exchange(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
         tracing::warn!("configuration: {w}");
     }
     let cfg = file.server_config()?;
-    let master = acs_kgc::MasterSecret::load(&file.master)?;
+    let keys = acs_transport::exchange::epochs::ServerKeys::load(&file)?;
     let relay_listener = bind("relay_listen", file.relay_listen).await?;
     let peer_listener = bind("peer_listen", file.peer_listen).await?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (relays, metrics) = (cfg.relays.clone(), cfg.metrics.clone());
+    let epoch_reload = cfg.epoch_reload.clone();
+    let mut running = file.clone();
     if let Some(addr) = file.metrics_listen {
         let at = acs_transport::metrics::start(addr, metrics.clone(), shutdown_rx.clone()).await?;
         tracing::info!(addr = %at, "metrics at /metrics and /healthz");
@@ -700,7 +758,7 @@ async fn run_exchange(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(index = file.index, relay = %file.relay_listen, peer = %file.peer_listen, relays = ?relays.get(), "exchange server starting");
     let server = tokio::spawn(acs_transport::exchange::server::run(
         cfg,
-        master,
+        keys,
         relay_listener,
         peer_listener,
         shutdown_rx,
@@ -709,13 +767,21 @@ async fn run_exchange(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
     let result = loop {
         tokio::select! {
             sig = signals.wait() => match sig {
-                Signal::Reload => reload_relays(&path, &file, &relays, &metrics),
+                Signal::Reload => reload(&path, &mut running, &relays, &metrics, &epoch_reload),
                 Signal::Stop => {
-                    tracing::info!("shutting down");
+                    tracing::info!("shutting down (a second SIGTERM or ctrl-c stops at once)");
                     let _ = shutdown_tx.send(true);
-                    break tokio::time::timeout(std::time::Duration::from_secs(10), &mut server)
-                        .await
-                        .map_err(|_| "exchange server did not stop within 10 s")?;
+                    // Signals stay watched while the server winds down, so a second stop
+                    // request is acted on at once rather than after the 10 s wait.
+                    tokio::select! {
+                        r = tokio::time::timeout(std::time::Duration::from_secs(10), &mut server) => {
+                            break r.map_err(|_| "exchange server did not stop within 10 s")?;
+                        }
+                        _ = signals.second_stop() => {
+                            tracing::warn!("second stop signal: stopping now, without waiting for the round in progress (it is retried)");
+                            return Ok(());
+                        }
+                    }
                 }
             },
             r = &mut server => break r,
@@ -732,12 +798,14 @@ async fn run_exchange(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
 
 /// `SIGHUP` at an exchange server: re-reads the configuration file and applies its
 /// `relays` list (relays added can connect at once; relays removed are disconnected at
-/// the next round). Everything else needs a restart, and a change to it is reported.
-fn reload_relays(
+/// the next round) and its `[[epochs]]` (served from the next round). Everything else
+/// needs a restart, and a change to it is reported.
+fn reload(
     path: &std::path::Path,
-    running: &ExchangeFile,
+    running: &mut ExchangeFile,
     relays: &acs_transport::relay_port::RelaySet,
     metrics: &acs_transport::metrics::ExchangeMetrics,
+    epochs: &acs_transport::exchange::epochs::EpochReload,
 ) {
     let file = match ExchangeFile::load(path) {
         Ok(f) => f,
@@ -748,9 +816,27 @@ fn reload_relays(
     };
     let mut rest = file.clone();
     rest.relays = running.relays.clone();
+    rest.epochs = running.epochs.clone();
     if rest != *running {
-        tracing::warn!("SIGHUP: only `relays` is applied on reload; restart the server to apply the other changes in the file");
+        tracing::warn!("SIGHUP: only `relays` and `[[epochs]]` are applied on reload; restart the server to apply the other changes in the file");
     }
+    if file.epochs != running.epochs {
+        match acs_transport::exchange::epochs::ServerKeys::load(&file) {
+            Ok(keys) => {
+                epochs.offer(keys);
+                running.epochs = file.epochs.clone();
+                tracing::info!(
+                    epochs = ?file.epochs.iter().map(|e| e.epoch).collect::<Vec<_>>(),
+                    "SIGHUP: master-secret epochs reloaded; served from the next round"
+                );
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "SIGHUP: master-secret epochs not reloaded; still serving the previous ones"
+            ),
+        }
+    }
+    running.relays = file.relays.clone();
     let (added, removed) = relays.replace(file.relays);
     metrics.relay_reloads.inc();
     tracing::info!(?added, ?removed, relays = ?relays.get(), "SIGHUP: relays list reloaded");
@@ -822,6 +908,11 @@ impl Signals {
         }
         #[cfg(not(unix))]
         Ok(Signals {})
+    }
+
+    /// Waits for a stop signal, ignoring reloads (during shutdown).
+    async fn second_stop(&mut self) {
+        while !matches!(self.wait().await, Signal::Stop) {}
     }
 
     async fn wait(&mut self) -> Signal {

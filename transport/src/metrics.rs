@@ -235,7 +235,7 @@ impl ExchangeMetrics {
         );
         registry.register(
             "acs_envelopes_rejected",
-            "Envelopes this server rejected while opening, by reason: Malformed, UnknownTag, Replay, OpenFailed, WrongSize",
+            "Envelopes this server rejected while opening, by reason: Malformed, UnknownTag, Replay, OpenFailed, WrongSize, RetiredEpoch, UnknownEpoch",
             m.envelopes_rejected.clone(),
         );
         registry.register(
@@ -266,6 +266,8 @@ impl ExchangeMetrics {
             "Replay",
             "OpenFailed",
             "WrongSize",
+            "RetiredEpoch",
+            "UnknownEpoch",
         ] {
             let _ = m.envelopes_rejected.get_or_create(&ReasonLabel {
                 reason: reason.into(),

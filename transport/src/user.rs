@@ -26,6 +26,7 @@
 //! user sends cover and the message waits, so no relay ever carries two shares of it.
 
 use crate::client::{FromRelay, RelayLink, RelayWriter};
+use crate::keyring::{KeyRing, Offer};
 use crate::output::ServerOutput;
 use crate::wire::{OutputShare, RegisterRequest, RoundAnnounce, SealedEnvelope, WireError};
 use acs_engine::round::outputs::{
@@ -35,8 +36,7 @@ use acs_engine::round::Output;
 use acs_engine::round::{payload_to_words, Block, Incoming, Receipt, Role, RoundConfig, Status};
 use acs_engine::PartyId;
 use acs_kgc::{
-    Direction, Envelope, LongTermKey, RegistrationResponse, SignedDescriptor, UserIdentity,
-    UserPseudonym,
+    Direction, Envelope, RegistrationResponse, SignedDescriptor, UserIdentity, UserPseudonym,
 };
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -146,7 +146,8 @@ struct Unsettled {
 pub struct User {
     identity: UserIdentity,
     cfg: RoundConfig,
-    keys: Vec<LongTermKey>,
+    /// Per server, its keys across master-secret epochs.
+    keys: Vec<KeyRing>,
     /// One per configured relay; `None` while that link is down (a task is reconnecting).
     writers: Vec<Option<RelayWriter>>,
     /// The configured relays (index, address), in link-tag order.
@@ -299,8 +300,10 @@ impl User {
                     }
                 }
             };
+            let epoch = pending.epoch();
             let secret = pending.finish(&RegistrationResponse::from_bytes(&body)?)?;
-            user.keys.push(secret.agree());
+            user.keys
+                .push(KeyRing::new(descriptor, secret.agree().in_epoch(epoch)));
         }
         Ok(user)
     }
@@ -368,11 +371,83 @@ impl User {
         self.writers.iter().filter(|w| w.is_some()).count()
     }
 
-    /// Notes which relay announced which round.
+    /// Notes which relay announced which round, and takes the answer to a registration
+    /// under a newer master-secret epoch ([`User::offer_descriptor`]).
     fn note(&mut self, tag: usize, ev: &FromRelay) {
         if let (FromRelay::Round(a), Some(r)) = (ev, self.relay_round.get_mut(link_of(tag))) {
             *r = (*r).max(a.round);
         }
+        if let FromRelay::Registered(r) = ev {
+            if let Some(ring) = self.keys.get_mut(r.server as usize) {
+                match ring.answered(&r.body) {
+                    Ok(Some(epoch)) => tracing::info!(
+                        server = r.server,
+                        epoch,
+                        "registered under a new master-secret epoch; envelopes to this server use it from now on"
+                    ),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(
+                        server = r.server,
+                        error = %e,
+                        "registration under a new master-secret epoch failed; it is tried again at the next offer"
+                    ),
+                }
+            }
+        }
+    }
+
+    /// The master-secret epoch this user's envelopes to each server use.
+    pub fn epochs(&self) -> Vec<u32> {
+        self.keys.iter().map(KeyRing::epoch).collect()
+    }
+
+    /// Offers server `server`'s descriptor as published now (a client re-reads it every
+    /// round). When it is signed by the identity pinned at the first registration and
+    /// names a newer master-secret epoch, a registration under that epoch goes out
+    /// through a random relay, and the user moves to the epoch when the answer comes
+    /// (while it waits, envelopes keep the current epoch, which the server still
+    /// serves). Returns whether a registration went out.
+    pub async fn offer_descriptor(
+        &mut self,
+        server: usize,
+        descriptor: &SignedDescriptor,
+    ) -> Result<bool, UserError> {
+        let wait = self.timeout.max(Duration::from_secs(10));
+        let ring = self
+            .keys
+            .get_mut(server)
+            .ok_or_else(|| UserError::Config(format!("no exchange server {server}")))?;
+        if ring.offer(descriptor, wait)? == Offer::Current {
+            return Ok(false);
+        }
+        let now = crate::exchange::clock::now_unix_ms() / 1000;
+        let (pending, request) = self
+            .identity
+            .register(descriptor, now, &mut rand_core::OsRng)?;
+        self.poll_reconnects();
+        let up: Vec<usize> = (0..self.writers.len())
+            .filter(|&t| self.writers[t].is_some())
+            .collect();
+        let Some(&via) = up.choose(&mut rand::thread_rng()) else {
+            return Ok(false);
+        };
+        let req = RegisterRequest {
+            server: server as u8,
+            body: request.as_bytes().to_vec(),
+        };
+        if let Some(w) = self.writers[via].as_mut() {
+            if let Err(e) = w.register(&req).await {
+                self.link_down(self.current_tag(via), &e);
+                return Ok(false);
+            }
+        }
+        tracing::info!(
+            server,
+            epoch = descriptor.descriptor().epoch,
+            "registering under a new master-secret epoch"
+        );
+        self.keys[server].moving(pending);
+        Ok(true)
     }
 
     async fn next_event(&mut self, what: &'static str) -> Result<FromRelay, UserError> {

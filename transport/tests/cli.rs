@@ -349,6 +349,7 @@ fn write_deployment(d: &std::path::Path, entry_listen: &str) {
                 ..TimingFile::default()
             },
             limits: LimitsFile::default(),
+            epochs: Vec::new(),
         };
         std::fs::write(d.join(format!("ex{i}.toml")), f.to_toml().unwrap()).unwrap();
     }

@@ -134,6 +134,7 @@ pub fn write(acs: &Path, dir: &Path, p: &Params) -> Result<Deployment, String> {
                 max_connections: p.entries as usize + 64,
                 ..LimitsFile::default()
             },
+            epochs: Vec::new(),
         };
         write(&path, f.to_toml().map_err(|e| e.to_string()))?;
         exchange_configs.push(path);

@@ -246,7 +246,7 @@ pub fn kgc_registration_request(data: &[u8]) {
         return;
     };
     assert_eq!(
-        &request.as_bytes()[..],
+        request.as_bytes(),
         data,
         "accepted request does not re-encode"
     );

@@ -30,6 +30,7 @@
 pub mod clock;
 pub mod collect;
 pub mod commit;
+pub mod epochs;
 pub mod intake;
 pub mod rejoin;
 pub mod release;

@@ -34,7 +34,6 @@ use acs_engine::round::outputs::OutputShare;
 use acs_engine::round::RoundConfig;
 use acs_engine::{resolve_complaint, Blame, OpeningComplaint, Party, PartyId, Peer, Shared};
 use acs_kgc::ed25519_dalek::SigningKey;
-use acs_kgc::{Kgc, MasterSecret};
 use rustls::RootCertStore;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -100,6 +99,8 @@ pub struct ServerConfig {
     pub start_gate: Option<oneshot::Receiver<()>>,
     /// Metrics and health, served by `/metrics` and `/healthz` where configured.
     pub metrics: Arc<ExchangeMetrics>,
+    /// Master-secret epochs reloaded on SIGHUP, taken up before the next round.
+    pub epoch_reload: super::epochs::EpochReload,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -525,6 +526,33 @@ struct RoundLoop {
 }
 
 impl RoundLoop {
+    /// Takes up master-secret epochs reloaded on SIGHUP, between two rounds: a fresh
+    /// intake for the epochs now listed (registrations of epochs no longer listed are
+    /// deleted from the database, as at start).
+    fn apply_epoch_reload(&mut self) {
+        let Some(keys) = self.cfg.epoch_reload.take() else {
+            return;
+        };
+        if keys.master.identity_signing_key().verifying_key() != self.signing.verifying_key() {
+            tracing::error!("SIGHUP: the master file now holds another server identity; epochs not reloaded (a new identity needs a restart, and is a new server)");
+            return;
+        }
+        match Intake::load_epochs(keys.key_centres(), self.db.clone()) {
+            Ok(intake) => {
+                tracing::info!(
+                    epochs = ?intake.served_epochs(),
+                    registered = ?intake.registered_per_epoch(),
+                    "master-secret epochs served (reloaded)"
+                );
+                *self.intake.lock().unwrap_or_else(|e| e.into_inner()) = intake;
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "SIGHUP: master-secret epochs not reloaded; still serving the previous ones"
+            ),
+        }
+    }
+
     async fn next_announce(&mut self, s: &mut Session) -> Result<RoundAnnounce, ServerError> {
         if self.cfg.index as usize == clock::COORDINATOR {
             let r = self.last_round.map_or(1, |r| r + 1);
@@ -774,10 +802,11 @@ impl RoundLoop {
             .max(from_prev.state.last_round)
             .max(self.last_round.unwrap_or(0));
         // Records hold the users' long-term keys: wiped when dropped.
-        let records: Vec<(u64, zeroize::Zeroizing<Vec<u8>>)> = entries
+        let records: Vec<(u32, u64, zeroize::Zeroizing<Vec<u8>>)> = entries
             .iter()
-            .map(|e| {
+            .map(|(epoch, e)| {
                 (
+                    *epoch,
                     e.user().get(),
                     zeroize::Zeroizing::new(e.to_bytes().to_vec()),
                 )
@@ -986,19 +1015,30 @@ impl RoundLoop {
                 ("total", secs),
             ],
         );
-        tracing::info!(
-            round = a.round,
-            online = done.online.len(),
-            outputs = r.sent,
-            retried,
-            relays_unreachable = r.relays_unreachable,
-            seconds = secs,
-            open_ms,
-            engine_ms,
-            commit_ms,
-            outputs_ms,
-            "round committed"
-        );
+        if done.online.is_empty() && retried == 0 && r.relays_unreachable == 0 {
+            // Nobody was heard, nothing computed: the phase timings say nothing, and an
+            // idle deployment would print them every round (they stay in the metrics).
+            tracing::info!(
+                round = a.round,
+                online = 0,
+                seconds = secs,
+                "round committed"
+            );
+        } else {
+            tracing::info!(
+                round = a.round,
+                online = done.online.len(),
+                outputs = r.sent,
+                retried,
+                relays_unreachable = r.relays_unreachable,
+                seconds = secs,
+                open_ms,
+                engine_ms,
+                commit_ms,
+                outputs_ms,
+                "round committed"
+            );
+        }
         Ok(RoundEnd::Committed(secs))
     }
 
@@ -1293,7 +1333,7 @@ async fn start_session(
 /// notice too, and builds the mesh again, waiting for as long as a peer is down.
 pub async fn run(
     cfg: ServerConfig,
-    master: MasterSecret,
+    keys: impl Into<super::epochs::ServerKeys>,
     relay_listener: TcpListener,
     peer_listener: TcpListener,
     shutdown: ShutdownRx,
@@ -1301,10 +1341,18 @@ pub async fn run(
     let party = PartyId::new(cfg.index as usize)
         .ok_or_else(|| ServerError::Config(format!("index {} is not 0, 1 or 2", cfg.index)))?;
     let db = Arc::new(Db::open(&cfg.db_path)?);
-    let signing = master.identity_signing_key();
-    let kgc = Kgc::new(master);
-    let descriptor = mpc::descriptor_for(&kgc, &cfg.identity);
-    let intake = Arc::new(Mutex::new(Intake::load(kgc, db.clone())?));
+    let keys = keys.into();
+    let signing = keys.master.identity_signing_key();
+    let intake = Intake::load_epochs(keys.key_centres(), db.clone())?;
+    drop(keys);
+    tracing::info!(
+        epochs = ?intake.served_epochs(),
+        registered = ?intake.registered_per_epoch(),
+        "master-secret epochs served"
+    );
+    // The peers take only the identity key and the certificate from it: any epoch's do.
+    let descriptor = mpc::descriptor_for(intake.kgc(), &cfg.identity);
+    let intake = Arc::new(Mutex::new(intake));
     let store = store_from_blob(db.store()?.as_deref(), &cfg.round)?;
 
     let (port, events) = relay_port::start(
@@ -1351,8 +1399,10 @@ pub async fn run(
     let mut shutdown = shutdown;
     let mut start_gate = lp.cfg.start_gate.take();
     // One warning per outage of the peer mesh, then quiet retries (each attempt already
-    // backs off inside `establish`), and one line when it is back.
+    // backs off inside `establish`), and one line when it is back; one line when it
+    // first forms, so an operator sees the deployment come up.
     let mut outage: Option<std::time::Instant> = None;
+    let mut formed = false;
     'sessions: loop {
         let started = tokio::select! {
             s = start_session(&lp, party, &peer_listener) => s,
@@ -1371,12 +1421,18 @@ pub async fn run(
             }
             Err(e) => return Err(e),
         };
-        if let Some(since) = outage.take() {
-            tracing::info!(
+        match (outage.take(), formed) {
+            (since, false) => tracing::info!(
+                waited_seconds = since.map_or(0, |s| s.elapsed().as_secs()),
+                "peer mesh established"
+            ),
+            (Some(since), true) => tracing::info!(
                 outage_seconds = since.elapsed().as_secs(),
                 "peer mesh established again"
-            );
+            ),
+            (None, true) => {}
         }
+        formed = true;
         lp.cfg.metrics.set_session(true);
         match lp.settle(&mut session, peer_status).await {
             Ok(_) => {}
@@ -1402,6 +1458,7 @@ pub async fn run(
             if max_rounds.is_some_and(|m| summary.committed + summary.aborted >= m) {
                 break 'sessions;
             }
+            lp.apply_epoch_reload();
             let r = tokio::select! {
                 r = lp.round(&mut session) => r,
                 _ = crate::listener::shutdown_signalled(&mut shutdown) => break 'sessions,

@@ -233,6 +233,7 @@ impl Deployment {
                 ..TimingFile::default()
             },
             limits: o.exchange_limits.file(),
+            epochs: Vec::new(),
         }
     }
 

@@ -25,9 +25,18 @@ use system::{
     assert_a_later_round_commits, committed_rounds, field, logs_of, Deployment, Options, Proc,
 };
 
-/// Runs a malicious-mode deployment where server `liar` deviates as `spec` says
-/// (`ACS_FAULT_COMPUTE`) in a round after the users' first, and checks the outcome.
-fn deviate(liar: usize, spec: &str) {
+/// A malicious-mode deployment after server `liar` deviated as `spec` says
+/// (`ACS_FAULT_COMPUTE`, armed after the users' first round) and the users settled.
+struct Deviated {
+    _deployment: Deployment,
+    _entries: Vec<Proc>,
+    ex: Vec<Proc>,
+    crowd: crowd::Crowd,
+    /// The round in which the liar deviated.
+    round: u64,
+}
+
+fn run_deviating(liar: usize, spec: &str) -> Deviated {
     let d = Deployment::write(Options {
         entries: 2,
         submit_window_ms: 800,
@@ -40,7 +49,7 @@ fn deviate(liar: usize, spec: &str) {
     }
     let arm = d.path("arm");
     let arm_s = arm.to_string_lossy().to_string();
-    let _entries: Vec<Proc> = (0..2).map(|j| d.start_entry(j, "")).collect();
+    let entries: Vec<Proc> = (0..2).map(|j| d.start_entry(j, "")).collect();
     let ex: Vec<Proc> = (0..3)
         .map(|i| {
             if i == liar {
@@ -59,14 +68,32 @@ fn deviate(liar: usize, spec: &str) {
     rt.block_on(crowd.round());
     std::fs::write(&arm, b"").unwrap();
     rt.block_on(crowd.until_settled(30, Duration::from_secs(300)));
-
-    // The round in which the liar's wrong share went out.
     let round = ex[liar]
         .log_text()
         .lines()
         .find(|l| l.contains("FAULT: deviated in the computation"))
         .and_then(|l| field(l, "round"))
         .unwrap_or_else(|| panic!("the liar never deviated\n{}", logs_of(&ex)));
+    Deviated {
+        _deployment: d,
+        _entries: entries,
+        ex,
+        crowd,
+        round,
+    }
+}
+
+/// Runs [`run_deviating`] and checks the outcome of a deviation the AND verification or
+/// the shuffle check catches: the round aborts everywhere and its users retry.
+fn deviate(liar: usize, spec: &str) {
+    // Named bindings (not `..`) keep the deployment and relays alive to the end.
+    let Deviated {
+        _deployment: _d,
+        _entries: _e,
+        ex,
+        crowd,
+        round,
+    } = run_deviating(liar, spec);
     let honest: Vec<usize> = (0..3).filter(|&i| i != liar).collect();
     let about = |i: usize, what: &str| -> Vec<String> {
         ex[i]
@@ -148,44 +175,14 @@ fn a_wrong_reshare_in_the_shuffle_aborts_the_round_and_users_retry() {
 fn a_share_altered_in_the_input_conversion_gets_its_user_retried_and_the_round_commits() {
     let _serial = serial();
     let liar = 2;
-    let d = Deployment::write(Options {
-        entries: 2,
-        submit_window_ms: 800,
-        ..Options::default()
-    });
-    for i in 0..3 {
-        let mut f = d.exchange_file(i);
-        f.security = SecurityMode::Malicious;
-        d.write_exchange(i, &f);
-    }
-    let arm = d.path("arm");
-    let arm_s = arm.to_string_lossy().to_string();
-    let _entries: Vec<Proc> = (0..2).map(|j| d.start_entry(j, "")).collect();
-    let ex: Vec<Proc> = (0..3)
-        .map(|i| {
-            if i == liar {
-                d.start_exchange_with(
-                    i,
-                    "",
-                    &[("ACS_FAULT_COMPUTE", "input:0"), ("ACS_FAULT_ARM", &arm_s)],
-                )
-            } else {
-                d.start_exchange(i, "")
-            }
-        })
-        .collect();
-    let rt = runtime();
-    let mut crowd = rt.block_on(crowd::Crowd::register(&d, 6, 3, None));
-    rt.block_on(crowd.round());
-    std::fs::write(&arm, b"").unwrap();
-    rt.block_on(crowd.until_settled(30, Duration::from_secs(300)));
-
-    let round = ex[liar]
-        .log_text()
-        .lines()
-        .find(|l| l.contains("FAULT: deviated in the computation"))
-        .and_then(|l| field(l, "round"))
-        .unwrap_or_else(|| panic!("the liar never deviated\n{}", logs_of(&ex)));
+    // Named bindings (not `..`) keep the deployment and relays alive to the end.
+    let Deviated {
+        _deployment: _d,
+        _entries: _e,
+        ex,
+        crowd,
+        round,
+    } = run_deviating(liar, "input:0");
     // All three servers (the liar too: it cannot hide the removal) log the failure and
     // count it against the liar's conversion alone.
     for (i, p) in ex.iter().enumerate() {

@@ -363,10 +363,10 @@ impl OutageLog {
                 tracing::warn!(server, %addr, error = detail, "link to exchange server lost; retrying with backoff")
             }
             Outage::NotRelayPort => {
-                tracing::error!(server, %addr, "this address answers as exchange-{server} but is not its relay port (a peer port?): check `exchanges` in the relay's config; retrying every {REDIAL_REFUSED:?}")
+                tracing::error!(server, %addr, "this address answers as exchange-{server} but is not its relay port (a peer port?): check `exchanges` in the relay's config; retrying with backoff up to every {REDIAL_REFUSED:?}")
             }
             Outage::Refused => {
-                tracing::error!(server, %addr, error = detail, "exchange server refused this relay: add its index to the server's `relays` list and send the server SIGHUP; retrying every {REDIAL_REFUSED:?}")
+                tracing::error!(server, %addr, error = detail, "exchange server refused this relay: add its index to the server's `relays` list and send the server SIGHUP; retrying with backoff up to every {REDIAL_REFUSED:?}")
             }
             Outage::Replaced => {
                 tracing::warn!(server, %addr, "another connection with this relay's certificate replaced this link (two relay processes with one certificate?); retrying with backoff")

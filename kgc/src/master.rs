@@ -50,14 +50,20 @@ fn label_hash(label: &[u8], seed: &[u8; 32]) -> Zeroizing<[u8; 32]> {
     out
 }
 
-fn checksum(seed: &[u8; 32]) -> [u8; 8] {
-    let digest = Sha3_256::new()
-        .chain_update(MAGIC)
-        .chain_update(seed)
-        .finalize();
+/// The first 8 bytes of SHA3-256 over `parts`: a file's checksum.
+fn checksum_of(parts: &[&[u8]]) -> [u8; 8] {
+    let mut h = Sha3_256::new();
+    for p in parts {
+        h.update(p);
+    }
+    let digest = h.finalize();
     let mut out = [0u8; 8];
     out.copy_from_slice(&digest[..8]);
     out
+}
+
+fn checksum(seed: &[u8; 32]) -> [u8; 8] {
+    checksum_of(&[MAGIC, seed])
 }
 
 impl MasterSecret {
@@ -221,14 +227,7 @@ pub struct EpochSecret {
 }
 
 fn epoch_checksum(epoch: u32, seed: &[u8; 32]) -> [u8; 8] {
-    let digest = Sha3_256::new()
-        .chain_update(EPOCH_MAGIC)
-        .chain_update(epoch.to_be_bytes())
-        .chain_update(seed)
-        .finalize();
-    let mut out = [0u8; 8];
-    out.copy_from_slice(&digest[..8]);
-    out
+    checksum_of(&[EPOCH_MAGIC, &epoch.to_be_bytes(), seed])
 }
 
 impl EpochSecret {

@@ -459,7 +459,7 @@ impl Party {
     /// (`signer` is that peer) or one it echoes. Checked: well formed, about this round
     /// and context, signed by `signer`. An honest echoer verified a statement before
     /// passing it on, so a bad one is always the sender's doing.
-    fn recv_statement(
+    pub(super) fn recv_statement(
         &mut self,
         from: Peer,
         signer: PartyId,

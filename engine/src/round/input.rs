@@ -278,8 +278,20 @@ impl Party {
         self.count_round();
         self.send_bytes(Peer::Next, from_prev.to_bytes().to_vec())?;
         self.send_bytes(Peer::Prev, from_next.to_bytes().to_vec())?;
-        let prev_via_next = self.recv_echo(Peer::Next, me.prev(), round, notary)?;
-        let next_via_prev = self.recv_echo(Peer::Prev, me.next(), round, notary)?;
+        let prev_via_next = self.recv_statement(
+            Peer::Next,
+            me.prev(),
+            StatementKind::InputRejected,
+            round,
+            notary,
+        )?;
+        let next_via_prev = self.recv_statement(
+            Peer::Prev,
+            me.next(),
+            StatementKind::InputRejected,
+            round,
+            notary,
+        )?;
         self.count_round();
         for (direct, echoed) in [(&from_prev, &prev_via_next), (&from_next, &next_via_prev)] {
             if direct.statement != echoed.statement {
@@ -359,25 +371,5 @@ impl Party {
             return Err(bad("the set does not match the signed digest".into()));
         }
         Ok((signed, set))
-    }
-
-    /// `signer`'s statement of rejected inputs as the peer `from` echoes it.
-    fn recv_echo(
-        &mut self,
-        from: Peer,
-        signer: PartyId,
-        round: u32,
-        notary: &dyn Notary,
-    ) -> Result<SignedStatement, EngineError> {
-        let peer = self.id().peer(from);
-        let bytes = self.recv_bytes(from, SIGNED_BYTES)?;
-        check_statement(&bytes, signer, StatementKind::InputRejected, round, notary).map_err(
-            |what| EngineError::PeerMisbehaved {
-                peer,
-                what: format!(
-                    "echoed a statement of rejected inputs of {signer} that does not verify: {what}"
-                ),
-            },
-        )
     }
 }

@@ -54,6 +54,19 @@ fn permute_into(rows: &[u64], row_words: usize, perm: &[u32], out: &mut [u64]) {
         });
 }
 
+/// The number of rows of `row_words` words in a table of `words` words.
+fn whole_rows(words: usize, row_words: usize) -> Result<usize, EngineError> {
+    if row_words == 0 || !words.is_multiple_of(row_words) {
+        return Err(EngineError::InvalidInput(format!(
+            "table of {words} words is not whole rows of {row_words}"
+        )));
+    }
+    Ok(words / row_words)
+}
+
+/// Words per message piece of a shuffle step's exchange (16 MiB).
+const SWAP_PIECE_WORDS: usize = 1 << 21;
+
 /// Tables at least this large (words per vector, 256 MiB) do not keep an idle spare
 /// vector while their messages are in flight: at a million users that vector is 0.6 GB
 /// per party, and faulting a fresh one in for the next step is the cheaper way to keep
@@ -94,6 +107,9 @@ fn xor_into_par(dst: &mut [u64], src: &[u64]) {
 enum StepInput<'a> {
     Borrowed(&'a Shared),
     Owned(Shared),
+    /// Step 0's input already reduced to the one vector this party's role in it reads:
+    /// `x_0 ^ x_1` at party 0 (`A`), `x_2` at party 1 (`B`), nothing at party 2 (`C`).
+    Reduced(Vec<u64>),
 }
 
 impl StepInput<'_> {
@@ -101,15 +117,20 @@ impl StepInput<'_> {
         match self {
             StepInput::Borrowed(t) => t,
             StepInput::Owned(t) => t,
+            StepInput::Reduced(_) => unreachable!("a reduced input is only read by step 0"),
         }
     }
 
     /// Hands an owned input's buffers to `spare` (stale shares: every taker overwrites
     /// them completely).
     fn release(self, spare: &mut Vec<Vec<u64>>) {
-        if let StepInput::Owned(mut t) = self {
-            spare.push(std::mem::take(&mut t.a));
-            spare.push(std::mem::take(&mut t.b));
+        match self {
+            StepInput::Owned(mut t) => {
+                spare.push(std::mem::take(&mut t.a));
+                spare.push(std::mem::take(&mut t.b));
+            }
+            StepInput::Reduced(v) if v.capacity() > 0 => spare.push(v),
+            _ => {}
         }
     }
 }
@@ -144,7 +165,8 @@ impl Party {
     /// Shuffles the `n = table.len() / row_words` rows of `table` with a permutation no
     /// single party knows, re-randomizing every share.
     pub fn shuffle(&mut self, table: &Shared, row_words: usize) -> Result<Shared, EngineError> {
-        self.shuffle_with(StepInput::Borrowed(table), row_words)
+        let n = whole_rows(table.len(), row_words)?;
+        self.shuffle_with(StepInput::Borrowed(table), n, row_words)
     }
 
     /// [`Party::shuffle`] of a table the caller no longer needs: its buffers become the
@@ -154,25 +176,47 @@ impl Party {
         table: Shared,
         row_words: usize,
     ) -> Result<Shared, EngineError> {
-        self.shuffle_with(StepInput::Owned(table), row_words)
+        let n = whole_rows(table.len(), row_words)?;
+        self.shuffle_with(StepInput::Owned(table), n, row_words)
+    }
+
+    /// [`Party::shuffle_owned`] of an `n`-row table given only as what the first step
+    /// reads at this party: `x_0 ^ x_1` at party 0, `x_2` at party 1, an empty vector at
+    /// party 2 (see the module documentation). A caller that builds its table for the
+    /// shuffle alone never holds both shares of it: at a million users that halves the
+    /// table's memory. Semi-honest mode only: the shuffle's MAC (malicious mode) is
+    /// computed from both shares.
+    pub(crate) fn shuffle_reduced(
+        &mut self,
+        first: Vec<u64>,
+        n: usize,
+        row_words: usize,
+    ) -> Result<Shared, EngineError> {
+        let expected = if self.id().index() == 2 {
+            0
+        } else {
+            n * row_words
+        };
+        if self.malicious() || first.len() != expected {
+            return Err(EngineError::InvalidInput(format!(
+                "a reduced shuffle input of {} words (expected {expected}) in {} mode",
+                first.len(),
+                self.security()
+            )));
+        }
+        self.shuffle_with(StepInput::Reduced(first), n, row_words)
     }
 
     fn shuffle_with(
         &mut self,
         table: StepInput<'_>,
+        n: usize,
         row_words: usize,
     ) -> Result<Shared, EngineError> {
         // Malicious mode: the table's gates are verified before it is shuffled, so the
         // openings that follow a shuffle (the routing tags) never depend on an
         // unverified gate, whatever the caller does.
         self.verify_pending()?;
-        let words = table.get().len();
-        if row_words == 0 || !words.is_multiple_of(row_words) {
-            return Err(EngineError::InvalidInput(format!(
-                "table of {words} words is not whole rows of {row_words}"
-            )));
-        }
-        let n = words / row_words;
         // Malicious mode: each row gets a MAC tag that the shuffle moves with it, and the
         // tags are checked before anyone can open a shuffled value (`shuffle_mac`).
         let mac = if self.malicious() {
@@ -195,7 +239,9 @@ impl Party {
             .map(
                 |p| match std::mem::replace(&mut p.input, StepInput::Owned(Shared::default())) {
                     StepInput::Owned(t) => t,
-                    StepInput::Borrowed(_) => unreachable!("every step's output is owned"),
+                    StepInput::Borrowed(_) | StepInput::Reduced(_) => {
+                        unreachable!("every step's output is owned")
+                    }
                 },
             )
             .collect();
@@ -229,14 +275,46 @@ impl Party {
             let mut masks = Vec::with_capacity(parts.len());
             for p in parts.iter_mut() {
                 let len = n * p.row_words;
-                let mut s = buffer(&mut p.spare, len);
                 let x = std::mem::replace(&mut p.input, StepInput::Owned(Shared::default()));
-                if is_a {
-                    permute_xor(&x.get().a, &x.get().b, p.row_words, &perm, &mut s);
-                } else {
-                    permute_into(&x.get().b, p.row_words, &perm, &mut s);
+                let mut s;
+                match x {
+                    StepInput::Reduced(v) => {
+                        s = buffer(&mut p.spare, len);
+                        permute_into(&v, p.row_words, &perm, &mut s);
+                        p.spare.push(v);
+                    }
+                    // An owned table is reduced to the one vector the step permutes
+                    // before the output is taken (A folds x_{j+1} into x_j, B needs
+                    // x_{j+2} only), so a large table's step holds two vectors, not three
+                    // (a smaller one's freed vector becomes the output).
+                    StepInput::Owned(mut t) => {
+                        let mut other = if is_a {
+                            xor_into_par(&mut t.a, &t.b);
+                            std::mem::take(&mut t.b)
+                        } else {
+                            std::mem::swap(&mut t.a, &mut t.b);
+                            std::mem::take(&mut t.b)
+                        };
+                        if len >= KEEP_SPARE_BELOW {
+                            other.zeroize();
+                            drop(other);
+                        } else {
+                            p.spare.push(other);
+                        }
+                        s = buffer(&mut p.spare, len);
+                        permute_into(&t.a, p.row_words, &perm, &mut s);
+                        p.spare.push(std::mem::take(&mut t.a));
+                    }
+                    x => {
+                        s = buffer(&mut p.spare, len);
+                        if is_a {
+                            permute_xor(&x.get().a, &x.get().b, p.row_words, &perm, &mut s);
+                        } else {
+                            permute_into(&x.get().b, p.row_words, &perm, &mut s);
+                        }
+                        x.release(&mut p.spare);
+                    }
                 }
-                x.release(&mut p.spare);
                 let mut y = buffer(&mut p.spare, len);
                 trim_spare(&mut p.spare, len);
                 if is_a {
@@ -273,38 +351,41 @@ impl Party {
         Ok(())
     }
 
-    /// Sends the parts' rows in `sent` to `peer` as one message, receives as many words
-    /// from it, and XORs them into `sent`, reading them straight from the received
-    /// message.
+    /// Sends the parts' rows in `sent` to `peer`, receives as many words from it, and
+    /// XORs them into `sent`, reading them straight from the received bytes. One round,
+    /// carried in pieces of at most [`SWAP_PIECE_WORDS`] words (each sent before the
+    /// matching one is awaited), so that neither side holds a whole table's worth of
+    /// message bytes next to the table: at a million users a step's table is 0.65 GB per
+    /// share.
     fn swap_rows(&mut self, sent: &mut [Vec<u64>], peer: Peer) -> Result<(), EngineError> {
-        let total: usize = sent.iter().map(Vec::len).sum();
-        let mut msg = self.take_message(total);
-        let mut off = 0;
-        for s in sent.iter() {
-            words_into_bytes(s, &mut msg[8 * off..8 * (off + s.len())]);
-            off += s.len();
-        }
         #[cfg(feature = "fault-injection")]
-        if self.corrupt_bytes(crate::fault::ComputeSite::Reshare, &mut msg) {
-            // The liar keeps its own copy equal to what it sent (consistent shares).
-            sent[0][0] ^= 1;
-        }
-        self.send_message(peer, msg)?;
-        let got = self.recv_message(peer, total)?;
-        const CHUNK: usize = 1 << 14;
-        let mut off = 0;
+        let mut first = true;
         for s in sent.iter_mut() {
-            let bytes = &got[8 * off..8 * (off + s.len())];
-            off += s.len();
-            s.par_chunks_mut(CHUNK)
-                .zip(bytes.par_chunks(8 * CHUNK))
-                .for_each(|(d, b)| {
-                    for (x, w) in d.iter_mut().zip(b.chunks_exact(8)) {
-                        *x ^= u64::from_le_bytes(w.try_into().expect("8 bytes"));
-                    }
-                });
+            for piece in s.chunks_mut(SWAP_PIECE_WORDS) {
+                let mut msg = self.take_message(piece.len());
+                words_into_bytes(piece, &mut msg);
+                #[cfg(feature = "fault-injection")]
+                if std::mem::take(&mut first)
+                    && self.corrupt_bytes(crate::fault::ComputeSite::Reshare, &mut msg)
+                {
+                    // The liar keeps its own copy equal to what it sent (consistent shares).
+                    piece[0] ^= 1;
+                }
+                self.send_message(peer, msg)?;
+                let got = self.recv_bytes(peer, 8 * piece.len())?;
+                const CHUNK: usize = 1 << 14;
+                piece
+                    .par_chunks_mut(CHUNK)
+                    .zip(got.par_chunks(8 * CHUNK))
+                    .for_each(|(d, b)| {
+                        for (x, w) in d.iter_mut().zip(b.chunks_exact(8)) {
+                            *x ^= u64::from_le_bytes(w.try_into().expect("8 bytes"));
+                        }
+                    });
+                self.recycle_message(got);
+            }
         }
-        self.recycle_message(got);
+        self.count_round();
         Ok(())
     }
 }

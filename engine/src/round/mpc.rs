@@ -511,15 +511,14 @@ pub fn exchange_round(
     // public multiset.
     let wide = 1 + sw;
     let n3 = n2 + u + c;
-    let build_wide = |share: Share| -> Vec<u64> {
+    // Row `j` of one share of the wide table into `w` (zeroed by the caller).
+    let wide_row = |share: Share, brows: &[u64], j: usize, w: &mut [u64]| {
         let f = share.of(&fates);
         let srows = share.of(&store.rows);
-        let brows = share.of(&blocks);
         let (ro0, ro1) = (share.of(&role0), share.of(&r1));
         let blanks = share.of(&blank_dests);
         let exp = share.of(&expired);
-        let mut out = vec![0u64; n3 * wide];
-        out.par_chunks_mut(wide).enumerate().for_each(|(j, w)| {
+        {
             if j < n2 {
                 w[0] = f[at_j[j] * FATE_WIDTH + 2];
             }
@@ -553,12 +552,49 @@ pub fn exchange_round(
                 w[3] = r[1];
                 w[4] = (r[3] << 32) ^ public_word(id, share, round as u64);
             }
-        });
+        }
+    };
+    let build_wide = |share: Share, brows: &[u64]| -> Vec<u64> {
+        let mut out = vec![0u64; n3 * wide];
+        out.par_chunks_mut(wide)
+            .enumerate()
+            .for_each(|(j, w)| wide_row(share, brows, j, w));
         out
     };
-    let table = Shared {
-        a: build_wide(Share::A),
-        b: build_wide(Share::B),
+    // Semi-honest mode builds only what the shuffle's first step reads here (party 0
+    // `x_0 ^ x_1`, party 1 `x_2`, party 2 nothing; `Party::shuffle_reduced`), so no
+    // party holds both shares of the table: at a million users it is 0.65 GB per share.
+    // Malicious mode needs both for the shuffle's MAC. Either way each share of the
+    // blocks is wiped and freed as soon as it has been read.
+    let mut blocks = blocks;
+    let reduced = !party.malicious();
+    let table = if !reduced {
+        let a = build_wide(Share::A, &blocks.a);
+        zeroize::Zeroize::zeroize(&mut blocks.a);
+        blocks.a = Vec::new();
+        let b = build_wide(Share::B, &blocks.b);
+        Some(Shared { a, b })
+    } else {
+        None
+    };
+    let first = match (reduced, id.index()) {
+        (false, _) | (true, 2) => Vec::new(),
+        (true, 1) => build_wide(Share::B, &blocks.b),
+        (true, _) => {
+            let mut out = vec![0u64; n3 * wide];
+            out.par_chunks_mut(wide).enumerate().for_each_init(
+                || zeroize::Zeroizing::new(vec![0u64; wide]),
+                |row, (j, w)| {
+                    wide_row(Share::A, &blocks.a, j, w);
+                    row.fill(0);
+                    wide_row(Share::B, &blocks.b, j, row);
+                    for (x, y) in w.iter_mut().zip(row.iter()) {
+                        *x ^= y;
+                    }
+                },
+            );
+            out
+        }
     };
     let statuses = |share: Share| -> Vec<u64> {
         let f = share.of(&fates);
@@ -566,7 +602,10 @@ pub fn exchange_round(
     };
     let (status_a, status_b) = (statuses(Share::A), statuses(Share::B));
     drop((blocks, fates, blank_dests, expired));
-    let moved = party.shuffle_owned(table, wide)?;
+    let moved = match table {
+        Some(table) => party.shuffle_owned(table, wide)?,
+        None => party.shuffle_reduced(first, n3, wide)?,
+    };
     let dests = party.declassify_words(Reason::RouteAfterShuffle, &column(&moved, wide, 0))?;
     let mut output_at = vec![usize::MAX; u];
     let mut slot_at = vec![usize::MAX; c];
@@ -615,7 +654,7 @@ pub fn exchange_round(
     // random high bits.
     let assemble = |v: &[u64], status: &[u64]| -> Vec<Vec<u64>> {
         output_at
-            .iter()
+            .par_iter()
             .zip(status)
             .map(|(&k, &st)| {
                 let m = &v[k * wide + 1..(k + 1) * wide];

@@ -189,14 +189,18 @@ pub struct VerifyStats {
     /// rounds (waiting for the peers included), not the shuffle itself.
     pub mac_seconds: f64,
     /// Wall-clock seconds spent in each phase at this party: triples (generation and
-    /// their AND round), coin and bucketing, openings (ρ, σ and the cut-and-choose),
+    /// their AND round), coin and bucketing (with each chunk's shares of ρ and σ), openings
+    /// (their round and checks, ρ, σ and the cut-and-choose),
     /// zero shares `v`, zero check (these include waiting for the peers).
     pub phase_seconds: [f64; 5],
 }
 
 /// Shares of a batch of AND gates, word by word: inputs `x`, `y` and output `z`, each as
-/// this party's two replicated shares (`a` = `x_i`, `b` = `x_{i+1}`). Also used for
-/// triples `(a, b, c)`. Wiped on drop.
+/// this party's two replicated shares (`a` = `x_i`, `b` = `x_{i+1}`). The first `len()`
+/// words of each column are the batch; the columns keep their full length between
+/// batches (stale shares past `len()`), so recording the next batch writes into memory
+/// that is already mapped and initialized instead of zero-filling it again. Wiped on
+/// drop.
 #[derive(Clone, Default, Zeroize, ZeroizeOnDrop)]
 pub(crate) struct Gates {
     pub(crate) xa: Vec<u64>,
@@ -205,6 +209,7 @@ pub(crate) struct Gates {
     pub(crate) yb: Vec<u64>,
     pub(crate) za: Vec<u64>,
     pub(crate) zb: Vec<u64>,
+    n: usize,
 }
 
 impl std::fmt::Debug for Gates {
@@ -215,11 +220,11 @@ impl std::fmt::Debug for Gates {
 
 impl Gates {
     pub(crate) fn len(&self) -> usize {
-        self.xa.len()
+        self.n
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.xa.is_empty()
+        self.n == 0
     }
 
     fn cols_mut(&mut self) -> [&mut Vec<u64>; 6] {
@@ -236,34 +241,37 @@ impl Gates {
     /// Appends gates given as slices of equal length.
     pub(crate) fn push(&mut self, x: (&[u64], &[u64]), y: (&[u64], &[u64]), z: (&[u64], &[u64])) {
         let src = [x.0, x.1, y.0, y.1, z.0, z.1];
-        for (dst, s) in self.cols_mut().into_iter().zip(src) {
-            dst.extend_from_slice(s);
+        for (dst, s) in self.grow(x.0.len()).into_iter().zip(src) {
+            dst.copy_from_slice(s);
         }
     }
 
-    /// Grows every column by `n` words and returns the new tails, to be filled in
-    /// parallel (their contents are unspecified until then).
+    /// Grows the batch by `n` words and returns the new tails of the columns, to be
+    /// filled in parallel (their contents are unspecified until then).
     pub(crate) fn grow(&mut self, n: usize) -> [&mut [u64]; 6] {
-        let old = self.len();
+        let old = self.n;
+        self.n += n;
+        let new = self.n;
         for c in self.cols_mut() {
-            c.resize(old + n, 0);
+            if c.len() < new {
+                c.resize(new, 0);
+            }
         }
         let [xa, xb, ya, yb, za, zb] = self.cols_mut();
         [
-            &mut xa[old..],
-            &mut xb[old..],
-            &mut ya[old..],
-            &mut yb[old..],
-            &mut za[old..],
-            &mut zb[old..],
+            &mut xa[old..new],
+            &mut xb[old..new],
+            &mut ya[old..new],
+            &mut yb[old..new],
+            &mut za[old..new],
+            &mut zb[old..new],
         ]
     }
 
-    /// Empties every column, keeping the memory (wiped when the party is dropped).
+    /// Empties the batch, keeping the memory and its stale contents (wiped when the
+    /// party is dropped).
     pub(crate) fn clear(&mut self) {
-        for c in self.cols_mut() {
-            c.clear();
-        }
+        self.n = 0;
     }
 }
 
@@ -880,14 +888,26 @@ impl Party {
         let work = work_items(&plan);
         buf.rows.resize(total, [0; 6]);
         buf.rows.truncate(total);
+        // Round 3's values are computed in the same pass, while the chunk is in cache:
+        // the cut-and-choose triples (the first `B` of each chunk, copied out below) and
+        // ρ, σ of every sacrifice: per bucket its first triple against each of the
+        // others, then gate `k` of the chunk against bucket `k`'s first triple.
+        let open = &mut buf.open;
+        fit(&mut open.a, 3 * n_cc + 2 * n_sac);
+        fit(&mut open.b, 3 * n_cc + 2 * n_sac);
         {
             let t = &buf.triples[..];
+            let (_, rest_a) = open.a.split_at_mut(3 * n_cc);
+            let (_, rest_b) = open.b.split_at_mut(3 * n_cc);
+            let lens = || plan.iter().map(|ch| 2 * sacrifices(ch));
             split_lengths(&mut buf.rows, plan.iter().map(ChunkPlan::words))
                 .into_par_iter()
+                .zip(split_lengths(rest_a, lens()))
+                .zip(split_lengths(rest_b, lens()))
                 .enumerate()
                 .for_each_init(
                     || (Vec::new(), Vec::new()),
-                    |(perm, words): &mut (Vec<u32>, Vec<u64>), (c, dst)| {
+                    |(perm, words): &mut (Vec<u32>, Vec<u64>), (c, ((dst, oa), ob))| {
                         let mut prg = Prg::new(&Seed::from_bytes(seeds[c]), Purpose::Bucketing);
                         prg.permutation_into(dst.len(), perm, words);
                         // A chunk's triples (about 2.4 MB) stay in cache, so each random
@@ -896,22 +916,21 @@ impl Party {
                         for (d, &p) in dst.iter_mut().zip(perm.iter()) {
                             *d = src[p as usize];
                         }
+                        let ch = &plan[c];
+                        let all = Work {
+                            chunk: c,
+                            lo: 0,
+                            hi: ch.buckets,
+                        };
+                        open_work(ch, &all, dst, gates, gate_off[c], oa, ob);
                     },
                 );
         }
-        lap(&mut self.vstats, 1);
         let rows_all = &buf.rows;
         let chunk_rows = |c: usize| &rows_all[word_off[c]..word_off[c] + plan[c].words()];
-
-        // Round 3: open the cut-and-choose triples (the first `B` of each chunk) and ρ, σ
-        // of every sacrifice: per bucket its first triple against each of the others, then
-        // gate `k` of the chunk against bucket `k`'s first triple.
-        let open = &mut buf.open;
-        fit(&mut open.a, 3 * n_cc + 2 * n_sac);
-        fit(&mut open.b, 3 * n_cc + 2 * n_sac);
         {
-            let (cc_a, rest_a) = open.a.split_at_mut(3 * n_cc);
-            let (cc_b, rest_b) = open.b.split_at_mut(3 * n_cc);
+            let (cc_a, _) = open.a.split_at_mut(3 * n_cc);
+            let (cc_b, _) = open.b.split_at_mut(3 * n_cc);
             let mut k = 0;
             for c in 0..plan.len() {
                 for row in &chunk_rows(c)[..plan[c].bucket] {
@@ -922,16 +941,8 @@ impl Party {
                     k += 1;
                 }
             }
-            let lens = || work.iter().map(|w| 2 * w.sacrifices(&plan[w.chunk]));
-            split_lengths(rest_a, lens())
-                .into_par_iter()
-                .zip(split_lengths(rest_b, lens()))
-                .zip(&work)
-                .for_each(|((oa, ob), w)| {
-                    let c = w.chunk;
-                    open_work(&plan[c], w, chunk_rows(c), gates, gate_off[c], oa, ob)
-                });
         }
+        lap(&mut self.vstats, 1);
         // One set of hash keys per pair for the batch, as long as the longest vector
         // compared (the opened values).
         let n_keys = hash_key_words(buf.open.len());

@@ -85,6 +85,17 @@ fn quicksort_random_sizes_up_to_a_few_thousand() {
 }
 
 #[test]
+fn quicksort_pivoting_on_a_sorted_sample() {
+    // From 4096 elements the sort first sorts a sample and pivots on its medians. Sizes
+    // around the threshold and well above it, narrow keys (many duplicates: the
+    // tiebreak) and wide ones.
+    for (n, bits, seed) in [(4095, 40, 1), (4096, 64, 2), (4097, 12, 3), (9000, 3, 4)] {
+        sort_and_check("quick", n, bits, 1, seed);
+    }
+    sort_and_check("quick", 70_000, 64, 0, 5);
+}
+
+#[test]
 fn quicksort_with_many_duplicate_keys() {
     // 3-bit keys over 2000 rows: every key repeats hundreds of times.
     sort_and_check("quick", 2000, 3, 1, 5);

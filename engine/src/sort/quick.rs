@@ -174,7 +174,18 @@ struct Segment {
     start: u32,
     size: u32,
     pivot: u32,
+    /// The ranks `lo .. hi` of the sorted sample that lie in this segment (none when
+    /// `lo == hi`). A segment with sample elements takes the middle one as its pivot
+    /// and never compares the others: their order is known.
+    lo: u32,
+    hi: u32,
 }
+
+/// Sorts of at least this many elements first sort a sample (see [`sort_unique`]).
+const SAMPLE_FROM: usize = 4096;
+
+/// One element in this many is in the sample.
+const SAMPLE_DIV: usize = 16;
 
 const UNSET: u32 = u32::MAX;
 
@@ -187,12 +198,45 @@ const UNSET: u32 = u32::MAX;
 /// Every element's final position is fixed as soon as it is a pivot or alone in a
 /// segment. Returns, for each sorted position, the element's index, and the number of
 /// levels.
+///
+/// Pivots come from a sorted sample: for `n ≥ SAMPLE_FROM` the first `n / SAMPLE_DIV`
+/// elements (after the shuffle, a uniformly random sample) are sorted first, by plain
+/// quicksort; each segment that holds sample elements then pivots on their median, so
+/// the first `log2(n / SAMPLE_DIV)` levels split their segments nearly in half and
+/// never compare a sample element again. The gaps between consecutive sample elements
+/// (about `SAMPLE_DIV` elements each) finish as plain quicksort, pivoting on their first
+/// member. This takes about 18 % fewer comparisons than pivoting on a random member
+/// throughout (20.0 rather than 24.7 per element at 2^20, in simulation), for about 50 %
+/// more levels. Every choice depends on earlier openings alone, so the opened bits
+/// remain a function of the shuffled order, as in plain quicksort.
 fn sort_unique(
     party: &mut Party,
-    mut keys: Vec<[u128; 2]>,
+    keys: Vec<[u128; 2]>,
     w: usize,
 ) -> Result<(Vec<u32>, usize), EngineError> {
+    sort_unique_sampled(party, keys, w, true)
+}
+
+/// [`sort_unique`], with a sorted sample or (`sample` false, for the sample itself,
+/// whose own sample would save little and add levels) without.
+fn sort_unique_sampled(
+    party: &mut Party,
+    keys: Vec<[u128; 2]>,
+    w: usize,
+    sample: bool,
+) -> Result<(Vec<u32>, usize), EngineError> {
     let n = keys.len();
+    let s = if sample && n >= SAMPLE_FROM {
+        n / SAMPLE_DIV
+    } else {
+        0
+    };
+    // `sample[r]` is the sample element of rank `r`.
+    let (sample, mut levels) = if s > 0 {
+        sort_unique_sampled(party, keys[..s].to_vec(), w, false)?
+    } else {
+        (Vec::new(), 0)
+    };
     let mut final_pos = vec![UNSET; n];
     let mut segments: Vec<Segment> = Vec::new();
     let mut level = Level::default();
@@ -200,22 +244,28 @@ fn sort_unique(
         0 => {}
         1 => final_pos[0] = 0,
         _ => {
+            // Without a sample, element 0 is the first pivot (a uniformly random one).
+            let (pivot, first, lo, hi) = if s > 0 {
+                (sample[s / 2], s, 0, s as u32)
+            } else {
+                (0, 1, 0, 0)
+            };
             segments.push(Segment {
                 start: 0,
                 size: n as u32,
-                pivot: 0,
+                pivot,
+                lo,
+                hi,
             });
-            level.pivot_key.push(keys[0]);
-            level.active = (1..n as u32).collect();
-            level.seg = vec![0; n - 1];
-            keys.remove(0);
-            level.key = keys;
-            level.len = n - 1;
+            level.pivot_key.push(keys[pivot as usize]);
+            level.active = (first as u32..n as u32).collect();
+            level.seg = vec![0; n - first];
+            level.key = keys[first..].to_vec();
+            level.len = n - first;
         }
     }
     let mut next = Level::default();
     let mut next_segments: Vec<Segment> = Vec::new();
-    let mut levels = 0;
     while level.len > 0 {
         levels += 1;
         let m = level.len;
@@ -359,26 +409,71 @@ fn sort_unique(
         let goes_left = |c: usize| (bits[c / 64] >> (c % 64)) & 1 == 1;
 
         // Each segment's members are one contiguous run of this level's list. Place its
-        // pivot, then split the run stably into the left and the right child: a child of
-        // one element is placed; a larger one becomes a new segment whose first (lowest-
-        // index) member is its pivot, after the shuffle a uniformly random member. So
-        // every pass is sequential, and the next level's list is again grouped by
-        // segment and ascending by index within each.
+        // pivot, then split the run stably into the left and the right child. A child
+        // with sample elements pivots on their median (if it has no other members, its
+        // sample elements are placed now, their order being known). Otherwise a child of
+        // one element is placed, and a larger one becomes a new segment whose first
+        // (lowest-index) member is its pivot, after the shuffle a uniformly random
+        // member. So every pass is sequential, and the next level's list is again
+        // grouped by segment and ascending by index within each.
         next_segments.clear();
         next.pivot_key.clear();
         next.reserve(m);
         let mut c = 0;
         let mut k = 0;
         for sgm in segments.iter() {
-            let run = c..c + (sgm.size - 1) as usize;
+            let sampled = sgm.hi > sgm.lo;
+            let mid = (sgm.lo + sgm.hi) / 2;
+            let members = if sampled {
+                sgm.size - (sgm.hi - sgm.lo)
+            } else {
+                sgm.size - 1
+            };
+            let run = c..c + members as usize;
             c = run.end;
             let l = count_ones(&bits, run.clone());
-            let r = sgm.size - 1 - l;
-            final_pos[sgm.pivot as usize] = sgm.start + l;
-            // Each side's first member: its pivot, or the lone element placed now.
-            let first_left = run.clone().find(|&i| goes_left(i));
-            let first_right = run.clone().find(|&i| !goes_left(i));
-            let mut child = |first: Option<usize>, start: u32, size: u32| -> u32 {
+            let r = members - l;
+            // The child sample ranges: below and above the pivot's rank.
+            let (left_ranks, right_ranks) = if sampled {
+                ((sgm.lo, mid), (mid + 1, sgm.hi))
+            } else {
+                ((0, 0), (0, 0))
+            };
+            let left_size = l + (left_ranks.1 - left_ranks.0);
+            let right_size = r + (right_ranks.1 - right_ranks.0);
+            final_pos[sgm.pivot as usize] = sgm.start + left_size;
+            // A child without sample elements: its first member is its pivot, or the
+            // lone element placed now.
+            let first_left = (left_ranks.0 == left_ranks.1)
+                .then(|| run.clone().find(|&i| goes_left(i)))
+                .flatten();
+            let first_right = (right_ranks.0 == right_ranks.1)
+                .then(|| run.clone().find(|&i| !goes_left(i)))
+                .flatten();
+            let mut child = |first: Option<usize>,
+                             (lo, hi): (u32, u32),
+                             others: u32,
+                             start: u32,
+                             size: u32|
+             -> u32 {
+                if hi > lo {
+                    if others == 0 {
+                        for rank in lo..hi {
+                            final_pos[sample[rank as usize] as usize] = start + rank - lo;
+                        }
+                        return UNSET;
+                    }
+                    let pivot = sample[((lo + hi) / 2) as usize];
+                    next_segments.push(Segment {
+                        start,
+                        size,
+                        pivot,
+                        lo,
+                        hi,
+                    });
+                    next.pivot_key.push(keys[pivot as usize]);
+                    return next_segments.len() as u32 - 1;
+                }
                 match (first, size) {
                     (Some(i), 1) => {
                         final_pos[level.active[i] as usize] = start;
@@ -389,6 +484,8 @@ fn sort_unique(
                             start,
                             size,
                             pivot: level.active[i],
+                            lo: 0,
+                            hi: 0,
                         });
                         next.pivot_key.push(level.key[i]);
                         next_segments.len() as u32 - 1
@@ -396,13 +493,20 @@ fn sort_unique(
                     _ => UNSET,
                 }
             };
-            let id_left = child(first_left, sgm.start, l);
-            let id_right = child(first_right, sgm.start + l + 1, r);
+            let id_left = child(first_left, left_ranks, l, sgm.start, left_size);
+            let id_right = child(
+                first_right,
+                right_ranks,
+                r,
+                sgm.start + left_size + 1,
+                right_size,
+            );
             // The other members go, in order, to the next list: left ones at `kl`,
             // right ones at `kr` (branch-free: the side is a coin flip per element).
+            let listed = |n: u32, first: Option<usize>| n as usize - usize::from(first.is_some());
             let mut kl = k;
-            let mut kr = k + l.saturating_sub(1) as usize;
-            k = kr + r.saturating_sub(1) as usize;
+            let mut kr = k + listed(l, first_left);
+            k = kr + listed(r, first_right);
             for i in run {
                 if Some(i) == first_left || Some(i) == first_right {
                     continue;

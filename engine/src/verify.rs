@@ -105,8 +105,9 @@
 //! of `v`. Per gate word a party sends about `3B` words (9 for `B = 3`),
 //! against 1 for the gate itself, and draws `6B` stream words (random sharings and
 //! zero-sharings of the triples) against 2. The triples are generated as rows (streams,
-//! AND and message bytes in one pass), and the openings and zero shares run in parallel
-//! over ranges of buckets.
+//! AND and message bytes in one pass); each chunk is bucketed and its shares of ρ and σ
+//! computed in one parallel task while it is in cache, and the zero shares run in
+//! parallel over ranges of buckets.
 
 use crate::channel::{PartyId, Peer};
 use crate::error::EngineError;
@@ -555,7 +556,7 @@ fn gate_row(gates: &Gates, g: usize) -> Row {
     ]
 }
 
-/// Buckets per parallel work item in the openings and zero shares.
+/// Buckets per parallel work item in the zero shares.
 const WORK_BUCKETS: usize = 1 << 12;
 
 /// A range of buckets of one chunk: the unit of parallel work after bucketing. Its

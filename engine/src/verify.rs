@@ -536,9 +536,6 @@ const YB: usize = 3;
 const ZA: usize = 4;
 const ZB: usize = 5;
 
-/// Rows per parallel task when reading a message into rows.
-const CONVERT_ROWS: usize = 1 << 13;
-
 /// Sacrifices of one chunk: `B - 1` per bucket, one per gate.
 fn sacrifices(ch: &ChunkPlan) -> usize {
     ch.buckets * (ch.bucket - 1) + ch.gates
@@ -844,16 +841,9 @@ impl Party {
         self.send_message(Peer::Prev, msg)?;
         self.send_bytes(Peer::Next, coin.commitment.to_vec())?;
         self.send_bytes(Peer::Prev, coin.commitment.to_vec())?;
+        // The received shares `c_{i+1}` stay in their message until bucketing reads
+        // them (one pass over the rows fewer).
         let got = self.recv_message(Peer::Next, total)?;
-        buf.triples
-            .par_chunks_mut(CONVERT_ROWS)
-            .zip(got.par_chunks(8 * CONVERT_ROWS))
-            .for_each(|(rows, bytes)| {
-                for (row, b) in rows.iter_mut().zip(bytes.chunks_exact(8)) {
-                    row[ZB] = u64::from_le_bytes(b.try_into().expect("8 bytes"));
-                }
-            });
-        self.recycle_message(got);
         let from_next = self.recv_bytes(Peer::Next, 32)?;
         let from_prev = self.recv_bytes(Peer::Prev, 32)?;
         lap(&mut self.vstats, 0);
@@ -914,8 +904,13 @@ impl Party {
                         // A chunk's triples (about 2.4 MB) stay in cache, so each random
                         // access fetches one row from there.
                         let src = &t[word_off[c]..word_off[c] + dst.len()];
+                        let cb = &got[8 * word_off[c]..8 * (word_off[c] + dst.len())];
                         for (d, &p) in dst.iter_mut().zip(perm.iter()) {
-                            *d = src[p as usize];
+                            let p = p as usize;
+                            *d = src[p];
+                            d[ZB] = u64::from_le_bytes(
+                                cb[8 * p..8 * p + 8].try_into().expect("8 bytes"),
+                            );
                         }
                         let ch = &plan[c];
                         let all = Work {
@@ -927,6 +922,7 @@ impl Party {
                     },
                 );
         }
+        self.recycle_message(got);
         let rows_all = &buf.rows;
         let chunk_rows = |c: usize| &rows_all[word_off[c]..word_off[c] + plan[c].words()];
         {
@@ -1032,7 +1028,8 @@ impl Party {
     }
 
     /// `n` random triple words as rows into `t`, with this party's share of `c = a & b`
-    /// in the `c_i` column and the `c_{i+1}` column left for the received share; returns
+    /// in the `c_i` column and the `c_{i+1}` column left zero (bucketing reads the received
+    /// share from its message); returns
     /// the message carrying `c_i` to the previous party. Random sharings `a`, `b` come
     /// from the pairwise streams and are multiplied by the semi-honest AND, all in one
     /// parallel pass (streams, AND and message bytes per block of words).

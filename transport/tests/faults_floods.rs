@@ -1195,8 +1195,11 @@ async fn until_next_round(link: &mut RelayLink, after: u64) -> (wire::RoundAnnou
 #[test]
 fn replayed_envelopes_are_rejected_and_the_message_arrives_once() {
     run(async {
+        // A wide submission window: each replay is sent after an announcement, and on a
+        // loaded machine 150 ms of a 300 ms window was not always enough to get it in.
         let d = Deployment::write(Options {
             entries: 2,
+            submit_window_ms: 1000,
             ..Options::default()
         });
         let mut sys = blocking(|| start_ready(&d));
@@ -1278,7 +1281,7 @@ fn replayed_envelopes_are_rejected_and_the_message_arrives_once() {
                 let (a, outputs) = until_next_round(&mut mallory, last).await;
                 seen.extend(outputs);
                 last = a.round;
-                if a.deadline_unix_ms.saturating_sub(system_now_ms()) >= 150 {
+                if a.deadline_unix_ms.saturating_sub(system_now_ms()) >= 600 {
                     break a;
                 }
             };

@@ -153,7 +153,7 @@ enum Command {
         metrics_base_port: Option<u16>,
         /// The exchange servers' security mode: `semi-honest` (default; openings
         /// cross-checked) or `malicious` (every AND gate verified before anything that
-        /// depends on it is opened; 5-20x slower, see docs/security.md).
+        /// depends on it is opened; 3-7x slower, see docs/security.md).
         #[arg(long, value_enum, default_value_t = SecurityArg::SemiHonest)]
         security: SecurityArg,
         /// Rounds a stored message waits for its offline target before it expires (its

@@ -30,6 +30,7 @@ pub mod round;
 pub mod share;
 pub mod shuffle;
 pub mod shuffle_mac;
+pub mod simd;
 pub mod sort;
 pub mod testing;
 pub mod transpose;

@@ -8,8 +8,15 @@
 use rayon::prelude::*;
 
 /// Transposes a 64×64 bit matrix in place: afterwards bit `r` of word `c` is what bit `c`
-/// of word `r` was. (Hacker's Delight §7-3, recursive block swap.)
+/// of word `r` was. (Hacker's Delight §7-3, recursive block swap.) Runs the AVX2 build of
+/// [`transpose64_portable`] where the CPU has AVX2 ([`crate::simd`]).
 pub fn transpose64(a: &mut [u64; 64]) {
+    crate::simd::transpose64(a)
+}
+
+/// [`transpose64`] in plain Rust, for any CPU (the baseline x86-64 build uses SSE2).
+#[inline(always)]
+pub fn transpose64_portable(a: &mut [u64; 64]) {
     // One function per stage with a constant shift, so each stage is a fixed pattern of
     // independent word pairs that the compiler unrolls and vectorizes.
     swap_stage::<32>(a, 0x0000_0000_FFFF_FFFF);

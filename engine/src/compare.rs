@@ -23,8 +23,8 @@
 
 use crate::channel::Peer;
 use crate::error::EngineError;
-use crate::party::{bytes_into_words, words_into_bytes, Party, Words};
-use crate::share::Shared;
+use crate::party::{bytes_into_words, word_at, words_into_bytes, Party, Words};
+use crate::share::{x0_masks, Shared};
 use rayon::prelude::*;
 
 /// Widest key the kernel handles.
@@ -34,16 +34,6 @@ pub const MAX_WIDTH: usize = 128;
 #[inline(always)]
 fn and_word(xa: u64, xb: u64, ya: u64, yb: u64, r: u64, s: u64) -> u64 {
     (xa & (ya ^ yb)) ^ (xb & ya) ^ r ^ s
-}
-
-/// The words a party XORs into its two shares to negate a shared word: NOT flips `x_0`
-/// only, which party 0 holds as `a` and party 2 as `b`.
-fn not_masks(party: &Party) -> [u64; 2] {
-    let id = party.id().index();
-    [
-        if id == 0 { u64::MAX } else { 0 },
-        if id == 2 { u64::MAX } else { 0 },
-    ]
 }
 
 /// Rounds `k` up to an even number, so each block's stream slice starts on an AES block.
@@ -69,7 +59,7 @@ where
             "comparison width {w} not in 1..={MAX_WIDTH}"
         )));
     }
-    let nots = not_masks(party);
+    let nots = x0_masks(party.id());
     let [not_a, not_b] = nots;
 
     // Layer 0: lessval_j = !x_j and eq_j = !d_j (free) for every plane; the least
@@ -141,7 +131,7 @@ where
     party.send_message(Peer::Prev, msg)?;
     let got = party.recv_message(Peer::Next, nb)?;
     for blk in 0..nb {
-        less_b[blk * w + last] = word(&got, blk);
+        less_b[blk * w + last] = word_at(&got, blk);
     }
     if party.malicious() {
         // Record layer 0's gates `!x & d` on the last plane for verification (`d` is
@@ -253,11 +243,11 @@ where
                             );
                             for k in 0..layer.pairs {
                                 la[k] = cur.less_a[base + 2 * k + 1] ^ za[k];
-                                lb[k] = cur.less_b[base + 2 * k + 1] ^ word(zbb, k);
+                                lb[k] = cur.less_b[base + 2 * k + 1] ^ word_at(zbb, k);
                             }
                             for k in 0..layer.eq_pairs {
                                 ea[k] = za[layer.pairs + k];
-                                eb[k] = word(zbb, layer.pairs + k);
+                                eb[k] = word_at(zbb, layer.pairs + k);
                             }
                             if layer.odd {
                                 let (t, f) = (layer.pairs, base + m - 1);
@@ -419,7 +409,7 @@ fn prefix_and_local(
     let layer = Layer::of(state.m);
     let count = layer.count();
     let stride = even(count);
-    let nots = not_masks(party);
+    let nots = x0_masks(party.id());
     let sp = party.zero.prev.reserve(nb * stride);
     let sn = party.zero.next.reserve(nb * stride);
     let m = state.m;
@@ -477,7 +467,7 @@ fn record_prefix_layer(
         return;
     }
     let m = st.m;
-    let [not_a, not_b] = not_masks(party);
+    let [not_a, not_b] = x0_masks(party.id());
     let [xa, xb, ya, yb, za, zbo] = party.pending.grow(nb * count);
     xa.par_chunks_mut(count)
         .zip(xb.par_chunks_mut(count))
@@ -503,10 +493,4 @@ fn record_prefix_layer(
         });
     za.copy_from_slice(&z[..nb * count]);
     bytes_into_words(&zb[..8 * nb * count], zbo);
-}
-
-/// Word `k` of a little-endian message.
-#[inline(always)]
-fn word(bytes: &[u8], k: usize) -> u64 {
-    u64::from_le_bytes(bytes[8 * k..8 * k + 8].try_into().expect("8 bytes"))
 }

@@ -471,6 +471,12 @@ pub(crate) fn words_into_bytes(words: &[u64], out: &mut [u8]) {
     }
 }
 
+/// Word `k` of a little-endian message.
+#[inline(always)]
+pub(crate) fn word_at(bytes: &[u8], k: usize) -> u64 {
+    u64::from_le_bytes(bytes[8 * k..8 * k + 8].try_into().expect("8 bytes"))
+}
+
 /// Words from little-endian bytes (`bytes.len() == 8 * out.len()`, checked by the caller).
 pub(crate) fn bytes_into_words(bytes: &[u8], out: &mut [u64]) {
     let work = |(w, c): (&mut [u64], &[u8])| {

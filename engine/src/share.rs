@@ -106,6 +106,16 @@ impl Shared {
     }
 }
 
+/// The words `party` XORs into its two shares (`a`, `b`) to add a public all-ones word:
+/// it lands on `x_0`, which party 0 holds as `a` and party 2 as `b` (a NOT, or a public
+/// term of a product).
+pub(crate) fn x0_masks(party: PartyId) -> [u64; 2] {
+    [
+        if party.index() == 0 { u64::MAX } else { 0 },
+        if party.index() == 2 { u64::MAX } else { 0 },
+    ]
+}
+
 /// `dst ^= src`, word by word.
 pub fn xor_into(dst: &mut [u64], src: &[u64]) {
     debug_assert_eq!(dst.len(), src.len());

@@ -288,12 +288,13 @@ impl Party {
                     // x_{j+2} only), so a large table's step holds two vectors, not three
                     // (a smaller one's freed vector becomes the output).
                     StepInput::Owned(mut t) => {
-                        let mut other = if is_a {
+                        if is_a {
                             xor_into_par(&mut t.a, &t.b);
-                            std::mem::take(&mut t.b)
+                        }
+                        let (read, mut other) = if is_a {
+                            (std::mem::take(&mut t.a), std::mem::take(&mut t.b))
                         } else {
-                            std::mem::swap(&mut t.a, &mut t.b);
-                            std::mem::take(&mut t.b)
+                            (std::mem::take(&mut t.b), std::mem::take(&mut t.a))
                         };
                         if len >= KEEP_SPARE_BELOW {
                             other.zeroize();
@@ -302,17 +303,16 @@ impl Party {
                             p.spare.push(other);
                         }
                         s = buffer(&mut p.spare, len);
-                        permute_into(&t.a, p.row_words, &perm, &mut s);
-                        p.spare.push(std::mem::take(&mut t.a));
+                        permute_into(&read, p.row_words, &perm, &mut s);
+                        p.spare.push(read);
                     }
-                    x => {
+                    StepInput::Borrowed(t) => {
                         s = buffer(&mut p.spare, len);
                         if is_a {
-                            permute_xor(&x.get().a, &x.get().b, p.row_words, &perm, &mut s);
+                            permute_xor(&t.a, &t.b, p.row_words, &perm, &mut s);
                         } else {
-                            permute_into(&x.get().b, p.row_words, &perm, &mut s);
+                            permute_into(&t.b, p.row_words, &perm, &mut s);
                         }
-                        x.release(&mut p.spare);
                     }
                 }
                 let mut y = buffer(&mut p.spare, len);

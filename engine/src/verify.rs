@@ -111,9 +111,9 @@
 
 use crate::channel::{PartyId, Peer};
 use crate::error::EngineError;
-use crate::party::{bytes_into_words, words_into_bytes, Party};
+use crate::party::{bytes_into_words, word_at, words_into_bytes, Party};
 use crate::prg::{Prg, Purpose, Seed};
-use crate::share::Shared;
+use crate::share::{x0_masks, Shared};
 use rayon::prelude::*;
 use sha3::{Digest, Sha3_256};
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -648,9 +648,7 @@ fn zero_shares_work(
     va: &mut [u64],
     vb: &mut [u64],
 ) {
-    // The public term lands on x_0: party 0 holds it as `a`, party 2 as `b`.
-    let pub_a = if me.index() == 0 { u64::MAX } else { 0 };
-    let pub_b = if me.index() == 2 { u64::MAX } else { 0 };
+    let [pub_a, pub_b] = x0_masks(me);
     let mut o = 0;
     for_each_sacrifice(ch, w, rows, gates, gate_off, |f, s| {
         let (r, sg) = (opened[2 * o], opened[2 * o + 1]);
@@ -908,9 +906,7 @@ impl Party {
                         for (d, &p) in dst.iter_mut().zip(perm.iter()) {
                             let p = p as usize;
                             *d = src[p];
-                            d[ZB] = u64::from_le_bytes(
-                                cb[8 * p..8 * p + 8].try_into().expect("8 bytes"),
-                            );
+                            d[ZB] = word_at(cb, p);
                         }
                         let ch = &plan[c];
                         let all = Work {

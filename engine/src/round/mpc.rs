@@ -518,40 +518,38 @@ pub fn exchange_round(
         let (ro0, ro1) = (share.of(&role0), share.of(&r1));
         let blanks = share.of(&blank_dests);
         let exp = share.of(&expired);
-        {
-            if j < n2 {
-                w[0] = f[at_j[j] * FATE_WIDTH + 2];
-            }
-            if j < c {
-                let r = &srows[j * sw..(j + 1) * sw];
-                // Clearing the valid bit is linear: the new one comes from the sort.
-                w[1] = r[0] & !1;
-                w[2..].copy_from_slice(&r[1..]);
-            } else if j < n2 {
-                let i = j - c;
-                let r = &brows[i * bw..(i + 1) * bw];
-                w[1] = (lane(ro0, i) ^ (lane(ro1, i) << 1)) << 1;
-                w[2] = public_word(id, share, online[i]);
-                w[3] = r[1];
-                w[4] = public_word(id, share, round as u64);
-                w[5..].copy_from_slice(&r[2..]);
-            } else if j < n2 + u {
-                w[0] = blanks[j - n2];
-            } else {
-                // The receipt of store record t, in the store format: the message's
-                // sender becomes its addressee and its target its source, the round word
-                // holds this round (for the receipt's expiry) and the send round above
-                // it, and the payload stays zero (a public zero: no share to clear).
-                let t = j - n2 - u;
-                let r = &srows[t * sw..(t + 1) * sw];
-                w[0] = f[at_j[t] * FATE_WIDTH + 3];
-                w[1] = (r[0] & (ROLE_MASK << 1))
-                    ^ public_word(id, share, RECEIPT_FLAG)
-                    ^ (lane(exp, t) << FATE_EXPIRED_SHIFT);
-                w[2] = r[2];
-                w[3] = r[1];
-                w[4] = (r[3] << 32) ^ public_word(id, share, round as u64);
-            }
+        if j < n2 {
+            w[0] = f[at_j[j] * FATE_WIDTH + 2];
+        }
+        if j < c {
+            let r = &srows[j * sw..(j + 1) * sw];
+            // Clearing the valid bit is linear: the new one comes from the sort.
+            w[1] = r[0] & !1;
+            w[2..].copy_from_slice(&r[1..]);
+        } else if j < n2 {
+            let i = j - c;
+            let r = &brows[i * bw..(i + 1) * bw];
+            w[1] = (lane(ro0, i) ^ (lane(ro1, i) << 1)) << 1;
+            w[2] = public_word(id, share, online[i]);
+            w[3] = r[1];
+            w[4] = public_word(id, share, round as u64);
+            w[5..].copy_from_slice(&r[2..]);
+        } else if j < n2 + u {
+            w[0] = blanks[j - n2];
+        } else {
+            // The receipt of store record t, in the store format: the message's
+            // sender becomes its addressee and its target its source, the round word
+            // holds this round (for the receipt's expiry) and the send round above
+            // it, and the payload stays zero (a public zero: no share to clear).
+            let t = j - n2 - u;
+            let r = &srows[t * sw..(t + 1) * sw];
+            w[0] = f[at_j[t] * FATE_WIDTH + 3];
+            w[1] = (r[0] & (ROLE_MASK << 1))
+                ^ public_word(id, share, RECEIPT_FLAG)
+                ^ (lane(exp, t) << FATE_EXPIRED_SHIFT);
+            w[2] = r[2];
+            w[3] = r[1];
+            w[4] = (r[3] << 32) ^ public_word(id, share, round as u64);
         }
     };
     let build_wide = |share: Share, brows: &[u64]| -> Vec<u64> {
@@ -561,50 +559,47 @@ pub fn exchange_round(
             .for_each(|(j, w)| wide_row(share, brows, j, w));
         out
     };
-    // Semi-honest mode builds only what the shuffle's first step reads here (party 0
-    // `x_0 ^ x_1`, party 1 `x_2`, party 2 nothing; `Party::shuffle_reduced`), so no
-    // party holds both shares of the table: at a million users it is 0.65 GB per share.
-    // Malicious mode needs both for the shuffle's MAC. Either way each share of the
-    // blocks is wiped and freed as soon as it has been read.
-    let mut blocks = blocks;
-    let reduced = !party.malicious();
-    let table = if !reduced {
-        let a = build_wide(Share::A, &blocks.a);
-        zeroize::Zeroize::zeroize(&mut blocks.a);
-        blocks.a = Vec::new();
-        let b = build_wide(Share::B, &blocks.b);
-        Some(Shared { a, b })
-    } else {
-        None
-    };
-    let first = match (reduced, id.index()) {
-        (false, _) | (true, 2) => Vec::new(),
-        (true, 1) => build_wide(Share::B, &blocks.b),
-        (true, _) => {
-            let mut out = vec![0u64; n3 * wide];
-            out.par_chunks_mut(wide).enumerate().for_each_init(
-                || zeroize::Zeroizing::new(vec![0u64; wide]),
-                |row, (j, w)| {
-                    wide_row(Share::A, &blocks.a, j, w);
-                    row.fill(0);
-                    wide_row(Share::B, &blocks.b, j, row);
-                    for (x, y) in w.iter_mut().zip(row.iter()) {
-                        *x ^= y;
-                    }
-                },
-            );
-            out
-        }
-    };
     let statuses = |share: Share| -> Vec<u64> {
         let f = share.of(&fates);
         (0..u).map(|i| f[at_j[c + i] * FATE_WIDTH + 1]).collect()
     };
     let (status_a, status_b) = (statuses(Share::A), statuses(Share::B));
-    drop((blocks, fates, blank_dests, expired));
-    let moved = match table {
-        Some(table) => party.shuffle_owned(table, wide)?,
-        None => party.shuffle_reduced(first, n3, wide)?,
+    // Semi-honest mode builds only what the shuffle's first step reads here (party 0
+    // `x_0 ^ x_1`, party 1 `x_2`, party 2 nothing; `Party::shuffle_reduced`), so no
+    // party holds both shares of the table: at a million users it is 0.65 GB per share.
+    // Malicious mode needs both for the shuffle's MAC. Either way each share of the
+    // blocks is wiped and freed as soon as it has been read, and the inputs are gone
+    // before the shuffle starts.
+    let mut blocks = blocks;
+    let moved = if party.malicious() {
+        let a = build_wide(Share::A, &blocks.a);
+        zeroize::Zeroize::zeroize(&mut blocks.a);
+        blocks.a = Vec::new();
+        let b = build_wide(Share::B, &blocks.b);
+        drop((blocks, fates, blank_dests, expired));
+        party.shuffle_owned(Shared { a, b }, wide)?
+    } else {
+        let first = match id.index() {
+            2 => Vec::new(),
+            1 => build_wide(Share::B, &blocks.b),
+            _ => {
+                let mut out = vec![0u64; n3 * wide];
+                out.par_chunks_mut(wide).enumerate().for_each_init(
+                    || zeroize::Zeroizing::new(vec![0u64; wide]),
+                    |row, (j, w)| {
+                        wide_row(Share::A, &blocks.a, j, w);
+                        row.fill(0);
+                        wide_row(Share::B, &blocks.b, j, row);
+                        for (x, y) in w.iter_mut().zip(row.iter()) {
+                            *x ^= y;
+                        }
+                    },
+                );
+                out
+            }
+        };
+        drop((blocks, fates, blank_dests, expired));
+        party.shuffle_reduced(first, n3, wide)?
     };
     let dests = party.declassify_words(Reason::RouteAfterShuffle, &column(&moved, wide, 0))?;
     let mut output_at = vec![usize::MAX; u];

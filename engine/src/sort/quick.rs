@@ -266,6 +266,7 @@ fn sort_unique_sampled(
     }
     let mut next = Level::default();
     let mut next_segments: Vec<Segment> = Vec::new();
+    let mut splits: Vec<Split> = Vec::new();
     while level.len > 0 {
         levels += 1;
         let m = level.len;
@@ -501,26 +502,25 @@ fn sort_unique_sampled(
                 sgm.start + left_size + 1,
                 right_size,
             );
-            // The other members go, in order, to the next list: left ones at `kl`,
-            // right ones at `kr` (branch-free: the side is a coin flip per element).
+            // The other members go, in order, to the next list: the left ones from
+            // `k`, then the right ones. Moved below, in parallel.
             let listed = |n: u32, first: Option<usize>| n as usize - usize::from(first.is_some());
-            let mut kl = k;
-            let mut kr = k + listed(l, first_left);
-            k = kr + listed(r, first_right);
-            for i in run {
-                if Some(i) == first_left || Some(i) == first_right {
-                    continue;
-                }
-                let left = goes_left(i);
-                let dst = if left { kl } else { kr };
-                next.active[dst] = level.active[i];
-                next.seg[dst] = if left { id_left } else { id_right };
-                next.key[dst] = level.key[i];
-                kl += usize::from(left);
-                kr += usize::from(!left);
+            let split = Split {
+                run,
+                dest: k,
+                left: listed(l, first_left),
+                right: listed(r, first_right),
+                skip: [first_right, first_left],
+                ids: [id_right, id_left],
+            };
+            k += split.left + split.right;
+            if split.left + split.right > 0 {
+                splits.push(split);
             }
         }
         next.len = k;
+        move_members(&level, &mut next, &splits, &bits);
+        splits.clear();
         std::mem::swap(&mut segments, &mut next_segments);
         std::mem::swap(&mut level, &mut next);
     }
@@ -556,6 +556,117 @@ impl Level {
     }
 }
 
+/// Where one segment's members go in the next level's list: from `dest`, its `left`
+/// members that go left, then its `right` members that go right, each side in list
+/// order, without the side's first member when that one was placed or became the
+/// child's pivot (`skip`, indexed by side: 0 right, 1 left). `ids` are the children's
+/// segment ids, indexed the same way.
+struct Split {
+    run: std::ops::Range<usize>,
+    dest: usize,
+    left: usize,
+    right: usize,
+    skip: [Option<usize>; 2],
+    ids: [u32; 2],
+}
+
+/// Destinations per parallel task when moving a level's members.
+const MOVE_CHUNK: usize = 1 << 13;
+
+/// Moves each member of `level` that stays unplaced to its place in `next` (the first
+/// `next.len` entries), following `splits` (in destination order) and the opened
+/// comparison bits. Each task fills a range of destinations, finding its first
+/// source by counting bits, so the tasks need no shared state.
+fn move_members(level: &Level, next: &mut Level, splits: &[Split], bits: &[u64]) {
+    let len = next.len;
+    let Level {
+        active, seg, key, ..
+    } = next;
+    active[..len]
+        .par_chunks_mut(MOVE_CHUNK)
+        .zip(seg[..len].par_chunks_mut(MOVE_CHUNK))
+        .zip(key[..len].par_chunks_mut(MOVE_CHUNK))
+        .enumerate()
+        .for_each(|(c, ((act, sg), ky))| {
+            let start = c * MOVE_CHUNK;
+            let end = start + act.len();
+            let mut d = start;
+            let mut s = splits.partition_point(|sp| sp.dest + sp.left + sp.right <= d);
+            while d < end {
+                let sp = &splits[s];
+                let mid = sp.dest + sp.left;
+                let (side, rank, side_end) = if d < mid {
+                    (1, d - sp.dest, mid)
+                } else {
+                    (0, d - mid, mid + sp.right)
+                };
+                let rank = rank + usize::from(sp.skip[side].is_some());
+                let mut i = select(bits, sp.run.clone(), side == 1, rank);
+                let stop = side_end.min(end);
+                loop {
+                    let o = d - start;
+                    act[o] = level.active[i];
+                    sg[o] = sp.ids[side];
+                    ky[o] = level.key[i];
+                    d += 1;
+                    if d == stop {
+                        break;
+                    }
+                    i = next_on_side(bits, i + 1, side == 1);
+                }
+                if d == sp.dest + sp.left + sp.right {
+                    s += 1;
+                }
+            }
+        });
+}
+
+/// Word `w` of the opened bits with the members on the given side set (left: the bit).
+fn side_word(bits: &[u64], w: usize, left: bool) -> u64 {
+    if left {
+        bits[w]
+    } else {
+        !bits[w]
+    }
+}
+
+/// The position of the `rank`-th (from 0) member of `run` on the given side.
+fn select(bits: &[u64], run: std::ops::Range<usize>, left: bool, mut rank: usize) -> usize {
+    let mut i = run.start;
+    while i < run.end {
+        let (w, b) = (i / 64, i % 64);
+        let take = (64 - b).min(run.end - i);
+        let mask = if take == 64 {
+            u64::MAX
+        } else {
+            ((1u64 << take) - 1) << b
+        };
+        let mut x = side_word(bits, w, left) & mask;
+        let count = x.count_ones() as usize;
+        if rank < count {
+            for _ in 0..rank {
+                x &= x - 1;
+            }
+            return w * 64 + x.trailing_zeros() as usize;
+        }
+        rank -= count;
+        i += take;
+    }
+    unreachable!("a split lists only members of its run")
+}
+
+/// The first position from `from` on the given side (one exists: the caller still has
+/// members of its run to place on that side).
+fn next_on_side(bits: &[u64], from: usize, left: bool) -> usize {
+    let mut w = from / 64;
+    let mut x = side_word(bits, w, left) & (u64::MAX << (from % 64));
+    while x == 0 {
+        w += 1;
+        x = side_word(bits, w, left);
+    }
+    w * 64 + x.trailing_zeros() as usize
+}
+
 /// The number of set bits at positions `range` of the bitsliced words `bits`.
 fn count_ones(bits: &[u64], range: std::ops::Range<usize>) -> u32 {
     let (mut i, end) = (range.start, range.end);
@@ -576,7 +687,7 @@ fn count_ones(bits: &[u64], range: std::ops::Range<usize>) -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use super::count_ones;
+    use super::{count_ones, next_on_side, select};
 
     #[test]
     fn count_ones_over_any_range() {
@@ -587,6 +698,25 @@ mod tests {
                     .filter(|&i| (bits[i / 64] >> (i % 64)) & 1 == 1)
                     .count() as u32;
                 assert_eq!(count_ones(&bits, start..end), want, "{start}..{end}");
+            }
+        }
+    }
+
+    #[test]
+    fn select_and_next_on_side_follow_the_bits() {
+        let bits = [0xF0F0_0000_0000_000Fu64, u64::MAX, 0b1011, 0];
+        let bit = |i: usize| (bits[i / 64] >> (i % 64)) & 1 == 1;
+        for left in [true, false] {
+            for start in (0..150).step_by(7) {
+                for end in start..=150 {
+                    let on_side: Vec<usize> = (start..end).filter(|&i| bit(i) == left).collect();
+                    for (rank, &want) in on_side.iter().enumerate() {
+                        assert_eq!(select(&bits, start..end, left, rank), want);
+                    }
+                    for pair in on_side.windows(2) {
+                        assert_eq!(next_on_side(&bits, pair[0] + 1, left), pair[1]);
+                    }
+                }
             }
         }
     }

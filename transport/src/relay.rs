@@ -342,6 +342,9 @@ struct OutageLog {
     server: u8,
     addr: SocketAddr,
     current: Option<Outage>,
+    /// Whether the link has been up before: a relay started before its servers logs
+    /// its first connection as that, not as a reconnection.
+    was_up: bool,
 }
 
 impl OutageLog {
@@ -376,10 +379,13 @@ impl OutageLog {
 
     fn up(&mut self) {
         let (server, addr) = (self.server, self.addr);
-        match self.current.take() {
-            Some(_) => tracing::info!(server, %addr, "connected to exchange server again"),
-            None => tracing::info!(server, %addr, "connected to exchange server"),
+        let after_outage = self.current.take().is_some();
+        if after_outage && self.was_up {
+            tracing::info!(server, %addr, "connected to exchange server again");
+        } else {
+            tracing::info!(server, %addr, "connected to exchange server");
         }
+        self.was_up = true;
     }
 }
 
@@ -401,6 +407,7 @@ async fn upstream_link(
         server: l,
         addr,
         current: None,
+        was_up: false,
     };
     let connected = &shared.stats.exchange_connected[l as usize];
     loop {

@@ -667,10 +667,11 @@ pub fn exchange_round(
     moved.a = Vec::new();
     let outputs_b = assemble(&moved.b, &status_b);
     drop(moved);
+    clock.lap("assemble outputs");
     // Malicious mode: nothing computed in this round leaves before every gate is verified.
     party.verify_pending()?;
     let outputs = party.commit_outputs(round, online, outputs_a, outputs_b)?;
-    clock.lap("assemble and commit outputs");
+    clock.lap("commit outputs");
     Ok(RoundResult {
         online: online.to_vec(),
         input_check,

@@ -183,8 +183,25 @@ impl Db {
             tx.open_table(PENDING_OUTPUTS)?;
         }
         Self::convert_old_store(&tx)?;
+        Self::convert_pending_outputs(&tx)?;
         tx.commit()?;
         Ok(Db { inner })
+    }
+
+    /// Moves a prepared round's outputs kept in `pending_outputs` (the layout before
+    /// they were written once, beside the committed round's) into `outputs`.
+    fn convert_pending_outputs(tx: &redb::WriteTransaction) -> Result<(), DbError> {
+        let mut po = tx.open_table(PENDING_OUTPUTS)?;
+        let mut out = tx.open_table(OUTPUTS)?;
+        let pending: Vec<(u64, Vec<u8>)> = po
+            .iter()?
+            .map(|item| item.map(|(k, v)| (k.value(), v.value().to_vec())))
+            .collect::<Result<_, _>>()?;
+        for (round, outputs) in pending {
+            out.insert(round, outputs.as_slice())?;
+        }
+        po.retain(|_, _| false)?;
+        Ok(())
     }
 
     /// Moves a store kept one row per record (the layout before `store_blobs`) into
@@ -435,9 +452,14 @@ impl Db {
     /// The last committed round's outputs (opaque bytes from [`RoundEffects::outputs`]).
     pub fn last_outputs(&self) -> Result<Option<(u64, Vec<u8>)>, DbError> {
         let tx = self.inner.begin_read()?;
+        // A prepared round's outputs may sit beside the committed round's: read the
+        // committed round's.
+        let Some(round) = tx.open_table(META)?.get(COMMITTED)?.map(|v| v.value()) else {
+            return Ok(None);
+        };
         let t = tx.open_table(OUTPUTS)?;
-        let last = t.last()?.map(|(k, v)| (k.value(), v.value().to_vec()));
-        Ok(last)
+        let outputs = t.get(round)?.map(|v| (round, v.value().to_vec()));
+        Ok(outputs)
     }
 
     /// The commit record of `round`.
@@ -466,7 +488,12 @@ impl Db {
     pub fn prepare(&self, effects: &RoundEffects) -> Result<(), DbError> {
         let tx = self.inner.begin_write()?;
         {
-            Self::check_after_committed(&tx.open_table(META)?, effects.round)?;
+            let committed = {
+                let meta = tx.open_table(META)?;
+                Self::check_after_committed(&meta, effects.round)?;
+                let committed = meta.get(COMMITTED)?.map(|v| v.value());
+                committed
+            };
             let mut pm = tx.open_table(PENDING_META)?;
             let mut blobs = tx.open_table(STORE_BLOBS)?;
             Self::drop_prepared_blob(&pm, &mut blobs)?;
@@ -477,9 +504,11 @@ impl Db {
             let mut pr = tx.open_table(PENDING_ROUND)?;
             pr.retain(|_, _| false)?;
             pr.insert(effects.round, effects.record.as_slice())?;
-            let mut po = tx.open_table(PENDING_OUTPUTS)?;
-            po.retain(|_, _| false)?;
-            po.insert(effects.round, effects.outputs.as_slice())?;
+            // Written once: beside the committed round's outputs, under this round,
+            // where the commit leaves them (no copy); an earlier prepared round's go.
+            let mut out = tx.open_table(OUTPUTS)?;
+            out.retain(|k, _| Some(k) == committed)?;
+            out.insert(effects.round, effects.outputs.as_slice())?;
             pm.insert(PREPARED, effects.round)?;
         }
         tx.commit()?;
@@ -545,14 +574,17 @@ impl Db {
         meta: &mut redb::Table<&str, u64>,
         round: u64,
         record: &[u8],
-        outputs: &[u8],
+        outputs: Option<&[u8]>,
     ) -> Result<(), DbError> {
         let mut rounds = tx.open_table(ROUNDS)?;
         rounds.insert(round, record)?;
         rounds.retain_in(..round.saturating_sub(ROUND_RECORDS_KEPT - 1), |_, _| false)?;
+        // `None`: the prepared round's outputs are already in place.
         let mut out = tx.open_table(OUTPUTS)?;
-        out.retain(|_, _| false)?;
-        out.insert(round, outputs)?;
+        if let Some(outputs) = outputs {
+            out.insert(round, outputs)?;
+        }
+        out.retain(|k, _| k == round)?;
         meta.insert(COMMITTED, round)?;
         Ok(())
     }
@@ -590,13 +622,7 @@ impl Db {
                 .map(|v| v.value().to_vec())
                 .unwrap_or_default();
             tx.open_table(PENDING_ROUND)?.retain(|_, _| false)?;
-            let mut po = tx.open_table(PENDING_OUTPUTS)?;
-            let outputs = po
-                .remove(round)?
-                .map(|v| v.value().to_vec())
-                .unwrap_or_default();
-            po.retain(|_, _| false)?;
-            Self::write_committed(&tx, &mut meta, round, &record, &outputs)?;
+            Self::write_committed(&tx, &mut meta, round, &record, None)?;
             pm.remove(PREPARED)?;
         }
         tx.commit()?;
@@ -614,7 +640,7 @@ impl Db {
             }
             Self::drop_prepared_blob(&pm, &mut tx.open_table(STORE_BLOBS)?)?;
             tx.open_table(PENDING_ROUND)?.retain(|_, _| false)?;
-            tx.open_table(PENDING_OUTPUTS)?.retain(|_, _| false)?;
+            tx.open_table(OUTPUTS)?.remove(round)?;
             pm.remove(PREPARED)?;
             pm.remove(STORE_SET)?;
         }
@@ -638,7 +664,7 @@ impl Db {
                 &mut meta,
                 effects.round,
                 &effects.record,
-                &effects.outputs,
+                Some(&effects.outputs),
             )?;
         }
         tx.commit()?;
@@ -814,6 +840,45 @@ mod tests {
         assert_eq!(db.round_record(1).unwrap().unwrap(), vec![1; 8]);
         // Only the last committed round's outputs are kept.
         assert_eq!(db.last_outputs().unwrap(), Some((2, vec![2; 5])));
+    }
+
+    #[test]
+    fn outputs_are_written_once_and_an_old_pending_row_is_converted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.redb");
+        let rows = |db: &Db| -> Vec<u64> {
+            let tx = db.inner.begin_read().unwrap();
+            let t = tx.open_table(OUTPUTS).unwrap();
+            t.iter().unwrap().map(|i| i.unwrap().0.value()).collect()
+        };
+        {
+            let db = Db::open(&path).unwrap();
+            db.commit_round(&effects(1, 1, 4)).unwrap();
+            db.prepare(&effects(2, 2, 3)).unwrap();
+            // The prepared round's outputs sit beside the committed round's.
+            assert_eq!(rows(&db), [1, 2]);
+            db.abort(2).unwrap();
+            assert_eq!(rows(&db), [1]);
+            db.prepare(&effects(2, 3, 3)).unwrap();
+            db.commit(2).unwrap();
+            assert_eq!(rows(&db), [2]);
+            assert_eq!(db.last_outputs().unwrap(), Some((2, vec![3; 5])));
+            // A prepared round as the layout before kept it: in `pending_outputs`.
+            db.prepare(&effects(3, 4, 3)).unwrap();
+            let tx = db.inner.begin_write().unwrap();
+            tx.open_table(OUTPUTS).unwrap().remove(3).unwrap();
+            tx.open_table(PENDING_OUTPUTS)
+                .unwrap()
+                .insert(3, [4u8; 5].as_slice())
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let db = Db::open(&path).unwrap();
+        assert_eq!(rows(&db), [2, 3]);
+        assert_eq!(db.last_outputs().unwrap(), Some((2, vec![3; 5])));
+        db.commit(3).unwrap();
+        assert_eq!(db.last_outputs().unwrap(), Some((3, vec![4; 5])));
+        assert_eq!(rows(&db), [3]);
     }
 
     #[test]

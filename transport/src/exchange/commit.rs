@@ -113,6 +113,7 @@ pub async fn vote_and_commit(
     timeout: Duration,
 ) -> Result<Decision, CommitError> {
     let mut vote = Vote::Abort;
+    let t_prepare = std::time::Instant::now();
     if let Some(effects) = effects {
         if effects.round != round {
             return Err(CommitError::Db(DbError::NotPrepared {
@@ -132,6 +133,7 @@ pub async fn vote_and_commit(
         store_commitments: store_commitments.map(|c| c.mine),
     };
     let undecided = |reason: String| CommitError::Undecided { round, reason };
+    let t_votes = std::time::Instant::now();
     control
         .broadcast(&mine)
         .map_err(|e| undecided(e.to_string()))?;
@@ -155,11 +157,19 @@ pub async fn vote_and_commit(
     };
     match reason {
         None => {
+            let t_commit = std::time::Instant::now();
             let witness = store_commitments.map(|c| witness(control, round, &c, &votes));
             on_db(db, move |db| {
                 db.commit_with_witness(round, witness.as_ref().map(|w| w.to_bytes()).as_deref())
             })
             .await?;
+            tracing::debug!(
+                round,
+                prepare_ms = (t_votes - t_prepare).as_millis() as u64,
+                votes_ms = (t_commit - t_votes).as_millis() as u64,
+                db_commit_ms = t_commit.elapsed().as_millis() as u64,
+                "commit phases"
+            );
             Ok(Decision::Committed)
         }
         Some(why) => {

@@ -69,8 +69,8 @@ const SWAP_PIECE_WORDS: usize = 1 << 21;
 
 /// Tables at least this large (words per vector, 256 MiB) do not keep an idle spare
 /// vector while their messages are in flight: at a million users that vector is 0.6 GB
-/// per party, and faulting a fresh one in for the next step is the cheaper way to keep
-/// peak memory down.
+/// per party. An owned step's output reuses the vector it no longer reads, so only a
+/// step that starts from a borrowed or reduced input faults a fresh one in.
 const KEEP_SPARE_BELOW: usize = 1 << 25;
 
 /// Frees the spare vectors of a large table (see [`KEEP_SPARE_BELOW`]).

@@ -415,8 +415,8 @@ fn sort_unique_sampled(
         // sample elements are placed now, their order being known). Otherwise a child of
         // one element is placed, and a larger one becomes a new segment whose first
         // (lowest-index) member is its pivot, after the shuffle a uniformly random
-        // member. So every pass is sequential, and the next level's list is again
-        // grouped by segment and ascending by index within each.
+        // member. The next level's list is again grouped by segment and ascending by
+        // index within each.
         next_segments.clear();
         next.pivot_key.clear();
         next.reserve(m);
@@ -632,15 +632,7 @@ fn side_word(bits: &[u64], w: usize, left: bool) -> u64 {
 
 /// The position of the `rank`-th (from 0) member of `run` on the given side.
 fn select(bits: &[u64], run: std::ops::Range<usize>, left: bool, mut rank: usize) -> usize {
-    let mut i = run.start;
-    while i < run.end {
-        let (w, b) = (i / 64, i % 64);
-        let take = (64 - b).min(run.end - i);
-        let mask = if take == 64 {
-            u64::MAX
-        } else {
-            ((1u64 << take) - 1) << b
-        };
+    for (w, mask) in word_masks(run) {
         let mut x = side_word(bits, w, left) & mask;
         let count = x.count_ones() as usize;
         if rank < count {
@@ -650,7 +642,6 @@ fn select(bits: &[u64], run: std::ops::Range<usize>, left: bool, mut rank: usize
             return w * 64 + x.trailing_zeros() as usize;
         }
         rank -= count;
-        i += take;
     }
     unreachable!("a split lists only members of its run")
 }
@@ -669,9 +660,20 @@ fn next_on_side(bits: &[u64], from: usize, left: bool) -> usize {
 
 /// The number of set bits at positions `range` of the bitsliced words `bits`.
 fn count_ones(bits: &[u64], range: std::ops::Range<usize>) -> u32 {
-    let (mut i, end) = (range.start, range.end);
-    let mut n = 0;
-    while i < end {
+    word_masks(range)
+        .map(|(w, mask)| (bits[w] & mask).count_ones())
+        .sum()
+}
+
+/// The bitsliced words that positions `range` cover, in order, each with the mask of
+/// the positions in it.
+fn word_masks(range: std::ops::Range<usize>) -> impl Iterator<Item = (usize, u64)> {
+    let end = range.end;
+    let mut i = range.start;
+    std::iter::from_fn(move || {
+        if i >= end {
+            return None;
+        }
         let (w, b) = (i / 64, i % 64);
         let take = (64 - b).min(end - i);
         let mask = if take == 64 {
@@ -679,10 +681,9 @@ fn count_ones(bits: &[u64], range: std::ops::Range<usize>) -> u32 {
         } else {
             ((1u64 << take) - 1) << b
         };
-        n += (bits[w] & mask).count_ones();
         i += take;
-    }
-    n
+        Some((w, mask))
+    })
 }
 
 #[cfg(test)]

@@ -59,6 +59,9 @@ where
             "comparison width {w} not in 1..={MAX_WIDTH}"
         )));
     }
+    if party.malicious() && nb >= RIPPLE_MIN_BLOCKS {
+        return less_than_ripple(party, nb, w, fill);
+    }
     let nots = x0_masks(party.id());
     let [not_a, not_b] = nots;
 
@@ -300,6 +303,162 @@ where
 /// Blocks per parallel task: enough work to amortize scheduling and to generate each
 /// task's random stream in one long run.
 const TASK_BLOCKS: usize = 32;
+
+/// From this many blocks (64 comparisons each) on, a comparison in malicious mode runs as
+/// a borrow chain ([`less_than_ripple`]): `w` AND gates per comparison instead of the
+/// prefix tree's `2w - 1 - log2 w` (64 rather than 121 at 64 bits), in `w` rounds instead
+/// of `1 + ceil(log2 w)`. Every AND gate is verified at about 3 ns per gate per party,
+/// while a round costs tens of microseconds, so the chain pays from a few thousand
+/// comparisons on; below that, and always in semi-honest mode (where an AND costs about
+/// as much as the data it sends), the tree's fewer rounds win.
+pub const RIPPLE_MIN_BLOCKS: usize = 64;
+
+/// Blocks per parallel task when the borrow chain lays out its planes.
+const RIPPLE_TASK_BLOCKS: usize = 256;
+
+/// Words per parallel task in one link of the borrow chain (even, so that each task's
+/// stream slice starts on an AES block).
+const RIPPLE_TASK_WORDS: usize = 2048;
+
+/// `[x < y]` as the borrow out of `x - y`, one bit per round from the least significant:
+/// `c_0 = 0`, `c_{j+1} = maj(!x_j, y_j, c_j) = c_j ^ ((!x_j ^ c_j) & (y_j ^ c_j))`, and
+/// `[x < y] = c_w`. One AND gate per bit, so `w` per comparison (the fewest for an
+/// `w`-bit comparison), in `w` rounds of one word per block. Same interface and result
+/// as [`less_than_blocks`], which calls it for large batches in malicious mode.
+pub(crate) fn less_than_ripple<F>(
+    party: &mut Party,
+    nb: usize,
+    w: usize,
+    fill: F,
+) -> Result<Shared, EngineError>
+where
+    F: Fn(usize, &mut [u64], &mut [u64], &mut [u64], &mut [u64]) + Sync,
+{
+    let [not_a, not_b] = x0_masks(party.id());
+    // Plane-major shares of `!x` and `y = x ^ d`: plane `j` (most significant first) of
+    // every block at `j * nb..`, so each link of the chain reads four contiguous runs.
+    let mut nx_a = party.scratch.take_words(nb * w);
+    let mut nx_b = party.scratch.take_words(nb * w);
+    let mut y_a = party.scratch.take_words(nb * w);
+    let mut y_b = party.scratch.take_words(nb * w);
+    {
+        let tasks = nb.div_ceil(RIPPLE_TASK_BLOCKS);
+        let mut pieces: Vec<[Vec<&mut [u64]>; 4]> =
+            (0..tasks).map(|_| Default::default()).collect();
+        for (k, arr) in [&mut nx_a, &mut nx_b, &mut y_a, &mut y_b]
+            .into_iter()
+            .enumerate()
+        {
+            for plane in arr.chunks_mut(nb) {
+                for (t, piece) in plane.chunks_mut(RIPPLE_TASK_BLOCKS).enumerate() {
+                    pieces[t][k].push(piece);
+                }
+            }
+        }
+        let fill = &fill;
+        pieces.into_par_iter().enumerate().for_each_init(
+            || Layer0Scratch::new(w),
+            |sc, (t, [mut pa, mut pb, mut qa, mut qb])| {
+                for i in 0..pa[0].len() {
+                    let (xa, xb, da, db) = (
+                        &mut sc.xa[..w],
+                        &mut sc.xb[..w],
+                        &mut sc.da[..w],
+                        &mut sc.db[..w],
+                    );
+                    fill(t * RIPPLE_TASK_BLOCKS + i, xa, xb, da, db);
+                    for j in 0..w {
+                        pa[j][i] = xa[j] ^ not_a;
+                        pb[j][i] = xb[j] ^ not_b;
+                        qa[j][i] = xa[j] ^ da[j];
+                        qb[j][i] = xb[j] ^ db[j];
+                    }
+                }
+            },
+        );
+    }
+    // The borrow, and the link's AND inputs `!x_j ^ c`, `y_j ^ c` and output share.
+    let mut c_a = party.scratch.take_words(nb);
+    let mut c_b = party.scratch.take_words(nb);
+    c_a.fill(0);
+    c_b.fill(0);
+    let mut p_a = party.scratch.take_words(nb);
+    let mut p_b = party.scratch.take_words(nb);
+    let mut q_a = party.scratch.take_words(nb);
+    let mut q_b = party.scratch.take_words(nb);
+    let mut z = party.scratch.take_words(nb);
+    for j in (0..w).rev() {
+        let plane = j * nb..(j + 1) * nb;
+        let (nxa, nxb, ya, yb) = (
+            &nx_a[plane.clone()],
+            &nx_b[plane.clone()],
+            &y_a[plane.clone()],
+            &y_b[plane],
+        );
+        let sp = party.zero.prev.reserve(nb);
+        let sn = party.zero.next.reserve(nb);
+        let mut msg = party.take_message(nb);
+        {
+            let (prev, next) = (&party.zero.prev, &party.zero.next);
+            let (ca, cb) = (&c_a[..], &c_b[..]);
+            p_a.par_chunks_mut(RIPPLE_TASK_WORDS)
+                .zip(p_b.par_chunks_mut(RIPPLE_TASK_WORDS))
+                .zip(q_a.par_chunks_mut(RIPPLE_TASK_WORDS))
+                .zip(q_b.par_chunks_mut(RIPPLE_TASK_WORDS))
+                .zip(z.par_chunks_mut(RIPPLE_TASK_WORDS))
+                .zip(msg.par_chunks_mut(8 * RIPPLE_TASK_WORDS))
+                .enumerate()
+                .for_each(|(t, (((((pa, pb), qa), qb), zc), mb))| {
+                    let o = t * RIPPLE_TASK_WORDS;
+                    let len = zc.len();
+                    let mut r = [0u64; RIPPLE_TASK_WORDS];
+                    let mut s = [0u64; RIPPLE_TASK_WORDS];
+                    prev.fill_at(sp + (o / 2) as u64, &mut r[..len]);
+                    next.fill_at(sn + (o / 2) as u64, &mut s[..len]);
+                    for i in 0..len {
+                        let k = o + i;
+                        pa[i] = nxa[k] ^ ca[k];
+                        pb[i] = nxb[k] ^ cb[k];
+                        qa[i] = ya[k] ^ ca[k];
+                        qb[i] = yb[k] ^ cb[k];
+                        zc[i] = and_word(pa[i], pb[i], qa[i], qb[i], r[i], s[i]);
+                    }
+                    words_into_bytes(zc, mb);
+                });
+        }
+        #[cfg(feature = "fault-injection")]
+        if party.corrupt_bytes(crate::fault::ComputeSite::AndGate, &mut msg) {
+            z[0] ^= 1;
+        }
+        party.send_message(Peer::Prev, msg)?;
+        let got = party.recv_message(Peer::Next, nb)?;
+        if party.malicious() {
+            party.pending.push((&p_a, &p_b), (&q_a, &q_b), (&z, &z));
+            let n = party.pending.len();
+            bytes_into_words(&got, &mut party.pending.zb[n - nb..n]);
+        }
+        c_a.par_chunks_mut(RIPPLE_TASK_WORDS)
+            .zip(c_b.par_chunks_mut(RIPPLE_TASK_WORDS))
+            .zip(z.par_chunks(RIPPLE_TASK_WORDS))
+            .enumerate()
+            .for_each(|(t, ((ca, cb), zc))| {
+                let o = t * RIPPLE_TASK_WORDS;
+                for i in 0..ca.len() {
+                    ca[i] ^= zc[i];
+                    cb[i] ^= word_at(&got, o + i);
+                }
+            });
+        party.recycle_message(got);
+    }
+    let out = Shared {
+        a: c_a.to_vec(),
+        b: c_b.to_vec(),
+    };
+    for v in [nx_a, nx_b, y_a, y_b, c_a, c_b, p_a, p_b, q_a, q_b, z] {
+        party.scratch.give_words(v);
+    }
+    Ok(out)
+}
 
 /// Per-task working memory of layer 0 (reused across a rayon job's tasks).
 struct Layer0Scratch {

@@ -109,8 +109,14 @@ fn sorted_output(out: &[Outcome<Sorted>; 3]) -> (Vec<u128>, Vec<u64>) {
 
 #[test]
 fn malicious_sorts_give_the_semi_honest_results() {
+    // 4500 keys: the first quicksort levels compare in borrow chains (70 blocks).
     for bitonic in [false, true] {
-        for n in [1usize, 2, 65, 700] {
+        let sizes: &[usize] = if bitonic {
+            &[1, 2, 65, 700]
+        } else {
+            &[1, 2, 65, 700, 4500]
+        };
+        for &n in sizes {
             let (keys, honest) =
                 sort_run(n, 11 + n as u64, bitonic, SecurityMode::SemiHonest, None);
             let (_, checked) = sort_run(n, 11 + n as u64, bitonic, SecurityMode::Malicious, None);
@@ -192,6 +198,98 @@ fn malicious_circuits_match_plaintext() {
         .map(|j| (x[j] & !c[j]) | (y[j] & c[j]))
         .collect();
     assert_eq!(mx, want_mx);
+}
+
+/// Inputs for a comparison batch large enough for the borrow chain
+/// ([`acs_engine::compare::RIPPLE_MIN_BLOCKS`] blocks and more): `x`, `y` as XOR splits,
+/// with some equal pairs and pairs that differ only in the last bit.
+fn chain_inputs(m: usize, w: usize, seed: u64) -> (Vec<u128>, Vec<u128>, Split, Split) {
+    let mut rng = common::rng(seed);
+    let mask = (1u128 << w) - 1;
+    let xs: Vec<u128> = (0..m).map(|_| rng.gen::<u128>() & mask).collect();
+    let mut ys: Vec<u128> = (0..m).map(|_| rng.gen::<u128>() & mask).collect();
+    for k in (0..m).step_by(97) {
+        ys[k] = xs[k];
+    }
+    for k in (5..m).step_by(89) {
+        ys[k] = xs[k] ^ 1;
+    }
+    let sx = Arc::new(common::split_words(&rows_to_planes(&xs, w), 4));
+    let sy = Arc::new(common::split_words(&rows_to_planes(&ys, w), 5));
+    (xs, ys, sx, sy)
+}
+
+#[test]
+fn a_large_malicious_comparison_runs_as_a_borrow_chain_and_matches_plaintext() {
+    let w = 37;
+    let nb = acs_engine::compare::RIPPLE_MIN_BLOCKS + 3;
+    let m = 64 * nb - 11;
+    let (xs, ys, sx, sy) = chain_inputs(m, w, 31);
+    for mode in [SecurityMode::SemiHonest, SecurityMode::Malicious] {
+        let (sx, sy) = (sx.clone(), sy.clone());
+        let out = run(mode, None, move |p| {
+            let i = p.id().index();
+            let x = p.input_from_xor(sx[i].clone())?;
+            let y = p.input_from_xor(sy[i].clone())?;
+            let before = p.stats().rounds;
+            let lt = less_than(p, &x, &y, w, nb)?;
+            let rounds = p.stats().rounds - before;
+            let pending = p.pending_gate_words();
+            p.verify_pending()?;
+            Ok((lt, rounds, pending))
+        });
+        let r: Vec<&(Shared, u64, usize)> = out
+            .iter()
+            .map(|(r, _)| r.as_ref().expect("party failed"))
+            .collect();
+        let lt = reconstruct([&r[0].0, &r[1].0, &r[2].0]);
+        for k in 0..m {
+            assert_eq!(
+                (lt[k / 64] >> (k % 64)) & 1 == 1,
+                xs[k] < ys[k],
+                "{mode} lane {k}"
+            );
+        }
+        if mode == SecurityMode::Malicious {
+            // One AND gate per bit, one round per bit.
+            assert_eq!(r[0].1, w as u64);
+            assert_eq!(r[0].2, w * nb);
+        } else {
+            assert_eq!(r[0].1, 1 + (w as f64).log2().ceil() as u64);
+            assert_eq!(r[0].2, 0);
+        }
+    }
+}
+
+#[test]
+fn a_wrong_and_share_in_the_borrow_chain_is_caught() {
+    let w = 20;
+    let nb = acs_engine::compare::RIPPLE_MIN_BLOCKS;
+    let (_, _, sx, sy) = chain_inputs(64 * nb, w, 32);
+    for cheat in PartyId::ALL {
+        for nth in [0, 7, w as u64 - 1] {
+            let (sx, sy) = (sx.clone(), sy.clone());
+            let out = run(
+                SecurityMode::Malicious,
+                Some((
+                    cheat,
+                    ComputeFault {
+                        site: ComputeSite::AndGate,
+                        nth,
+                    },
+                )),
+                move |p| {
+                    let i = p.id().index();
+                    let x = p.input_from_xor(sx[i].clone())?;
+                    let y = p.input_from_xor(sy[i].clone())?;
+                    let lt = less_than(p, &x, &y, w, nb)?;
+                    p.verify_pending()?;
+                    Ok(lt)
+                },
+            );
+            assert_detected(&out, cheat, 0, &format!("chain link {nth}, {cheat}"));
+        }
+    }
 }
 
 /// Checks that every honest party stopped with `VerificationFailed` naming nobody, and

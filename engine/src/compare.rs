@@ -382,11 +382,11 @@ where
     let mut c_b = party.scratch.take_words(nb);
     c_a.fill(0);
     c_b.fill(0);
-    let mut p_a = party.scratch.take_words(nb);
-    let mut p_b = party.scratch.take_words(nb);
-    let mut q_a = party.scratch.take_words(nb);
-    let mut q_b = party.scratch.take_words(nb);
-    let mut z = party.scratch.take_words(nb);
+    // In malicious mode each link's gates (inputs `!x_j ^ c`, `y_j ^ c`, output shares)
+    // are computed straight into the verification record; otherwise into these.
+    let record = party.malicious();
+    let own = if record { 0 } else { nb };
+    let mut local: [Words; 6] = std::array::from_fn(|_| party.scratch.take_words(own));
     for j in (0..w).rev() {
         let plane = j * nb..(j + 1) * nb;
         let (nxa, nxb, ya, yb) = (
@@ -395,17 +395,23 @@ where
             &y_a[plane.clone()],
             &y_b[plane],
         );
+        let base = party.pending.len();
         let sp = party.zero.prev.reserve(nb);
         let sn = party.zero.next.reserve(nb);
         let mut msg = party.take_message(nb);
         {
             let (prev, next) = (&party.zero.prev, &party.zero.next);
             let (ca, cb) = (&c_a[..], &c_b[..]);
-            p_a.par_chunks_mut(RIPPLE_TASK_WORDS)
-                .zip(p_b.par_chunks_mut(RIPPLE_TASK_WORDS))
-                .zip(q_a.par_chunks_mut(RIPPLE_TASK_WORDS))
-                .zip(q_b.par_chunks_mut(RIPPLE_TASK_WORDS))
-                .zip(z.par_chunks_mut(RIPPLE_TASK_WORDS))
+            let [pa, pb, qa, qb, za, _] = if record {
+                party.pending.grow(nb)
+            } else {
+                local.each_mut().map(|v| &mut v[..])
+            };
+            pa.par_chunks_mut(RIPPLE_TASK_WORDS)
+                .zip(pb.par_chunks_mut(RIPPLE_TASK_WORDS))
+                .zip(qa.par_chunks_mut(RIPPLE_TASK_WORDS))
+                .zip(qb.par_chunks_mut(RIPPLE_TASK_WORDS))
+                .zip(za.par_chunks_mut(RIPPLE_TASK_WORDS))
                 .zip(msg.par_chunks_mut(8 * RIPPLE_TASK_WORDS))
                 .enumerate()
                 .for_each(|(t, (((((pa, pb), qa), qb), zc), mb))| {
@@ -428,33 +434,45 @@ where
         }
         #[cfg(feature = "fault-injection")]
         if party.corrupt_bytes(crate::fault::ComputeSite::AndGate, &mut msg) {
-            z[0] ^= 1;
+            if record {
+                party.pending.za[base] ^= 1;
+            } else {
+                local[4][0] ^= 1;
+            }
         }
         party.send_message(Peer::Prev, msg)?;
         let got = party.recv_message(Peer::Next, nb)?;
-        if party.malicious() {
-            party.pending.push((&p_a, &p_b), (&q_a, &q_b), (&z, &z));
-            let n = party.pending.len();
-            bytes_into_words(&got, &mut party.pending.zb[n - nb..n]);
+        {
+            // The received shares complete the link's gates, and the borrow moves on:
+            // c ^= z.
+            let (za, zb): (&[u64], &mut [u64]) = if record {
+                let g = &mut party.pending;
+                (&g.za[base..base + nb], &mut g.zb[base..base + nb])
+            } else {
+                let [.., za, zb] = &mut local;
+                (&za[..], &mut zb[..])
+            };
+            c_a.par_chunks_mut(RIPPLE_TASK_WORDS)
+                .zip(c_b.par_chunks_mut(RIPPLE_TASK_WORDS))
+                .zip(za.par_chunks(RIPPLE_TASK_WORDS))
+                .zip(zb.par_chunks_mut(RIPPLE_TASK_WORDS))
+                .enumerate()
+                .for_each(|(t, (((ca, cb), za), zb))| {
+                    let o = t * RIPPLE_TASK_WORDS;
+                    for i in 0..ca.len() {
+                        zb[i] = word_at(&got, o + i);
+                        ca[i] ^= za[i];
+                        cb[i] ^= zb[i];
+                    }
+                });
         }
-        c_a.par_chunks_mut(RIPPLE_TASK_WORDS)
-            .zip(c_b.par_chunks_mut(RIPPLE_TASK_WORDS))
-            .zip(z.par_chunks(RIPPLE_TASK_WORDS))
-            .enumerate()
-            .for_each(|(t, ((ca, cb), zc))| {
-                let o = t * RIPPLE_TASK_WORDS;
-                for i in 0..ca.len() {
-                    ca[i] ^= zc[i];
-                    cb[i] ^= word_at(&got, o + i);
-                }
-            });
         party.recycle_message(got);
     }
     let out = Shared {
         a: c_a.to_vec(),
         b: c_b.to_vec(),
     };
-    for v in [nx_a, nx_b, y_a, y_b, c_a, c_b, p_a, p_b, q_a, q_b, z] {
+    for v in [nx_a, nx_b, y_a, y_b, c_a, c_b].into_iter().chain(local) {
         party.scratch.give_words(v);
     }
     Ok(out)

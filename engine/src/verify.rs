@@ -536,6 +536,12 @@ const YB: usize = 3;
 const ZA: usize = 4;
 const ZB: usize = 5;
 
+/// A triple staged for bucketing: its row and the received share `c_{i+1}`, in one
+/// cache line.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Staged([u64; 8]);
+
 /// Sacrifices of one chunk: `B - 1` per bucket, one per gate.
 fn sacrifices(ch: &ChunkPlan) -> usize {
     ch.buckets * (ch.bucket - 1) + ch.gates
@@ -895,18 +901,25 @@ impl Party {
                 .zip(split_lengths(rest_b, lens()))
                 .enumerate()
                 .for_each_init(
-                    || (Vec::new(), Vec::new()),
-                    |(perm, words): &mut (Vec<u32>, Vec<u64>), (c, ((dst, oa), ob))| {
+                    || (Vec::new(), Vec::new(), Vec::new()),
+                    |(perm, words, stage): &mut (Vec<u32>, Vec<u64>, Vec<Staged>),
+                     (c, ((dst, oa), ob))| {
                         let mut prg = Prg::new(&Seed::from_bytes(seeds[c]), Purpose::Bucketing);
                         prg.permutation_into(dst.len(), perm, words);
-                        // A chunk's triples (about 2.4 MB) stay in cache, so each random
-                        // access fetches one row from there.
+                        // The batch's triples are far larger than the cache, so the chunk
+                        // is first staged in one sequential pass (at memory bandwidth),
+                        // each triple with its received share in one cache line; the
+                        // random accesses of the permutation then hit the cache, one
+                        // line each.
                         let src = &t[word_off[c]..word_off[c] + dst.len()];
                         let cb = &got[8 * word_off[c]..8 * (word_off[c] + dst.len())];
+                        stage.clear();
+                        stage.extend(src.iter().enumerate().map(|(i, r)| {
+                            Staged([r[XA], r[XB], r[YA], r[YB], r[ZA], word_at(cb, i), 0, 0])
+                        }));
                         for (d, &p) in dst.iter_mut().zip(perm.iter()) {
-                            let p = p as usize;
-                            *d = src[p];
-                            d[ZB] = word_at(cb, p);
+                            let s = &stage[p as usize].0;
+                            *d = [s[0], s[1], s[2], s[3], s[4], s[5]];
                         }
                         let ch = &plan[c];
                         let all = Work {

@@ -35,7 +35,8 @@ fn check_planes(x: &Shared, w: usize, blocks: usize) -> Result<(), EngineError> 
 }
 
 /// `[x < y]` (unsigned) for every element, given `x` and `d = x ^ y` in plane-major
-/// layout. About `3w` AND gates and `1 + ceil(log2 w)` rounds; see [`crate::compare`].
+/// layout. About `2w` AND gates in `1 + ceil(log2 w)` rounds, or in malicious mode for
+/// large batches `w` gates in `w` rounds; see [`crate::compare`].
 pub fn less_than_from_diff(
     party: &mut Party,
     x: &Shared,

@@ -5,7 +5,9 @@
 //! shares; the kernel keeps each block's planes together (block-major), so that the
 //! transposition, the first AND layer and every prefix layer touch one block's data while
 //! it is in cache, and every layer runs in parallel over blocks with no copying between
-//! layers. Communication: one round per AND layer, `1 + ceil(log2 w)` in all.
+//! layers. Communication: one round per AND layer, `1 + ceil(log2 w)` in all. In
+//! malicious mode, large batches run as a borrow chain instead (`less_than_ripple`):
+//! fewer gates to verify, more rounds.
 //!
 //! Every node of the prefix tree but the least significant holds `(lessval, eq)`: `eq`
 //! says whether `x` and `y` agree on the node's bits, and `lessval` is `[x < y]` on them
@@ -305,7 +307,7 @@ where
 const TASK_BLOCKS: usize = 32;
 
 /// From this many blocks (64 comparisons each) on, a comparison in malicious mode runs as
-/// a borrow chain ([`less_than_ripple`]): `w` AND gates per comparison instead of the
+/// a borrow chain (`less_than_ripple`): `w` AND gates per comparison instead of the
 /// prefix tree's `2w - 1 - log2 w` (64 rather than 121 at 64 bits), in `w` rounds instead
 /// of `1 + ceil(log2 w)`. Every AND gate is verified at about 3 ns per gate per party,
 /// while a round costs tens of microseconds, so the chain pays from a few thousand

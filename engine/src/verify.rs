@@ -24,8 +24,9 @@
 //!    every gate and triple of the batch is, and no party can bias it or give the two
 //!    others different views of it without being caught.
 //! 3. **Cut-and-choose and buckets.** The gates are split into chunks of at most 2^14
-//!    buckets (the triples of a chunk, about 2.4 MB, stay in cache while they are
-//!    permuted), `B = 3` for full chunks, more for small ones. Per chunk of `N` buckets
+//!    buckets (the triples of a chunk, staged in one sequential pass into 3.1 MB of
+//!    64-byte lines, stay in cache while they are permuted), `B = 3` for full chunks,
+//!    more for small ones. Per chunk of `N` buckets
 //!    of `B` triples (`B` and `N` from [`plan_chunks`]), a seed derived from the coin picks a uniformly random permutation of
 //!    its `NB + B` triple words: the first `B` are opened and checked (`c = a & b`), the
 //!    rest form buckets. In each bucket the first triple is checked against each of the
@@ -105,9 +106,11 @@
 //! of `v`. Per gate word a party sends about `3B` words (9 for `B = 3`),
 //! against 1 for the gate itself, and draws `6B` stream words (random sharings and
 //! zero-sharings of the triples) against 2. The triples are generated as rows (streams,
-//! AND and message bytes in one pass); each chunk is bucketed and its shares of ρ and σ
-//! computed in one parallel task while it is in cache, and the zero shares run in
-//! parallel over ranges of buckets.
+//! AND and message bytes in one pass); each chunk is staged, bucketed and its shares of
+//! ρ and σ computed in one parallel task while it is in cache, and the zero shares run
+//! in parallel over ranges of buckets. Large comparison batches reach this with half
+//! the gates they would have as prefix trees (`crate::compare`: borrow chains in
+//! malicious mode).
 
 use crate::channel::{PartyId, Peer};
 use crate::error::EngineError;
@@ -349,8 +352,8 @@ fn log2_binomial(n: usize, k: usize) -> f64 {
 /// bound plus the hash terms (module documentation), so this leaves `2^-41` for those.
 pub const CHUNK_SECURITY_BITS: f64 = 41.0;
 
-/// Largest number of buckets in one chunk: a chunk's triples (about 2.4 MB at `B = 3`) stay
-/// in cache while they are permuted and sacrificed.
+/// Largest number of buckets in one chunk: a chunk's triples (about 3.1 MB staged at
+/// `B = 3`) stay in cache while they are permuted and sacrificed.
 const MAX_CHUNK_BUCKETS: usize = 1 << 14;
 
 /// Gate words verified in one batch at most (32 full chunks; about 0.3 GB of triples and
@@ -857,8 +860,8 @@ impl Party {
         let me = self.id();
 
         // Bucketing, chunk by chunk in parallel: each chunk's triples in the order of a
-        // permutation from the coin, gathered into rows. A chunk's triples fit in cache,
-        // so the random accesses stay cheap.
+        // permutation from the coin, gathered into rows. A chunk's staged triples fit in
+        // cache, so the random accesses stay cheap.
         let seeds: Vec<[u8; 32]> = (0..plan.len())
             .map(|c| {
                 let mut hc = Sha3_256::new();

@@ -679,6 +679,7 @@ mod tests {
     use super::*;
     use crate::share::reconstruct;
     use crate::testing::run_three;
+    use crate::transpose::rows_to_planes;
     use crate::SecurityMode;
 
     /// The borrow chain on its own, in both modes (the dispatch sends it only malicious
@@ -701,16 +702,9 @@ mod tests {
         for k in (2..ys.len()).step_by(7) {
             ys[k] = xs[k] ^ 1;
         }
-        // Planes, most significant first, block by block: word `blk * w + j`.
-        let planes = |v: &[u64]| -> Vec<u64> {
-            let mut out = vec![0u64; nb * w];
-            for (k, x) in v.iter().enumerate() {
-                for j in 0..w {
-                    out[(k / 64) * w + j] |= ((x >> (w - 1 - j)) & 1) << (k % 64);
-                }
-            }
-            out
-        };
+        // Plane-major, most significant first: plane `j` of block `blk` at `j * nb + blk`.
+        let planes =
+            |v: &[u64]| rows_to_planes(&v.iter().map(|&x| x as u128).collect::<Vec<_>>(), w);
         let x = planes(&xs);
         let d: Vec<u64> = x.iter().zip(planes(&ys)).map(|(a, b)| a ^ b).collect();
         for mode in [SecurityMode::SemiHonest, SecurityMode::Malicious] {
@@ -719,11 +713,11 @@ mod tests {
                 p.set_security(mode)?;
                 let (xs, ds) = (Shared::public(p.id(), &x), Shared::public(p.id(), &d));
                 let lt = less_than_ripple(p, nb, w, |blk, xa, xb, da, db| {
-                    let at = blk * w..(blk + 1) * w;
-                    xa.copy_from_slice(&xs.a[at.clone()]);
-                    xb.copy_from_slice(&xs.b[at.clone()]);
-                    da.copy_from_slice(&ds.a[at.clone()]);
-                    db.copy_from_slice(&ds.b[at]);
+                    for j in 0..w {
+                        let at = j * nb + blk;
+                        (xa[j], xb[j]) = (xs.a[at], xs.b[at]);
+                        (da[j], db[j]) = (ds.a[at], ds.b[at]);
+                    }
                 })?;
                 let recorded = p.pending_gate_words();
                 p.verify_pending()?;

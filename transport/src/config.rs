@@ -317,11 +317,12 @@ pub struct EpochFile {
     pub secret: Option<PathBuf>,
 }
 
-/// The deployment default: security with abort against one malicious exchange server,
-/// the threat model the system is built for. Verification costs about 2.2x the
+/// The deployment default (`acs exchange` without `security`, and `acs demo`): security
+/// with abort against one malicious exchange server, the threat model the system is
+/// built for. Verification costs about 2.2x the
 /// semi-honest round at 10^5 users and 1.3x the end-to-end latency of `acs demo` at 1000
 /// users (`docs/security.md`).
-fn default_security() -> SecurityMode {
+pub(crate) fn default_security() -> SecurityMode {
     SecurityMode::Malicious
 }
 

@@ -63,7 +63,7 @@ impl Default for DemoOptions {
             offline: 0.1,
             seed: 1,
             metrics_base_port: None,
-            security: acs_engine::SecurityMode::Malicious,
+            security: crate::config::default_security(),
             expiry_rounds: 1_000,
         }
     }

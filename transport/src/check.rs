@@ -459,6 +459,10 @@ pub fn check_exchange(f: &ExchangeFile) -> Report {
                 ""
             }
         ),
+        match f.security {
+            acs_engine::SecurityMode::Malicious => "security: malicious (every AND gate and shuffle verified before anything depending on it is opened; security with abort against one cheating server)".to_string(),
+            acs_engine::SecurityMode::SemiHonest => "security: semi-honest (openings cross-checked, the computation not verified; safe only if every server follows the protocol)".to_string(),
+        },
         format!(
             "store: {} records, {store_mib:.2} MiB of shares in the database and in memory",
             f.round.store_capacity

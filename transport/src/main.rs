@@ -757,7 +757,7 @@ async fn run_exchange(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
         let at = acs_transport::metrics::start(addr, metrics.clone(), shutdown_rx.clone()).await?;
         tracing::info!(addr = %at, "metrics at /metrics and /healthz");
     }
-    tracing::info!(index = file.index, relay = %file.relay_listen, peer = %file.peer_listen, relays = ?relays.get(), "exchange server starting");
+    tracing::info!(index = file.index, relay = %file.relay_listen, peer = %file.peer_listen, relays = ?relays.get(), security = %file.security, "exchange server starting");
     let server = tokio::spawn(acs_transport::exchange::server::run(
         cfg,
         keys,

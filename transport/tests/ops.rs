@@ -169,6 +169,9 @@ fn acs_check_accepts_a_good_config_and_names_what_is_wrong_in_broken_ones() {
     assert!(ok, "{out}");
     assert!(out.contains("exchange-0.acs, issued by the CA"), "{out}");
     assert!(out.contains("would run:"), "{out}");
+    // The plan names the security mode the servers would run in.
+    let mode = d.exchange_file(0).security;
+    assert!(out.contains(&format!("security: {mode} (")), "{out}");
     let (ok, out) = check(&d.path("entry0.toml"));
     assert!(ok, "{out}");
 

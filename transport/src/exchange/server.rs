@@ -235,7 +235,9 @@ fn engine_thread(
             deviating = true;
         }
         let result = (|| {
+            let t_agree = std::time::Instant::now();
             let agreed = party.agree_online(job.round, &job.heard, notary.as_ref())?;
+            let agree_seconds = t_agree.elapsed().as_secs_f64();
             if !agreed.consistent {
                 tracing::warn!(
                     round = job.round,
@@ -281,6 +283,19 @@ fn engine_thread(
                 &job.store,
                 notary.as_ref(),
             )?;
+            // Where the engine's time went, for operators tuning a deployment (and for us).
+            tracing::debug!(
+                round = job.round,
+                online = r.online.len(),
+                agree_online_ms = (agree_seconds * 1e3).round() as u64,
+                phases_ms = %r
+                    .phases
+                    .iter()
+                    .map(|(name, s)| format!("{name}={:.1}", s * 1e3))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                "engine phases"
+            );
             let check = &r.input_check;
             if !check.removed.is_empty() {
                 // The checking server cannot tell a lying server from a lying user, so

@@ -595,7 +595,7 @@ where
     let reader_fail = failed.clone();
     let reader = tokio::spawn(async move {
         let err = loop {
-            let frame = match wire::read_frame(&mut rd, frame_timeout).await {
+            let frame = match wire::read_peer_frame(&mut rd, frame_timeout).await {
                 Ok(f) => f,
                 Err(e) => break e,
             };

@@ -361,3 +361,32 @@ async fn random_and_mutated_frames_never_panic() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_peer_frame_is_read_whole_and_still_capped() {
+    // A mesh link reserves the announced length at once; frames still arrive intact, a
+    // truncated one is reported, and the cap is checked from the header alone.
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let mut out = Vec::new();
+    write_mpc(&mut out, &body).await.unwrap();
+    let mut r = &out[..];
+    let frame = read_peer_frame(&mut r, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!((frame.ty, frame.body), (MsgType::MpcData, body));
+    let mut r = &out[..out.len() - 1];
+    let err = read_peer_frame(&mut r, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, WireError::Truncated { part: "body", .. }),
+        "{err}"
+    );
+    let mut h = header(MsgType::MpcData, 0).unwrap();
+    h[2..6].copy_from_slice(&((MsgType::MpcData.cap() as u32) + 1).to_be_bytes());
+    let mut r = &h[..];
+    let err = read_peer_frame(&mut r, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, WireError::TooLong { .. }), "{err}");
+}

@@ -13,6 +13,10 @@ mod sort;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+/// Large tables as transparent huge pages (`acs_engine::alloc`): fewer page faults at scale.
+#[global_allocator]
+static ALLOC: acs_engine::alloc::HugePageAlloc = acs_engine::alloc::HugePageAlloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "acs-bench", about = "ACS engine benchmarks")]
 struct Cli {

@@ -16,7 +16,9 @@
 //!   before anything depending on it is opened.
 //! - [`round`]: the exchange round (matching, store, routing), its ideal version, and
 //!   the online-set consistency check.
+//! - [`alloc`]: the binaries' allocator (large blocks as transparent huge pages).
 
+pub mod alloc;
 pub mod channel;
 pub mod circuits;
 pub mod compare;

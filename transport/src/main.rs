@@ -10,6 +10,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio::sync::watch;
 
+/// Large tables as transparent huge pages (`acs_engine::alloc`): fewer page faults at scale.
+#[global_allocator]
+static ALLOC: acs_engine::alloc::HugePageAlloc = acs_engine::alloc::HugePageAlloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "acs",

@@ -337,7 +337,6 @@ impl Party {
         hash_keys(&self.check.prev, start_prev, n_keys, &mut key_prev);
         let result = self.zero_check(
             &shared_d,
-            &mut Vec::new(),
             [&key_next, &key_prev],
             &coin,
             failure,

@@ -291,7 +291,6 @@ pub(crate) struct VerifyBuffers {
     open: Shared,
     values: Vec<u64>,
     v: Shared,
-    t: Vec<u64>,
     key_next: Vec<u64>,
     key_prev: Vec<u64>,
 }
@@ -301,7 +300,6 @@ impl Drop for VerifyBuffers {
         self.triples.zeroize();
         self.rows.zeroize();
         self.values.zeroize();
-        self.t.zeroize();
         self.key_next.zeroize();
         self.key_prev.zeroize();
     }
@@ -471,29 +469,33 @@ fn nh(k: &[u64], x: &[u64]) -> u128 {
 fn hash_with<const M: usize>(keys: &[u64], xs: [&[u64]; M]) -> [u128; M] {
     let n = xs[0].len();
     let (k1, k2) = keys.split_at(HASH_BLOCK);
-    let blocks = n.div_ceil(HASH_BLOCK);
-    let parts: Vec<[u128; M]> = (0..blocks)
+    (0..n.div_ceil(HASH_BLOCK))
         .into_par_iter()
         .with_min_len(16)
         .map(|b| {
             let r = b * HASH_BLOCK..n.min((b + 1) * HASH_BLOCK);
-            let (kl, kh) = (k2[2 * b], k2[2 * b + 1]);
-            let mut acc = [0u128; M];
-            for (m, x) in xs.iter().enumerate() {
-                let h = nh(k1, &x[r.clone()]);
-                let (lo, hi) = (h as u64, (h >> 64) as u64);
-                acc[m] = lo.wrapping_add(kl) as u128 * hi.wrapping_add(kh) as u128;
-            }
-            acc
+            xs.map(|x| block_hash(k1, k2, b, &x[r.clone()]))
         })
-        .collect();
-    let mut out = [0u128; M];
-    for p in parts {
-        for m in 0..M {
-            out[m] = out[m].wrapping_add(p[m]);
-        }
+        .reduce(|| [0; M], add_hashes)
+}
+
+/// Block `b`'s term of [`hash_with`]: the block's NH under the first-level key, hashed
+/// as a word pair under the block's second-level key words. A hash is the sum (mod
+/// 2^128) of its blocks' terms, so callers that produce a block on the fly (and never
+/// store the whole input) hash it block by block.
+#[inline]
+fn block_hash(k1: &[u64], k2: &[u64], b: usize, x: &[u64]) -> u128 {
+    let h = nh(k1, x);
+    let (lo, hi) = (h as u64, (h >> 64) as u64);
+    lo.wrapping_add(k2[2 * b]) as u128 * hi.wrapping_add(k2[2 * b + 1]) as u128
+}
+
+/// Sums block terms of [`block_hash`], hash by hash.
+fn add_hashes<const M: usize>(mut x: [u128; M], y: [u128; M]) -> [u128; M] {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a = a.wrapping_add(b);
     }
-    out
+    x
 }
 
 /// Log2 of the keyed hash's collision bound.
@@ -1016,7 +1018,6 @@ impl Party {
         // Round 4: the zero check, carrying every failure seen so far.
         let result = self.zero_check(
             &buf.v,
-            &mut buf.t,
             [&buf.key_next, &buf.key_prev],
             &coin_seed,
             failure,
@@ -1115,13 +1116,25 @@ impl Party {
         let got_check = self.recv_bytes(Peer::Prev, 16)?;
         self.count_round();
         fit(out, n);
-        bytes_into_words(&got, out);
+        // One pass, a hash block at a time while it is in L1: the received words, their
+        // keyed hash, then the opened value.
+        let (k1, k2) = key_prev.split_at(HASH_BLOCK);
+        let [arrived] = out
+            .par_chunks_mut(HASH_BLOCK)
+            .enumerate()
+            .with_min_len(16)
+            .map(|(blk, o)| {
+                let at = blk * HASH_BLOCK;
+                bytes_into_words(&got[8 * at..8 * (at + o.len())], o);
+                let h = block_hash(k1, k2, blk, o);
+                for ((w, a), b) in o.iter_mut().zip(&x.a[at..]).zip(&x.b[at..]) {
+                    *w ^= a ^ b;
+                }
+                [h]
+            })
+            .reduce(|| [0], add_hashes);
         self.recycle_message(got);
-        let [arrived] = hash_with(key_prev, [out]);
         let ok = arrived.to_le_bytes()[..] == got_check[..];
-        out.par_iter_mut()
-            .zip(x.a.par_iter().zip(&x.b))
-            .for_each(|(o, (a, b))| *o ^= a ^ b);
         Ok(ok)
     }
 
@@ -1130,17 +1143,33 @@ impl Party {
     pub(crate) fn zero_check(
         &mut self,
         v: &Shared,
-        t: &mut Vec<u64>,
         [key_next, key_prev]: [&[u64]; 2],
         coin: &[u8; 32],
         failure: Option<Failure>,
         wrong: &str,
     ) -> Result<(), EngineError> {
-        t.clear();
-        t.par_extend(v.a.par_iter().zip(&v.b).map(|(a, b)| a ^ b));
-        let t = &t[..];
-        let [t_next, mine_next] = hash_with(key_next, [t, &v.a]);
-        let [t_prev, mine_prev] = hash_with(key_prev, [t, &v.b]);
+        // `v_i ^ v_{i+1}` a hash block at a time, never stored: one pass over `v`.
+        let (kn1, kn2) = key_next.split_at(HASH_BLOCK);
+        let (kp1, kp2) = key_prev.split_at(HASH_BLOCK);
+        let [t_next, mine_next, t_prev, mine_prev] =
+            v.a.par_chunks(HASH_BLOCK)
+                .zip(v.b.par_chunks(HASH_BLOCK))
+                .enumerate()
+                .with_min_len(16)
+                .map(|(blk, (a, b))| {
+                    let mut t = [0u64; HASH_BLOCK];
+                    let t = &mut t[..a.len()];
+                    for ((t, a), b) in t.iter_mut().zip(a).zip(b) {
+                        *t = a ^ b;
+                    }
+                    [
+                        block_hash(kn1, kn2, blk, t),
+                        block_hash(kn1, kn2, blk, a),
+                        block_hash(kp1, kp2, blk, t),
+                        block_hash(kp1, kp2, blk, b),
+                    ]
+                })
+                .reduce(|| [0; 4], add_hashes);
         let status = u8::from(failure.is_none());
         let msg = |h: u128| {
             let mut m = vec![status];

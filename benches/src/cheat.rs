@@ -258,14 +258,14 @@ struct PartyEnd {
 }
 
 /// The engine-side deviation for a place (feature `cheat`).
-#[cfg(feature = "cheat")]
+#[cfg(any(feature = "cheat", test))]
 #[derive(Clone, Copy, Debug)]
 enum Fault {
     Compute(Option<acs_engine::Phase>, acs_engine::ComputeFault),
     Opening(acs_engine::OpeningFault),
 }
 
-#[cfg(feature = "cheat")]
+#[cfg(any(feature = "cheat", test))]
 fn fault_for(at: Place, nth: u64) -> Option<Fault> {
     use acs_engine::declassify::Reason;
     use acs_engine::{ComputeFault, ComputeSite, LieKind, OpeningFault, Phase};
@@ -287,7 +287,7 @@ fn fault_for(at: Place, nth: u64) -> Option<Fault> {
 
 /// Why a place cannot run in this build.
 fn unavailable(at: Place) -> Option<String> {
-    (at.in_engine() && !cfg!(feature = "cheat")).then(|| {
+    (at.in_engine() && !cfg!(any(feature = "cheat", test))).then(|| {
         format!(
             "--at {} deviates inside the computation, which needs the engine's fault-injection \
              test instrument: build acs-bench with the opt-in feature \
@@ -466,7 +466,7 @@ pub fn run_once(at: Place, liar: PartyId, setup: &Setup) -> Result<Outcome, Stri
         seed,
         nth,
     } = *setup;
-    #[cfg(not(feature = "cheat"))]
+    #[cfg(not(any(feature = "cheat", test)))]
     let _ = nth;
     let cfg = RoundConfig {
         payload_words,
@@ -506,12 +506,12 @@ pub fn run_once(at: Place, liar: PartyId, setup: &Setup) -> Result<Outcome, Stri
         .collect();
     let notaries = Arc::new(notaries);
     let on = Arc::new(online.clone());
-    #[cfg(feature = "cheat")]
+    #[cfg(any(feature = "cheat", test))]
     let fault = fault_for(at, nth);
     let ends = run_three(move |p| {
         let i = p.id().index();
         p.set_security(mode)?;
-        #[cfg(feature = "cheat")]
+        #[cfg(any(feature = "cheat", test))]
         if i == liar.index() {
             match fault {
                 Some(Fault::Compute(Some(phase), f)) => p.inject_compute_fault_in(phase, f),
@@ -538,9 +538,9 @@ pub fn run_once(at: Place, liar: PartyId, setup: &Setup) -> Result<Outcome, Stri
                     notaries[i].as_ref(),
                 )
             });
-        #[cfg(feature = "cheat")]
+        #[cfg(any(feature = "cheat", test))]
         let fired_at = p.compute_fault_fired();
-        #[cfg(not(feature = "cheat"))]
+        #[cfg(not(any(feature = "cheat", test)))]
         let fired_at = None;
         Ok(PartyEnd {
             result,
@@ -782,21 +782,9 @@ mod tests {
         }
     }
 
-    #[cfg(not(feature = "cheat"))]
-    #[test]
-    fn places_inside_the_computation_need_the_cheat_feature() {
-        let e = run_once(
-            Place::AndSort,
-            PartyId::ALL[0],
-            &setup(SecurityMode::Malicious),
-        )
-        .unwrap_err();
-        assert!(e.contains("--features cheat"), "{e}");
-    }
-
     /// Malicious mode keeps its promise at every place it verifies: detected, aborted
     /// before the next opening, nobody honest blamed, nothing wrong delivered.
-    #[cfg(feature = "cheat")]
+    #[cfg(any(feature = "cheat", test))]
     #[test]
     fn malicious_mode_catches_lies_in_gates_and_openings() {
         for at in [Place::AndSort, Place::AndMatch, Place::Mux, Place::Open] {
@@ -822,7 +810,7 @@ mod tests {
 
     /// A deviation past the last message of its place never happens: the outcome says
     /// so instead of calling the (untested) promise broken.
-    #[cfg(feature = "cheat")]
+    #[cfg(any(feature = "cheat", test))]
     #[test]
     fn a_deviation_that_never_fires_is_reported_as_such() {
         let past = Setup {
@@ -839,7 +827,7 @@ mod tests {
     /// server that receives it, its user is told to retry, the round delivers everyone
     /// else's correct output, and the count the servers log points at the liar alone.
     /// Semi-honest mode does not check it, as it checks no computation.
-    #[cfg(feature = "cheat")]
+    #[cfg(any(feature = "cheat", test))]
     #[test]
     fn an_altered_input_share_is_caught_in_malicious_mode_and_its_user_retries() {
         for p in PartyId::ALL {
@@ -867,7 +855,7 @@ mod tests {
     /// comparison with its pivot: whether an output then changes depends on the random
     /// shuffle, so a wrong output must show up within a few runs (measured: in four of
     /// five runs at this layer).
-    #[cfg(feature = "cheat")]
+    #[cfg(any(feature = "cheat", test))]
     #[test]
     fn semi_honest_mode_delivers_what_a_wrong_sort_gate_computes() {
         let partition = Setup {

@@ -156,19 +156,20 @@ const TILE_BYTES: usize = 1 << 16;
 /// even when all rows are in one chunk.
 const GROUP_BLOCKS: usize = 64;
 
-/// The hashes under `key` of columns `cols` of `rows` (rows of `row_words` words), a
-/// tile of rows at a time: each column of the tile is gathered into `buf` and hashed in
-/// one call (POLYVAL's four-block parallel path). Gathering a column of all rows at once
-/// reads one block per row-length stride, which for wide rows (8 KiB payload rows in the
-/// demo) misses the cache and the TLB at every block; narrow rows get tiles of
-/// thousands of rows, so their calls stay long.
+/// The hashes under `key` of columns `cols` of `rows` (rows of `row_words` words), into
+/// `out` (one per column), a tile of rows at a time: each column of the tile is
+/// gathered into `buf` and hashed in one call (POLYVAL's four-block parallel path).
+/// Gathering a column of all rows at once reads one block per row-length stride, which
+/// for wide rows (8 KiB payload rows in the demo) misses the cache and the TLB at every
+/// block; narrow rows get tiles of thousands of rows, so their calls stay long.
 fn column_sums(
     key: &Polyval,
     rows: &[u64],
     row_words: usize,
     cols: Range<usize>,
     buf: &mut Vec<Block>,
-) -> Vec<u128> {
+    out: &mut [u128],
+) {
     let tile_rows = (TILE_BYTES / (8 * row_words)).max(4);
     let mut acc: Vec<Polyval> = cols.clone().map(|_| key.clone()).collect();
     for tile in rows.chunks(tile_rows * row_words) {
@@ -182,7 +183,9 @@ fn column_sums(
         }
     }
     buf.zeroize_blocks();
-    acc.into_iter().map(|p| to_u128(p.finalize())).collect()
+    for (o, p) in out.iter_mut().zip(acc) {
+        *o = to_u128(p.finalize());
+    }
 }
 
 /// The public key of chunk `c` of a check, from the coin.
@@ -290,23 +293,19 @@ impl Party {
                     &rows.a[lo * row_words..hi * row_words],
                     &rows.b[lo * row_words..hi * row_words],
                 );
-                sums.ya[cols.clone()].copy_from_slice(&column_sums(
-                    &r,
-                    a,
-                    row_words,
-                    cols.clone(),
-                    buf,
-                ));
-                sums.yb[cols.clone()].copy_from_slice(&column_sums(
-                    &r,
-                    b,
-                    row_words,
-                    cols.clone(),
-                    buf,
-                ));
+                let (ya, yb) = (&mut sums.ya[cols.clone()], &mut sums.yb[cols.clone()]);
+                column_sums(&r, a, row_words, cols.clone(), buf, ya);
+                column_sums(&r, b, row_words, cols, buf, yb);
                 if g == 0 {
                     let t = &tags.a[lo * MAC_WORDS..hi * MAC_WORDS];
-                    sums.tag = column_sums(&r, t, MAC_WORDS, 0..1, buf)[0];
+                    column_sums(
+                        &r,
+                        t,
+                        MAC_WORDS,
+                        0..1,
+                        buf,
+                        std::slice::from_mut(&mut sums.tag),
+                    );
                 }
                 sums
             })

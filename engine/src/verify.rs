@@ -467,15 +467,25 @@ fn nh(k: &[u64], x: &[u64]) -> u128 {
 /// some differing block collides at the first level, or the sequences of block results
 /// differ and collide at the second: probability `≤ 2^-64 + 2^-64 = 2^-63` over the key.
 fn hash_with<const M: usize>(keys: &[u64], xs: [&[u64]; M]) -> [u128; M] {
-    let n = xs[0].len();
     let (k1, k2) = keys.split_at(HASH_BLOCK);
+    sum_blocks(xs[0].len(), |b, r| {
+        xs.map(|x| block_hash(k1, k2, b, &x[r.clone()]))
+    })
+}
+
+/// Hash blocks per parallel task: a block is only 8 KiB of work.
+const HASH_TASK_BLOCKS: usize = 16;
+
+/// The hashes whose block terms `f(b, words of block b)` gives, over the
+/// [`HASH_BLOCK`]-word blocks of an input of `n` words, computed in parallel.
+fn sum_blocks<const M: usize>(
+    n: usize,
+    f: impl Fn(usize, std::ops::Range<usize>) -> [u128; M] + Sync + Send,
+) -> [u128; M] {
     (0..n.div_ceil(HASH_BLOCK))
         .into_par_iter()
-        .with_min_len(16)
-        .map(|b| {
-            let r = b * HASH_BLOCK..n.min((b + 1) * HASH_BLOCK);
-            xs.map(|x| block_hash(k1, k2, b, &x[r.clone()]))
-        })
+        .with_min_len(HASH_TASK_BLOCKS)
+        .map(|b| f(b, b * HASH_BLOCK..n.min((b + 1) * HASH_BLOCK)))
         .reduce(|| [0; M], add_hashes)
 }
 
@@ -1117,12 +1127,13 @@ impl Party {
         self.count_round();
         fit(out, n);
         // One pass, a hash block at a time while it is in L1: the received words, their
-        // keyed hash, then the opened value.
+        // keyed hash, then the opened value (over `out`'s own blocks, which it writes, so
+        // not through `sum_blocks`).
         let (k1, k2) = key_prev.split_at(HASH_BLOCK);
         let [arrived] = out
             .par_chunks_mut(HASH_BLOCK)
             .enumerate()
-            .with_min_len(16)
+            .with_min_len(HASH_TASK_BLOCKS)
             .map(|(blk, o)| {
                 let at = blk * HASH_BLOCK;
                 bytes_into_words(&got[8 * at..8 * (at + o.len())], o);
@@ -1151,25 +1162,20 @@ impl Party {
         // `v_i ^ v_{i+1}` a hash block at a time, never stored: one pass over `v`.
         let (kn1, kn2) = key_next.split_at(HASH_BLOCK);
         let (kp1, kp2) = key_prev.split_at(HASH_BLOCK);
-        let [t_next, mine_next, t_prev, mine_prev] =
-            v.a.par_chunks(HASH_BLOCK)
-                .zip(v.b.par_chunks(HASH_BLOCK))
-                .enumerate()
-                .with_min_len(16)
-                .map(|(blk, (a, b))| {
-                    let mut t = [0u64; HASH_BLOCK];
-                    let t = &mut t[..a.len()];
-                    for ((t, a), b) in t.iter_mut().zip(a).zip(b) {
-                        *t = a ^ b;
-                    }
-                    [
-                        block_hash(kn1, kn2, blk, t),
-                        block_hash(kn1, kn2, blk, a),
-                        block_hash(kp1, kp2, blk, t),
-                        block_hash(kp1, kp2, blk, b),
-                    ]
-                })
-                .reduce(|| [0; 4], add_hashes);
+        let [t_next, mine_next, t_prev, mine_prev] = sum_blocks(v.a.len(), |blk, r| {
+            let (a, b) = (&v.a[r.clone()], &v.b[r]);
+            let mut t = [0u64; HASH_BLOCK];
+            let t = &mut t[..a.len()];
+            for ((t, a), b) in t.iter_mut().zip(a).zip(b) {
+                *t = a ^ b;
+            }
+            [
+                block_hash(kn1, kn2, blk, t),
+                block_hash(kn1, kn2, blk, a),
+                block_hash(kp1, kp2, blk, t),
+                block_hash(kp1, kp2, blk, b),
+            ]
+        });
         let status = u8::from(failure.is_none());
         let msg = |h: u128| {
             let mut m = vec![status];

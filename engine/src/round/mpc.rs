@@ -222,57 +222,54 @@ pub fn exchange_round(
 
     // Sort-1 records, narrow: store (C), items (U), mailboxes (U). The payload stays
     // where it is until the end; an item carries its payload's index `j` instead.
+    // Each record is a function of its index, so both shares' tables are filled in
+    // parallel, straight into their final places.
     let n1 = c + 2 * u;
-    let mut keys = SharedKeys {
-        a: Vec::with_capacity(n1),
-        b: Vec::with_capacity(n1),
-    };
-    let mut rows = Shared {
-        a: Vec::with_capacity(n1 * NARROW),
-        b: Vec::with_capacity(n1 * NARROW),
-    };
     let store_dead = store_live.not(id);
     let block_dead = block_live.not(id);
-    for (share, out_keys, out_rows) in [
-        (Share::A, &mut keys.a, &mut rows.a),
-        (Share::B, &mut keys.b, &mut rows.b),
-    ] {
+    let record = |share: Share, r: usize, row: &mut [u64]| -> u128 {
         let public = |v: u64| public_word(id, share, v);
-        let srows = share.of(&store.rows);
-        let dead = share.of(&store_dead);
-        let (valid, vr, exp) = (
-            share.of(&store_valid),
-            share.of(store_vr),
-            share.of(&expired),
-        );
-        for t in 0..c {
-            out_keys.push(key_item(lane(dead, t), srows[t * sw + 2]));
-            let flags = (lane(valid, t) << VALID_BIT)
-                ^ (lane(vr, t) << VR_BIT)
-                ^ (lane(exp, t) << EXPIRED_BIT);
-            out_rows.extend_from_slice(&[
-                public(SENTINEL),
-                flags,
-                public(t as u64),
-                public(SENTINEL),
-            ]);
-        }
-        let brows = share.of(&blocks);
-        let dead = share.of(&block_dead);
-        for i in 0..u {
-            out_keys.push(key_item(lane(dead, i), brows[i * bw + 1]));
-            out_rows.extend_from_slice(&[
+        if r < c {
+            let t = r;
+            let flags = (lane(share.of(&store_valid), t) << VALID_BIT)
+                ^ (lane(share.of(store_vr), t) << VR_BIT)
+                ^ (lane(share.of(&expired), t) << EXPIRED_BIT);
+            row.copy_from_slice(&[public(SENTINEL), flags, public(t as u64), public(SENTINEL)]);
+            key_item(
+                lane(share.of(&store_dead), t),
+                share.of(&store.rows)[t * sw + 2],
+            )
+        } else if r < c + u {
+            let i = r - c;
+            row.copy_from_slice(&[
                 public(2 * i as u64 + 1),
                 0,
                 public((c + i) as u64),
                 public(SENTINEL),
             ]);
+            key_item(
+                lane(share.of(&block_dead), i),
+                share.of(&blocks)[i * bw + 1],
+            )
+        } else {
+            let i = r - c - u;
+            row.copy_from_slice(&[public(2 * i as u64), 0, 0, public(SENTINEL)]);
+            public_key(id, share, (online[i] as u128) << 1)
         }
-        for (i, &owner) in online.iter().enumerate() {
-            out_keys.push(public_key(id, share, (owner as u128) << 1));
-            out_rows.extend_from_slice(&[public(2 * i as u64), 0, 0, public(SENTINEL)]);
-        }
-    }
+    };
+    let table = |share: Share| -> (Vec<u128>, Vec<u64>) {
+        let mut keys = vec![0u128; n1];
+        let mut rows = vec![0u64; n1 * NARROW];
+        keys.par_iter_mut()
+            .zip(rows.par_chunks_mut(NARROW))
+            .enumerate()
+            .with_min_len(1 << 12)
+            .for_each(|(r, (k, row))| *k = record(share, r, row));
+        (keys, rows)
+    };
+    let ((ka, ra), (kb, rb)) = (table(Share::A), table(Share::B));
+    let keys = SharedKeys { a: ka, b: kb };
+    let rows = Shared { a: ra, b: rb };
     clock.lap("prepare");
     party.set_phase(Phase::Sort);
     let sorted = quicksort(party, &keys, 66, &rows, NARROW)?;
@@ -372,37 +369,47 @@ pub fn exchange_round(
     // are, so the first C positions never hold one. Each item carries its delivery
     // destination and R.
     let jb = index_bits(u + c);
-    let mut keys2 = SharedKeys {
-        a: Vec::with_capacity(u + c),
-        b: Vec::with_capacity(u + c),
-    };
-    let mut dest2 = Shared {
-        a: Vec::with_capacity(2 * (u + c)),
-        b: Vec::with_capacity(2 * (u + c)),
-    };
-    for (share, out, dest) in [
-        (Share::A, &mut keys2.a, &mut dest2.a),
-        (Share::B, &mut keys2.b, &mut dest2.b),
-    ] {
+    // Item n's store record index when it is one (route A's SENTINEL rows, in order),
+    // so that both shares' tables are filled in parallel.
+    let mut next_store = 0usize;
+    let store_index: Vec<usize> = items
+        .iter()
+        .map(|&k| {
+            if tags[k] == SENTINEL {
+                next_store += 1;
+                next_store - 1
+            } else {
+                usize::MAX
+            }
+        })
+        .collect();
+    let candidates = |share: Share| -> (Vec<u128>, Vec<u64>) {
         let r = share.of(&routed);
         let (kept, receipt, late) = (share.of(&s_kept), share.of(s_receipt), share.of(s_late));
         let one = public_word(id, share, 1);
-        let mut s = 0;
-        for &k in &items {
-            let rr = &r[k * NARROW..(k + 1) * NARROW];
-            let (not_kept, delivered, becomes_receipt) = if tags[k] == SENTINEL {
-                let bits = (lane(kept, s) ^ one, lane(late, s), lane(receipt, s));
-                s += 1;
-                bits
-            } else {
-                let delivered = (rr[FLAGS] >> DELIVERED_BIT) & 1;
-                (((rr[FLAGS] >> DUMMY_BIT) & 1) ^ delivered, delivered, 0)
-            };
-            let j = rr[J] & ((1u64 << jb) - 1);
-            out.push(((not_kept as u128) << (jb + 1)) | ((delivered as u128) << jb) | j as u128);
-            dest.extend_from_slice(&[rr[DEST], becomes_receipt]);
-        }
-    }
+        let mut keys = vec![0u128; items.len()];
+        let mut dest = vec![0u64; 2 * items.len()];
+        keys.par_iter_mut()
+            .zip(dest.par_chunks_mut(2))
+            .zip(items.par_iter().zip(&store_index))
+            .with_min_len(1 << 12)
+            .for_each(|((key, d), (&k, &s))| {
+                let rr = &r[k * NARROW..(k + 1) * NARROW];
+                let (not_kept, delivered, becomes_receipt) = if s != usize::MAX {
+                    (lane(kept, s) ^ one, lane(late, s), lane(receipt, s))
+                } else {
+                    let delivered = (rr[FLAGS] >> DELIVERED_BIT) & 1;
+                    (((rr[FLAGS] >> DUMMY_BIT) & 1) ^ delivered, delivered, 0)
+                };
+                let j = rr[J] & ((1u64 << jb) - 1);
+                *key = ((not_kept as u128) << (jb + 1)) | ((delivered as u128) << jb) | j as u128;
+                d.copy_from_slice(&[rr[DEST], becomes_receipt]);
+            });
+        (keys, dest)
+    };
+    let ((ka, da), (kb, db)) = (candidates(Share::A), candidates(Share::B));
+    let keys2 = SharedKeys { a: ka, b: kb };
+    let dest2 = Shared { a: da, b: db };
     drop((s_valid, s_vr, s_delivered, s_x, s_message, s_kept, prods));
     drop(routed);
     clock.lap("route to mailboxes");
@@ -432,63 +439,54 @@ pub fn exchange_round(
     };
     let ((ra, da), (rb, db)) = (pick(Share::A), pick(Share::B));
     let routed_away = party.and(&Shared { a: ra, b: rb }, &Shared { a: da, b: db })?;
-    let mut fates = Shared {
-        a: Vec::with_capacity(4 * n2),
-        b: Vec::with_capacity(4 * n2),
-    };
-    let mut valid = Shared {
-        a: Vec::with_capacity(c),
-        b: Vec::with_capacity(c),
-    };
-    for (share, keys, away, out, val) in [
-        (
-            Share::A,
-            &sorted2.keys.a,
-            &routed_away.a,
-            &mut fates.a,
-            &mut valid.a,
-        ),
-        (
-            Share::B,
-            &sorted2.keys.b,
-            &routed_away.b,
-            &mut fates.b,
-            &mut valid.b,
-        ),
-    ] {
+    // Each record's fate row is a function of its position, so both shares' tables
+    // are filled in parallel.
+    let fate_table = |share: Share| -> (Vec<u64>, Vec<u64>) {
+        let keys = share.of_keys(&sorted2.keys);
+        let away = share.of(&routed_away);
         let p = share.of(&sorted2.payload);
         let holds_x0 = public_word(id, share, u64::MAX);
-        for t in 0..n2 {
-            let key = keys[t];
-            let delivered = ((key >> jb) & 1) as u64;
-            let not_kept = ((key >> (jb + 1)) & 1) as u64;
-            let dummy = not_kept ^ delivered;
-            // status = s ^ delivered·(2 ^ s) ^ dummy·(1 ^ s), with s = stored or dropped
-            // by public position: a share-wise product of shared bits and constants.
-            // (Meaningful for this round's blocks only; store records have no sender
-            // waiting for a status.)
-            let s = if t < c { 3 } else { 4 };
-            let status = (holds_x0 & s) ^ (delivered * (2 ^ s)) ^ (dummy * (1 ^ s));
-            let (dest, receipt_dest) = if t < c {
-                // valid = !not_kept: NOT lands on the x_0 share.
-                val.push(not_kept ^ (holds_x0 & 1));
-                let slot = 2 * t as u64 + 1;
-                let r = p[2 * t + 1] & 1;
-                (
-                    (holds_x0 & slot) ^ away[t],
-                    (holds_x0 & SENTINEL) ^ (r.wrapping_neg() & (slot ^ SENTINEL)),
-                )
-            } else {
-                (p[2 * t], holds_x0 & SENTINEL)
-            };
-            out.extend_from_slice(&[
-                (key as u64) & ((1u64 << jb) - 1),
-                status,
-                dest,
-                receipt_dest,
-            ]);
-        }
-    }
+        let mut out = vec![0u64; FATE_WIDTH * n2];
+        out.par_chunks_mut(FATE_WIDTH)
+            .enumerate()
+            .with_min_len(1 << 12)
+            .for_each(|(t, row)| {
+                let key = keys[t];
+                let delivered = ((key >> jb) & 1) as u64;
+                let not_kept = ((key >> (jb + 1)) & 1) as u64;
+                let dummy = not_kept ^ delivered;
+                // status = s ^ delivered·(2 ^ s) ^ dummy·(1 ^ s), with s = stored or
+                // dropped by public position: a share-wise product of shared bits and
+                // constants. (Meaningful for this round's blocks only; store records
+                // have no sender waiting for a status.)
+                let s = if t < c { 3 } else { 4 };
+                let status = (holds_x0 & s) ^ (delivered * (2 ^ s)) ^ (dummy * (1 ^ s));
+                let (dest, receipt_dest) = if t < c {
+                    let slot = 2 * t as u64 + 1;
+                    let r = p[2 * t + 1] & 1;
+                    (
+                        (holds_x0 & slot) ^ away[t],
+                        (holds_x0 & SENTINEL) ^ (r.wrapping_neg() & (slot ^ SENTINEL)),
+                    )
+                } else {
+                    (p[2 * t], holds_x0 & SENTINEL)
+                };
+                row.copy_from_slice(&[
+                    (key as u64) & ((1u64 << jb) - 1),
+                    status,
+                    dest,
+                    receipt_dest,
+                ]);
+            });
+        // valid = !not_kept: NOT lands on the x_0 share.
+        let valid = (0..c)
+            .map(|t| ((keys[t] >> (jb + 1)) & 1) as u64 ^ (holds_x0 & 1))
+            .collect();
+        (out, valid)
+    };
+    let ((fa, va), (fb, vb)) = (fate_table(Share::A), fate_table(Share::B));
+    let fates = Shared { a: fa, b: fb };
+    let valid = Shared { a: va, b: vb };
     drop((sorted2, routed_away));
 
     // Back to payload order: shuffle, open each row's j (a uniformly random arrangement
@@ -690,6 +688,13 @@ enum Share {
 
 impl Share {
     fn of(self, s: &Shared) -> &[u64] {
+        match self {
+            Share::A => &s.a,
+            Share::B => &s.b,
+        }
+    }
+
+    fn of_keys(self, s: &SharedKeys) -> &[u128] {
         match self {
             Share::A => &s.a,
             Share::B => &s.b,

@@ -5,14 +5,26 @@ use crate::net::{run_parties, Net};
 use acs_engine::round::consistency::KeyNotary;
 use acs_engine::round::ideal::{ideal_round, stored_items, StoredItem};
 use acs_engine::round::input::PartyInputs;
+use acs_engine::round::mpc::RoundResult;
 use acs_engine::round::mpc::{exchange_round, SharedStore};
 use acs_engine::round::outputs::reconstruct_checked;
 use acs_engine::round::{Block, Role, RoundConfig};
+use acs_engine::EngineError;
 use acs_engine::{SecurityMode, VerifyStats};
 use clap::Args;
 use rand::{Rng, SeedableRng};
-use std::sync::{Arc, Barrier};
+use std::sync::{mpsc, Arc, Barrier, Mutex};
 use std::time::Instant;
+
+/// One round's work for one party.
+struct Job {
+    round: u32,
+    inputs: PartyInputs,
+}
+
+/// One party's round: its result, seconds, bytes sent, communication rounds and
+/// verification counters.
+type PartyRound = (RoundResult, f64, u64, u64, VerifyStats);
 
 #[derive(Args, Debug)]
 pub struct RoundArgs {
@@ -107,8 +119,63 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
     let online = Arc::new(online);
 
     let notaries = Arc::new(KeyNotary::three_random([0; 32]));
+    // The three parties live for the whole run, as an exchange server's party does: what
+    // a party keeps between rounds (message pools, verification buffers) is warm from
+    // the second round on. Each round's inputs reach a party through its job channel,
+    // and its result comes back with its index.
+    let (job_tx, job_rx): (Vec<_>, Vec<_>) = (0..3).map(|_| mpsc::channel::<Job>()).unzip();
+    let job_rx: Arc<Vec<Mutex<mpsc::Receiver<Job>>>> =
+        Arc::new(job_rx.into_iter().map(Mutex::new).collect());
+    let (result_tx, result_rx) = mpsc::channel::<(usize, Result<PartyRound, EngineError>)>();
+    let barrier = Arc::new(Barrier::new(3));
+    let security = args.security;
+    let net = args.net;
+    let party_threads = {
+        let notaries = notaries.clone();
+        let on = online.clone();
+        let store0 = SharedStore::empty(&cfg);
+        std::thread::spawn(move || {
+            run_parties(net, move |p| {
+                p.set_security(security)?;
+                let i = p.id().index();
+                let mut store = store0.clone();
+                loop {
+                    let job = job_rx[i].lock().expect("job lock").recv();
+                    let Ok(Job { round, inputs }) = job else {
+                        return Ok(());
+                    };
+                    let before = p.stats();
+                    barrier.wait();
+                    let start = Instant::now();
+                    let r = exchange_round(p, &cfg, round, &on, inputs, &store, &notaries[i])
+                        .and_then(|r| {
+                            // Release point: in malicious mode every gate the round
+                            // computed is verified before its outputs would go to users
+                            // (a no-op in semi-honest mode).
+                            p.verify_pending()?;
+                            Ok(r)
+                        });
+                    let secs = start.elapsed().as_secs_f64();
+                    let after = p.stats();
+                    let failed = r.is_err();
+                    let out = r.map(|r| {
+                        store = r.store.clone();
+                        (
+                            r,
+                            secs,
+                            after.bytes_sent - before.bytes_sent,
+                            after.rounds - before.rounds,
+                            p.verify_stats(),
+                        )
+                    });
+                    if result_tx.send((i, out)).is_err() || failed {
+                        return Ok(());
+                    }
+                }
+            })
+        })
+    };
     let mut ideal_store: Vec<StoredItem> = Vec::new();
-    let mut stores: [SharedStore; 3] = std::array::from_fn(|_| SharedStore::empty(&cfg));
     let mut verified = true;
     let mut per_round = Vec::new();
     let mut last_bytes = 0;
@@ -131,38 +198,22 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
                 },
             })
             .collect();
-        let per_party = PartyInputs::share_all(&cfg, round as u64, &online, &blocks, &mut rng);
-        // Each party takes its own input (moved, not cloned), so the harness holds no copy
+        // Each party gets its own input (moved, not cloned), so the harness holds no copy
         // of the inputs while the round runs: peak memory is the round's.
-        let per_party: Arc<[std::sync::Mutex<PartyInputs>; 3]> =
-            Arc::new(per_party.map(std::sync::Mutex::new));
-        let notaries = notaries.clone();
-        let prev_stores = Arc::new(stores.clone());
-        let barrier = Arc::new(Barrier::new(3));
-        let on = online.clone();
-        let security = args.security;
+        let per_party = PartyInputs::share_all(&cfg, round as u64, &online, &blocks, &mut rng);
         eprintln!("acs-bench round: round {round}: running three parties ({security})");
-        let results = run_parties(args.net, move |p| {
-            p.set_security(security)?;
-            let i = p.id().index();
-            let before = p.stats();
-            barrier.wait();
-            let start = Instant::now();
-            let mine = std::mem::take(&mut *per_party[i].lock().expect("input lock"));
-            let r = exchange_round(p, &cfg, round, &on, mine, &prev_stores[i], &notaries[i])?;
-            // Release point: in malicious mode every gate the round computed is verified
-            // before its outputs would go to users (a no-op in semi-honest mode).
-            p.verify_pending()?;
-            let secs = start.elapsed().as_secs_f64();
-            let after = p.stats();
-            Ok((
-                r,
-                secs,
-                after.bytes_sent - before.bytes_sent,
-                after.rounds - before.rounds,
-                p.verify_stats(),
-            ))
-        })?;
+        for (tx, inputs) in job_tx.iter().zip(per_party) {
+            tx.send(Job { round, inputs })
+                .map_err(|_| "a party stopped before its round".to_string())?;
+        }
+        let mut results: [Option<Result<PartyRound, EngineError>>; 3] = [None, None, None];
+        for _ in 0..3 {
+            let (i, r) = result_rx
+                .recv()
+                .map_err(|_| "a party stopped without a result".to_string())?;
+            results[i] = Some(r);
+        }
+        let results = results.map(|r| r.expect("one result per party"));
         let mut parts = Vec::new();
         for r in results {
             parts.push(r.map_err(|e| format!("party failed: {e}"))?);
@@ -223,11 +274,16 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
             verified = false;
         }
         ideal_store = want_store;
-        let mut next = parts.into_iter().map(|p| p.0.store);
-        stores = std::array::from_fn(|_| next.next().expect("three parties"));
         if !verified {
             break;
         }
+    }
+    drop(job_tx);
+    for r in party_threads
+        .join()
+        .map_err(|_| "a party thread panicked".to_string())??
+    {
+        r.map_err(|e| format!("party failed: {e}"))?;
     }
     let report = Report {
         net: args.net,

@@ -39,6 +39,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    acs_engine::alloc::configure();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Sort(args) => sort::run(&args),

@@ -26,6 +26,36 @@ use std::alloc::{GlobalAlloc, Layout, System};
 /// Blocks at least this large are advised.
 pub const HUGE_FROM: usize = 32 << 20;
 
+/// Free memory at the top of a glibc heap beyond which the heap is given back to the
+/// kernel ([`configure`]).
+pub const TRIM_ABOVE: usize = 64 << 20;
+
+/// Sets glibc's allocator for a process that allocates through [`HugePageAlloc`]: blocks
+/// of [`HUGE_FROM`] and more get a mapping of their own (as they already do at glibc's
+/// default, whose threshold adapts upwards to that ceiling), and a heap keeps up to
+/// [`TRIM_ABOVE`] of freed memory at its top instead of giving back everything above
+/// 128 KiB (glibc's default, which also adapts). Call it first thing in `main`, before
+/// other threads start.
+///
+/// Why: a round allocates and frees buffers of a few MiB to a few tens of MiB per
+/// message, per shuffle step and per verification; each one returned to the kernel comes
+/// back as fresh pages that fault and are zeroed again. Measured (two cores, interleaved
+/// runs, session 12): the semi-honest round of 1000 users × 8 KB 0.155–0.176 s →
+/// 0.134 s, 10^5 users × 256 B 1.27 → 1.23 s, while the 10^6 round's peak memory rose
+/// only from 7.70 to 7.87 GB (keeping 512 MiB instead took it to 8.28 GB, past the
+/// 8 GB the round must fit in, for 0.127 s at 1000 users). A long-running exchange
+/// server thus holds at most [`TRIM_ABOVE`] of idle memory per glibc arena.
+pub fn configure() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `mallopt` only changes two of glibc's tuning parameters; it touches no
+    // memory of ours and is called before other threads allocate. A refusal (returned
+    // as 0) leaves glibc's defaults, which are correct, only slower.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, HUGE_FROM as libc::c_int);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_ABOVE as libc::c_int);
+    }
+}
+
 /// A huge page of x86-64 and aarch64 with 4 KiB base pages.
 const HUGE_PAGE: usize = 2 << 20;
 

@@ -278,6 +278,7 @@ fn serve(
 }
 
 fn main() -> ExitCode {
+    acs_engine::alloc::configure();
     let cli = Cli::parse();
     let log_format = cli.log_format;
     match cli.command {

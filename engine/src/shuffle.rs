@@ -16,43 +16,42 @@
 
 use crate::channel::Peer;
 use crate::error::EngineError;
-use crate::party::{words_into_bytes, Party};
+use crate::party::Party;
 use crate::share::{xor_into, Shared};
 use crate::shuffle_mac::MAC_WORDS;
 use rayon::prelude::*;
 use zeroize::Zeroize;
 
-/// `out[k] = a[perm[k]] ^ b[perm[k]]` for rows of `row_words` words.
-fn permute_xor(a: &[u64], b: &[u64], row_words: usize, perm: &[u32], out: &mut [u64]) {
-    if row_words == 0 {
-        return;
-    }
-    out.par_chunks_mut(row_words)
-        .zip(perm.par_iter())
-        .for_each(|(dst, &src)| {
-            let s = src as usize * row_words;
-            for ((d, x), y) in dst
-                .iter_mut()
-                .zip(&a[s..s + row_words])
-                .zip(&b[s..s + row_words])
-            {
-                *d = x ^ y;
-            }
-        });
+/// What a shuffle step permutes at `A` or `B`: one vector (owned, handed to the spare
+/// buffers afterwards, or the caller's), or `A`'s `x_j ^ x_{j+1}` read from the caller's
+/// two shares row by row.
+enum Source<'a> {
+    One(Vec<u64>),
+    Borrowed(&'a [u64]),
+    Xor(&'a [u64], &'a [u64]),
 }
 
-/// `out[k] = rows[perm[k]]` for rows of `row_words` words, into `out`.
-fn permute_into(rows: &[u64], row_words: usize, perm: &[u32], out: &mut [u64]) {
-    if row_words == 0 {
-        return;
+impl Source<'_> {
+    /// Row `src` (of `rw` words) into `out`.
+    #[inline(always)]
+    fn row_into(&self, src: usize, rw: usize, out: &mut [u64]) {
+        let at = src * rw..(src + 1) * rw;
+        match self {
+            Source::One(v) => out.copy_from_slice(&v[at]),
+            Source::Borrowed(v) => out.copy_from_slice(&v[at]),
+            Source::Xor(a, b) => {
+                for ((o, x), y) in out.iter_mut().zip(&a[at.clone()]).zip(&b[at]) {
+                    *o = x ^ y;
+                }
+            }
+        }
     }
-    out.par_chunks_mut(row_words)
-        .zip(perm.par_iter())
-        .for_each(|(dst, &src)| {
-            let s = src as usize * row_words;
-            dst.copy_from_slice(&rows[s..s + row_words]);
-        });
 }
+
+/// Words per parallel task of a shuffle step's message pass (128 KiB of the output: its
+/// mask and message bytes are written while its words are in cache), and the least
+/// work per task of the permutation.
+const STEP_TASK_WORDS: usize = 1 << 14;
 
 /// The number of rows of `row_words` words in a table of `words` words.
 fn whole_rows(words: usize, row_words: usize) -> Result<usize, EngineError> {
@@ -271,18 +270,15 @@ impl Party {
             } else {
                 self.perm.prev.permutation(n)
             };
-            let mut sent = Vec::with_capacity(parts.len());
-            let mut masks = Vec::with_capacity(parts.len());
+            let peer = if is_a { Peer::Next } else { Peer::Prev };
+            #[cfg(feature = "fault-injection")]
+            let mut first = true;
             for p in parts.iter_mut() {
                 let len = n * p.row_words;
                 let x = std::mem::replace(&mut p.input, StepInput::Owned(Shared::default()));
-                let mut s;
-                match x {
-                    StepInput::Reduced(v) => {
-                        s = buffer(&mut p.spare, len);
-                        permute_into(&v, p.row_words, &perm, &mut s);
-                        p.spare.push(v);
-                    }
+                // What the step permutes, and the buffer its output share goes into.
+                let (source, mut s) = match x {
+                    StepInput::Reduced(v) => (Source::One(v), buffer(&mut p.spare, len)),
                     // An owned table is reduced to the one vector the step permutes
                     // (A folds x_{j+1} into x_j, B needs x_{j+2} only), and the vector
                     // it no longer reads becomes the output (the permutation overwrites
@@ -293,44 +289,99 @@ impl Party {
                         if is_a {
                             xor_into_par(&mut t.a, &t.b);
                         }
-                        let (read, other) = if is_a {
+                        let (read, mut other) = if is_a {
                             (std::mem::take(&mut t.a), std::mem::take(&mut t.b))
                         } else {
                             (std::mem::take(&mut t.b), std::mem::take(&mut t.a))
                         };
-                        s = other;
-                        s.resize(len, 0);
-                        permute_into(&read, p.row_words, &perm, &mut s);
-                        p.spare.push(read);
+                        other.resize(len, 0);
+                        (Source::One(read), other)
                     }
                     StepInput::Borrowed(t) => {
-                        s = buffer(&mut p.spare, len);
-                        if is_a {
-                            permute_xor(&t.a, &t.b, p.row_words, &perm, &mut s);
+                        let src = if is_a {
+                            Source::Xor(&t.a, &t.b)
                         } else {
-                            permute_into(&t.b, p.row_words, &perm, &mut s);
-                        }
+                            Source::Borrowed(&t.b)
+                        };
+                        (src, buffer(&mut p.spare, len))
                     }
+                };
+                // The permutation first, over the whole table, so that an owned input
+                // is free (and becomes the mask's buffer) before the mask is drawn: a
+                // step holds two table-sized vectors, not three.
+                let rw = p.row_words;
+                if rw > 0 {
+                    s.par_chunks_mut(rw)
+                        .zip(perm.par_iter())
+                        .with_min_len(STEP_TASK_WORDS / rw)
+                        .for_each(|(dst, &src)| source.row_into(src as usize, rw, dst));
+                }
+                if let Source::One(v) = source {
+                    p.spare.push(v);
                 }
                 let mut y = buffer(&mut p.spare, len);
                 trim_spare(&mut p.spare, len);
-                if is_a {
-                    self.mask.prev.fill_par(&mut y);
+                let stream = if is_a {
+                    &mut self.mask.prev
                 } else {
-                    self.mask.next.fill_par(&mut y);
+                    &mut self.mask.next
+                };
+                let start = stream.reserve(len);
+                // Then, a message piece at a time while it is in cache: the mask, the
+                // masked rows and their bytes in one pass (pieces and tasks start on a
+                // whole block of the mask stream: even word offsets).
+                for w0 in (0..len).step_by(SWAP_PIECE_WORDS) {
+                    let w1 = len.min(w0 + SWAP_PIECE_WORDS);
+                    let mut msg = self.take_message(w1 - w0);
+                    {
+                        let stream = if is_a {
+                            &self.mask.prev
+                        } else {
+                            &self.mask.next
+                        };
+                        s[w0..w1]
+                            .par_chunks_mut(STEP_TASK_WORDS)
+                            .zip(y[w0..w1].par_chunks_mut(STEP_TASK_WORDS))
+                            .zip(msg.par_chunks_mut(8 * STEP_TASK_WORDS))
+                            .enumerate()
+                            .for_each(|(t, ((s, y), m))| {
+                                let at = w0 + t * STEP_TASK_WORDS;
+                                stream.fill_at(start + (at / 2) as u64, y);
+                                for ((w, m), y) in
+                                    s.iter_mut().zip(m.chunks_exact_mut(8)).zip(y.iter())
+                                {
+                                    *w ^= y;
+                                    m.copy_from_slice(&w.to_le_bytes());
+                                }
+                            });
+                    }
+                    #[cfg(feature = "fault-injection")]
+                    if std::mem::take(&mut first)
+                        && self.corrupt_bytes(crate::fault::ComputeSite::Reshare, &mut msg)
+                    {
+                        // The liar keeps its own copy equal to what it sent (consistent
+                        // shares).
+                        s[w0] ^= 1;
+                    }
+                    self.send_message(peer, msg)?;
+                    let got = self.recv_bytes(peer, 8 * (w1 - w0))?;
+                    s[w0..w1]
+                        .par_chunks_mut(STEP_TASK_WORDS)
+                        .zip(got.par_chunks(8 * STEP_TASK_WORDS))
+                        .for_each(|(d, b)| {
+                            for (x, w) in d.iter_mut().zip(b.chunks_exact(8)) {
+                                *x ^= u64::from_le_bytes(w.try_into().expect("8 bytes"));
+                            }
+                        });
+                    self.recycle_message(got);
                 }
-                xor_into_par(&mut s, &y);
-                sent.push(s);
-                masks.push(y);
-            }
-            self.swap_rows(&mut sent, if is_a { Peer::Next } else { Peer::Prev })?;
-            for ((p, s), y) in parts.iter_mut().zip(sent).zip(masks) {
                 p.input = StepInput::Owned(if is_a {
                     Shared { a: y, b: s }
                 } else {
                     Shared { a: s, b: y }
                 });
             }
+            self.count_round();
         } else {
             // C: draws y_j (with A, its next) and y_{j+2} (with B, its prev).
             for p in parts.iter_mut() {
@@ -345,44 +396,6 @@ impl Party {
             }
             self.count_round();
         }
-        Ok(())
-    }
-
-    /// Sends the parts' rows in `sent` to `peer`, receives as many words from it, and
-    /// XORs them into `sent`, reading them straight from the received bytes. One round,
-    /// carried in pieces of at most [`SWAP_PIECE_WORDS`] words (each sent before the
-    /// matching one is awaited), so that neither side holds a whole table's worth of
-    /// message bytes next to the table: at a million users a step's table is 0.65 GB per
-    /// share.
-    fn swap_rows(&mut self, sent: &mut [Vec<u64>], peer: Peer) -> Result<(), EngineError> {
-        #[cfg(feature = "fault-injection")]
-        let mut first = true;
-        for s in sent.iter_mut() {
-            for piece in s.chunks_mut(SWAP_PIECE_WORDS) {
-                let mut msg = self.take_message(piece.len());
-                words_into_bytes(piece, &mut msg);
-                #[cfg(feature = "fault-injection")]
-                if std::mem::take(&mut first)
-                    && self.corrupt_bytes(crate::fault::ComputeSite::Reshare, &mut msg)
-                {
-                    // The liar keeps its own copy equal to what it sent (consistent shares).
-                    piece[0] ^= 1;
-                }
-                self.send_message(peer, msg)?;
-                let got = self.recv_bytes(peer, 8 * piece.len())?;
-                const CHUNK: usize = 1 << 14;
-                piece
-                    .par_chunks_mut(CHUNK)
-                    .zip(got.par_chunks(8 * CHUNK))
-                    .for_each(|(d, b)| {
-                        for (x, w) in d.iter_mut().zip(b.chunks_exact(8)) {
-                            *x ^= u64::from_le_bytes(w.try_into().expect("8 bytes"));
-                        }
-                    });
-                self.recycle_message(got);
-            }
-        }
-        self.count_round();
         Ok(())
     }
 }

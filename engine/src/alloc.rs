@@ -28,7 +28,7 @@ pub const HUGE_FROM: usize = 32 << 20;
 
 /// Free memory at the top of a glibc heap beyond which the heap is given back to the
 /// kernel ([`configure`]).
-pub const TRIM_ABOVE: usize = 64 << 20;
+pub const TRIM_ABOVE: usize = 32 << 20;
 
 /// Sets glibc's allocator for a process that allocates through [`HugePageAlloc`]: blocks
 /// of [`HUGE_FROM`] and more get a mapping of their own (as they already do at glibc's
@@ -40,11 +40,11 @@ pub const TRIM_ABOVE: usize = 64 << 20;
 /// Why: a round allocates and frees buffers of a few MiB to a few tens of MiB per
 /// message, per shuffle step and per verification; each one returned to the kernel comes
 /// back as fresh pages that fault and are zeroed again. Measured (two cores, interleaved
-/// runs, session 12): the semi-honest round of 1000 users × 8 KB 0.155–0.176 s →
-/// 0.134 s, 10^5 users × 256 B 1.27 → 1.23 s, while the 10^6 round's peak memory rose
-/// only from 7.70 to 7.87 GB (keeping 512 MiB instead took it to 8.28 GB, past the
-/// 8 GB the round must fit in, for 0.127 s at 1000 users). A long-running exchange
-/// server thus holds at most [`TRIM_ABOVE`] of idle memory per glibc arena.
+/// runs, session 12, `acs-bench round`, fourth round): 1000 users × 8 KB 0.147–0.177 s
+/// → 0.114–0.137 s; the 10^6 round's peak memory stays 7.72 GB. Keeping 64 MiB gave the
+/// same small-round gain but a 10^6 peak of 7.87–8.04 GB, and 512 MiB 8.28 GB: past the
+/// 8 GB the round must fit in. A long-running exchange server thus holds at most
+/// [`TRIM_ABOVE`] of idle memory per glibc arena.
 pub fn configure() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `mallopt` only changes two of glibc's tuning parameters; it touches no

@@ -22,9 +22,9 @@ struct Job {
     inputs: PartyInputs,
 }
 
-/// One party's round: its result, seconds, bytes sent, communication rounds and
-/// verification counters.
-type PartyRound = (RoundResult, f64, u64, u64, VerifyStats);
+/// One party's round: its result, seconds, bytes sent, communication rounds,
+/// verification counters and process CPU seconds at its start and end.
+type PartyRound = (RoundResult, f64, u64, u64, VerifyStats, Option<(f64, f64)>);
 
 #[derive(Args, Debug)]
 pub struct RoundArgs {
@@ -76,6 +76,11 @@ struct Report {
     threads: usize,
     seconds: f64,
     seconds_per_round: Vec<f64>,
+    /// CPU seconds of the whole process (all three parties and the shared pool) from the
+    /// first party's start to the last party's end of the last round, and of every
+    /// round; `null` without `/proc`.
+    cpu_seconds: Option<f64>,
+    cpu_seconds_per_round: Vec<Option<f64>>,
     bytes_per_party: u64,
     rounds: u64,
     verified: bool,
@@ -147,6 +152,7 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
                     let before = p.stats();
                     barrier.wait();
                     let start = Instant::now();
+                    let cpu_start = crate::process_cpu_seconds();
                     let r = exchange_round(p, &cfg, round, &on, inputs, &store, &notaries[i])
                         .and_then(|r| {
                             // Release point: in malicious mode every gate the round
@@ -156,6 +162,7 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
                             Ok(r)
                         });
                     let secs = start.elapsed().as_secs_f64();
+                    let cpu = cpu_start.zip(crate::process_cpu_seconds());
                     let after = p.stats();
                     let failed = r.is_err();
                     let out = r.map(|r| {
@@ -166,6 +173,7 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
                             after.bytes_sent - before.bytes_sent,
                             after.rounds - before.rounds,
                             p.verify_stats(),
+                            cpu,
                         )
                     });
                     if result_tx.send((i, out)).is_err() || failed {
@@ -178,6 +186,7 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
     let mut ideal_store: Vec<StoredItem> = Vec::new();
     let mut verified = true;
     let mut per_round = Vec::new();
+    let mut cpu_per_round = Vec::new();
     let mut last_bytes = 0;
     let mut last_rounds = 0;
     let mut last_verify = VerifyStats::default();
@@ -220,6 +229,7 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
         }
         let secs = parts.iter().map(|p| p.1).fold(0.0, f64::max);
         per_round.push(secs);
+        cpu_per_round.push(crate::cpu_span(parts.iter().map(|p| p.5)));
         last_bytes = parts.iter().map(|p| p.2).max().unwrap_or(0);
         last_rounds = parts.iter().map(|p| p.3).max().unwrap_or(0);
         last_verify = parts[0].4;
@@ -293,6 +303,8 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
         threads,
         seconds: per_round.last().copied().unwrap_or(0.0),
         seconds_per_round: per_round,
+        cpu_seconds: cpu_per_round.last().copied().flatten(),
+        cpu_seconds_per_round: cpu_per_round,
         bytes_per_party: last_bytes,
         rounds: last_rounds,
         verified,
@@ -307,8 +319,8 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
         );
     } else {
         println!(
-            "round {} users={} msg={}B store={} threads={}: {:.3} s, {:.1} MB/party, {} rounds, verified={}",
-            args.security, n, args.msg_size, report.store, threads, report.seconds, last_bytes as f64 / 1e6, last_rounds, verified
+            "round {} users={} msg={}B store={} threads={}: {:.3} s ({}), {:.1} MB/party, {} rounds, verified={}",
+            args.security, n, args.msg_size, report.store, threads, report.seconds, crate::cpu_text(report.cpu_seconds), last_bytes as f64 / 1e6, last_rounds, verified
         );
         for (name, secs) in &report.phases {
             println!("  {name:<24} {secs:>8.3} s");

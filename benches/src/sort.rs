@@ -60,6 +60,9 @@ struct Report {
     payload: usize,
     threads: usize,
     seconds: f64,
+    /// CPU seconds of the whole process (all three parties and the shared pool) from the
+    /// first party's start to the last party's end; `null` without `/proc`.
+    cpu_seconds: Option<f64>,
     bytes_per_party: u64,
     rounds: u64,
     levels: usize,
@@ -117,6 +120,7 @@ pub fn run(args: &SortArgs) -> Result<bool, String> {
         let before = p.stats();
         barrier.wait();
         let start = Instant::now();
+        let cpu_start = crate::process_cpu_seconds();
         let sorted = match algo {
             Algo::Quick => quicksort(p, &k, key_bits, &pl, payload_words)?,
             Algo::Bitonic => bitonic_sort(p, &k, key_bits, &pl, payload_words)?,
@@ -125,6 +129,7 @@ pub fn run(args: &SortArgs) -> Result<bool, String> {
         // own gates before returning, so this is a no-op unless they change).
         p.verify_pending()?;
         let secs = start.elapsed().as_secs_f64();
+        let cpu_end = crate::process_cpu_seconds();
         let after = p.stats();
         Ok((
             sorted,
@@ -132,6 +137,7 @@ pub fn run(args: &SortArgs) -> Result<bool, String> {
             after.bytes_sent - before.bytes_sent,
             after.rounds - before.rounds,
             p.verify_stats(),
+            cpu_start.zip(cpu_end),
         ))
     })?;
     let mut parts = Vec::new();
@@ -139,6 +145,7 @@ pub fn run(args: &SortArgs) -> Result<bool, String> {
         parts.push(r.map_err(|e| format!("party failed: {e}"))?);
     }
     let seconds = parts.iter().map(|p| p.1).fold(0.0, f64::max);
+    let cpu_seconds = crate::cpu_span(parts.iter().map(|p| p.5));
     let bytes = parts.iter().map(|p| p.2).max().unwrap_or(0);
     let rounds = parts.iter().map(|p| p.3).max().unwrap_or(0);
     let levels = parts[0].0.levels;
@@ -183,6 +190,7 @@ pub fn run(args: &SortArgs) -> Result<bool, String> {
         payload: args.payload,
         threads,
         seconds,
+        cpu_seconds,
         bytes_per_party: bytes,
         rounds,
         levels,
@@ -197,8 +205,8 @@ pub fn run(args: &SortArgs) -> Result<bool, String> {
         );
     } else {
         println!(
-            "{} {} n={} key_bits={} payload={}B threads={}: {:.3} s, {:.1} MB/party, {} rounds, {} levels, verified={}",
-            report.algo, security, n, key_bits, args.payload, threads, seconds, bytes as f64 / 1e6, rounds, levels, verified
+            "{} {} n={} key_bits={} payload={}B threads={}: {:.3} s ({}), {:.1} MB/party, {} rounds, {} levels, verified={}",
+            report.algo, security, n, key_bits, args.payload, threads, seconds, crate::cpu_text(cpu_seconds), bytes as f64 / 1e6, rounds, levels, verified
         );
     }
     Ok(verified)

@@ -51,6 +51,11 @@ pub struct DemoOptions {
     /// Rounds a message waits in the store for an offline target before it expires (and
     /// its sender gets an `expired` receipt).
     pub expiry_rounds: u32,
+    /// The store's capacity `C` (public): `None` is one slot per user, which never
+    /// drops a message at the demo's load. Smaller stores move fewer payload rows per
+    /// round (the payload table has `2 (U + C)` rows) but may drop messages when full
+    /// (their senders are told, and send again).
+    pub store_capacity: Option<usize>,
 }
 
 impl Default for DemoOptions {
@@ -65,6 +70,7 @@ impl Default for DemoOptions {
             metrics_base_port: None,
             security: crate::config::default_security(),
             expiry_rounds: 1_000,
+            store_capacity: None,
         }
     }
 }
@@ -156,15 +162,16 @@ pub async fn run(
         || opts.msg_size == 0
         || !(0.0..1.0).contains(&opts.offline)
         || opts.expiry_rounds == 0
+        || opts.store_capacity == Some(0)
     {
         return Err(fail(
-            "need --users >= 2, --entries >= 1, --msg-size >= 1, 0 <= --offline < 1, --expiry-rounds >= 1",
+            "need --users >= 2, --entries >= 1, --msg-size >= 1, 0 <= --offline < 1, --expiry-rounds >= 1, --store-capacity >= 1",
         ));
     }
     let mut rng = StdRng::seed_from_u64(opts.seed);
     let cfg = RoundConfig {
         payload_words: opts.msg_size.div_ceil(8),
-        store_capacity: opts.users,
+        store_capacity: opts.store_capacity.unwrap_or(opts.users),
         expiry_rounds: opts.expiry_rounds,
         receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
     };

@@ -166,6 +166,11 @@ enum Command {
         /// sender then gets an `expired` receipt).
         #[arg(long, default_value_t = 1_000)]
         expiry_rounds: u32,
+        /// The store's capacity C [default: the number of users]. The payload table has
+        /// 2 (U + C) rows, so a smaller store makes rounds cheaper; a full store drops
+        /// the newest messages (their senders are told and send again).
+        #[arg(long, value_name = "C")]
+        store_capacity: Option<usize>,
     },
 }
 
@@ -394,6 +399,7 @@ fn main() -> ExitCode {
             metrics_base_port,
             security,
             expiry_rounds,
+            store_capacity,
         } => {
             if std::env::var_os("RUST_LOG").is_some() {
                 if let Err(e) = init_logging(log_format) {
@@ -418,6 +424,7 @@ fn main() -> ExitCode {
                 metrics_base_port,
                 security: security.into(),
                 expiry_rounds,
+                store_capacity,
             };
             match rt.block_on(demo::run(opts, |line| println!("{line}"))) {
                 Ok(r) => {

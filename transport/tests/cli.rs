@@ -143,11 +143,59 @@ fn certs_refuses_to_overwrite_and_issues_one_more_certificate() {
 
 #[test]
 fn the_demo_refuses_nonsense_options() {
+    for args in [
+        &["demo", "--users", "1"][..],
+        &["demo", "--users", "4", "--store-capacity", "0"][..],
+    ] {
+        let out = Command::new(ACS).args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} was accepted");
+    }
+}
+
+#[test]
+fn a_demo_with_a_store_smaller_than_its_stored_messages_still_delivers_every_message() {
+    // Half the users offline each round and a store of two slots: messages to offline
+    // users outnumber the slots, so some are dropped and sent again.
     let out = Command::new(ACS)
-        .args(["demo", "--users", "1"])
+        .args([
+            "demo",
+            "--users",
+            "24",
+            "--rounds",
+            "4",
+            "--offline",
+            "0.5",
+            "--store-capacity",
+            "2",
+            "--json",
+        ])
         .output()
         .unwrap();
-    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(v["sent"], v["delivered"], "{stdout}");
+    assert_eq!(v["lost_silently"], 0);
+    assert_eq!(v["bad_deliveries"], 0);
+    assert_eq!(v["fate_mismatches"], 0);
+    let stored_max = stdout
+        .lines()
+        .filter(|l| l.starts_with("round "))
+        .filter_map(|l| {
+            l.split("stored")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .max();
+    assert!(stored_max.is_some_and(|m| m <= 2), "{stdout}");
 }
 
 #[test]

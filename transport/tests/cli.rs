@@ -9,29 +9,37 @@ use std::time::{Duration, Instant};
 
 const ACS: &str = env!("CARGO_BIN_EXE_acs");
 
-#[test]
-fn a_small_demo_delivers_every_message_and_ends_with_json() {
+/// Runs `acs demo` with `args` (and `--json`), asserts that it succeeded, and returns its
+/// standard output and the JSON report on its last line.
+fn demo_json(args: &[&str]) -> (String, serde_json::Value) {
     let out = Command::new(ACS)
-        .args([
-            "demo",
-            "--users",
-            "5",
-            "--rounds",
-            "2",
-            "--entries",
-            "2",
-            "--json",
-        ])
+        .arg("demo")
+        .args(args)
+        .arg("--json")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let v = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    (stdout, v)
+}
+
+/// The numbers in column `name` (`received`, `stored`, ...) of the demo's round lines.
+fn round_column<'a>(stdout: &'a str, name: &'a str) -> impl Iterator<Item = u64> + 'a {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("round "))
+        .filter_map(move |l| l.split(name).nth(1)?.split(',').next()?.trim().parse().ok())
+}
+
+#[test]
+fn a_small_demo_delivers_every_message_and_ends_with_json() {
+    let (stdout, v) = demo_json(&["--users", "5", "--rounds", "2", "--entries", "2"]);
     let last = stdout.lines().last().unwrap();
-    let v: serde_json::Value = serde_json::from_str(last).unwrap();
     for key in [
         "sent",
         "delivered",
@@ -51,50 +59,26 @@ fn a_small_demo_delivers_every_message_and_ends_with_json() {
     assert_eq!(v["fate_mismatches"], 0);
     // The per-round `received` column counts arrivals, drain rounds included: its sum
     // is every message.
-    let received: u64 = stdout
-        .lines()
-        .filter(|l| l.starts_with("round "))
-        .filter_map(|l| {
-            l.split("received")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .sum();
+    let received: u64 = round_column(&stdout, "received").sum();
     assert_eq!(Some(received), v["delivered"].as_u64(), "{stdout}");
 }
 
 #[test]
 fn a_demo_where_stored_messages_expire_tells_every_sender_its_messages_fate() {
-    let out = Command::new(ACS)
-        .args([
-            "demo",
-            "--users",
-            "12",
-            "--rounds",
-            "4",
-            "--offline",
-            "0.6",
-            "--expiry-rounds",
-            "1",
-            "--entries",
-            "1",
-            "--seed",
-            "3",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let (stdout, v) = demo_json(&[
+        "--users",
+        "12",
+        "--rounds",
+        "4",
+        "--offline",
+        "0.6",
+        "--expiry-rounds",
+        "1",
+        "--entries",
+        "1",
+        "--seed",
+        "3",
+    ]);
     let n = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {stdout}"));
     assert_eq!(n("lost_silently"), 0, "{stdout}");
     assert_eq!(n("fate_mismatches"), 0, "{stdout}");
@@ -156,45 +140,21 @@ fn the_demo_refuses_nonsense_options() {
 fn a_demo_with_a_store_smaller_than_its_stored_messages_still_delivers_every_message() {
     // Half the users offline each round and a store of two slots: messages to offline
     // users outnumber the slots, so some are dropped and sent again.
-    let out = Command::new(ACS)
-        .args([
-            "demo",
-            "--users",
-            "24",
-            "--rounds",
-            "4",
-            "--offline",
-            "0.5",
-            "--store-capacity",
-            "2",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let (stdout, v) = demo_json(&[
+        "--users",
+        "24",
+        "--rounds",
+        "4",
+        "--offline",
+        "0.5",
+        "--store-capacity",
+        "2",
+    ]);
     assert_eq!(v["sent"], v["delivered"], "{stdout}");
     assert_eq!(v["lost_silently"], 0);
     assert_eq!(v["bad_deliveries"], 0);
     assert_eq!(v["fate_mismatches"], 0);
-    let stored_max = stdout
-        .lines()
-        .filter(|l| l.starts_with("round "))
-        .filter_map(|l| {
-            l.split("stored")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .max();
+    let stored_max = round_column(&stdout, "stored").max();
     assert!(stored_max.is_some_and(|m| m <= 2), "{stdout}");
 }
 

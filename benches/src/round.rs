@@ -215,18 +215,14 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
             tx.send(Job { round, inputs })
                 .map_err(|_| "a party stopped before its round".to_string())?;
         }
-        let mut results: [Option<Result<PartyRound, EngineError>>; 3] = [None, None, None];
+        let mut parts: [Option<PartyRound>; 3] = [None, None, None];
         for _ in 0..3 {
             let (i, r) = result_rx
                 .recv()
                 .map_err(|_| "a party stopped without a result".to_string())?;
-            results[i] = Some(r);
+            parts[i] = Some(r.map_err(|e| format!("party failed: {e}"))?);
         }
-        let results = results.map(|r| r.expect("one result per party"));
-        let mut parts = Vec::new();
-        for r in results {
-            parts.push(r.map_err(|e| format!("party failed: {e}"))?);
-        }
+        let parts = parts.map(|p| p.expect("one result per party"));
         let secs = parts.iter().map(|p| p.1).fold(0.0, f64::max);
         per_round.push(secs);
         cpu_per_round.push(crate::cpu_span(parts.iter().map(|p| p.5)));

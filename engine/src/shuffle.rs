@@ -20,14 +20,14 @@ use crate::party::Party;
 use crate::share::{xor_into, Shared};
 use crate::shuffle_mac::MAC_WORDS;
 use rayon::prelude::*;
+use std::borrow::Cow;
 use zeroize::Zeroize;
 
-/// What a shuffle step permutes at `A` or `B`: one vector (owned, handed to the spare
-/// buffers afterwards, or the caller's), or `A`'s `x_j ^ x_{j+1}` read from the caller's
-/// two shares row by row.
+/// What a shuffle step permutes at `A` or `B`: one vector (the step's own, handed to the
+/// spare buffers afterwards, or the caller's), or `A`'s `x_j ^ x_{j+1}` read from the
+/// caller's two shares row by row.
 enum Source<'a> {
-    One(Vec<u64>),
-    Borrowed(&'a [u64]),
+    Rows(Cow<'a, [u64]>),
     Xor(&'a [u64], &'a [u64]),
 }
 
@@ -37,8 +37,7 @@ impl Source<'_> {
     fn row_into(&self, src: usize, rw: usize, out: &mut [u64]) {
         let at = src * rw..(src + 1) * rw;
         match self {
-            Source::One(v) => out.copy_from_slice(&v[at]),
-            Source::Borrowed(v) => out.copy_from_slice(&v[at]),
+            Source::Rows(v) => out.copy_from_slice(&v[at]),
             Source::Xor(a, b) => {
                 for ((o, x), y) in out.iter_mut().zip(&a[at.clone()]).zip(&b[at]) {
                     *o = x ^ y;
@@ -278,7 +277,9 @@ impl Party {
                 let x = std::mem::replace(&mut p.input, StepInput::Owned(Shared::default()));
                 // What the step permutes, and the buffer its output share goes into.
                 let (source, mut s) = match x {
-                    StepInput::Reduced(v) => (Source::One(v), buffer(&mut p.spare, len)),
+                    StepInput::Reduced(v) => {
+                        (Source::Rows(Cow::Owned(v)), buffer(&mut p.spare, len))
+                    }
                     // An owned table is reduced to the one vector the step permutes
                     // (A folds x_{j+1} into x_j, B needs x_{j+2} only), and the vector
                     // it no longer reads becomes the output (the permutation overwrites
@@ -295,13 +296,13 @@ impl Party {
                             (std::mem::take(&mut t.b), std::mem::take(&mut t.a))
                         };
                         other.resize(len, 0);
-                        (Source::One(read), other)
+                        (Source::Rows(Cow::Owned(read)), other)
                     }
                     StepInput::Borrowed(t) => {
                         let src = if is_a {
                             Source::Xor(&t.a, &t.b)
                         } else {
-                            Source::Borrowed(&t.b)
+                            Source::Rows(Cow::Borrowed(&t.b))
                         };
                         (src, buffer(&mut p.spare, len))
                     }
@@ -316,17 +317,16 @@ impl Party {
                         .with_min_len(STEP_TASK_WORDS / rw)
                         .for_each(|(dst, &src)| source.row_into(src as usize, rw, dst));
                 }
-                if let Source::One(v) = source {
+                if let Source::Rows(Cow::Owned(v)) = source {
                     p.spare.push(v);
                 }
                 let mut y = buffer(&mut p.spare, len);
                 trim_spare(&mut p.spare, len);
-                let stream = if is_a {
-                    &mut self.mask.prev
+                let start = if is_a {
+                    self.mask.prev.reserve(len)
                 } else {
-                    &mut self.mask.next
+                    self.mask.next.reserve(len)
                 };
-                let start = stream.reserve(len);
                 // Then, a message piece at a time while it is in cache: the mask, the
                 // masked rows and their bytes in one pass (pieces and tasks start on a
                 // whole block of the mask stream: even word offsets).

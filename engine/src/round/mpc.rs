@@ -257,16 +257,7 @@ pub fn exchange_round(
             public_key(id, share, (online[i] as u128) << 1)
         }
     };
-    let table = |share: Share| -> (Vec<u128>, Vec<u64>) {
-        let mut keys = vec![0u128; n1];
-        let mut rows = vec![0u64; n1 * NARROW];
-        keys.par_iter_mut()
-            .zip(rows.par_chunks_mut(NARROW))
-            .enumerate()
-            .with_min_len(1 << 12)
-            .for_each(|(r, (k, row))| *k = record(share, r, row));
-        (keys, rows)
-    };
+    let table = |share: Share| keyed_rows(n1, NARROW, |r, row| record(share, r, row));
     let ((ka, ra), (kb, rb)) = (table(Share::A), table(Share::B));
     let keys = SharedKeys { a: ka, b: kb };
     let rows = Shared { a: ra, b: rb };
@@ -387,25 +378,19 @@ pub fn exchange_round(
         let r = share.of(&routed);
         let (kept, receipt, late) = (share.of(&s_kept), share.of(s_receipt), share.of(s_late));
         let one = public_word(id, share, 1);
-        let mut keys = vec![0u128; items.len()];
-        let mut dest = vec![0u64; 2 * items.len()];
-        keys.par_iter_mut()
-            .zip(dest.par_chunks_mut(2))
-            .zip(items.par_iter().zip(&store_index))
-            .with_min_len(1 << 12)
-            .for_each(|((key, d), (&k, &s))| {
-                let rr = &r[k * NARROW..(k + 1) * NARROW];
-                let (not_kept, delivered, becomes_receipt) = if s != usize::MAX {
-                    (lane(kept, s) ^ one, lane(late, s), lane(receipt, s))
-                } else {
-                    let delivered = (rr[FLAGS] >> DELIVERED_BIT) & 1;
-                    (((rr[FLAGS] >> DUMMY_BIT) & 1) ^ delivered, delivered, 0)
-                };
-                let j = rr[J] & ((1u64 << jb) - 1);
-                *key = ((not_kept as u128) << (jb + 1)) | ((delivered as u128) << jb) | j as u128;
-                d.copy_from_slice(&[rr[DEST], becomes_receipt]);
-            });
-        (keys, dest)
+        keyed_rows(items.len(), 2, |n, d| {
+            let (k, s) = (items[n], store_index[n]);
+            let rr = &r[k * NARROW..(k + 1) * NARROW];
+            let (not_kept, delivered, becomes_receipt) = if s != usize::MAX {
+                (lane(kept, s) ^ one, lane(late, s), lane(receipt, s))
+            } else {
+                let delivered = (rr[FLAGS] >> DELIVERED_BIT) & 1;
+                (((rr[FLAGS] >> DUMMY_BIT) & 1) ^ delivered, delivered, 0)
+            };
+            let j = rr[J] & ((1u64 << jb) - 1);
+            d.copy_from_slice(&[rr[DEST], becomes_receipt]);
+            ((not_kept as u128) << (jb + 1)) | ((delivered as u128) << jb) | j as u128
+        })
     };
     let ((ka, da), (kb, db)) = (candidates(Share::A), candidates(Share::B));
     let keys2 = SharedKeys { a: ka, b: kb };
@@ -446,38 +431,34 @@ pub fn exchange_round(
         let away = share.of(&routed_away);
         let p = share.of(&sorted2.payload);
         let holds_x0 = public_word(id, share, u64::MAX);
-        let mut out = vec![0u64; FATE_WIDTH * n2];
-        out.par_chunks_mut(FATE_WIDTH)
-            .enumerate()
-            .with_min_len(1 << 12)
-            .for_each(|(t, row)| {
-                let key = keys[t];
-                let delivered = ((key >> jb) & 1) as u64;
-                let not_kept = ((key >> (jb + 1)) & 1) as u64;
-                let dummy = not_kept ^ delivered;
-                // status = s ^ delivered·(2 ^ s) ^ dummy·(1 ^ s), with s = stored or
-                // dropped by public position: a share-wise product of shared bits and
-                // constants. (Meaningful for this round's blocks only; store records
-                // have no sender waiting for a status.)
-                let s = if t < c { 3 } else { 4 };
-                let status = (holds_x0 & s) ^ (delivered * (2 ^ s)) ^ (dummy * (1 ^ s));
-                let (dest, receipt_dest) = if t < c {
-                    let slot = 2 * t as u64 + 1;
-                    let r = p[2 * t + 1] & 1;
-                    (
-                        (holds_x0 & slot) ^ away[t],
-                        (holds_x0 & SENTINEL) ^ (r.wrapping_neg() & (slot ^ SENTINEL)),
-                    )
-                } else {
-                    (p[2 * t], holds_x0 & SENTINEL)
-                };
-                row.copy_from_slice(&[
-                    (key as u64) & ((1u64 << jb) - 1),
-                    status,
-                    dest,
-                    receipt_dest,
-                ]);
-            });
+        let out = rows_table(n2, FATE_WIDTH, |t, row| {
+            let key = keys[t];
+            let delivered = ((key >> jb) & 1) as u64;
+            let not_kept = ((key >> (jb + 1)) & 1) as u64;
+            let dummy = not_kept ^ delivered;
+            // status = s ^ delivered·(2 ^ s) ^ dummy·(1 ^ s), with s = stored or
+            // dropped by public position: a share-wise product of shared bits and
+            // constants. (Meaningful for this round's blocks only; store records
+            // have no sender waiting for a status.)
+            let s = if t < c { 3 } else { 4 };
+            let status = (holds_x0 & s) ^ (delivered * (2 ^ s)) ^ (dummy * (1 ^ s));
+            let (dest, receipt_dest) = if t < c {
+                let slot = 2 * t as u64 + 1;
+                let r = p[2 * t + 1] & 1;
+                (
+                    (holds_x0 & slot) ^ away[t],
+                    (holds_x0 & SENTINEL) ^ (r.wrapping_neg() & (slot ^ SENTINEL)),
+                )
+            } else {
+                (p[2 * t], holds_x0 & SENTINEL)
+            };
+            row.copy_from_slice(&[
+                (key as u64) & ((1u64 << jb) - 1),
+                status,
+                dest,
+                receipt_dest,
+            ]);
+        });
         // valid = !not_kept: NOT lands on the x_0 share.
         let valid = (0..c)
             .map(|t| ((keys[t] >> (jb + 1)) & 1) as u64 ^ (holds_x0 & 1))
@@ -550,13 +531,8 @@ pub fn exchange_round(
             w[4] = (r[3] << 32) ^ public_word(id, share, round as u64);
         }
     };
-    let build_wide = |share: Share, brows: &[u64]| -> Vec<u64> {
-        let mut out = vec![0u64; n3 * wide];
-        out.par_chunks_mut(wide)
-            .enumerate()
-            .for_each(|(j, w)| wide_row(share, brows, j, w));
-        out
-    };
+    let build_wide =
+        |share: Share, brows: &[u64]| rows_table(n3, wide, |j, w| wide_row(share, brows, j, w));
     let statuses = |share: Share| -> Vec<u64> {
         let f = share.of(&fates);
         (0..u).map(|i| f[at_j[c + i] * FATE_WIDTH + 1]).collect()
@@ -700,6 +676,38 @@ impl Share {
             Share::B => &s.b,
         }
     }
+}
+
+/// Words per parallel task when a table is filled row by row.
+const TABLE_TASK_WORDS: usize = 1 << 14;
+
+/// A table of `n` rows of `width` words, row `r` written by `f(r, row)` into zeros, all
+/// rows in parallel.
+fn rows_table(n: usize, width: usize, f: impl Fn(usize, &mut [u64]) + Sync) -> Vec<u64> {
+    let mut rows = vec![0u64; n * width];
+    if width > 0 {
+        rows.par_chunks_mut(width)
+            .enumerate()
+            .with_min_len((TABLE_TASK_WORDS / width).max(1))
+            .for_each(|(r, row)| f(r, row));
+    }
+    rows
+}
+
+/// [`rows_table`] with a sort key per row, returned by `f` (`width > 0`).
+fn keyed_rows(
+    n: usize,
+    width: usize,
+    f: impl Fn(usize, &mut [u64]) -> u128 + Sync,
+) -> (Vec<u128>, Vec<u64>) {
+    let mut keys = vec![0u128; n];
+    let mut rows = vec![0u64; n * width];
+    keys.par_iter_mut()
+        .zip(rows.par_chunks_mut(width))
+        .enumerate()
+        .with_min_len((TABLE_TASK_WORDS / width).max(1))
+        .for_each(|(r, (k, row))| *k = f(r, row));
+    (keys, rows)
 }
 
 /// This share's part of a public word: public values ride in `x_0`, held by party 0 as

@@ -82,6 +82,8 @@ struct Report {
     cpu_seconds: Option<f64>,
     cpu_seconds_per_round: Vec<Option<f64>>,
     bytes_per_party: u64,
+    /// Bytes each party sent (party 0 sends more in a shuffle than the two others).
+    bytes_by_party: [u64; 3],
     rounds: u64,
     verified: bool,
     /// `semi-honest` or `malicious`.
@@ -188,6 +190,7 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
     let mut per_round = Vec::new();
     let mut cpu_per_round = Vec::new();
     let mut last_bytes = 0;
+    let mut bytes_by_party = [0u64; 3];
     let mut last_rounds = 0;
     let mut last_verify = VerifyStats::default();
     let mut phases: Vec<(&'static str, f64)> = Vec::new();
@@ -227,6 +230,7 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
         per_round.push(secs);
         cpu_per_round.push(crate::cpu_span(parts.iter().map(|p| p.5)));
         last_bytes = parts.iter().map(|p| p.2).max().unwrap_or(0);
+        bytes_by_party = [parts[0].2, parts[1].2, parts[2].2];
         last_rounds = parts.iter().map(|p| p.3).max().unwrap_or(0);
         last_verify = parts[0].4;
         phases = parts[0]
@@ -302,6 +306,7 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
         cpu_seconds: cpu_per_round.last().copied().flatten(),
         cpu_seconds_per_round: cpu_per_round,
         bytes_per_party: last_bytes,
+        bytes_by_party,
         rounds: last_rounds,
         verified,
         security: args.security,

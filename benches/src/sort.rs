@@ -64,6 +64,8 @@ struct Report {
     /// first party's start to the last party's end; `null` without `/proc`.
     cpu_seconds: Option<f64>,
     bytes_per_party: u64,
+    /// Bytes each party sent (party 0 sends more in a shuffle than the two others).
+    bytes_by_party: [u64; 3],
     rounds: u64,
     levels: usize,
     verified: bool,
@@ -147,6 +149,7 @@ pub fn run(args: &SortArgs) -> Result<bool, String> {
     let seconds = parts.iter().map(|p| p.1).fold(0.0, f64::max);
     let cpu_seconds = crate::cpu_span(parts.iter().map(|p| p.5));
     let bytes = parts.iter().map(|p| p.2).max().unwrap_or(0);
+    let bytes_by_party = [parts[0].2, parts[1].2, parts[2].2];
     let rounds = parts.iter().map(|p| p.3).max().unwrap_or(0);
     let levels = parts[0].0.levels;
     let verify = parts[0].4;
@@ -192,6 +195,7 @@ pub fn run(args: &SortArgs) -> Result<bool, String> {
         seconds,
         cpu_seconds,
         bytes_per_party: bytes,
+        bytes_by_party,
         rounds,
         levels,
         verified,

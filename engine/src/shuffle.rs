@@ -1,27 +1,37 @@
-//! Oblivious shuffle of a table of shared rows: three re-sharing steps, each applying a
-//! permutation known to one pair of parties and unknown to the third. With at most one
-//! corrupt party, at least one permutation is unknown to it, so the composition is a
-//! uniformly random permutation it cannot see.
+//! Oblivious shuffle of a table of shared rows: three steps, each applying a permutation
+//! known to one pair of parties and unknown to the third. With at most one corrupt
+//! party, at least one permutation is unknown to it, so the composition is a uniformly
+//! random permutation it cannot see.
 //!
-//! Step `j` (pair `A = j`, `B = j+1`, outsider `C = j+2`), following the standard 3-party
-//! reshuffle (e.g. Araki et al. 2021, Asharov et al. 2022):
-//! - `A` and `B` turn the replicated share into a 2-out-of-2 one for free:
-//!   `u = x_j ^ x_{j+1}` at `A`, `v = x_{j+2}` at `B`;
-//! - both apply `π_j`, drawn from the seed they share;
-//! - fresh `y_j` (seed of `A`,`C`) and `y_{j+2}` (seed of `B`,`C`) are drawn;
-//!   `A` sends `π(u) ^ y_j` to `B`, `B` sends `π(v) ^ y_{j+2}` to `A`, and both set
-//!   `y_{j+1} = π(u) ^ π(v) ^ y_j ^ y_{j+2}`. `C` only draws its two masks.
+//! Between steps the table is held as a 2-out-of-2 sharing by the pair of the next step
+//! (a relay of that sharing, as in the 3-party shuffles of Araki et al., CCS 2021, and
+//! Asharov et al., CCS 2022):
+//! - before step 0, pair `(0, 1)` turns the replicated share into one for free:
+//!   `u = x_0 ^ x_1` at party 0, `v = x_2` at party 1;
+//! - in step `j`, both parties of pair `(j, j+1)` apply `π_j`, drawn from the seed they
+//!   share; in steps 0 and 1 a fresh `r` is drawn from the same seed, party `j` sends
+//!   `π_j(u) ^ r` to party `j+2` (one message, which `r` makes uniform to it) and party
+//!   `j+1` keeps `π_j(v) ^ r`: pair `(j+1, j+2)` now holds a 2-out-of-2 sharing of the
+//!   permuted table;
+//! - after step 2 the pair `(2, 0)` re-shares the result as a replicated sharing: party
+//!   1's two components are drawn from its two seeds (`z_1` with party 0, `z_2` with party
+//!   2), party 2 sends `π_2(u) ^ z_2` to party 0, party 0 sends `π_2(v) ^ z_1` to party 2,
+//!   and both set `z_0` to the XOR of the two messages.
 //!
-//! Each party sends `2n` rows in all, in three rounds, for any `n` (no padding).
+//! Every message is one-time padded by a stream word its receiver lacks. Per `n` rows,
+//! party 0 sends `2n`, parties 1 and 2 `n` each (`4n` in all, against `6n` for
+//! re-sharing a replicated sharing at every step), in three rounds, for any `n` (no
+//! padding).
 
 use crate::channel::Peer;
 use crate::error::EngineError;
-use crate::party::Party;
+use crate::party::{bytes_into_words, Party};
+use crate::prg::Prg;
 use crate::share::{xor_into, Shared};
 use crate::shuffle_mac::MAC_WORDS;
 use rayon::prelude::*;
 use std::borrow::Cow;
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 /// What a shuffle step permutes at `A` or `B`: one vector (the step's own, handed to the
 /// spare buffers afterwards, or the caller's), or `A`'s `x_j ^ x_{j+1}` read from the
@@ -65,10 +75,9 @@ fn whole_rows(words: usize, row_words: usize) -> Result<usize, EngineError> {
 /// Words per message piece of a shuffle step's exchange (16 MiB).
 const SWAP_PIECE_WORDS: usize = 1 << 21;
 
-/// Tables at least this large (words per vector, 256 MiB) do not keep an idle spare
-/// vector while their messages are in flight: at a million users that vector is 0.6 GB
-/// per party. An owned step's output reuses the vector it no longer reads, so only a
-/// step that starts from a borrowed or reduced input faults a fresh one in.
+/// Tables at least this large (words per vector, 256 MiB) keep no idle spare vector
+/// while a party's handoff message is in flight: at a million users a vector is 0.6 GB
+/// per party, and the message (queued until its receiver is ready) is a third.
 const KEEP_SPARE_BELOW: usize = 1 << 25;
 
 /// Frees the spare vectors of a large table (see [`KEEP_SPARE_BELOW`]).
@@ -100,54 +109,105 @@ fn xor_into_par(dst: &mut [u64], src: &[u64]) {
         .for_each(|(d, s)| xor_into(d, s));
 }
 
-/// A shuffle step's input: the caller's table (read only) or one the shuffle owns, whose
-/// buffers the step reuses once it has read them.
-enum StepInput<'a> {
+/// What one part of a shuffle holds at this party between steps.
+enum Held<'a> {
+    /// The caller's table (read by step 0 only).
     Borrowed(&'a Shared),
+    /// Both shares of a table the shuffle owns: the caller's, before step 0 (its buffers
+    /// are reused once read), or the result, after step 2.
     Owned(Shared),
-    /// Step 0's input already reduced to the one vector this party's role in it reads:
-    /// `x_0 ^ x_1` at party 0 (`A`), `x_2` at party 1 (`B`), nothing at party 2 (`C`).
-    Reduced(Vec<u64>),
+    /// This party's half of the 2-out-of-2 sharing held by the pair of the next step;
+    /// empty at the party outside that pair.
+    Half(Vec<u64>),
 }
 
-impl StepInput<'_> {
-    fn get(&self) -> &Shared {
+impl Held<'_> {
+    /// Both shares of the caller's table (before step 0).
+    fn shares(&self) -> &Shared {
         match self {
-            StepInput::Borrowed(t) => t,
-            StepInput::Owned(t) => t,
-            StepInput::Reduced(_) => unreachable!("a reduced input is only read by step 0"),
+            Held::Borrowed(t) => t,
+            Held::Owned(t) => t,
+            Held::Half(_) => unreachable!("a reduced input has one vector"),
         }
     }
 
-    /// Hands an owned input's buffers to `spare` (stale shares: every taker overwrites
-    /// them completely).
+    /// Hands every buffer to `spare` (stale shares: every taker overwrites them).
     fn release(self, spare: &mut Vec<Vec<u64>>) {
         match self {
-            StepInput::Owned(mut t) => {
+            Held::Owned(mut t) => {
                 spare.push(std::mem::take(&mut t.a));
                 spare.push(std::mem::take(&mut t.b));
             }
-            StepInput::Reduced(v) if v.capacity() > 0 => spare.push(v),
+            Held::Half(v) if v.capacity() > 0 => spare.push(v),
             _ => {}
         }
     }
 }
 
-/// One table a shuffle moves: its current rows, their width, and the spare buffers its
-/// steps reuse. All tables of one shuffle move under the same permutations.
+/// One table a shuffle moves: what this party holds of it, the rows' width, and the
+/// spare buffers its steps reuse. All tables of one shuffle move under the same
+/// permutations.
 struct Part<'a> {
-    input: StepInput<'a>,
+    held: Held<'a>,
     row_words: usize,
     spare: Vec<Vec<u64>>,
 }
 
 impl<'a> Part<'a> {
-    fn new(input: StepInput<'a>, row_words: usize) -> Self {
+    fn new(held: Held<'a>, row_words: usize) -> Self {
         Part {
-            input,
+            held,
             row_words,
             spare: Vec::new(),
         }
+    }
+
+    /// This party's half of the step's pair (`first`: it is the pair's first party),
+    /// permuted by `perm` into a buffer of `len` words; the vectors it was read from
+    /// become spare.
+    fn permuted(&mut self, first: bool, perm: &[u32], len: usize) -> Vec<u64> {
+        let held = std::mem::replace(&mut self.held, Held::Half(Vec::new()));
+        // What the step permutes, and the buffer the permuted rows go into. An owned
+        // table is reduced to the one vector the step permutes (the first party folds
+        // x_1 into x_0), and the vector it no longer reads takes the output: a step holds
+        // two table-sized vectors, not three.
+        let (source, mut out) = match held {
+            Held::Half(v) => (Source::Rows(Cow::Owned(v)), buffer(&mut self.spare, len)),
+            Held::Owned(mut t) => {
+                if first {
+                    xor_into_par(&mut t.a, &t.b);
+                    (
+                        Source::Rows(Cow::Owned(std::mem::take(&mut t.a))),
+                        std::mem::take(&mut t.b),
+                    )
+                } else {
+                    (
+                        Source::Rows(Cow::Owned(std::mem::take(&mut t.b))),
+                        std::mem::take(&mut t.a),
+                    )
+                }
+            }
+            Held::Borrowed(t) => {
+                let src = if first {
+                    Source::Xor(&t.a, &t.b)
+                } else {
+                    Source::Rows(Cow::Borrowed(&t.b))
+                };
+                (src, buffer(&mut self.spare, len))
+            }
+        };
+        out.resize(len, 0);
+        let rw = self.row_words;
+        if rw > 0 {
+            out.par_chunks_mut(rw)
+                .zip(perm.par_iter())
+                .with_min_len(STEP_TASK_WORDS / rw)
+                .for_each(|(dst, &src)| source.row_into(src as usize, rw, dst));
+        }
+        if let Source::Rows(Cow::Owned(v)) = source {
+            self.spare.push(v);
+        }
+        out
     }
 }
 
@@ -159,23 +219,36 @@ impl Drop for Part<'_> {
     }
 }
 
+/// `s ^=` the mask stream's words from block `start` on (`s` starts at word `at` of the
+/// reservation, an even offset), on all rayon threads.
+fn mask_in_place(stream: &Prg, start: u64, at: usize, s: &mut [u64]) {
+    s.par_chunks_mut(STEP_TASK_WORDS).enumerate().for_each_init(
+        || Zeroizing::new(vec![0u64; STEP_TASK_WORDS]),
+        |y, (t, s)| {
+            let y = &mut y[..s.len()];
+            stream.fill_at(start + ((at + t * STEP_TASK_WORDS) / 2) as u64, y);
+            xor_into(s, y);
+        },
+    );
+}
+
 impl Party {
     /// Shuffles the `n = table.len() / row_words` rows of `table` with a permutation no
     /// single party knows, re-randomizing every share.
     pub fn shuffle(&mut self, table: &Shared, row_words: usize) -> Result<Shared, EngineError> {
         let n = whole_rows(table.len(), row_words)?;
-        self.shuffle_with(StepInput::Borrowed(table), n, row_words)
+        self.shuffle_with(Held::Borrowed(table), n, row_words)
     }
 
     /// [`Party::shuffle`] of a table the caller no longer needs: its buffers become the
-    /// later steps' outputs, so no table-sized vector is faulted in at all.
+    /// steps' outputs.
     pub(crate) fn shuffle_owned(
         &mut self,
         table: Shared,
         row_words: usize,
     ) -> Result<Shared, EngineError> {
         let n = whole_rows(table.len(), row_words)?;
-        self.shuffle_with(StepInput::Owned(table), n, row_words)
+        self.shuffle_with(Held::Owned(table), n, row_words)
     }
 
     /// [`Party::shuffle_owned`] of an `n`-row table given only as what the first step
@@ -202,12 +275,12 @@ impl Party {
                 self.security()
             )));
         }
-        self.shuffle_with(StepInput::Reduced(first), n, row_words)
+        self.shuffle_with(Held::Half(first), n, row_words)
     }
 
     fn shuffle_with(
         &mut self,
-        table: StepInput<'_>,
+        table: Held<'_>,
         n: usize,
         row_words: usize,
     ) -> Result<Shared, EngineError> {
@@ -219,14 +292,14 @@ impl Party {
         // tags are checked before anyone can open a shuffled value (`shuffle_mac`).
         let mac = if self.malicious() {
             let key = self.mac_key();
-            let tags = self.mac_tags(&key, table.get(), row_words)?;
+            let tags = self.mac_tags(&key, table.shares(), row_words)?;
             Some((key, tags))
         } else {
             None
         };
         let mut parts = vec![Part::new(table, row_words)];
         let key = mac.map(|(key, tags)| {
-            parts.push(Part::new(StepInput::Owned(tags), MAC_WORDS));
+            parts.push(Part::new(Held::Owned(tags), MAC_WORDS));
             key
         });
         for j in 0..3 {
@@ -235,10 +308,10 @@ impl Party {
         let mut out: Vec<Shared> = parts
             .iter_mut()
             .map(
-                |p| match std::mem::replace(&mut p.input, StepInput::Owned(Shared::default())) {
-                    StepInput::Owned(t) => t,
-                    StepInput::Borrowed(_) | StepInput::Reduced(_) => {
-                        unreachable!("every step's output is owned")
+                |p| match std::mem::replace(&mut p.held, Held::Half(Vec::new())) {
+                    Held::Owned(t) => t,
+                    Held::Borrowed(_) | Held::Half(_) => {
+                        unreachable!("the last step's output is owned")
                     }
                 },
             )
@@ -251,8 +324,10 @@ impl Party {
         Ok(out.pop().expect("the table is the first part"))
     }
 
-    /// Step `j` of the shuffle, on every part: each part's input is replaced by its
-    /// output.
+    /// Step `j` of the shuffle, on every part (see the module documentation): the pair
+    /// `(j, j+1)` permutes its 2-out-of-2 sharing; in steps 0 and 1 party `j` hands its
+    /// masked half to party `j+2`, in step 2 the pair re-shares the result as a
+    /// replicated sharing with party 1's two components drawn from its streams.
     fn shuffle_step(
         &mut self,
         parts: &mut [Part<'_>],
@@ -260,142 +335,159 @@ impl Party {
         j: usize,
     ) -> Result<(), EngineError> {
         let me = self.id().index();
-        if me == j || me == (j + 1) % 3 {
-            let is_a = me == j;
-            // A: u = x_j ^ x_{j+1}, permutation shared with B (next), y_j with C (prev).
-            // B: v = x_{j+2}, permutation shared with A (prev), y_{j+2} with C (next).
-            let perm = if is_a {
-                self.perm.next.permutation(n)
-            } else {
-                self.perm.prev.permutation(n)
-            };
-            let peer = if is_a { Peer::Next } else { Peer::Prev };
-            #[cfg(feature = "fault-injection")]
-            let mut first = true;
-            for p in parts.iter_mut() {
-                let len = n * p.row_words;
-                let x = std::mem::replace(&mut p.input, StepInput::Owned(Shared::default()));
-                // What the step permutes, and the buffer its output share goes into.
-                let (source, mut s) = match x {
-                    StepInput::Reduced(v) => {
-                        (Source::Rows(Cow::Owned(v)), buffer(&mut p.spare, len))
-                    }
-                    // An owned table is reduced to the one vector the step permutes
-                    // (A folds x_{j+1} into x_j, B needs x_{j+2} only), and the vector
-                    // it no longer reads becomes the output (the permutation overwrites
-                    // all of it): a step holds two vectors, not three, and faults in no
-                    // fresh memory for its output (at a million users 0.65 GB a vector,
-                    // about 0.35 s of page faults on this machine kind).
-                    StepInput::Owned(mut t) => {
-                        if is_a {
-                            xor_into_par(&mut t.a, &t.b);
-                        }
-                        let (read, mut other) = if is_a {
-                            (std::mem::take(&mut t.a), std::mem::take(&mut t.b))
-                        } else {
-                            (std::mem::take(&mut t.b), std::mem::take(&mut t.a))
-                        };
-                        other.resize(len, 0);
-                        (Source::Rows(Cow::Owned(read)), other)
-                    }
-                    StepInput::Borrowed(t) => {
-                        let src = if is_a {
-                            Source::Xor(&t.a, &t.b)
-                        } else {
-                            Source::Rows(Cow::Borrowed(&t.b))
-                        };
-                        (src, buffer(&mut p.spare, len))
-                    }
-                };
-                // The permutation first, over the whole table, so that an owned input
-                // is free (and becomes the mask's buffer) before the mask is drawn: a
-                // step holds two table-sized vectors, not three.
-                let rw = p.row_words;
-                if rw > 0 {
-                    s.par_chunks_mut(rw)
-                        .zip(perm.par_iter())
-                        .with_min_len(STEP_TASK_WORDS / rw)
-                        .for_each(|(dst, &src)| source.row_into(src as usize, rw, dst));
-                }
-                if let Source::Rows(Cow::Owned(v)) = source {
-                    p.spare.push(v);
-                }
-                let mut y = buffer(&mut p.spare, len);
-                trim_spare(&mut p.spare, len);
-                let start = if is_a {
-                    self.mask.prev.reserve(len)
-                } else {
-                    self.mask.next.reserve(len)
-                };
-                // Then, a message piece at a time while it is in cache: the mask, the
-                // masked rows and their bytes in one pass (pieces and tasks start on a
-                // whole block of the mask stream: even word offsets).
-                for w0 in (0..len).step_by(SWAP_PIECE_WORDS) {
-                    let w1 = len.min(w0 + SWAP_PIECE_WORDS);
-                    let mut msg = self.take_message(w1 - w0);
-                    {
-                        let stream = if is_a {
-                            &self.mask.prev
-                        } else {
-                            &self.mask.next
-                        };
+        // 0: the pair's first party (party j), 1: its second, 2: the party outside it.
+        let role = (me + 3 - j) % 3;
+        let last = j == 2;
+        let perm = match role {
+            0 => self.perm.next.permutation(n),
+            1 => self.perm.prev.permutation(n),
+            _ => Vec::new(),
+        };
+        #[cfg(feature = "fault-injection")]
+        let mut first_message = true;
+        for p in parts.iter_mut() {
+            let len = n * p.row_words;
+            match (role, last) {
+                // Party j: its permuted half, masked with r (drawn with party j+1), to
+                // party j+2, which then holds it as its half of the next pair.
+                (0, false) => {
+                    let s = p.permuted(true, &perm, len);
+                    let start = self.mask.next.reserve(len);
+                    for w0 in (0..len).step_by(SWAP_PIECE_WORDS) {
+                        let w1 = len.min(w0 + SWAP_PIECE_WORDS);
+                        let mut msg = self.take_message(w1 - w0);
+                        let stream = &self.mask.next;
                         s[w0..w1]
-                            .par_chunks_mut(STEP_TASK_WORDS)
-                            .zip(y[w0..w1].par_chunks_mut(STEP_TASK_WORDS))
+                            .par_chunks(STEP_TASK_WORDS)
                             .zip(msg.par_chunks_mut(8 * STEP_TASK_WORDS))
                             .enumerate()
-                            .for_each(|(t, ((s, y), m))| {
-                                let at = w0 + t * STEP_TASK_WORDS;
-                                stream.fill_at(start + (at / 2) as u64, y);
-                                for ((w, m), y) in
-                                    s.iter_mut().zip(m.chunks_exact_mut(8)).zip(y.iter())
-                                {
-                                    *w ^= y;
-                                    m.copy_from_slice(&w.to_le_bytes());
+                            .for_each_init(
+                                || Zeroizing::new(vec![0u64; STEP_TASK_WORDS]),
+                                |y, (t, (s, m))| {
+                                    let y = &mut y[..s.len()];
+                                    let at = w0 + t * STEP_TASK_WORDS;
+                                    stream.fill_at(start + (at / 2) as u64, y);
+                                    for ((w, m), y) in
+                                        s.iter().zip(m.chunks_exact_mut(8)).zip(y.iter())
+                                    {
+                                        m.copy_from_slice(&(w ^ y).to_le_bytes());
+                                    }
+                                },
+                            );
+                        #[cfg(feature = "fault-injection")]
+                        if std::mem::take(&mut first_message) {
+                            // Nothing of it stays here, so there is no copy to keep
+                            // consistent.
+                            self.corrupt_bytes(crate::fault::ComputeSite::Reshare, &mut msg);
+                        }
+                        self.send_message(Peer::Prev, msg)?;
+                    }
+                    p.spare.push(s);
+                    trim_spare(&mut p.spare, len);
+                }
+                // Party j+1: its permuted half, masked with the same r.
+                (1, false) => {
+                    let mut s = p.permuted(false, &perm, len);
+                    let start = self.mask.prev.reserve(len);
+                    mask_in_place(&self.mask.prev, start, 0, &mut s);
+                    p.held = Held::Half(s);
+                }
+                // Party j+2: receives party j's masked half.
+                (_, false) => {
+                    std::mem::replace(&mut p.held, Held::Half(Vec::new())).release(&mut p.spare);
+                    let mut s = buffer(&mut p.spare, len);
+                    for w0 in (0..len).step_by(SWAP_PIECE_WORDS) {
+                        let w1 = len.min(w0 + SWAP_PIECE_WORDS);
+                        let got = self.recv_bytes(Peer::Next, 8 * (w1 - w0))?;
+                        bytes_into_words(&got, &mut s[w0..w1]);
+                        if len < KEEP_SPARE_BELOW {
+                            self.recycle_message(got);
+                        } else {
+                            // The pool would keep up to 24 pieces (384 MiB) of a large
+                            // table that nothing sends from before step 2.
+                            Zeroizing::new(got);
+                        }
+                    }
+                    p.held = Held::Half(s);
+                }
+                // Step 2, party 1: its components z_1 (with party 0) and z_2 (with party
+                // 2) are pure stream words.
+                (_, true) if role == 2 => {
+                    std::mem::replace(&mut p.held, Held::Half(Vec::new())).release(&mut p.spare);
+                    let mut z1 = buffer(&mut p.spare, len);
+                    self.mask.prev.fill_par(&mut z1);
+                    let mut z2 = buffer(&mut p.spare, len);
+                    self.mask.next.fill_par(&mut z2);
+                    p.held = Held::Owned(Shared { a: z1, b: z2 });
+                }
+                // Step 2, parties 2 (first) and 0: party 2 sends π(u) ^ z_2 to party 0,
+                // party 0 sends π(v) ^ z_1 to party 2, and both set
+                // z_0 = π(u) ^ π(v) ^ z_1 ^ z_2.
+                (_, true) => {
+                    let first = role == 0;
+                    let mut s = p.permuted(first, &perm, len);
+                    let mut y = buffer(&mut p.spare, len);
+                    let peer = if first { Peer::Next } else { Peer::Prev };
+                    let start = if first {
+                        self.mask.prev.reserve(len)
+                    } else {
+                        self.mask.next.reserve(len)
+                    };
+                    for w0 in (0..len).step_by(SWAP_PIECE_WORDS) {
+                        let w1 = len.min(w0 + SWAP_PIECE_WORDS);
+                        let mut msg = self.take_message(w1 - w0);
+                        {
+                            let stream = if first {
+                                &self.mask.prev
+                            } else {
+                                &self.mask.next
+                            };
+                            s[w0..w1]
+                                .par_chunks_mut(STEP_TASK_WORDS)
+                                .zip(y[w0..w1].par_chunks_mut(STEP_TASK_WORDS))
+                                .zip(msg.par_chunks_mut(8 * STEP_TASK_WORDS))
+                                .enumerate()
+                                .for_each(|(t, ((s, y), m))| {
+                                    let at = w0 + t * STEP_TASK_WORDS;
+                                    stream.fill_at(start + (at / 2) as u64, y);
+                                    for ((w, m), y) in
+                                        s.iter_mut().zip(m.chunks_exact_mut(8)).zip(y.iter())
+                                    {
+                                        *w ^= y;
+                                        m.copy_from_slice(&w.to_le_bytes());
+                                    }
+                                });
+                        }
+                        #[cfg(feature = "fault-injection")]
+                        if std::mem::take(&mut first_message)
+                            && self.corrupt_bytes(crate::fault::ComputeSite::Reshare, &mut msg)
+                        {
+                            // The liar keeps its own z_0 equal to what the other party
+                            // computes from its message (consistent shares).
+                            s[w0] ^= 1;
+                        }
+                        self.send_message(peer, msg)?;
+                        let got = self.recv_bytes(peer, 8 * (w1 - w0))?;
+                        s[w0..w1]
+                            .par_chunks_mut(STEP_TASK_WORDS)
+                            .zip(got.par_chunks(8 * STEP_TASK_WORDS))
+                            .for_each(|(d, b)| {
+                                for (x, w) in d.iter_mut().zip(b.chunks_exact(8)) {
+                                    *x ^= u64::from_le_bytes(w.try_into().expect("8 bytes"));
                                 }
                             });
+                        self.recycle_message(got);
                     }
-                    #[cfg(feature = "fault-injection")]
-                    if std::mem::take(&mut first)
-                        && self.corrupt_bytes(crate::fault::ComputeSite::Reshare, &mut msg)
-                    {
-                        // The liar keeps its own copy equal to what it sent (consistent
-                        // shares).
-                        s[w0] ^= 1;
-                    }
-                    self.send_message(peer, msg)?;
-                    let got = self.recv_bytes(peer, 8 * (w1 - w0))?;
-                    s[w0..w1]
-                        .par_chunks_mut(STEP_TASK_WORDS)
-                        .zip(got.par_chunks(8 * STEP_TASK_WORDS))
-                        .for_each(|(d, b)| {
-                            for (x, w) in d.iter_mut().zip(b.chunks_exact(8)) {
-                                *x ^= u64::from_le_bytes(w.try_into().expect("8 bytes"));
-                            }
-                        });
-                    self.recycle_message(got);
+                    // Party 2 holds (z_2, z_0), party 0 (z_0, z_1).
+                    p.held = Held::Owned(if first {
+                        Shared { a: y, b: s }
+                    } else {
+                        Shared { a: s, b: y }
+                    });
                 }
-                p.input = StepInput::Owned(if is_a {
-                    Shared { a: y, b: s }
-                } else {
-                    Shared { a: s, b: y }
-                });
             }
-            self.count_round();
-        } else {
-            // C: draws y_j (with A, its next) and y_{j+2} (with B, its prev).
-            for p in parts.iter_mut() {
-                let len = n * p.row_words;
-                std::mem::replace(&mut p.input, StepInput::Owned(Shared::default()))
-                    .release(&mut p.spare);
-                let mut y_j = buffer(&mut p.spare, len);
-                self.mask.next.fill_par(&mut y_j);
-                let mut y_j2 = buffer(&mut p.spare, len);
-                self.mask.prev.fill_par(&mut y_j2);
-                p.input = StepInput::Owned(Shared { a: y_j2, b: y_j });
-            }
-            self.count_round();
         }
+        self.count_round();
         Ok(())
     }
 }

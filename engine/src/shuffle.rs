@@ -75,19 +75,13 @@ fn whole_rows(words: usize, row_words: usize) -> Result<usize, EngineError> {
 /// Words per message piece of a shuffle step's exchange (16 MiB).
 const SWAP_PIECE_WORDS: usize = 1 << 21;
 
-/// Tables at least this large (words per vector, 256 MiB) keep no idle spare vector
-/// while a party's handoff message is in flight: at a million users a vector is 0.6 GB
-/// per party, and the message (queued until its receiver is ready) is a third.
-const KEEP_SPARE_BELOW: usize = 1 << 25;
+/// Pieces of a handoff (one-way message of a shuffle step) its sender may have in flight
+/// before the receiver acknowledges one: without this a sender on a fast thread queues
+/// the whole table in the channel (at a million users 0.67 GB more per party).
+const HANDOFF_WINDOW: usize = 2;
 
-/// Frees the spare vectors of a large table (see [`KEEP_SPARE_BELOW`]).
-fn trim_spare(spare: &mut Vec<Vec<u64>>, len: usize) {
-    if len >= KEEP_SPARE_BELOW {
-        for mut v in spare.drain(..) {
-            v.zeroize();
-        }
-    }
-}
+/// A handoff receiver's acknowledgement of one piece.
+const HANDOFF_ACK: u8 = 0xac;
 
 /// A buffer of `len` words: a spare one (stale contents, all overwritten by the
 /// caller) or a fresh one.
@@ -233,6 +227,18 @@ fn mask_in_place(stream: &Prg, start: u64, at: usize, s: &mut [u64]) {
 }
 
 impl Party {
+    /// Waits for a handoff receiver's acknowledgement of one piece.
+    fn handoff_ack(&mut self, from: Peer) -> Result<(), EngineError> {
+        let ack = self.recv_bytes(from, 1)?;
+        if ack[0] != HANDOFF_ACK {
+            return Err(EngineError::PeerMisbehaved {
+                peer: self.id().peer(from),
+                what: "malformed acknowledgement of a shuffle handoff".into(),
+            });
+        }
+        Ok(())
+    }
+
     /// Shuffles the `n = table.len() / row_words` rows of `table` with a permutation no
     /// single party knows, re-randomizing every share.
     pub fn shuffle(&mut self, table: &Shared, row_words: usize) -> Result<Shared, EngineError> {
@@ -353,7 +359,11 @@ impl Party {
                 (0, false) => {
                     let s = p.permuted(true, &perm, len);
                     let start = self.mask.next.reserve(len);
-                    for w0 in (0..len).step_by(SWAP_PIECE_WORDS) {
+                    let pieces = len.div_ceil(SWAP_PIECE_WORDS);
+                    for (i, w0) in (0..len).step_by(SWAP_PIECE_WORDS).enumerate() {
+                        if i >= HANDOFF_WINDOW {
+                            self.handoff_ack(Peer::Prev)?;
+                        }
                         let w1 = len.min(w0 + SWAP_PIECE_WORDS);
                         let mut msg = self.take_message(w1 - w0);
                         let stream = &self.mask.next;
@@ -382,8 +392,10 @@ impl Party {
                         }
                         self.send_message(Peer::Prev, msg)?;
                     }
+                    for _ in 0..pieces.min(HANDOFF_WINDOW) {
+                        self.handoff_ack(Peer::Prev)?;
+                    }
                     p.spare.push(s);
-                    trim_spare(&mut p.spare, len);
                 }
                 // Party j+1: its permuted half, masked with the same r.
                 (1, false) => {
@@ -400,13 +412,12 @@ impl Party {
                         let w1 = len.min(w0 + SWAP_PIECE_WORDS);
                         let got = self.recv_bytes(Peer::Next, 8 * (w1 - w0))?;
                         bytes_into_words(&got, &mut s[w0..w1]);
-                        if len < KEEP_SPARE_BELOW {
-                            self.recycle_message(got);
-                        } else {
-                            // The pool would keep up to 24 pieces (384 MiB) of a large
-                            // table that nothing sends from before step 2.
-                            Zeroizing::new(got);
-                        }
+                        // Not pooled: a receiver gets a whole table's worth of pieces
+                        // and sends none back, so its pool would keep 24 of them (at a
+                        // million users 384 MiB a party); freed, the sender's next
+                        // piece reuses the block.
+                        drop(Zeroizing::new(got));
+                        self.send_bytes(Peer::Next, vec![HANDOFF_ACK])?;
                     }
                     p.held = Held::Half(s);
                 }

@@ -180,7 +180,10 @@ fn a_shuffle_of_a_table_in_several_message_pieces_keeps_every_row() {
     let mut want = rows;
     got.sort_unstable();
     want.sort_unstable();
-    assert!(got == want, "the shuffled table is not a permutation of its rows");
+    assert!(
+        got == want,
+        "the shuffled table is not a permutation of its rows"
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! acs-engine micro-benchmarks: PRG throughput, AND gates/s and comparisons/s with the
-//! three parties in this process (in-memory channels), and oblivious shuffle throughput.
+//! three parties in this process (in-memory channels), oblivious shuffle throughput, and
+//! the output commitment.
 //!
 //! `cargo bench -p acs-benches --bench engine`
 //!
@@ -135,5 +136,27 @@ fn shuffle(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, prg, and_gates, comparisons, shuffle);
+/// The commitment to one output component each party computes twice per user per round
+/// (`round::outputs::commit`): 36 words, a 256-byte message's output.
+fn output_commit(c: &mut Criterion) {
+    let mut group = c.benchmark_group("output_commit");
+    group.measurement_time(Duration::from_secs(2));
+    group.warm_up_time(Duration::from_millis(500));
+    let words: Vec<u64> = (0..36).collect();
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("w36", |b| {
+        b.iter(|| {
+            acs_engine::round::outputs::commit(
+                black_box(7),
+                black_box(42),
+                acs_engine::PartyId::ALL[1],
+                &[3; acs_engine::round::outputs::NONCE_BYTES],
+                black_box(&words),
+            )
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, prg, and_gates, comparisons, shuffle, output_commit);
 criterion_main!(benches);

@@ -408,15 +408,21 @@ impl Party {
                 (_, false) => {
                     std::mem::replace(&mut p.held, Held::Half(Vec::new())).release(&mut p.spare);
                     let mut s = buffer(&mut p.spare, len);
+                    let pieces = len.div_ceil(SWAP_PIECE_WORDS);
                     for w0 in (0..len).step_by(SWAP_PIECE_WORDS) {
                         let w1 = len.min(w0 + SWAP_PIECE_WORDS);
                         let got = self.recv_bytes(Peer::Next, 8 * (w1 - w0))?;
                         bytes_into_words(&got, &mut s[w0..w1]);
-                        // Not pooled: a receiver gets a whole table's worth of pieces
-                        // and sends none back, so its pool would keep 24 of them (at a
-                        // million users 384 MiB a party); freed, the sender's next
-                        // piece reuses the block.
-                        drop(Zeroizing::new(got));
+                        // Pieces of a table larger than the window are not pooled: a
+                        // receiver gets the whole table's worth and sends none back, so
+                        // over a round its pool would fill with 24 of them (384 MiB a
+                        // party at a million users; measured 8.25 GB at the peak against
+                        // 7.1 without). Freed, the sender's next piece reuses the block.
+                        if pieces <= HANDOFF_WINDOW {
+                            self.recycle_message(got);
+                        } else {
+                            drop(Zeroizing::new(got));
+                        }
                         self.send_bytes(Peer::Next, vec![HANDOFF_ACK])?;
                     }
                     p.held = Held::Half(s);

@@ -33,9 +33,9 @@ use rayon::prelude::*;
 use std::borrow::Cow;
 use zeroize::{Zeroize, Zeroizing};
 
-/// What a shuffle step permutes at `A` or `B`: one vector (the step's own, handed to the
-/// spare buffers afterwards, or the caller's), or `A`'s `x_j ^ x_{j+1}` read from the
-/// caller's two shares row by row.
+/// What a party of a step's pair permutes: one vector (its half, handed to the spare
+/// buffers afterwards, or the caller's `x_2` at party 1 in step 0), or party 0's
+/// `x_0 ^ x_1` in step 0, read from the caller's two shares row by row.
 enum Source<'a> {
     Rows(Cow<'a, [u64]>),
     Xor(&'a [u64], &'a [u64]),
@@ -213,14 +213,13 @@ impl Drop for Part<'_> {
     }
 }
 
-/// `s ^=` the mask stream's words from block `start` on (`s` starts at word `at` of the
-/// reservation, an even offset), on all rayon threads.
-fn mask_in_place(stream: &Prg, start: u64, at: usize, s: &mut [u64]) {
+/// `s ^=` the mask stream's words reserved at block `start`, on all rayon threads.
+fn mask_in_place(stream: &Prg, start: u64, s: &mut [u64]) {
     s.par_chunks_mut(STEP_TASK_WORDS).enumerate().for_each_init(
         || Zeroizing::new(vec![0u64; STEP_TASK_WORDS]),
         |y, (t, s)| {
             let y = &mut y[..s.len()];
-            stream.fill_at(start + ((at + t * STEP_TASK_WORDS) / 2) as u64, y);
+            stream.fill_at(start + (t * STEP_TASK_WORDS / 2) as u64, y);
             xor_into(s, y);
         },
     );
@@ -401,7 +400,7 @@ impl Party {
                 (1, false) => {
                     let mut s = p.permuted(false, &perm, len);
                     let start = self.mask.prev.reserve(len);
-                    mask_in_place(&self.mask.prev, start, 0, &mut s);
+                    mask_in_place(&self.mask.prev, start, &mut s);
                     p.held = Held::Half(s);
                 }
                 // Party j+2: receives party j's masked half.

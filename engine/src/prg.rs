@@ -97,16 +97,23 @@ impl BlockCipherEncClosure for CtrFill<'_> {
         let per_batch = 2 * blocks.len();
         let mut counter = self.start;
         for chunk in self.out.chunks_mut(per_batch) {
+            // Whole 16-byte stores and loads: per-byte copies here cost as much as the
+            // cipher itself.
             for b in blocks.iter_mut() {
-                b[..8].copy_from_slice(&counter.to_le_bytes());
-                b[8..].fill(0);
+                b.copy_from_slice(&u128::from(counter).to_le_bytes());
                 counter += 1;
             }
             backend.encrypt_par_blocks_inplace(&mut blocks);
-            for (pair, b) in chunk.chunks_mut(2).zip(blocks.iter()) {
-                for (k, w) in pair.iter_mut().enumerate() {
-                    *w = u64::from_le_bytes(b[8 * k..8 * k + 8].try_into().expect("8 bytes"));
-                }
+            let tail = (chunk.len() - 1) / 2;
+            let mut pairs = chunk.chunks_exact_mut(2);
+            for (pair, b) in (&mut pairs).zip(blocks.iter()) {
+                let v = u128::from_le_bytes(b.0);
+                pair[0] = v as u64;
+                pair[1] = (v >> 64) as u64;
+            }
+            if let [last] = pairs.into_remainder() {
+                let b = &blocks[tail];
+                *last = u128::from_le_bytes(b.0) as u64;
             }
         }
     }

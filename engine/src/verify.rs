@@ -114,7 +114,7 @@
 
 use crate::channel::{PartyId, Peer};
 use crate::error::EngineError;
-use crate::party::{bytes_into_words, word_at, words_into_bytes, Party};
+use crate::party::{bytes_into_words, words_into_bytes, Party};
 use crate::prg::{Prg, Purpose, Seed};
 use crate::share::{x0_masks, Shared};
 use rayon::prelude::*;
@@ -929,8 +929,9 @@ impl Party {
                         let src = &t[word_off[c]..word_off[c] + dst.len()];
                         let cb = &got[8 * word_off[c]..8 * (word_off[c] + dst.len())];
                         stage.clear();
-                        stage.extend(src.iter().enumerate().map(|(i, r)| {
-                            Staged([r[XA], r[XB], r[YA], r[YB], r[ZA], word_at(cb, i), 0, 0])
+                        stage.extend(src.iter().zip(cb.chunks_exact(8)).map(|(r, c)| {
+                            let c = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+                            Staged([r[XA], r[XB], r[YA], r[YB], r[ZA], c, 0, 0])
                         }));
                         for (d, &p) in dst.iter_mut().zip(perm.iter()) {
                             let s = &stage[p as usize].0;
@@ -1070,27 +1071,32 @@ impl Party {
         let z_next = self.zero.next.reserve(n);
         let (rp, rn) = (&self.rand.prev, &self.rand.next);
         let (zp, zn) = (&self.zero.prev, &self.zero.next);
+        // Each task's scratch is wiped once, when rayon drops it, not after every block.
         t.par_chunks_mut(BLOCK)
             .zip(msg.par_chunks_mut(8 * BLOCK))
             .enumerate()
-            .for_each(|(c, (rows, bytes))| {
-                let blk = (c * BLOCK / 2) as u64;
-                let len = rows.len();
-                let mut w = [[0u64; BLOCK]; 6];
-                let [xa, xb, ya, yb, r, s] = &mut w;
-                rp.fill_at(r_prev + blk, &mut xa[..len]);
-                rn.fill_at(r_next + blk, &mut xb[..len]);
-                rp.fill_at(r_prev + half + blk, &mut ya[..len]);
-                rn.fill_at(r_next + half + blk, &mut yb[..len]);
-                zp.fill_at(z_prev + blk, &mut r[..len]);
-                zn.fill_at(z_next + blk, &mut s[..len]);
-                for (k, (row, b)) in rows.iter_mut().zip(bytes.chunks_exact_mut(8)).enumerate() {
-                    let z = (xa[k] & ya[k]) ^ (xa[k] & yb[k]) ^ (xb[k] & ya[k]) ^ r[k] ^ s[k];
-                    *row = [xa[k], xb[k], ya[k], yb[k], z, 0];
-                    b.copy_from_slice(&z.to_le_bytes());
-                }
-                w.zeroize();
-            });
+            .for_each_init(
+                || zeroize::Zeroizing::new(vec![0u64; 6 * BLOCK]),
+                |w, (c, (rows, bytes))| {
+                    let blk = (c * BLOCK / 2) as u64;
+                    let len = rows.len();
+                    let mut cols = w.chunks_exact_mut(BLOCK);
+                    let mut col = || cols.next().expect("six columns");
+                    let (xa, xb, ya, yb, r, s) = (col(), col(), col(), col(), col(), col());
+                    rp.fill_at(r_prev + blk, &mut xa[..len]);
+                    rn.fill_at(r_next + blk, &mut xb[..len]);
+                    rp.fill_at(r_prev + half + blk, &mut ya[..len]);
+                    rn.fill_at(r_next + half + blk, &mut yb[..len]);
+                    zp.fill_at(z_prev + blk, &mut r[..len]);
+                    zn.fill_at(z_next + blk, &mut s[..len]);
+                    for (k, (row, b)) in rows.iter_mut().zip(bytes.chunks_exact_mut(8)).enumerate()
+                    {
+                        let z = (xa[k] & ya[k]) ^ (xa[k] & yb[k]) ^ (xb[k] & ya[k]) ^ r[k] ^ s[k];
+                        *row = [xa[k], xb[k], ya[k], yb[k], z, 0];
+                        b.copy_from_slice(&z.to_le_bytes());
+                    }
+                },
+            );
         #[cfg(feature = "fault-injection")]
         {
             let mut z: Vec<u64> = t.iter().map(|row| row[ZA]).collect();

@@ -285,8 +285,9 @@ impl Gates {
 /// overwritten before use; everything is wiped when the party is dropped.
 #[derive(Default)]
 pub(crate) struct VerifyBuffers {
-    /// The batch's triples as rows, in generation order.
-    triples: Vec<Row>,
+    /// This party's share `c_i` of each of the batch's triples, in generation order
+    /// (their `a` and `b` shares are drawn again from the streams when bucketed).
+    triples: Vec<u64>,
     rows: Vec<Row>,
     open: Shared,
     values: Vec<u64>,
@@ -556,6 +557,50 @@ const ZB: usize = 5;
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 struct Staged([u64; 8]);
+
+/// Triple words drawn again per step of the staging pass: the scratch of four columns
+/// stays in the first-level cache.
+const STAGE_WORDS: usize = 1 << 10;
+
+/// Where a batch's random triples lie in the pairwise random streams: word `k` of `a_i`
+/// (`a_{i+1}`) is word `k` from block `prev` of the stream shared with the previous
+/// (`next` with the next) party, word `k` of `b_i` (`b_{i+1}`) word `k` from block
+/// `prev + half` (`next + half`).
+#[derive(Clone, Copy)]
+struct TripleStreams {
+    prev: u64,
+    next: u64,
+    half: u64,
+}
+
+impl TripleStreams {
+    /// The shares `[a_i, a_{i+1}, b_i, b_{i+1}]` of the triple words `at .. at + len`
+    /// (`len <= STAGE_WORDS`), drawn into `scratch` (`4 * (STAGE_WORDS + 1)` words).
+    fn triples_at<'s>(
+        &self,
+        prev: &Prg,
+        next: &Prg,
+        at: usize,
+        len: usize,
+        scratch: &'s mut [u64],
+    ) -> [&'s [u64]; 4] {
+        debug_assert!(len <= STAGE_WORDS);
+        // Streams give whole blocks of two words: an odd start takes one word more.
+        let (block, skip) = ((at / 2) as u64, at % 2);
+        let mut cols = scratch.chunks_exact_mut(STAGE_WORDS + 1);
+        let mut col = |prg: &Prg, first: u64| -> &'s [u64] {
+            let c = cols.next().expect("four columns");
+            prg.fill_at(first + block, &mut c[..len + skip]);
+            &c[skip..skip + len]
+        };
+        [
+            col(prev, self.prev),
+            col(next, self.next),
+            col(prev, self.prev + self.half),
+            col(next, self.next + self.half),
+        ]
+    }
+}
 
 /// Sacrifices of one chunk: `B - 1` per bucket, one per gate.
 fn sacrifices(ch: &ChunkPlan) -> usize {
@@ -856,7 +901,7 @@ impl Party {
             commitment: [0; 32],
         };
         coin.commitment = commit(self.id(), &coin.seed);
-        let msg = self.random_triples(&mut buf.triples, total);
+        let (msg, streams) = self.random_triples(&mut buf.triples, total);
         self.send_message(Peer::Prev, msg)?;
         self.send_bytes(Peer::Next, coin.commitment.to_vec())?;
         self.send_bytes(Peer::Prev, coin.commitment.to_vec())?;
@@ -907,6 +952,7 @@ impl Party {
         fit(&mut open.b, 3 * n_cc + 2 * n_sac);
         {
             let t = &buf.triples[..];
+            let (rp, rn) = (&self.rand.prev, &self.rand.next);
             let (_, rest_a) = open.a.split_at_mut(3 * n_cc);
             let (_, rest_b) = open.b.split_at_mut(3 * n_cc);
             let lens = || plan.iter().map(|ch| 2 * sacrifices(ch));
@@ -916,9 +962,11 @@ impl Party {
                 .zip(split_lengths(rest_b, lens()))
                 .enumerate()
                 .for_each_init(
-                    || (Vec::new(), Vec::new(), Vec::new()),
-                    |(perm, words, stage): &mut (Vec<u32>, Vec<u64>, Vec<Staged>),
-                     (c, ((dst, oa), ob))| {
+                    || {
+                        let scratch = zeroize::Zeroizing::new(vec![0u64; 4 * (STAGE_WORDS + 1)]);
+                        (Vec::new(), Vec::new(), Vec::new(), scratch)
+                    },
+                    |(perm, words, stage, scratch), (c, ((dst, oa), ob))| {
                         let mut prg = Prg::new(&Seed::from_bytes(seeds[c]), Purpose::Bucketing);
                         prg.permutation_into(dst.len(), perm, words);
                         // The batch's triples are far larger than the cache, so the chunk
@@ -926,13 +974,24 @@ impl Party {
                         // each triple with its received share in one cache line; the
                         // random accesses of the permutation then hit the cache, one
                         // line each.
-                        let src = &t[word_off[c]..word_off[c] + dst.len()];
-                        let cb = &got[8 * word_off[c]..8 * (word_off[c] + dst.len())];
+                        let off = word_off[c];
+                        let cb = &got[8 * off..8 * (off + dst.len())];
                         stage.clear();
-                        stage.extend(src.iter().zip(cb.chunks_exact(8)).map(|(r, c)| {
-                            let c = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-                            Staged([r[XA], r[XB], r[YA], r[YB], r[ZA], c, 0, 0])
-                        }));
+                        let mut at = off;
+                        for (zs, cs) in t[off..off + dst.len()]
+                            .chunks(STAGE_WORDS)
+                            .zip(cb.chunks(8 * STAGE_WORDS))
+                        {
+                            let [xa, xb, ya, yb] =
+                                streams.triples_at(rp, rn, at, zs.len(), scratch);
+                            stage.extend((0..zs.len()).map(|k| {
+                                let c = u64::from_le_bytes(
+                                    cs[8 * k..8 * k + 8].try_into().expect("8 bytes"),
+                                );
+                                Staged([xa[k], xb[k], ya[k], yb[k], zs[k], c, 0, 0])
+                            }));
+                            at += zs.len();
+                        }
                         for (d, &p) in dst.iter_mut().zip(perm.iter()) {
                             let s = &stage[p as usize].0;
                             *d = [s[0], s[1], s[2], s[3], s[4], s[5]];
@@ -1051,22 +1110,25 @@ impl Party {
         result
     }
 
-    /// `n` random triple words as rows into `t`, with this party's share of `c = a & b`
-    /// in the `c_i` column and the `c_{i+1}` column left zero (bucketing reads the received
-    /// share from its message); returns
-    /// the message carrying `c_i` to the previous party. Random sharings `a`, `b` come
-    /// from the pairwise streams and are multiplied by the semi-honest AND, all in one
-    /// parallel pass (streams, AND and message bytes per block of words).
-    fn random_triples(&mut self, t: &mut Vec<Row>, n: usize) -> Vec<u8> {
+    /// `n` random triple words: this party's share `c_i` of each `c = a & b` into `t`,
+    /// and the message carrying them to the previous party. Random sharings `a`, `b`
+    /// come from the pairwise streams (where [`TripleStreams`] finds them again) and are
+    /// multiplied by the semi-honest AND, all in one parallel pass (streams, AND and
+    /// message bytes per block of words). Only `c_i` is stored: bucketing draws `a` and
+    /// `b` again, which costs less than writing and reading back 48 bytes a triple.
+    fn random_triples(&mut self, t: &mut Vec<u64>, n: usize) -> (Vec<u8>, TripleStreams) {
         const BLOCK: usize = 512;
-        t.resize(n, [0; 6]);
+        t.resize(n, 0);
         t.truncate(n);
         let mut msg = self.take_message(n);
         // `a` and then `b` from each random stream (each range a whole number of blocks),
         // the zero-sharing of `c` from the zero-sharing streams, as in the AND gate.
         let half = n.div_ceil(2) as u64;
-        let r_prev = self.rand.prev.reserve(4 * half as usize);
-        let r_next = self.rand.next.reserve(4 * half as usize);
+        let streams = TripleStreams {
+            prev: self.rand.prev.reserve(4 * half as usize),
+            next: self.rand.next.reserve(4 * half as usize),
+            half,
+        };
         let z_prev = self.zero.prev.reserve(n);
         let z_next = self.zero.next.reserve(n);
         let (rp, rn) = (&self.rand.prev, &self.rand.next);
@@ -1077,36 +1139,32 @@ impl Party {
             .enumerate()
             .for_each_init(
                 || zeroize::Zeroizing::new(vec![0u64; 6 * BLOCK]),
-                |w, (c, (rows, bytes))| {
+                |w, (c, (zs, bytes))| {
                     let blk = (c * BLOCK / 2) as u64;
-                    let len = rows.len();
+                    let len = zs.len();
                     let mut cols = w.chunks_exact_mut(BLOCK);
                     let mut col = || cols.next().expect("six columns");
                     let (xa, xb, ya, yb, r, s) = (col(), col(), col(), col(), col(), col());
-                    rp.fill_at(r_prev + blk, &mut xa[..len]);
-                    rn.fill_at(r_next + blk, &mut xb[..len]);
-                    rp.fill_at(r_prev + half + blk, &mut ya[..len]);
-                    rn.fill_at(r_next + half + blk, &mut yb[..len]);
+                    rp.fill_at(streams.prev + blk, &mut xa[..len]);
+                    rn.fill_at(streams.next + blk, &mut xb[..len]);
+                    rp.fill_at(streams.prev + half + blk, &mut ya[..len]);
+                    rn.fill_at(streams.next + half + blk, &mut yb[..len]);
                     zp.fill_at(z_prev + blk, &mut r[..len]);
                     zn.fill_at(z_next + blk, &mut s[..len]);
-                    for (k, (row, b)) in rows.iter_mut().zip(bytes.chunks_exact_mut(8)).enumerate()
-                    {
-                        let z = (xa[k] & ya[k]) ^ (xa[k] & yb[k]) ^ (xb[k] & ya[k]) ^ r[k] ^ s[k];
-                        *row = [xa[k], xb[k], ya[k], yb[k], z, 0];
+                    for (k, (z, b)) in zs.iter_mut().zip(bytes.chunks_exact_mut(8)).enumerate() {
+                        *z = (xa[k] & ya[k]) ^ (xa[k] & yb[k]) ^ (xb[k] & ya[k]) ^ r[k] ^ s[k];
                         b.copy_from_slice(&z.to_le_bytes());
                     }
                 },
             );
         #[cfg(feature = "fault-injection")]
         {
-            let mut z: Vec<u64> = t.iter().map(|row| row[ZA]).collect();
-            self.corrupt_words(crate::fault::ComputeSite::Triple, &mut z);
-            for ((row, b), z) in t.iter_mut().zip(msg.chunks_exact_mut(8)).zip(&z) {
-                row[ZA] = *z;
+            self.corrupt_words(crate::fault::ComputeSite::Triple, t);
+            for (b, z) in msg.chunks_exact_mut(8).zip(t.iter()) {
                 b.copy_from_slice(&z.to_le_bytes());
             }
         }
-        msg
+        (msg, streams)
     }
 
     /// Opens `x` inside a verification (the values are one-time padded by fresh triples,

@@ -56,6 +56,38 @@ pub fn less_than_blocks<F>(
 where
     F: Fn(usize, &mut [u64], &mut [u64], &mut [u64], &mut [u64]) + Sync,
 {
+    less_than_impl(party, nb, w, fill, false)
+}
+
+/// [`less_than_blocks`] for inputs the caller knows to differ in every lane it reads
+/// (the quicksort's unique keys against their pivot). Then the root's `lessval` is
+/// already `[x < y]`, so the least significant node needs no true `less`: layer 0's
+/// AND and its round go, and in semi-honest mode the leaves feed the first prefix
+/// layer's ANDs in the same pass that lays out the planes (no leaf table written and
+/// read back). Lanes where `x = y` (the padding past the last element: zero against
+/// zero) come out as `!x` of the least significant bit, a public 1 for the padding.
+pub fn less_than_distinct_blocks<F>(
+    party: &mut Party,
+    nb: usize,
+    w: usize,
+    fill: F,
+) -> Result<Shared, EngineError>
+where
+    F: Fn(usize, &mut [u64], &mut [u64], &mut [u64], &mut [u64]) + Sync,
+{
+    less_than_impl(party, nb, w, fill, true)
+}
+
+fn less_than_impl<F>(
+    party: &mut Party,
+    nb: usize,
+    w: usize,
+    fill: F,
+    distinct: bool,
+) -> Result<Shared, EngineError>
+where
+    F: Fn(usize, &mut [u64], &mut [u64], &mut [u64], &mut [u64]) + Sync,
+{
     if w == 0 || w > MAX_WIDTH {
         return Err(EngineError::InvalidInput(format!(
             "comparison width {w} not in 1..={MAX_WIDTH}"
@@ -66,6 +98,10 @@ where
     }
     let nots = x0_masks(party.id());
     let [not_a, not_b] = nots;
+    if distinct && !party.malicious() && w > 1 {
+        let (state, z, msg) = fused_leaves(party, nb, w, &fill);
+        return prefix_layers(party, state, z, msg, nb);
+    }
 
     // Layer 0: lessval_j = !x_j and eq_j = !d_j (free) for every plane; the least
     // significant plane's true less, !x & d, is the layer's one AND per block. Block
@@ -160,14 +196,28 @@ where
     // previous layer's products into the next, smaller state and, in the same sweep over
     // the block, computes this layer's local AND shares, so each block is touched once
     // per layer while it is in cache.
-    let mut state = Nodes {
+    let state = Nodes {
         m: w,
         less_a,
         less_b,
         eq_a,
         eq_b,
     };
-    let (mut z, mut msg) = prefix_and_local(party, &state, nb)?;
+    let (z, msg) = prefix_and_local(party, &state, nb)?;
+    prefix_layers(party, state, z, msg, nb)
+}
+
+/// The prefix layers from `state` (`m` nodes a block), whose first layer's local AND
+/// shares `z` and message `msg` are computed: one round a layer, down to one node, whose
+/// `less` is the result.
+fn prefix_layers(
+    party: &mut Party,
+    mut state: Nodes,
+    mut z: Words,
+    mut msg: Vec<u8>,
+    nb: usize,
+) -> Result<Shared, EngineError> {
+    let nots = x0_masks(party.id());
     while state.m > 1 {
         let layer = Layer::of(state.m);
         // The other share of this layer's products is read straight from the message.
@@ -478,6 +528,104 @@ where
         party.scratch.give_words(v);
     }
     Ok(out)
+}
+
+/// The leaves and the first prefix layer's local AND shares in one pass, for inputs
+/// that differ in every lane ([`less_than_distinct_blocks`], semi-honest mode). Every
+/// leaf holds `(lessval, eq) = (!x_j, !d_j)`, the least significant one too. Returns
+/// the leaf nodes the first merge reads (each pair's low `lessval`, and the odd last
+/// node whole; the rest of the table is left stale), the layer's AND shares and its
+/// message.
+fn fused_leaves<F>(party: &mut Party, nb: usize, w: usize, fill: &F) -> (Nodes, Words, Vec<u8>)
+where
+    F: Fn(usize, &mut [u64], &mut [u64], &mut [u64], &mut [u64]) + Sync,
+{
+    let [not_a, not_b] = x0_masks(party.id());
+    let layer = Layer::of(w);
+    let count = layer.count();
+    let stride = even(count);
+    let sp = party.zero.prev.reserve(nb * stride);
+    let sn = party.zero.next.reserve(nb * stride);
+    let mut state = Nodes {
+        m: w,
+        less_a: party.scratch.take_words(nb * w),
+        less_b: party.scratch.take_words(nb * w),
+        eq_a: party.scratch.take_words(nb * w),
+        eq_b: party.scratch.take_words(nb * w),
+    };
+    let mut z = party.scratch.take_words(nb * count);
+    let mut msg = party.take_message(nb * count);
+    {
+        let (prev, next) = (&party.zero.prev, &party.zero.next);
+        state
+            .less_a
+            .par_chunks_mut(TASK_BLOCKS * w)
+            .zip(state.less_b.par_chunks_mut(TASK_BLOCKS * w))
+            .zip(state.eq_a.par_chunks_mut(TASK_BLOCKS * w))
+            .zip(state.eq_b.par_chunks_mut(TASK_BLOCKS * w))
+            .zip(z.par_chunks_mut(TASK_BLOCKS * count))
+            .zip(msg.par_chunks_mut(TASK_BLOCKS * count * 8))
+            .enumerate()
+            .for_each_init(
+                || {
+                    (
+                        Layer0Scratch::new(w),
+                        vec![0u64; TASK_BLOCKS * stride],
+                        vec![0u64; TASK_BLOCKS * stride],
+                    )
+                },
+                |(sc, r, s), (task, (((((la, lb), ea), eb), zt), mt))| {
+                    let b0 = task * TASK_BLOCKS;
+                    let blocks = zt.len() / count;
+                    prev.fill_at(sp + (b0 * stride / 2) as u64, &mut r[..blocks * stride]);
+                    next.fill_at(sn + (b0 * stride / 2) as u64, &mut s[..blocks * stride]);
+                    for i in 0..blocks {
+                        let (xa, xb, da, db) = (
+                            &mut sc.xa[..w],
+                            &mut sc.xb[..w],
+                            &mut sc.da[..w],
+                            &mut sc.db[..w],
+                        );
+                        fill(b0 + i, xa, xb, da, db);
+                        let (r, s) = (&r[i * stride..], &s[i * stride..]);
+                        let zc = &mut zt[i * count..(i + 1) * count];
+                        // neq_H is d_H; lessval_H ^ lessval_L is x_H ^ x_L (the nots cancel).
+                        for k in 0..layer.pairs {
+                            let (h, l) = (2 * k, 2 * k + 1);
+                            zc[k] =
+                                and_word(da[h], db[h], xa[h] ^ xa[l], xb[h] ^ xb[l], r[k], s[k]);
+                        }
+                        for k in 0..layer.eq_pairs {
+                            let (h, l) = (2 * k, 2 * k + 1);
+                            let q = layer.pairs + k;
+                            zc[q] = and_word(
+                                da[h] ^ not_a,
+                                db[h] ^ not_b,
+                                da[l] ^ not_a,
+                                db[l] ^ not_b,
+                                r[q],
+                                s[q],
+                            );
+                        }
+                        words_into_bytes(zc, &mut mt[8 * i * count..8 * (i + 1) * count]);
+                        let o = i * w;
+                        for k in 0..layer.pairs {
+                            let l = 2 * k + 1;
+                            la[o + l] = xa[l] ^ not_a;
+                            lb[o + l] = xb[l] ^ not_b;
+                        }
+                        if layer.odd {
+                            let f = w - 1;
+                            la[o + f] = xa[f] ^ not_a;
+                            lb[o + f] = xb[f] ^ not_b;
+                            ea[o + f] = da[f] ^ not_a;
+                            eb[o + f] = db[f] ^ not_b;
+                        }
+                    }
+                },
+            );
+    }
+    (state, z, msg)
 }
 
 /// Per-task working memory of layer 0 (reused across a rayon job's tasks).

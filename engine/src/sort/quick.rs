@@ -1,7 +1,7 @@
 //! Oblivious quicksort with batched levels.
 
 use super::{index_bits, low_mask, Sorted};
-use crate::compare::less_than_blocks;
+use crate::compare::less_than_distinct_blocks;
 use crate::declassify::Reason;
 use crate::error::EngineError;
 use crate::party::Party;
@@ -272,7 +272,7 @@ fn sort_unique_sampled(
         let m = level.len;
         let nb = blocks(m);
         let cur = &level;
-        let less = less_than_blocks(party, nb, w, |blk, xa, xb, da, db| {
+        let less = less_than_distinct_blocks(party, nb, w, |blk, xa, xb, da, db| {
             // Lanes past the last element compare zero with zero.
             let lo = blk * 64;
             let len = m.min(lo + 64) - lo;

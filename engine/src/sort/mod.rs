@@ -9,6 +9,7 @@
 //!   as the baseline.
 
 mod bitonic;
+mod level_key;
 mod quick;
 
 pub use bitonic::bitonic_sort;

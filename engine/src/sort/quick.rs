@@ -1,14 +1,15 @@
 //! Oblivious quicksort with batched levels.
 
+use super::level_key::{LevelKey, Narrow, Wide, Word, WordAndHalf};
 use super::{index_bits, low_mask, Sorted};
 use crate::compare::less_than_distinct_blocks;
 use crate::declassify::Reason;
 use crate::error::EngineError;
 use crate::party::Party;
 use crate::share::{Shared, SharedKeys};
-use crate::transpose::{blocks, transpose64, transpose_packed, transpose_pair};
+use crate::transpose::blocks;
 use rayon::prelude::*;
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::Zeroize;
 
 /// Sorts `n` records by `key_bits`-bit keys (`keys`, one per record) carrying
 /// `payload_words` words each (`payload`, row-major).
@@ -96,12 +97,30 @@ fn sort_records(
     let key_of = |t: &[u64], i: usize| -> u128 {
         t[i * row_words] as u128 | (t[i * row_words + 1] as u128) << 64
     };
-    let level_keys: Vec<[u128; 2]> = (0..n)
-        .into_par_iter()
-        .map(|i| [key_of(&shuffled.a, i), key_of(&shuffled.b, i)])
-        .collect();
-
-    let (order, levels) = sort_unique(party, level_keys, w)?;
+    // The level list's keys, in the layout of their width.
+    fn level_keys<K: LevelKey>(
+        n: usize,
+        w: usize,
+        key: impl Fn(usize) -> [u128; 2] + Sync,
+    ) -> Vec<K> {
+        (0..n)
+            .into_par_iter()
+            .map(|i| {
+                let [a, b] = key(i);
+                K::pack(a, b, w)
+            })
+            .collect()
+    }
+    let key = |i: usize| [key_of(&shuffled.a, i), key_of(&shuffled.b, i)];
+    let (order, levels) = if w <= Narrow::MAX_WIDTH {
+        sort_unique(party, level_keys::<Narrow>(n, w, key), w)?
+    } else if w <= Word::MAX_WIDTH {
+        sort_unique(party, level_keys::<Word>(n, w, key), w)?
+    } else if w <= WordAndHalf::MAX_WIDTH {
+        sort_unique(party, level_keys::<WordAndHalf>(n, w, key), w)?
+    } else {
+        sort_unique(party, level_keys::<Wide>(n, w, key), w)?
+    };
     party.check_openings()?;
 
     // Move each row once, by the now-public order relative to the shuffled table, and
@@ -209,9 +228,9 @@ const UNSET: u32 = u32::MAX;
 /// throughout (20.0 rather than 24.7 per element at 2^20, in simulation), for about 50 %
 /// more levels. Every choice depends on earlier openings alone, so the opened bits
 /// remain a function of the shuffled order, as in plain quicksort.
-fn sort_unique(
+fn sort_unique<K: LevelKey>(
     party: &mut Party,
-    keys: Vec<[u128; 2]>,
+    keys: Vec<K>,
     w: usize,
 ) -> Result<(Vec<u32>, usize), EngineError> {
     sort_unique_sampled(party, keys, w, true)
@@ -219,9 +238,9 @@ fn sort_unique(
 
 /// [`sort_unique`], with a sorted sample or (`sample` false, for the sample itself,
 /// whose own sample would save little and add levels) without.
-fn sort_unique_sampled(
+fn sort_unique_sampled<K: LevelKey>(
     party: &mut Party,
-    keys: Vec<[u128; 2]>,
+    keys: Vec<K>,
     w: usize,
     sample: bool,
 ) -> Result<(Vec<u32>, usize), EngineError> {
@@ -239,7 +258,7 @@ fn sort_unique_sampled(
     };
     let mut final_pos = vec![UNSET; n];
     let mut segments: Vec<Segment> = Vec::new();
-    let mut level = Level::default();
+    let mut level = Level::<K>::default();
     match n {
         0 => {}
         1 => final_pos[0] = 0,
@@ -264,7 +283,7 @@ fn sort_unique_sampled(
             level.len = n - first;
         }
     }
-    let mut next = Level::default();
+    let mut next = Level::<K>::default();
     let mut next_segments: Vec<Segment> = Vec::new();
     let mut splits: Vec<Split> = Vec::new();
     while level.len > 0 {
@@ -281,127 +300,28 @@ fn sort_unique_sampled(
             // A block whose lanes all belong to one segment (the list is grouped by
             // segment) compares with one pivot: d's planes are x's planes with the
             // pivot's bits broadcast over the block's lanes, no second transposition.
-            let one_pivot = (len > 0 && seg[0] == seg[len - 1]).then(|| {
+            if len > 0 && seg[0] == seg[len - 1] {
                 let lanes = if len == 64 {
                     u64::MAX
                 } else {
                     (1u64 << len) - 1
                 };
-                (cur.pivot_key[seg[0] as usize], lanes)
-            });
-            let spread = |xa: &[u64], xb: &[u64], da: &mut [u64], db: &mut [u64]| {
-                let ([pa, pb], lanes) = one_pivot.expect("one segment");
+                let [pa, pb] = cur.pivot_key[seg[0] as usize].unpack(w);
+                K::planes(key, w, xa, xb);
                 let bit = |p: u128, b: usize| lanes & ((p >> b) as u64 & 1).wrapping_neg();
                 for j in 0..w {
                     let b = w - 1 - j;
                     da[j] = xa[j] ^ bit(pa, b);
                     db[j] = xb[j] ^ bit(pb, b);
                 }
-            };
-            let d_of = |r: usize| {
-                let [ka, kb] = key[r];
-                let [pa, pb] = cur.pivot_key[seg[r] as usize];
-                (ka ^ pa, kb ^ pb)
-            };
-            if w <= 32 {
-                // Narrow keys (the store sort's ~23 bits): both shares packed into one
-                // word per row, so one transposition bitslices both.
-                let keep = (1u64 << w) - 1;
-                let pack = |a: u128, b: u128| (a as u64 & keep) | ((b as u64 & keep) << 32);
-                let planes = |rows: &mut [u64; 64], pa: &mut [u64], pb: &mut [u64]| {
-                    transpose64(rows);
-                    for b in 0..w {
-                        pa[w - 1 - b] = rows[b];
-                        pb[w - 1 - b] = rows[32 + b];
-                    }
-                };
-                let mut x = [0u64; 64];
-                for (r, k) in key.iter().enumerate() {
-                    x[r] = pack(k[0], k[1]);
-                }
-                planes(&mut x, xa, xb);
-                if one_pivot.is_some() {
-                    spread(xa, xb, da, db);
-                } else {
-                    let mut d = [0u64; 64];
-                    for (r, d) in d.iter_mut().enumerate().take(len) {
-                        let (a, b) = d_of(r);
-                        *d = pack(a, b);
-                    }
-                    planes(&mut d, da, db);
-                }
                 return;
             }
-            if w <= 64 {
-                let planes = |rows: &mut [u64; 64], p: &mut [u64]| {
-                    transpose64(rows);
-                    for b in 0..w {
-                        p[w - 1 - b] = rows[b];
-                    }
-                };
-                let (mut x_a, mut x_b) = ([0u64; 64], [0u64; 64]);
-                for (r, k) in key.iter().enumerate() {
-                    x_a[r] = k[0] as u64;
-                    x_b[r] = k[1] as u64;
-                }
-                planes(&mut x_a, xa);
-                planes(&mut x_b, xb);
-                if one_pivot.is_some() {
-                    spread(xa, xb, da, db);
-                } else {
-                    let (mut d_a, mut d_b) = ([0u64; 64], [0u64; 64]);
-                    for r in 0..len {
-                        let (a, b) = d_of(r);
-                        d_a[r] = a as u64;
-                        d_b[r] = b as u64;
-                    }
-                    planes(&mut d_a, da);
-                    planes(&mut d_b, db);
-                }
-                return;
+            let mut d = [K::default(); 64];
+            for (d, (k, &sg)) in d.iter_mut().zip(key.iter().zip(seg)) {
+                *d = k.xor(cur.pivot_key[sg as usize]);
             }
-            if w <= 96 {
-                // The usual case (64-bit keys and up to 2^32 elements): fill the
-                // transposition inputs directly, high parts of both shares packed.
-                let keep = (1u64 << (w - 64)) - 1;
-                let hi2 = |a: u128, b: u128| -> u64 {
-                    ((a >> 64) as u64 & keep) | (((b >> 64) as u64 & keep) << 32)
-                };
-                let (mut xa_lo, mut xb_lo, mut x_hi) = ([0u64; 64], [0u64; 64], [0u64; 64]);
-                for (r, &[ka, kb]) in key.iter().enumerate() {
-                    xa_lo[r] = ka as u64;
-                    xb_lo[r] = kb as u64;
-                    x_hi[r] = hi2(ka, kb);
-                }
-                transpose_packed(xa_lo, xb_lo, x_hi, w, xa, xb);
-                if one_pivot.is_some() {
-                    spread(xa, xb, da, db);
-                    return;
-                }
-                let (mut da_lo, mut db_lo, mut d_hi) = ([0u64; 64], [0u64; 64], [0u64; 64]);
-                for r in 0..len {
-                    let (da, db) = d_of(r);
-                    da_lo[r] = da as u64;
-                    db_lo[r] = db as u64;
-                    d_hi[r] = hi2(da, db);
-                }
-                transpose_packed(da_lo, db_lo, d_hi, w, da, db);
-                return;
-            }
-            let x = |s: usize, r: usize| if r < len { key[r][s] } else { 0 };
-            let d = |s: usize, r: usize| {
-                if r < len {
-                    key[r][s] ^ cur.pivot_key[seg[r] as usize][s]
-                } else {
-                    0
-                }
-            };
-            let xa_rows: [u128; 64] = std::array::from_fn(|r| x(0, r));
-            let xb_rows: [u128; 64] = std::array::from_fn(|r| x(1, r));
-            transpose_pair(&xa_rows, &xb_rows, w, xa, xb);
-            let da_rows: [u128; 64] = std::array::from_fn(|r| d(0, r));
-            let db_rows: [u128; 64] = std::array::from_fn(|r| d(1, r));
-            transpose_pair(&da_rows, &db_rows, w, da, db);
+            K::planes(key, w, xa, xb);
+            K::planes(&d[..len], w, da, db);
         })?;
         // Malicious mode: this level's comparison gates are verified before their
         // outcome is opened (a no-op in semi-honest mode).
@@ -535,23 +455,44 @@ fn sort_unique_sampled(
 /// The elements still being compared at one level, grouped by segment: their indices,
 /// segment ids and key shares, and each segment's pivot key shares. Two of these are
 /// swapped level by level, so their memory is reused.
-#[derive(Default, Zeroize, ZeroizeOnDrop)]
-struct Level {
+struct Level<K: LevelKey> {
     /// Entries in use; the vectors below may be longer (their tails are stale).
     len: usize,
     active: Vec<u32>,
     seg: Vec<u32>,
-    key: Vec<[u128; 2]>,
-    pivot_key: Vec<[u128; 2]>,
+    key: Vec<K>,
+    pivot_key: Vec<K>,
 }
 
-impl Level {
+impl<K: LevelKey> Default for Level<K> {
+    fn default() -> Self {
+        Level {
+            len: 0,
+            active: Vec::new(),
+            seg: Vec::new(),
+            key: Vec::new(),
+            pivot_key: Vec::new(),
+        }
+    }
+}
+
+// Key shares, and indices and segment ids that follow from opened bits: all wiped.
+impl<K: LevelKey> Drop for Level<K> {
+    fn drop(&mut self) {
+        self.active.zeroize();
+        self.seg.zeroize();
+        self.key.zeroize();
+        self.pivot_key.zeroize();
+    }
+}
+
+impl<K: LevelKey> Level<K> {
     /// Room for `elements` entries (growing only the first time: the lists shrink).
     fn reserve(&mut self, elements: usize) {
         if self.active.len() < elements {
             self.active.resize(elements, 0);
             self.seg.resize(elements, 0);
-            self.key.resize(elements, [0; 2]);
+            self.key.resize(elements, K::default());
         }
     }
 }
@@ -577,7 +518,12 @@ const MOVE_CHUNK: usize = 1 << 13;
 /// `next.len` entries), following `splits` (in destination order) and the opened
 /// comparison bits. Each task fills a range of destinations, finding its first
 /// source by counting bits, so the tasks need no shared state.
-fn move_members(level: &Level, next: &mut Level, splits: &[Split], bits: &[u64]) {
+fn move_members<K: LevelKey>(
+    level: &Level<K>,
+    next: &mut Level<K>,
+    splits: &[Split],
+    bits: &[u64],
+) {
     let len = next.len;
     let Level {
         active, seg, key, ..

@@ -5,7 +5,8 @@
 //! shares; the kernel keeps each block's planes together (block-major), so that the
 //! transposition, the first AND layer and every prefix layer touch one block's data while
 //! it is in cache, and every layer runs in parallel over blocks with no copying between
-//! layers. Communication: one round per AND layer, `1 + ceil(log2 w)` in all. In
+//! layers. Communication: one round per AND layer, `1 + ceil(log2 w)` in all
+//! (`ceil(log2 w)` for inputs known to differ: [`less_than_distinct_blocks`]). In
 //! malicious mode, large batches run as a borrow chain instead (`less_than_ripple`):
 //! fewer gates to verify, more rounds.
 //!

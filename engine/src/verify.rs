@@ -104,10 +104,12 @@
 //! For `K` gate words (each 64 AND gates) with buckets of `B`: `BK` triple words (one
 //! AND each), `2(B - 1)K + 2K = 2BK` opened words, and NH over those and over `BK` words
 //! of `v`. Per gate word a party sends about `3B` words (9 for `B = 3`),
-//! against 1 for the gate itself, and draws `6B` stream words (random sharings and
-//! zero-sharings of the triples) against 2. The triples are generated as rows (streams,
-//! AND and message bytes in one pass); each chunk is staged, bucketed and its shares of
-//! ρ and σ computed in one parallel task while it is in cache, and the zero shares run
+//! against 1 for the gate itself, and draws `10B` stream words (random sharings twice
+//! and zero-sharings of the triples) against 2. The triples are generated in one pass
+//! (streams, AND and message bytes) that keeps only this party's `c_i`; each chunk's
+//! `a` and `b` are drawn again from the streams as it is staged (cheaper than writing
+//! and reading back 48 bytes a triple, and 40 bytes a triple less memory), bucketed and
+//! its shares of ρ and σ computed in one parallel task while it is in cache, and the zero shares run
 //! in parallel over ranges of buckets. Large comparison batches reach this with half
 //! the gates they would have as prefix trees (`crate::compare`: borrow chains in
 //! malicious mode).

@@ -27,8 +27,9 @@
 //!    buckets (the triples of a chunk, staged in one sequential pass into 3.1 MB of
 //!    64-byte lines, stay in cache while they are permuted), `B = 3` for full chunks,
 //!    more for small ones. Per chunk of `N` buckets
-//!    of `B` triples (`B` and `N` from [`plan_chunks`]), a seed derived from the coin picks a uniformly random permutation of
-//!    its `NB + B` triple words: the first `B` are opened and checked (`c = a & b`), the
+//!    of `B` triples (`B` and `N` from [`plan_chunks`]), a uniformly random permutation
+//!    of its `NB + B` triple words, drawn from the coin (one per chunk size, shared by
+//!    the chunks of that size; see Soundness), orders them: the first `B` are opened and checked (`c = a & b`), the
 //!    rest form buckets. In each bucket the first triple is checked against each of the
 //!    others by sacrifice, and then checks gate `k` of the chunk by sacrifice.
 //! 4. **Sacrifice** of `(a, b, c)` to check `(x, y, z)`: open `ρ = x ^ a`, `σ = y ^ b`
@@ -86,10 +87,13 @@
 //! A round runs many chunks, but the adversary gains only if the *first* chunk that
 //! holds a wrong gate passes: order the chunks by verification, then by index, and let
 //! `c*` be the first with a wrong gate. Whether a chunk holds a wrong gate is fixed when
-//! its verification starts, before the coin that permutes it, and its permutation (a
-//! hash of the coin and the chunk index) is independent of every earlier chunk's, so
-//! conditioned on everything before that coin, `c*` passes with probability at most
-//! `ε_{c*}`; an undetected wrong gate needs `c*` to pass. Hence the chunk term of a
+//! its verification starts, before the coin that permutes it, and that coin is fresh,
+//! so conditioned on everything before it, the permutation is uniform and `c*` passes
+//! with probability at most `ε_{c*}` over it; an undetected wrong gate needs `c*` to
+//! pass. The chunks of one verification that have the same size share one permutation
+//! (a hash of the coin and the size): the bound on `c*` uses its own permutation alone,
+//! and an undetected wrong gate needs *every* chunk to pass, which is no more likely
+//! than `c*` passing, however the chunks' outcomes correlate. Hence the chunk term of a
 //! round's error is `max_c ε_c ≤ 2^-41`, however many chunks the round runs (a union
 //! bound over chunks, as the previous version used, is needlessly loose). The NH tree
 //! collides with probability `≤ 2^-63` for data fixed independently of its key, which
@@ -921,15 +925,32 @@ impl Party {
         // Bucketing, chunk by chunk in parallel: each chunk's triples in the order of a
         // permutation from the coin, gathered into rows. A chunk's staged triples fit in
         // cache, so the random accesses stay cheap.
-        let seeds: Vec<[u8; 32]> = (0..plan.len())
-            .map(|c| {
+        // One permutation per chunk size, shared by the chunks of that size: soundness
+        // needs only that the first chunk holding a wrong gate passes with probability
+        // at most its bound over a permutation fixed after its gates and triples (module
+        // documentation), not that chunks are permuted independently of each other. A
+        // plan has at most two sizes; drawing one permutation per chunk was 7 % of a
+        // malicious sort's CPU.
+        let mut perms: Vec<(usize, Vec<u32>)> = Vec::new();
+        for ch in &plan {
+            let len = ch.words();
+            if perms.iter().all(|(l, _)| *l != len) {
                 let mut hc = Sha3_256::new();
-                hc.update(b"acs/verify/chunk/v1");
+                hc.update(b"acs/verify/bucketing/v2");
                 hc.update(coin_seed);
-                hc.update((c as u64).to_le_bytes());
-                hc.finalize().into()
-            })
-            .collect();
+                hc.update((len as u64).to_le_bytes());
+                let seed: [u8; 32] = hc.finalize().into();
+                let mut prg = Prg::new(&Seed::from_bytes(seed), Purpose::Bucketing);
+                perms.push((len, prg.permutation(len)));
+            }
+        }
+        let perm_of = |len: usize| -> &[u32] {
+            &perms
+                .iter()
+                .find(|(l, _)| *l == len)
+                .expect("drawn above")
+                .1
+        };
         let mut word_off = Vec::with_capacity(plan.len());
         let mut gate_off = Vec::with_capacity(plan.len());
         let (mut w, mut g, mut q) = (0usize, range.start, 0usize);
@@ -966,11 +987,10 @@ impl Party {
                 .for_each_init(
                     || {
                         let scratch = zeroize::Zeroizing::new(vec![0u64; 4 * (STAGE_WORDS + 1)]);
-                        (Vec::new(), Vec::new(), Vec::new(), scratch)
+                        (Vec::new(), scratch)
                     },
-                    |(perm, words, stage, scratch), (c, ((dst, oa), ob))| {
-                        let mut prg = Prg::new(&Seed::from_bytes(seeds[c]), Purpose::Bucketing);
-                        prg.permutation_into(dst.len(), perm, words);
+                    |(stage, scratch), (c, ((dst, oa), ob))| {
+                        let perm = perm_of(dst.len());
                         // The batch's triples are far larger than the cache, so the chunk
                         // is first staged in one sequential pass (at memory bandwidth),
                         // each triple with its received share in one cache line; the

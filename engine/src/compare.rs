@@ -29,6 +29,7 @@ use crate::error::EngineError;
 use crate::party::{bytes_into_words, word_at, words_into_bytes, Party, Words};
 use crate::share::{x0_masks, Shared};
 use rayon::prelude::*;
+use zeroize::Zeroize;
 
 /// Widest key the kernel handles.
 pub const MAX_WIDTH: usize = 128;
@@ -369,6 +370,9 @@ pub const RIPPLE_MIN_BLOCKS: usize = 64;
 /// Blocks per parallel task when the borrow chain lays out its planes.
 const RIPPLE_TASK_BLOCKS: usize = 256;
 
+/// Blocks the borrow chain lays out together (8 words: one cache line per plane).
+const RIPPLE_GROUP: usize = 8;
+
 /// Words per parallel task in one link of the borrow chain (even, so that each task's
 /// stream slice starts on an AES block).
 const RIPPLE_TASK_WORDS: usize = 2048;
@@ -409,23 +413,51 @@ where
             }
         }
         let fill = &fill;
+        // Blocks are laid out `RIPPLE_GROUP` at a time, so that each plane receives
+        // whole cache lines (one copy per plane and group) rather than one word per
+        // plane and block.
         pieces.into_par_iter().enumerate().for_each_init(
-            || Layer0Scratch::new(w),
-            |sc, (t, [mut pa, mut pb, mut qa, mut qb])| {
-                for i in 0..pa[0].len() {
-                    let (xa, xb, da, db) = (
-                        &mut sc.xa[..w],
-                        &mut sc.xb[..w],
-                        &mut sc.da[..w],
-                        &mut sc.db[..w],
-                    );
-                    fill(t * RIPPLE_TASK_BLOCKS + i, xa, xb, da, db);
-                    for j in 0..w {
-                        pa[j][i] = xa[j] ^ not_a;
-                        pb[j][i] = xb[j] ^ not_b;
-                        qa[j][i] = xa[j] ^ da[j];
-                        qb[j][i] = xb[j] ^ db[j];
+            || (Layer0Scratch::new(w), vec![[0u64; RIPPLE_GROUP]; 4 * w]),
+            |(sc, group), (t, [mut pa, mut pb, mut qa, mut qb])| {
+                let blocks = pa[0].len();
+                for g0 in (0..blocks).step_by(RIPPLE_GROUP) {
+                    let len = RIPPLE_GROUP.min(blocks - g0);
+                    let (gpa, rest) = group.split_at_mut(w);
+                    let (gpb, rest) = rest.split_at_mut(w);
+                    let (gqa, gqb) = rest.split_at_mut(w);
+                    for g in 0..len {
+                        let (xa, xb, da, db) = (
+                            &mut sc.xa[..w],
+                            &mut sc.xb[..w],
+                            &mut sc.da[..w],
+                            &mut sc.db[..w],
+                        );
+                        fill(t * RIPPLE_TASK_BLOCKS + g0 + g, xa, xb, da, db);
+                        for j in 0..w {
+                            gpa[j][g] = xa[j] ^ not_a;
+                            gpb[j][g] = xb[j] ^ not_b;
+                            gqa[j][g] = xa[j] ^ da[j];
+                            gqb[j][g] = xb[j] ^ db[j];
+                        }
                     }
+                    for (dst, src) in [
+                        (&mut pa, gpa),
+                        (&mut pb, gpb),
+                        (&mut qa, gqa),
+                        (&mut qb, gqb),
+                    ] {
+                        for (plane, words) in dst.iter_mut().zip(src.iter()) {
+                            plane[g0..g0 + len].copy_from_slice(&words[..len]);
+                        }
+                    }
+                }
+                // In place: `Vec::zeroize` would also empty the vectors, which the next
+                // task of this scratch still uses.
+                for v in [&mut sc.xa, &mut sc.xb, &mut sc.da, &mut sc.db] {
+                    v.as_mut_slice().zeroize();
+                }
+                for words in group.iter_mut() {
+                    words.zeroize();
                 }
             },
         );
@@ -474,12 +506,27 @@ where
                     let mut s = [0u64; RIPPLE_TASK_WORDS];
                     prev.fill_at(sp + (o / 2) as u64, &mut r[..len]);
                     next.fill_at(sn + (o / 2) as u64, &mut s[..len]);
+                    // Every operand cut to `len` first, so the loop has no bounds checks.
+                    let run = o..o + len;
+                    let (nxa, nxb, ya, yb) = (
+                        &nxa[run.clone()],
+                        &nxb[run.clone()],
+                        &ya[run.clone()],
+                        &yb[run.clone()],
+                    );
+                    let (ca, cb) = (&ca[run.clone()], &cb[run]);
+                    let (pa, pb, qa, qb) = (
+                        &mut pa[..len],
+                        &mut pb[..len],
+                        &mut qa[..len],
+                        &mut qb[..len],
+                    );
+                    let (r, s) = (&r[..len], &s[..len]);
                     for i in 0..len {
-                        let k = o + i;
-                        pa[i] = nxa[k] ^ ca[k];
-                        pb[i] = nxb[k] ^ cb[k];
-                        qa[i] = ya[k] ^ ca[k];
-                        qb[i] = yb[k] ^ cb[k];
+                        pa[i] = nxa[i] ^ ca[i];
+                        pb[i] = nxb[i] ^ cb[i];
+                        qa[i] = ya[i] ^ ca[i];
+                        qb[i] = yb[i] ^ cb[i];
                         zc[i] = and_word(pa[i], pb[i], qa[i], qb[i], r[i], s[i]);
                     }
                     words_into_bytes(zc, mb);

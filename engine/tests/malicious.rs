@@ -222,7 +222,10 @@ fn chain_inputs(m: usize, w: usize, seed: u64) -> (Vec<u128>, Vec<u128>, Split, 
 #[test]
 fn a_large_malicious_comparison_runs_as_a_borrow_chain_and_matches_plaintext() {
     let w = 37;
-    let nb = acs_engine::compare::RIPPLE_MIN_BLOCKS + 3;
+    // Past the chain's threshold, and over enough of its layout tasks (256 blocks each,
+    // laid out 8 at a time; the last task and group partial) that rayon hands one
+    // thread's scratch several tasks in a row.
+    let nb = acs_engine::compare::RIPPLE_MIN_BLOCKS.max(24 * 256 + 3);
     let m = 64 * nb - 11;
     let (xs, ys, sx, sy) = chain_inputs(m, w, 31);
     for mode in [SecurityMode::SemiHonest, SecurityMode::Malicious] {

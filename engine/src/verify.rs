@@ -111,8 +111,8 @@
 //! against 1 for the gate itself, and draws `10B` stream words (random sharings twice
 //! and zero-sharings of the triples) against 2. The triples are generated in one pass
 //! (streams, AND and message bytes) that keeps only this party's `c_i`; each chunk's
-//! `a` and `b` are drawn again from the streams as it is staged (cheaper than writing
-//! and reading back 48 bytes a triple, and 40 bytes a triple less memory), bucketed and
+//! `a` and `b` are drawn again from the streams as it is staged (as fast as writing and
+//! reading back 48 bytes a triple, measured, and 40 bytes a triple less memory), bucketed and
 //! its shares of ρ and σ computed in one parallel task while it is in cache, and the zero shares run
 //! in parallel over ranges of buckets. Large comparison batches reach this with half
 //! the gates they would have as prefix trees (`crate::compare`: borrow chains in
@@ -1141,7 +1141,8 @@ impl Party {
     /// come from the pairwise streams (where [`TripleStreams`] finds them again) and are
     /// multiplied by the semi-honest AND, all in one parallel pass (streams, AND and
     /// message bytes per block of words). Only `c_i` is stored: bucketing draws `a` and
-    /// `b` again, which costs less than writing and reading back 48 bytes a triple.
+    /// `b` again, which takes no longer than writing and reading back 48 bytes a triple
+    /// and keeps 40 bytes a triple less in memory.
     fn random_triples(&mut self, t: &mut Vec<u64>, n: usize) -> (Vec<u8>, TripleStreams) {
         const BLOCK: usize = 512;
         t.resize(n, 0);

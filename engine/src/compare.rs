@@ -588,7 +588,8 @@ fn fused_leaves<F>(party: &mut Party, nb: usize, w: usize, fill: &F) -> (Nodes, 
 where
     F: Fn(usize, &mut [u64], &mut [u64], &mut [u64], &mut [u64]) + Sync,
 {
-    let [not_a, not_b] = x0_masks(party.id());
+    let nots = x0_masks(party.id());
+    let [not_a, not_b] = nots;
     let layer = Layer::of(w);
     let count = layer.count();
     let stride = even(count);
@@ -635,39 +636,31 @@ where
                             &mut sc.db[..w],
                         );
                         fill(b0 + i, xa, xb, da, db);
-                        let (r, s) = (&r[i * stride..], &s[i * stride..]);
+                        // The leaves in place, `(lessval, eq) = (!x, !d)`, in the scratch
+                        // (first-level cache), then the layer's products as every prefix
+                        // layer computes them.
+                        for j in 0..w {
+                            xa[j] ^= not_a;
+                            xb[j] ^= not_b;
+                            da[j] ^= not_a;
+                            db[j] ^= not_b;
+                        }
+                        let rs = i * stride..i * stride + count;
                         let zc = &mut zt[i * count..(i + 1) * count];
-                        // neq_H is d_H; lessval_H ^ lessval_L is x_H ^ x_L (the nots cancel).
-                        for k in 0..layer.pairs {
-                            let (h, l) = (2 * k, 2 * k + 1);
-                            zc[k] =
-                                and_word(da[h], db[h], xa[h] ^ xa[l], xb[h] ^ xb[l], r[k], s[k]);
-                        }
-                        for k in 0..layer.eq_pairs {
-                            let (h, l) = (2 * k, 2 * k + 1);
-                            let q = layer.pairs + k;
-                            zc[q] = and_word(
-                                da[h] ^ not_a,
-                                db[h] ^ not_b,
-                                da[l] ^ not_a,
-                                db[l] ^ not_b,
-                                r[q],
-                                s[q],
-                            );
-                        }
+                        layer.and_local(nots, xa, xb, da, db, &r[rs.clone()], &s[rs], zc);
                         words_into_bytes(zc, &mut mt[8 * i * count..8 * (i + 1) * count]);
                         let o = i * w;
                         for k in 0..layer.pairs {
                             let l = 2 * k + 1;
-                            la[o + l] = xa[l] ^ not_a;
-                            lb[o + l] = xb[l] ^ not_b;
+                            la[o + l] = xa[l];
+                            lb[o + l] = xb[l];
                         }
                         if layer.odd {
                             let f = w - 1;
-                            la[o + f] = xa[f] ^ not_a;
-                            lb[o + f] = xb[f] ^ not_b;
-                            ea[o + f] = da[f] ^ not_a;
-                            eb[o + f] = db[f] ^ not_b;
+                            la[o + f] = xa[f];
+                            lb[o + f] = xb[f];
+                            ea[o + f] = da[f];
+                            eb[o + f] = db[f];
                         }
                     }
                 },

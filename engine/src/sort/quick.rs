@@ -9,7 +9,7 @@ use crate::party::Party;
 use crate::share::{Shared, SharedKeys};
 use crate::transpose::blocks;
 use rayon::prelude::*;
-use zeroize::Zeroize;
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// Sorts `n` records by `key_bits`-bit keys (`keys`, one per record) carrying
 /// `payload_words` words each (`payload`, row-major).
@@ -455,6 +455,7 @@ fn sort_unique_sampled<K: LevelKey>(
 /// The elements still being compared at one level, grouped by segment: their indices,
 /// segment ids and key shares, and each segment's pivot key shares. Two of these are
 /// swapped level by level, so their memory is reused.
+#[derive(Default, Zeroize, ZeroizeOnDrop)]
 struct Level<K: LevelKey> {
     /// Entries in use; the vectors below may be longer (their tails are stale).
     len: usize,
@@ -462,28 +463,6 @@ struct Level<K: LevelKey> {
     seg: Vec<u32>,
     key: Vec<K>,
     pivot_key: Vec<K>,
-}
-
-impl<K: LevelKey> Default for Level<K> {
-    fn default() -> Self {
-        Level {
-            len: 0,
-            active: Vec::new(),
-            seg: Vec::new(),
-            key: Vec::new(),
-            pivot_key: Vec::new(),
-        }
-    }
-}
-
-// Key shares, and indices and segment ids that follow from opened bits: all wiped.
-impl<K: LevelKey> Drop for Level<K> {
-    fn drop(&mut self) {
-        self.active.zeroize();
-        self.seg.zeroize();
-        self.key.zeroize();
-        self.pivot_key.zeroize();
-    }
 }
 
 impl<K: LevelKey> Level<K> {

@@ -475,9 +475,7 @@ pub fn run_once(at: Place, liar: PartyId, setup: &Setup) -> Result<Outcome, Stri
         receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
     };
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut online: Vec<u64> = (0..users).map(|_| rng.gen::<u64>() | 1).collect();
-    online.sort_unstable();
-    online.dedup();
+    let online = acs_engine::testing::random_pseudonyms(&mut rng, users);
     let blocks: Vec<Block> = online
         .iter()
         .map(|_| {

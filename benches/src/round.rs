@@ -107,16 +107,10 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
         receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
     };
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
-    // Population: online users plus offline ones (targets only), distinct, non-zero.
+    // Population: online users plus offline ones (targets only), registered users:
+    // non-zero, distinct addresses.
     let total = n + (n as f64 * args.offline) as usize;
-    let mut population: Vec<u64> = Vec::with_capacity(total);
-    while population.len() < total {
-        population.push(rng.gen::<u64>() | 1);
-        if population.len() == total {
-            population.sort_unstable();
-            population.dedup();
-        }
-    }
+    let population = acs_engine::testing::random_pseudonyms(&mut rng, total);
     let mut shuffled = population.clone();
     for i in (1..shuffled.len()).rev() {
         shuffled.swap(i, rng.gen_range(0..=i));

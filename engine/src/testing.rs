@@ -35,3 +35,19 @@ where
         out.next().expect("three"),
     ]
 }
+
+/// `n` random pseudonyms of registered users, ascending: non-zero, with distinct
+/// non-zero addresses ([`crate::round::address`]), as registration guarantees.
+pub fn random_pseudonyms(rng: &mut impl rand::Rng, n: usize) -> Vec<u64> {
+    let mut seen = std::collections::HashSet::with_capacity(n);
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        // An odd pseudonym has a non-zero address.
+        let p = rng.gen::<u64>() | 1;
+        if seen.insert(crate::round::address(p)) {
+            out.push(p);
+        }
+    }
+    out.sort_unstable();
+    out
+}

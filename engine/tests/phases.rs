@@ -75,8 +75,9 @@ fn each_marked_phase_has_its_own_messages() {
         assert_eq!(out[0].3, None, "the fault never fired");
         out[0].1
     };
-    // The equality circuit over 66-bit keys: ceil(log2 66) = 7 layers; the multiplexer:
-    // one; the sorts: several per quicksort level.
+    // The equality circuit over 34-bit keys (dummy, 32-bit address, kind) and the
+    // pseudonyms' high bits side by side: ceil(log2 34) = 6 layers, then one AND of the
+    // two; the multiplexer: one; the sorts: several per quicksort level.
     assert_eq!(layers(Phase::Match), 7);
     assert_eq!(layers(Phase::Mux), 1);
     assert!(layers(Phase::Sort) > 7);

@@ -168,11 +168,7 @@ fn random_block(rng: &mut StdRng, cfg: &RoundConfig, users: &[u64]) -> Block {
 }
 
 fn population(n: usize, seed: u64) -> Vec<u64> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut v: Vec<u64> = (0..n).map(|_| rng.gen::<u64>() | 1).collect();
-    v.sort_unstable();
-    v.dedup();
-    v
+    acs_engine::testing::random_pseudonyms(&mut StdRng::seed_from_u64(seed), n)
 }
 
 fn random_online(rng: &mut StdRng, users: &[u64], fraction: f64) -> Vec<u64> {
@@ -222,6 +218,160 @@ fn malicious_mode_rounds_match_the_ideal_round() {
         run_rounds_in(SecurityMode::Malicious, cfg, 3, seed, |_, rng| {
             random_plan(rng, &cfg, &users, 0.7)
         });
+    }
+}
+
+#[test]
+fn misaddressed_items_are_dropped_or_expire_and_never_delivered() {
+    let cfg = RoundConfig {
+        payload_words: 2,
+        store_capacity: 16,
+        expiry_rounds: 4,
+        receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
+    };
+    let users = population(16, 5);
+    // Half the targets are a user's pseudonym with other high bits: same address, a
+    // pseudonym nobody registered. Some users are offline each round, so some of those
+    // are stored first and met by their address's user later.
+    for seed in 0..4 {
+        let history = run_rounds(cfg, 6, 21 + seed, |_, rng| {
+            let online = random_online(rng, &users, 0.6);
+            let blocks = online
+                .iter()
+                .map(|_| {
+                    let to = users[rng.gen_range(0..users.len())];
+                    Block {
+                        role: Role::Send,
+                        dst: if rng.gen_bool(0.5) {
+                            to
+                        } else {
+                            to ^ (rng.gen_range(1..u64::from(u32::MAX)) << 32)
+                        },
+                        payload: payload(rng, &cfg),
+                    }
+                })
+                .collect();
+            Plan { online, blocks }
+        });
+        let outs = || history.iter().flat_map(|r| &r.outputs);
+        let dropped = outs().filter(|o| o.status == Status::Dropped).count();
+        let delivered = outs().filter(|o| o.incoming.is_some()).count();
+        let expired = outs()
+            .filter(|o| {
+                matches!(
+                    o.receipt,
+                    Some(Receipt {
+                        fate: Fate::Expired,
+                        ..
+                    })
+                )
+            })
+            .count();
+        assert!(
+            dropped > 0 && delivered > 0,
+            "seed {seed}: {dropped} {delivered}"
+        );
+        // Every delivery went to its exact target.
+        for r in &history {
+            for (u, o) in r.outputs.iter().enumerate() {
+                if let Some(inc) = &o.incoming {
+                    let sent = r
+                        .online
+                        .iter()
+                        .zip(&r.blocks)
+                        .any(|(src, b)| *src == inc.from && b.dst == r.online[u]);
+                    let earlier = history.iter().any(|h| {
+                        h.online
+                            .iter()
+                            .zip(&h.blocks)
+                            .any(|(src, b)| *src == inc.from && b.dst == r.online[u])
+                    });
+                    assert!(
+                        sent || earlier,
+                        "a delivery to {:x} not sent to it",
+                        r.online[u]
+                    );
+                }
+            }
+        }
+        let _ = expired;
+    }
+}
+
+#[test]
+fn a_stored_misaddressed_item_expires_when_its_address_comes_online() {
+    let cfg = RoundConfig {
+        payload_words: 1,
+        store_capacity: 8,
+        expiry_rounds: 10,
+        receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
+    };
+    // b < c, so b's item is stored before c's in round 1.
+    let users = population(3, 17);
+    let (a, b, c) = (users[2], users[0], users[1]);
+    let stray = a ^ (0x5a5a << 32);
+    let history = run_rounds(cfg, 4, 3, move |round, rng| {
+        let mut send = |dst| Block {
+            role: Role::Send,
+            dst,
+            payload: payload(rng, &cfg),
+        };
+        match round {
+            1 => Plan {
+                online: vec![b, c],
+                blocks: vec![send(stray), send(a)],
+            },
+            _ => Plan {
+                online: vec![b, c, a],
+                blocks: vec![Block::cover(&cfg); 3],
+            },
+        }
+    });
+    let out = |round: usize, who: u64| {
+        let r = &history[round - 1];
+        &r.outputs[r.online.iter().position(|&p| p == who).unwrap()]
+    };
+    // Round 2: a meets the stray item first; it expires (a gets nothing), c's stays.
+    assert_eq!(out(2, a).incoming, None);
+    // Round 3: a gets c's message; b learns its stray one expired.
+    assert_eq!(out(3, a).incoming.as_ref().map(|i| i.from), Some(c));
+    assert!(matches!(
+        out(3, b).receipt,
+        Some(Receipt {
+            fate: Fate::Expired,
+            sent: 1,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn two_online_users_with_one_address_are_refused() {
+    let cfg = RoundConfig {
+        payload_words: 1,
+        store_capacity: 4,
+        expiry_rounds: 2,
+        receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
+    };
+    let mut online = population(6, 8);
+    online[5] = acs_engine::round::address(online[2]) | (online[5] >> 32 << 32);
+    online.sort_unstable();
+    let mut rng = StdRng::seed_from_u64(3);
+    let blocks: Vec<Block> = online.iter().map(|_| Block::cover(&cfg)).collect();
+    let per_party = Arc::new(PartyInputs::share_all(&cfg, 1, &online, &blocks, &mut rng));
+    let online = Arc::new(online);
+    let n = notaries();
+    let results = run_three(move |p| {
+        let i = p.id().index();
+        let store = SharedStore::empty(&cfg);
+        exchange_round(p, &cfg, 1, &online, per_party[i].clone(), &store, &n[i])
+    });
+    for r in results {
+        assert!(
+            matches!(&r, Err(EngineError::InvalidInput(m)) if m.contains("address")),
+            "{:?}",
+            r.err()
+        );
     }
 }
 

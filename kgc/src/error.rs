@@ -91,6 +91,15 @@ pub enum KgcError {
     /// The pseudonym is already registered under a different public key.
     #[error("pseudonym {0} is already registered under another key")]
     PseudonymTaken(UserPseudonym),
+    /// The pseudonym's address (its low 32 bits, `ids::ADDRESS_BITS`) is another
+    /// registered user's: the user must make a new identity key.
+    #[error("the address {:08x} of pseudonym {user} is already {holder}'s: make a new identity key", user.address())]
+    AddressTaken {
+        /// The pseudonym that asked to register.
+        user: UserPseudonym,
+        /// The registered user who holds the address.
+        holder: UserPseudonym,
+    },
     /// No registry entry for this pseudonym.
     #[error("unknown pseudonym {0}")]
     UnknownPseudonym(UserPseudonym),

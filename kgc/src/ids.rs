@@ -93,7 +93,20 @@ macro_rules! pseudonym_common {
 pseudonym_common!(UserPseudonym, USER_TAG, "user pseudonym");
 pseudonym_common!(ServerPseudonym, SERVER_TAG, "server pseudonym");
 
+/// Bits of a user's address: the low bits of its pseudonym, on which the exchange round
+/// matches senders with receivers (`acs_engine::round::ADDRESS_BITS`, the same rule; a
+/// test in `acs-transport` checks that the two agree). Registration keeps addresses
+/// unique and refuses address 0 ([`crate::Registry::check_address`]), so an address
+/// names one registered user. 32 bits: at a million users a new key's address is taken
+/// with probability 2^-12, and the user makes another key.
+pub const ADDRESS_BITS: u32 = 32;
+
 impl UserPseudonym {
+    /// The user's address ([`ADDRESS_BITS`]): the low 32 bits of the pseudonym.
+    pub fn address(self) -> u32 {
+        self.0 as u32
+    }
+
     /// Derives the pseudonym of raw public-key bytes without validating the key (for
     /// decoding stored records whose key was validated when it registered).
     pub(crate) fn derive_from_bytes(public_key: &[u8; 32]) -> Option<Self> {

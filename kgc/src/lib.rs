@@ -64,7 +64,7 @@ pub use descriptor::{
 };
 pub use error::{KgcError, Result};
 pub use gt::{gt_to_bytes, GT_BYTES};
-pub use ids::{Direction, ServerPseudonym, UserPseudonym};
+pub use ids::{Direction, ServerPseudonym, UserPseudonym, ADDRESS_BITS};
 pub use master::{EpochSecret, MasterSecret, EPOCH_FILE_BYTES, MASTER_FILE_BYTES};
 pub use registration::{
     PendingRegistration, RegistrationRequest, RegistrationResponse, UserIdentity,

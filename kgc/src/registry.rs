@@ -130,6 +130,8 @@ pub enum Inserted {
 pub struct Registry {
     server: ServerPseudonym,
     entries: BTreeMap<UserPseudonym, RegistryEntry>,
+    /// Address → its registered user (`UserPseudonym::address`).
+    addresses: HashMap<u32, UserPseudonym>,
 }
 
 impl Registry {
@@ -138,6 +140,7 @@ impl Registry {
         Registry {
             server,
             entries: BTreeMap::new(),
+            addresses: HashMap::new(),
         }
     }
 
@@ -174,8 +177,26 @@ impl Registry {
         self.entries.values()
     }
 
-    /// Adds an entry. Refuses a pseudonym taken by another public key, and an entry whose
-    /// key belongs to another server.
+    /// The registered user whose address is `address`, if any.
+    pub fn address_holder(&self, address: u32) -> Option<UserPseudonym> {
+        self.addresses.get(&address).copied()
+    }
+
+    /// Whether `user` may hold its address here: refuses the reserved address 0 and an
+    /// address registered to another user (`AddressTaken`).
+    pub fn check_address(&self, user: UserPseudonym) -> Result<()> {
+        if user.address() == 0 {
+            return Err(malformed("user pseudonym", "address 0 is reserved"));
+        }
+        match self.address_holder(user.address()) {
+            Some(holder) if holder != user => Err(KgcError::AddressTaken { user, holder }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Adds an entry. Refuses a pseudonym taken by another public key, an address taken
+    /// by another pseudonym ([`Registry::check_address`]), and an entry whose key belongs
+    /// to another server.
     pub fn insert(&mut self, entry: RegistryEntry) -> Result<Inserted> {
         if entry.long_term_key.server() != self.server {
             return Err(KgcError::WrongServer {
@@ -189,6 +210,8 @@ impl Registry {
             }
             Some(_) => Err(KgcError::PseudonymTaken(entry.user())),
             None => {
+                self.check_address(entry.user())?;
+                self.addresses.insert(entry.user().address(), entry.user());
                 self.entries.insert(entry.user(), entry);
                 Ok(Inserted::New)
             }
@@ -197,7 +220,11 @@ impl Registry {
 
     /// Removes a user.
     pub fn remove(&mut self, user: UserPseudonym) -> Option<RegistryEntry> {
-        self.entries.remove(&user)
+        let removed = self.entries.remove(&user);
+        if removed.is_some() {
+            self.addresses.remove(&user.address());
+        }
+        removed
     }
 
     /// The whole registry (layout in the module docs). Contains secret keys.
@@ -238,6 +265,7 @@ impl Registry {
             return Err(malformed(WHAT, "length does not match the entry count"));
         }
         let mut entries = BTreeMap::new();
+        let mut addresses = HashMap::with_capacity(count);
         let mut previous: Option<UserPseudonym> = None;
         for chunk in body.chunks_exact(ENTRY_BYTES) {
             let entry = RegistryEntry::from_bytes(server, chunk)?;
@@ -245,9 +273,17 @@ impl Registry {
                 return Err(malformed(WHAT, "entries not in strictly increasing order"));
             }
             previous = Some(entry.user());
+            let address = entry.user().address();
+            if address == 0 || addresses.insert(address, entry.user()).is_some() {
+                return Err(malformed(WHAT, "an address is 0 or held by two entries"));
+            }
             entries.insert(entry.user(), entry);
         }
-        Ok(Registry { server, entries })
+        Ok(Registry {
+            server,
+            entries,
+            addresses,
+        })
     }
 
     /// The tag → pseudonym index for `round` and `direction` (one SHAKE256 call per user, spread

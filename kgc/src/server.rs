@@ -168,7 +168,10 @@ impl Kgc {
                 Inserted::AlreadyRegistered
             }
             Some(_) => return Err(crate::KgcError::PseudonymTaken(user)),
-            None => Inserted::New,
+            None => {
+                registry.check_address(user)?;
+                Inserted::New
+            }
         };
         let user_key = self.extract(user);
         let response = build_response(&verified, self.server, &self.x25519_public, &user_key, rng)?;

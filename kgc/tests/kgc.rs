@@ -348,6 +348,57 @@ fn taken_pseudonym_is_refused() {
     );
 }
 
+/// Two identities whose pseudonyms differ but share an address (found by a birthday
+/// search over seeds: `db2ba4db074acfa9` and `5d650ddd074acfa9`).
+fn address_twins() -> (UserIdentity, UserIdentity) {
+    let seed = |i: u32| {
+        let mut s = [0u8; 32];
+        s[..4].copy_from_slice(&i.to_le_bytes());
+        s[8] = 0xad;
+        UserIdentity::from_seed(s).unwrap()
+    };
+    (seed(40_541), seed(74_045))
+}
+
+#[test]
+fn taken_address_is_refused() {
+    let (a, _) = servers();
+    let (first, second) = address_twins();
+    assert_ne!(first.pseudonym(), second.pseudonym());
+    assert_eq!(first.pseudonym().address(), second.pseudonym().address());
+    let mut registry = Registry::new(a.server());
+    register(a, &mut registry, &first).unwrap();
+    let before = registry.to_bytes();
+    assert!(matches!(
+        register(a, &mut registry, &second),
+        Err(KgcError::AddressTaken { user, holder })
+            if user == second.pseudonym() && holder == first.pseudonym()
+    ));
+    assert_eq!(*registry.to_bytes(), *before);
+    assert_eq!(
+        registry.address_holder(first.pseudonym().address()),
+        Some(first.pseudonym())
+    );
+    // Same at the registry level; the holder itself may register again.
+    let entry = RegistryEntry::new(&second.public_key(), NOW, a.agree(second.pseudonym()));
+    assert!(matches!(
+        registry.insert(entry.clone()),
+        Err(KgcError::AddressTaken { .. })
+    ));
+    register(a, &mut registry, &first).unwrap();
+    // Once the holder is gone, the address is free in this registry (the exchange
+    // server keeps retired users' addresses reserved on its own: `acs-transport`).
+    registry.remove(first.pseudonym()).unwrap();
+    assert_eq!(registry.insert(entry).unwrap(), Inserted::New);
+    // Address 0 is reserved.
+    let zero = UserPseudonym::from_u64(7 << 32).unwrap();
+    assert_eq!(zero.address(), 0);
+    assert!(matches!(
+        registry.check_address(zero),
+        Err(KgcError::Malformed { .. })
+    ));
+}
+
 #[test]
 fn stale_and_future_requests_are_refused() {
     let (a, _) = servers();
@@ -531,6 +582,29 @@ fn registry_round_trips() {
     }
     let empty = Registry::new(registry.server());
     assert_eq!(Registry::from_bytes(&empty.to_bytes()).unwrap(), empty);
+}
+
+#[test]
+fn registry_decoder_rejects_two_entries_with_one_address() {
+    let (a, _) = servers();
+    let (first, second) = address_twins();
+    let entry =
+        |who: &UserIdentity| RegistryEntry::new(&who.public_key(), NOW, a.agree(who.pseudonym()));
+    // Entries go in pseudonym order: the smaller one in the registry, the larger appended.
+    let (low, high) = if first.pseudonym() < second.pseudonym() {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    let mut registry = Registry::new(a.server());
+    registry.insert(entry(&low)).unwrap();
+    let mut bytes = registry.to_bytes().to_vec();
+    bytes.extend_from_slice(&entry(&high).to_bytes()[..]);
+    bytes[16..20].copy_from_slice(&2u32.to_be_bytes());
+    assert!(matches!(
+        Registry::from_bytes(&bytes),
+        Err(KgcError::Malformed { .. })
+    ));
 }
 
 #[test]

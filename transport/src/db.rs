@@ -52,6 +52,10 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const PENDING_ROUND: TableDefinition<u64, &[u8]> = TableDefinition::new("pending_round");
 const PENDING_META: TableDefinition<&str, u64> = TableDefinition::new("pending_meta");
 const OUTPUTS: TableDefinition<u64, &[u8]> = TableDefinition::new("outputs");
+/// Addresses of retired registrations (address → pseudonym): an address stays its
+/// pseudonym's after the epoch it was registered in is retired (`docs/kgc.md`,
+/// "Addresses").
+const RESERVED_ADDRESSES: TableDefinition<u32, u64> = TableDefinition::new("reserved_addresses");
 const PENDING_OUTPUTS: TableDefinition<u64, &[u8]> = TableDefinition::new("pending_outputs");
 /// The layout before `store_blobs`: one row per store record (converted at open).
 const OLD_STORE: TableDefinition<u32, &[u8]> = TableDefinition::new("store");
@@ -181,6 +185,7 @@ impl Db {
             tx.open_table(PENDING_META)?;
             tx.open_table(OUTPUTS)?;
             tx.open_table(PENDING_OUTPUTS)?;
+            tx.open_table(RESERVED_ADDRESSES)?;
         }
         Self::convert_old_store(&tx)?;
         Self::convert_pending_outputs(&tx)?;
@@ -314,16 +319,22 @@ impl Db {
 
     /// Deletes the registrations (with their cached long-term keys) of every
     /// master-secret epoch not in `served`, in one transaction; returns how many rows
-    /// went, per epoch. redb frees the pages but does not overwrite them: the bytes stay
-    /// in the file until reused (`docs/operators.md` §9, retiring an epoch).
+    /// went, per epoch. Each deleted user's address stays reserved to its pseudonym
+    /// ([`Db::reserved_addresses`]), in the same transaction. redb frees the pages but
+    /// does not overwrite them: the bytes stay in the file until reused
+    /// (`docs/operators.md` §9, retiring an epoch).
     pub fn retire_epochs(&self, served: &[u32]) -> Result<Vec<(u32, u64)>, DbError> {
         let tx = self.inner.begin_write()?;
         let mut gone: std::collections::BTreeMap<u32, u64> = Default::default();
         {
+            let mut retired: Vec<u64> = Vec::new();
             if !served.contains(&0) {
                 let mut t = tx.open_table(REGISTRY)?;
                 let n = t.len()?;
                 if n > 0 {
+                    for item in t.iter()? {
+                        retired.push(item?.0.value());
+                    }
                     t.retain(|_, _| false)?;
                     gone.insert(0, n);
                 }
@@ -331,13 +342,21 @@ impl Db {
             let mut t = tx.open_table(EPOCH_REGISTRY)?;
             for item in t.iter()? {
                 let (k, _) = item?;
-                let epoch = k.value().0;
+                let (epoch, pseudonym) = k.value();
                 if !served.contains(&epoch) {
                     *gone.entry(epoch).or_default() += 1;
+                    retired.push(pseudonym);
                 }
             }
             if !gone.is_empty() {
                 t.retain(|k, _| served.contains(&k.0))?;
+            }
+            let mut r = tx.open_table(RESERVED_ADDRESSES)?;
+            for p in retired {
+                let address = acs_engine::round::address(p) as u32;
+                if r.get(address)?.is_none() {
+                    r.insert(address, p)?;
+                }
             }
         }
         if gone.is_empty() {
@@ -346,6 +365,19 @@ impl Db {
             tx.commit()?;
         }
         Ok(gone.into_iter().collect())
+    }
+
+    /// The addresses (`acs_kgc::UserPseudonym::address`) of users whose registrations
+    /// were retired, with the pseudonym each stays reserved to.
+    pub fn reserved_addresses(&self) -> Result<Vec<(u32, u64)>, DbError> {
+        let tx = self.inner.begin_read()?;
+        let t = tx.open_table(RESERVED_ADDRESSES)?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (k, v) = item?;
+            out.push((k.value(), v.value()));
+        }
+        Ok(out)
     }
 
     /// The registration record of `pseudonym`.

@@ -328,8 +328,17 @@ pub async fn run(
     // Register every user through the relays.
     let t = Instant::now();
     let mut joins = tokio::task::JoinSet::new();
+    let mut addresses = std::collections::HashSet::new();
     for _ in 0..opts.users {
-        let identity = UserIdentity::from_seed(rng.gen()).map_err(fail)?;
+        // Registration refuses an address already taken (`docs/kgc.md`, "Addresses"):
+        // one in 2^32 keys per user already there, so skip those keys here.
+        let identity = loop {
+            let id = UserIdentity::from_seed(rng.gen()).map_err(fail)?;
+            let address = id.pseudonym().address();
+            if address != 0 && addresses.insert(address) {
+                break id;
+            }
+        };
         let (relays, roots, descriptors) =
             (entry_addrs.clone(), roots.clone(), descriptors.clone());
         joins.spawn(async move {

@@ -280,7 +280,7 @@ impl User {
                 let ev = match tokio::time::timeout_at(deadline, user.events.recv()).await {
                     Err(_) => {
                         return Err(UserError::Mismatch(format!(
-                            "no registration answer from exchange server {server} within timeout_ms ({} ms): check that descriptors[{server}] is server {server}'s descriptor (the order in the client config), that the server runs, and that the descriptor is current (a server refuses registrations under a master-secret epoch it has retired)",
+                            "no registration answer from exchange server {server} within timeout_ms ({} ms): check that descriptors[{server}] is server {server}'s descriptor (the order in the client config), that the server runs, and that the descriptor is current (a server refuses registrations under a master-secret epoch it has retired); a refused registration (pseudonym or address already taken: the server's log says which) is not answered either, and a key whose address is taken needs a new identity",
                             timeout.as_millis()
                         )))
                     }

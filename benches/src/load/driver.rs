@@ -241,10 +241,21 @@ async fn drive(spec: DriverSpec) -> Result<(), String> {
     let mut next = 0usize;
     let mut registered = 0usize;
     let mut last_note = Instant::now();
+    // Registration refuses an address already taken (`docs/kgc.md`, "Addresses"), so
+    // this process's users skip keys whose address another of them holds (drivers in
+    // other processes draw theirs independently: at 10^5 users in all, about one pair
+    // collides across processes, and that user's registration times out).
+    let mut addresses = std::collections::HashSet::new();
     while registered < spec.users {
         while next < spec.users && joins.len() < spec.concurrency.max(1) {
-            let identity = UserIdentity::from_seed(rand::thread_rng().gen())
-                .map_err(|e| format!("identity: {e}"))?;
+            let identity = loop {
+                let id = UserIdentity::from_seed(rand::thread_rng().gen())
+                    .map_err(|e| format!("identity: {e}"))?;
+                let address = id.pseudonym().address();
+                if address != 0 && addresses.insert(address) {
+                    break id;
+                }
+            };
             let relays = user_relays(spec.first_user + next, spec.relays_per_user, &spec.relays);
             let (roots, descriptors, i) = (roots.clone(), descriptors.clone(), next);
             joins.spawn(async move {

@@ -100,7 +100,11 @@ enum From {
 }
 
 /// Runs one round. `blocks` are this round's `(source, block)` for every online user,
-/// sources distinct; `store` is the previous store, best-ranked first. Returns each
+/// sources' addresses ([`super::address`]) distinct. Items for one address queue in
+/// candidate order; the first goes to the online user with that address when its target
+/// is that user's pseudonym, and is *misaddressed* otherwise (a target nobody registered
+/// that shares a registered user's address): never delivered, dropped if it came this
+/// round, expired now (its receipt says so) if it came from the store; `store` is the previous store, best-ranked first. Returns each
 /// user's output in the order of `blocks`, and the new store (best-ranked first, at most
 /// `store_capacity` items).
 pub fn ideal_round(
@@ -159,17 +163,29 @@ pub fn ideal_round(
         })
         .collect();
     let mut delivered = vec![false; candidates.len()];
+    let mut misaddressed = vec![false; candidates.len()];
     let mut store_delivered = vec![false; store.len()];
-    // The best-ranked candidate for each target (sources are distinct, so each target
-    // receives at most once and no candidate is claimed twice).
+    let mut store_misaddressed = vec![false; store.len()];
+    // The best-ranked candidate for each target address (sources' addresses are
+    // distinct, so each target receives at most once and no candidate is claimed twice).
     let mut first_for: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
     for (c, (it, _)) in candidates.iter().enumerate() {
-        first_for.entry(it.dst).or_insert(c);
+        first_for.entry(super::address(it.dst)).or_insert(c);
     }
     for (u, (src, _)) in blocks.iter().enumerate() {
-        let Some(&c) = first_for.get(src) else {
+        let Some(&c) = first_for.get(&super::address(*src)) else {
             continue;
         };
+        // The first candidate for this address is for another pseudonym (one nobody
+        // registered: registration keeps addresses unique): never delivered; dropped if
+        // it came this round, expired now if it came from the store.
+        if candidates[c].0.dst != *src {
+            misaddressed[c] = true;
+            if let From::Store(t) = candidates[c].1 {
+                store_misaddressed[t] = true;
+            }
+            continue;
+        }
         delivered[c] = true;
         let it = &candidates[c].0;
         let role = Role::from_bits(it.role_bits).unwrap_or(Role::Request);
@@ -199,7 +215,7 @@ pub fn ideal_round(
     for (t, it) in store.iter().enumerate() {
         let fate = if store_delivered[t] {
             Some(Fate::Delivered)
-        } else if !live(it) {
+        } else if !live(it) || store_misaddressed[t] {
             Some(Fate::Expired)
         } else {
             None
@@ -214,7 +230,7 @@ pub fn ideal_round(
         let From::Block(sender) = from else {
             continue;
         };
-        if !delivered[c] && new_store.len() < cfg.store_capacity {
+        if !delivered[c] && !misaddressed[c] && new_store.len() < cfg.store_capacity {
             new_store.push(it);
             outputs[sender].status = Status::Stored;
         }

@@ -5,9 +5,15 @@
 //!
 //! Records of the first sort (one narrow row each, secret-shared):
 //! - a *mailbox* per online user `u` (public: the online set is leakage), key
-//!   `(0, u, 0)`;
-//! - an *item* per online user's block, key `(dummy, dst, 1)`, where covers are dummies;
-//! - the `C` store records, key `(dummy, dst, 1)`, where empty and expired ones are dummies.
+//!   `(0, address(u), 0)`;
+//! - an *item* per online user's block, key `(dummy, address(dst), 1)`, where covers are
+//!   dummies;
+//! - the `C` store records, key `(dummy, address(dst), 1)`, where empty and expired ones
+//!   are dummies.
+//!
+//! Keys carry the receiver's [`super::address`] (32 bits), not its 64-bit pseudonym:
+//! registration keeps addresses unique, and the round checks that the online users'
+//! are. A key is 34 bits, 56 with the sort's tiebreak at a million users (was 88).
 //!
 //! Items carry `j`, the index of their payload row: store record `t` is `j = t`, user
 //! `i`'s block `j = C + i`. A store record is a message or a receipt (see
@@ -22,9 +28,13 @@
 //!    round's items (in pseudonym order), so items for one target follow its mailbox
 //!    oldest first.
 //! 2. Match by adjacent equality: record `k` receives record `k+1` exactly when
-//!    `key_k ^ 1 == key_{k+1}` (a mailbox followed by a live item for the same target).
-//!    Only a tag moves: the item's destination becomes the mailbox's tag `2i`, the item
-//!    is marked delivered and the mailbox matched.
+//!    `key_k ^ 1 == key_{k+1}` (a mailbox followed by a live item for the same address)
+//!    and their pseudonyms' high bits (carried above `j`) are equal too. Only a tag
+//!    moves: the item's destination becomes the mailbox's tag `2i`, the item is marked
+//!    delivered and the mailbox matched. An item whose address matches but whose high
+//!    bits do not is *misaddressed* (its target is a pseudonym nobody registered that
+//!    shares the user's address): never delivered; dropped if it came this round,
+//!    expired now if it came from the store, so it cannot hold up the address's queue.
 //! 3. Route A: shuffle, then open each record's routing tag (`2i` mailbox, `2i + 1` item,
 //!    SENTINEL store record): a uniformly random arrangement of a public multiset.
 //! 4. Decide over shares which store records keep a slot and which become receipts (`R`),
@@ -50,7 +60,7 @@
 use super::consistency::Notary;
 use super::input::{InputCheck, PartyInputs};
 use super::outputs::OutputShare;
-use super::RoundConfig;
+use super::{address, check_distinct_addresses, RoundConfig, ADDRESS_BITS};
 use crate::channel::PartyId;
 use crate::circuits::equal;
 use crate::declassify::Reason;
@@ -61,18 +71,27 @@ use crate::sort::{index_bits, quicksort, quicksort_distinct};
 use crate::transpose::{blocks, rows_to_planes};
 use rayon::prelude::*;
 
+/// Bits of a first-sort key `(dummy, address, kind)`: kind 0 mailbox, 1 item.
+const KEY_BITS: usize = ADDRESS_BITS as usize + 2;
+/// The dummy bit of a first-sort key, its highest.
+const DUMMY_KEY_BIT: usize = KEY_BITS - 1;
+
 /// The routing tag of store records.
 const SENTINEL: u64 = u64::MAX;
 
 // Columns of the narrow rows the matching works on.
 const ORIGIN: usize = 0; // routing tag: 2i mailbox of user i, 2i + 1 its item, SENTINEL store
 const FLAGS: usize = 1;
-const J: usize = 2; // an item's payload index: store record t, or C + i for user i's block
+// An item's payload index (store record t, or C + i for user i's block) in the low 32
+// bits, and above them the high bits of its target's pseudonym (of a mailbox: its user's),
+// which the matching compares after the sort ([`high`]).
+const J: usize = 2;
 const DEST: usize = 3; // where an item's payload goes: 2i to user i, or SENTINEL
 const NARROW: usize = 4;
 /// Columns of the rows that take statuses back to payload order: j, status, the item's
-/// destination, its receipt's destination.
-const FATE_WIDTH: usize = 4;
+/// destination, its receipt's destination, and (store records) whether its receipt's
+/// fate is "expired" for a reason found this round (bit 0).
+const FATE_WIDTH: usize = 5;
 
 // Bits of the FLAGS column. VALID, VR (a valid receipt) and EXPIRED are set on store
 // records only.
@@ -82,6 +101,10 @@ const MATCHED_BIT: u32 = 4;
 const VALID_BIT: u32 = 5;
 const VR_BIT: u32 = 6;
 const EXPIRED_BIT: u32 = 7;
+/// An item first in its address's group whose target is not the pseudonym of the online
+/// user with that address (`docs/engine.md`, "Addresses"): never delivered; dropped if
+/// it came this round, expired now if it came from the store.
+const MISADDRESSED_BIT: u32 = 8;
 
 /// The role bits of a store record's flags word, after the valid bit.
 const ROLE_MASK: u64 = 0b11;
@@ -180,6 +203,7 @@ pub fn exchange_round(
     if online.len() as u64 >= (1u64 << 62) {
         return Err(EngineError::InvalidInput("too many users".into()));
     }
+    check_distinct_addresses(online)?;
     let id = party.id();
     let mut clock = PhaseClock::start();
     party.set_phase(Phase::Other);
@@ -234,27 +258,33 @@ pub fn exchange_round(
             let flags = (lane(share.of(&store_valid), t) << VALID_BIT)
                 ^ (lane(share.of(store_vr), t) << VR_BIT)
                 ^ (lane(share.of(&expired), t) << EXPIRED_BIT);
-            row.copy_from_slice(&[public(SENTINEL), flags, public(t as u64), public(SENTINEL)]);
-            key_item(
-                lane(share.of(&store_dead), t),
-                share.of(&store.rows)[t * sw + 2],
-            )
+            let dst = share.of(&store.rows)[t * sw + 2];
+            row.copy_from_slice(&[
+                public(SENTINEL),
+                flags,
+                public(t as u64) ^ high(dst),
+                public(SENTINEL),
+            ]);
+            key_item(lane(share.of(&store_dead), t), dst)
         } else if r < c + u {
             let i = r - c;
+            let dst = share.of(&blocks)[i * bw + 1];
             row.copy_from_slice(&[
                 public(2 * i as u64 + 1),
                 0,
-                public((c + i) as u64),
+                public((c + i) as u64) ^ high(dst),
                 public(SENTINEL),
             ]);
-            key_item(
-                lane(share.of(&block_dead), i),
-                share.of(&blocks)[i * bw + 1],
-            )
+            key_item(lane(share.of(&block_dead), i), dst)
         } else {
             let i = r - c - u;
-            row.copy_from_slice(&[public(2 * i as u64), 0, 0, public(SENTINEL)]);
-            public_key(id, share, (online[i] as u128) << 1)
+            row.copy_from_slice(&[
+                public(2 * i as u64),
+                0,
+                public(high(online[i])),
+                public(SENTINEL),
+            ]);
+            public_key(id, share, (address(online[i]) as u128) << 1)
         }
     };
     let table = |share: Share| keyed_rows(n1, NARROW, |r, row| record(share, r, row));
@@ -263,7 +293,7 @@ pub fn exchange_round(
     let rows = Shared { a: ra, b: rb };
     clock.lap("prepare");
     party.set_phase(Phase::Sort);
-    let sorted = quicksort(party, &keys, 66, &rows, NARROW)?;
+    let sorted = quicksort(party, &keys, KEY_BITS, &rows, NARROW)?;
     drop((keys, rows));
     clock.lap("sort records");
     let matched = match_adjacent(party, &sorted.keys, &sorted.payload)?;
@@ -347,7 +377,10 @@ pub fn exchange_round(
     };
     let (s_valid, s_vr) = (bits(VALID_BIT), bits(VR_BIT));
     let s_delivered = bits(DELIVERED_BIT);
-    let s_x = bits(EXPIRED_BIT).xor(&s_delivered);
+    // A misaddressed store record (never delivered, never expired: it was live) expires
+    // now.
+    let s_misaddressed = bits(MISADDRESSED_BIT);
+    let s_x = bits(EXPIRED_BIT).xor(&s_delivered).xor(&s_misaddressed);
     let s_message = s_valid.xor(&s_vr);
     let prods = party.and_many(&[(&s_vr, &s_x), (&s_message, &s_x), (&s_delivered, &s_vr)])?;
     let s_kept = s_valid.xor(&prods[0]);
@@ -381,21 +414,33 @@ pub fn exchange_round(
         keyed_rows(items.len(), 2, |n, d| {
             let (k, s) = (items[n], store_index[n]);
             let rr = &r[k * NARROW..(k + 1) * NARROW];
+            let misaddressed = (rr[FLAGS] >> MISADDRESSED_BIT) & 1;
             let (not_kept, delivered, becomes_receipt) = if s != usize::MAX {
                 (lane(kept, s) ^ one, lane(late, s), lane(receipt, s))
             } else {
+                // Kept unless a cover, delivered or misaddressed (at most one of these).
                 let delivered = (rr[FLAGS] >> DELIVERED_BIT) & 1;
-                (((rr[FLAGS] >> DUMMY_BIT) & 1) ^ delivered, delivered, 0)
+                let dummy = (rr[FLAGS] >> DUMMY_BIT) & 1;
+                (dummy ^ delivered ^ misaddressed, delivered, 0)
             };
             let j = rr[J] & ((1u64 << jb) - 1);
-            d.copy_from_slice(&[rr[DEST], becomes_receipt]);
+            d.copy_from_slice(&[rr[DEST], becomes_receipt ^ (misaddressed << 1)]);
             ((not_kept as u128) << (jb + 1)) | ((delivered as u128) << jb) | j as u128
         })
     };
     let ((ka, da), (kb, db)) = (candidates(Share::A), candidates(Share::B));
     let keys2 = SharedKeys { a: ka, b: kb };
     let dest2 = Shared { a: da, b: db };
-    drop((s_valid, s_vr, s_delivered, s_x, s_message, s_kept, prods));
+    drop((
+        s_valid,
+        s_vr,
+        s_delivered,
+        s_misaddressed,
+        s_x,
+        s_message,
+        s_kept,
+        prods,
+    ));
     drop(routed);
     clock.lap("route to mailboxes");
     party.set_phase(Phase::Sort);
@@ -435,13 +480,17 @@ pub fn exchange_round(
             let key = keys[t];
             let delivered = ((key >> jb) & 1) as u64;
             let not_kept = ((key >> (jb + 1)) & 1) as u64;
-            let dummy = not_kept ^ delivered;
-            // status = s ^ delivered·(2 ^ s) ^ dummy·(1 ^ s), with s = stored or
-            // dropped by public position: a share-wise product of shared bits and
-            // constants. (Meaningful for this round's blocks only; store records
-            // have no sender waiting for a status.)
+            let misaddressed = (p[2 * t + 1] >> 1) & 1;
+            let dummy = not_kept ^ delivered ^ misaddressed;
+            // status = s ^ delivered·(2 ^ s) ^ dummy·(1 ^ s) ^ misaddressed·(4 ^ s),
+            // with s = stored or dropped by public position: a share-wise product of
+            // shared bits and constants. (Meaningful for this round's blocks only; store
+            // records have no sender waiting for a status.)
             let s = if t < c { 3 } else { 4 };
-            let status = (holds_x0 & s) ^ (delivered * (2 ^ s)) ^ (dummy * (1 ^ s));
+            let status = (holds_x0 & s)
+                ^ (delivered * (2 ^ s))
+                ^ (dummy * (1 ^ s))
+                ^ (misaddressed * (4 ^ s));
             let (dest, receipt_dest) = if t < c {
                 let slot = 2 * t as u64 + 1;
                 let r = p[2 * t + 1] & 1;
@@ -457,6 +506,7 @@ pub fn exchange_round(
                 status,
                 dest,
                 receipt_dest,
+                misaddressed,
             ]);
         });
         // valid = !not_kept: NOT lands on the x_0 share.
@@ -523,9 +573,10 @@ pub fn exchange_round(
             let t = j - n2 - u;
             let r = &srows[t * sw..(t + 1) * sw];
             w[0] = f[at_j[t] * FATE_WIDTH + 3];
+            let expired_now = lane(exp, t) ^ f[at_j[t] * FATE_WIDTH + 4];
             w[1] = (r[0] & (ROLE_MASK << 1))
                 ^ public_word(id, share, RECEIPT_FLAG)
-                ^ (lane(exp, t) << FATE_EXPIRED_SHIFT);
+                ^ (expired_now << FATE_EXPIRED_SHIFT);
             w[2] = r[2];
             w[3] = r[1];
             w[4] = (r[3] << 32) ^ public_word(id, share, round as u64);
@@ -726,9 +777,15 @@ fn public_key(id: PartyId, share: Share, v: u128) -> u128 {
     }
 }
 
-/// Sort key of an item: `(dummy, dst, 1)`.
+/// The bits of pseudonym `p` above its address, in place.
+fn high(p: u64) -> u64 {
+    p & !((1u64 << ADDRESS_BITS) - 1)
+}
+
+/// Sort key of an item: `(dummy, address(dst), 1)`. The address is the low bits of the
+/// shared `dst`, so each share is masked alone.
 fn key_item(dummy_bit: u64, dst: u64) -> u128 {
-    ((dummy_bit as u128) << 65) | ((dst as u128) << 1) | 1
+    ((dummy_bit as u128) << DUMMY_KEY_BIT) | ((address(dst) as u128) << 1) | 1
 }
 
 /// Lane `t` of a bitsliced vector, as 0 or 1.
@@ -813,10 +870,11 @@ fn expired_bits(
 }
 
 /// Step 2: for each adjacent pair, `m_k = [key_k ^ 1 == key_{k+1}]` (a mailbox followed
-/// by a live item for its owner). Under `m_k` the item takes the mailbox's routing tag as
-/// its payload's destination (else SENTINEL: not delivered here), is marked delivered, and
-/// the mailbox is marked matched. Only a tag moves, never a payload. Also writes each
-/// record's dummy bit into its flags.
+/// by a live item for its owner's address) and `e_k = m_k · [high_k == high_{k+1}]` (the
+/// whole pseudonym matches). Under `e_k` the item takes the mailbox's routing tag as its
+/// payload's destination (else SENTINEL: not delivered here), is marked delivered, and
+/// the mailbox is marked matched; under `m_k ^ e_k` it is marked misaddressed. Only a tag
+/// moves, never a payload. Also writes each record's dummy bit into its flags.
 fn match_adjacent(
     party: &mut Party,
     keys: &SharedKeys,
@@ -825,36 +883,58 @@ fn match_adjacent(
     let n = keys.len();
     let id = party.id();
     let mut out = rows.clone();
-    // Dummy bit (key bit 65) into FLAGS, share by share (linear).
+    // The key's dummy bit into FLAGS, share by share (linear).
     for (k, f) in [(&keys.a, &mut out.a), (&keys.b, &mut out.b)] {
         for t in 0..n {
-            f[t * NARROW + FLAGS] ^= (((k[t] >> 65) & 1) as u64) << DUMMY_BIT;
+            f[t * NARROW + FLAGS] ^= (((k[t] >> DUMMY_KEY_BIT) & 1) as u64) << DUMMY_BIT;
         }
     }
     if n < 2 {
         return Ok(out);
     }
     let pairs = n - 1;
-    let left = |k: &[u128]| -> Vec<u128> { k[..pairs].iter().map(|x| x ^ 1).collect() };
-    let right = |k: &[u128]| -> Vec<u128> { k[1..].to_vec() };
-    // Flipping the kind bit of every left key is XOR with a public 1: only x_0 changes.
-    let (la, lb) = match id.index() {
-        0 => (left(&keys.a), keys.b[..pairs].to_vec()),
-        2 => (keys.a[..pairs].to_vec(), left(&keys.b)),
-        _ => (keys.a[..pairs].to_vec(), keys.b[..pairs].to_vec()),
+    let lanes = blocks(pairs) * 64;
+    // One equality circuit over 2·lanes lanes: lane t < pairs compares record t's key,
+    // its kind bit flipped, with record t + 1's (m: a mailbox followed by an item for its
+    // address); lane lanes + t their pseudonyms' high bits, carried above j (h).
+    let side = |keys: &[u128], rows: &[u64], first: usize, flip: u128| -> Vec<u128> {
+        let mut v = vec![0u128; 2 * lanes];
+        for t in 0..pairs {
+            v[t] = keys[first + t] ^ flip;
+            v[lanes + t] = (rows[(first + t) * NARROW + J] >> ADDRESS_BITS) as u128;
+        }
+        v
     };
+    // Flipping the kind bit is XOR with a public 1: only x_0 changes.
+    let (flip_a, flip_b) = (u128::from(id.index() == 0), u128::from(id.index() == 2));
     let x = Shared {
-        a: rows_to_planes(&la, 66),
-        b: rows_to_planes(&lb, 66),
+        a: rows_to_planes(&side(&keys.a, &rows.a, 0, flip_a), KEY_BITS),
+        b: rows_to_planes(&side(&keys.b, &rows.b, 0, flip_b), KEY_BITS),
     };
     let y = Shared {
-        a: rows_to_planes(&right(&keys.a), 66),
-        b: rows_to_planes(&right(&keys.b), 66),
+        a: rows_to_planes(&side(&keys.a, &rows.a, 1, 0), KEY_BITS),
+        b: rows_to_planes(&side(&keys.b, &rows.b, 1, 0), KEY_BITS),
     };
     party.set_phase(Phase::Match);
-    let m = equal(party, &x, &y, 66, blocks(pairs))?;
+    let mh = equal(party, &x, &y, KEY_BITS, 2 * blocks(pairs))?;
+    let half = |v: &[u64], second: bool| -> Vec<u64> {
+        let nb = blocks(pairs);
+        v[usize::from(second) * nb..(usize::from(second) + 1) * nb].to_vec()
+    };
+    let m = Shared {
+        a: half(&mh.a, false),
+        b: half(&mh.b, false),
+    };
+    let h = Shared {
+        a: half(&mh.a, true),
+        b: half(&mh.b, true),
+    };
+    // Delivered: the whole pseudonym matches (e = m·h). Misaddressed: the address
+    // matches but not the rest (m ^ e).
+    let e = party.and(&m, &h)?;
+    let misaddressed = m.xor(&e);
 
-    // DEST_{k+1} = SENTINEL ^ m_k·(ORIGIN_k ^ SENTINEL): one word AND per pair.
+    // DEST_{k+1} = SENTINEL ^ e_k·(ORIGIN_k ^ SENTINEL): one word AND per pair.
     let masks =
         |bits: &[u64]| -> Vec<u64> { (0..pairs).map(|t| lane(bits, t).wrapping_neg()).collect() };
     let origins = |r: &[u64], share: Share| -> Vec<u64> {
@@ -865,19 +945,23 @@ fn match_adjacent(
     party.set_phase(Phase::Mux);
     let moved = party.and(
         &Shared {
-            a: masks(&m.a),
-            b: masks(&m.b),
+            a: masks(&e.a),
+            b: masks(&e.b),
         },
         &Shared {
             a: origins(&rows.a, Share::A),
             b: origins(&rows.b, Share::B),
         },
     )?;
-    for (o, mv, mb) in [(&mut out.a, &moved.a, &m.a), (&mut out.b, &moved.b, &m.b)] {
+    for (o, mv, eb, mis) in [
+        (&mut out.a, &moved.a, &e.a, &misaddressed.a),
+        (&mut out.b, &moved.b, &e.b, &misaddressed.b),
+    ] {
         for t in 0..pairs {
-            let bit = lane(mb, t);
+            let bit = lane(eb, t);
             o[(t + 1) * NARROW + DEST] ^= mv[t];
-            o[(t + 1) * NARROW + FLAGS] ^= bit << DELIVERED_BIT;
+            o[(t + 1) * NARROW + FLAGS] ^=
+                (bit << DELIVERED_BIT) ^ (lane(mis, t) << MISADDRESSED_BIT);
             o[t * NARROW + FLAGS] ^= bit << MATCHED_BIT;
         }
     }

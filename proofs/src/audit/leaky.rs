@@ -9,10 +9,13 @@
 use acs_engine::round::consistency::Notary;
 use acs_engine::round::input::PartyInputs;
 use acs_engine::round::mpc::{exchange_round, RoundResult, SharedStore};
-use acs_engine::round::RoundConfig;
+use acs_engine::round::{address, RoundConfig, ADDRESS_BITS};
 use acs_engine::sort::quicksort;
 use acs_engine::{EngineError, Party, Reason, Shared, SharedKeys};
 use serde::Serialize;
+
+/// The round's first-sort key width: dummy bit, address, kind bit.
+const KEY_BITS: usize = ADDRESS_BITS as usize + 2;
 
 /// What the leaky round opens besides the real round's openings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -104,8 +107,8 @@ fn real_flags(
     Ok(r0.xor(&r1).xor(&both))
 }
 
-/// Sorts one item per block (key `(cover, target, 1)`) and one mailbox per user (key
-/// `(0, user, 0)`) like the round does, then opens their tags (`2i + 1` for user `i`'s
+/// Sorts one item per block (key `(cover, address(target), 1)`) and one mailbox per user
+/// (key `(0, address(user), 0)`) like the round does, then opens their tags (`2i + 1` for user `i`'s
 /// item, `2i` for its mailbox) in sorted order, with no shuffle in between.
 fn unshuffled_route(
     party: &mut Party,
@@ -128,16 +131,16 @@ fn unshuffled_route(
         for (i, &flag) in flags.iter().enumerate() {
             // cover = real ^ 1; kind bit 1 for items.
             let cover = u128::from(flag & 1) ^ holds_x0;
-            let dst = u128::from(words[i * bw + 1]);
-            out_keys.push((cover << 65) | (dst << 1) | holds_x0);
+            let dst = u128::from(address(words[i * bw + 1]));
+            out_keys.push((cover << (KEY_BITS - 1)) | (dst << 1) | holds_x0);
             out_tags.push(holds_x0 as u64 * (2 * i as u64 + 1));
         }
         for (i, &owner) in online.iter().enumerate() {
-            out_keys.push(holds_x0 * (u128::from(owner) << 1));
+            out_keys.push(holds_x0 * (u128::from(address(owner)) << 1));
             out_tags.push(holds_x0 as u64 * (2 * i as u64));
         }
     }
-    let sorted = quicksort(party, &keys, 66, &tags, 1)?;
+    let sorted = quicksort(party, &keys, KEY_BITS, &tags, 1)?;
     party.declassify_words(Reason::RouteAfterShuffle, &sorted.payload)?;
     party.check_openings()?;
     Ok(())

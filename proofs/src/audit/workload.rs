@@ -7,7 +7,7 @@
 //! are secret-shared.
 
 use acs_engine::round::ideal::{ideal_round, StoredItem};
-use acs_engine::round::{Block, Output, Role, RoundConfig};
+use acs_engine::round::{address, Block, Output, Role, RoundConfig};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -76,8 +76,9 @@ impl Public {
         let mut rng = StdRng::seed_from_u64(0x4143_535f_6175_6469);
         let mut all: Vec<u64> = Vec::with_capacity(2 * users);
         while all.len() < 2 * users {
+            // Registered users: distinct addresses (an odd pseudonym's is non-zero).
             let p = rng.gen::<u64>() | 1;
-            if !all.contains(&p) {
+            if !all.iter().any(|&q| address(q) == address(p)) {
                 all.push(p);
             }
         }

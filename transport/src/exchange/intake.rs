@@ -144,6 +144,10 @@ pub struct Intake {
     /// For the last few rounds opened: the epoch each user's envelope used, so its
     /// output is sealed under the same epoch's key.
     used: Mutex<VecDeque<(u64, HashMap<UserPseudonym, u32>)>>,
+    /// Addresses of retired registrations and the pseudonym each stays reserved to
+    /// ([`Db::reserved_addresses`]): nobody else may take them (`docs/kgc.md`,
+    /// "Addresses").
+    reserved: HashMap<u32, UserPseudonym>,
 }
 
 impl std::fmt::Debug for Intake {
@@ -199,10 +203,15 @@ impl Intake {
             }
             epochs.push(Epoch { kgc, registry });
         }
+        let mut reserved = HashMap::new();
+        for (address, pseudonym) in db.reserved_addresses()? {
+            reserved.insert(address, UserPseudonym::from_u64(pseudonym)?);
+        }
         Ok(Intake {
             epochs,
             db,
             used: Mutex::new(VecDeque::new()),
+            reserved,
         })
     }
 
@@ -262,16 +271,22 @@ impl Intake {
             .get(user)
             .ok_or(IntakeError::Conflict(user.get()))?
             .public_key();
-        // One pseudonym, one public key, whatever the epoch: first come keeps it.
-        if self
+        // One pseudonym, one public key, and one address, one pseudonym, whatever the
+        // epoch: first come keeps it.
+        let refused = if self
             .epochs
             .iter()
             .any(|e| e.registry.get(user).is_some_and(|o| *o.public_key() != key))
         {
+            Some(KgcError::PseudonymTaken(user))
+        } else {
+            self.address_refusal(user)
+        };
+        if let Some(refusal) = refused {
             if registered.inserted == Inserted::New {
                 self.epochs[at].registry.remove(user);
             }
-            return Err(KgcError::PseudonymTaken(user).into());
+            return Err(refusal.into());
         }
         if registered.inserted == Inserted::New {
             let registry = &mut self.epochs[at].registry;
@@ -336,6 +351,12 @@ impl Intake {
             if !seen.insert(user) {
                 continue;
             }
+            // A registration this server would refuse stays out (the peer took it in a
+            // race with another user of the same address here).
+            if let Some(refusal) = self.address_refusal(user) {
+                tracing::warn!(%user, error = %refusal, "a peer's registration left out");
+                continue;
+            }
             for e in &self.epochs {
                 if e.registry.get(user).is_none() {
                     out.push((
@@ -348,9 +369,28 @@ impl Intake {
         Ok(out)
     }
 
+    /// Why `user` may not hold its address, if it may not: the address is 0, or
+    /// another user's in some epoch served, or reserved to another retired user.
+    fn address_refusal(&self, user: UserPseudonym) -> Option<KgcError> {
+        if let Some(e) = self
+            .epochs
+            .iter()
+            .find_map(|e| e.registry.check_address(user).err())
+        {
+            return Some(e);
+        }
+        match self.reserved.get(&user.address()) {
+            Some(&holder) if holder != user => Some(KgcError::AddressTaken { user, holder }),
+            _ => None,
+        }
+    }
+
     /// Takes in entries from [`Intake::entries_for`] (after the database has them).
     pub fn adopt(&mut self, entries: Vec<(u32, RegistryEntry)>) -> Result<(), KgcError> {
         for (epoch, entry) in entries {
+            if let Some(refusal) = self.address_refusal(entry.user()) {
+                return Err(refusal);
+            }
             if let Some(e) = self.epochs.iter_mut().find(|e| e.kgc.epoch() == epoch) {
                 e.registry.insert(entry)?;
             }
@@ -638,6 +678,80 @@ mod tests {
             .unwrap()
             .agree()
             .in_epoch(epoch)
+    }
+
+    /// Two identities with different pseudonyms and one address (`acs-kgc`'s tests).
+    fn address_twins() -> (UserIdentity, UserIdentity) {
+        let seed = |i: u32| {
+            let mut s = [0u8; 32];
+            s[..4].copy_from_slice(&i.to_le_bytes());
+            s[8] = 0xad;
+            UserIdentity::from_seed(s).unwrap()
+        };
+        (seed(40_541), seed(74_045))
+    }
+
+    #[test]
+    fn an_address_stays_its_users_across_epochs_and_after_retirement() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(&dir.path().join("x.redb")).unwrap());
+        let [k0, k1] = <[Kgc; 2]>::try_from(epochs(&[0, 1])).unwrap();
+        let (first, second) = address_twins();
+        assert_eq!(first.pseudonym().address(), second.pseudonym().address());
+        let refused = |intake: &mut Intake, kgc: &Kgc| {
+            let mut rng = StdRng::seed_from_u64(5);
+            let (_, request) = second
+                .register(&kgc.descriptor([9; 32], NOW), NOW, &mut rng)
+                .unwrap();
+            let err = intake
+                .register(request.as_bytes(), NOW + 1, &mut rng)
+                .unwrap_err();
+            assert!(
+                matches!(err, IntakeError::Kgc(KgcError::AddressTaken { holder, .. })
+                    if holder == first.pseudonym()),
+                "{err}"
+            );
+        };
+        let mut intake = Intake::load_epochs(epochs(&[0, 1]), db.clone()).unwrap();
+        register_in(&mut intake, &k0, &first, 1);
+        // Taken in epoch 0, so refused in epoch 1 too.
+        refused(&mut intake, &k1);
+        refused(&mut intake, &k0);
+        assert_eq!(intake.registered_per_epoch(), vec![(0, 1), (1, 0)]);
+        // Epoch 0 retired: the registration is gone, the address stays reserved, and
+        // stays so after another restart.
+        drop(intake);
+        let mut intake = Intake::load_epochs(epochs(&[1]), db.clone()).unwrap();
+        assert_eq!(intake.registered_per_epoch(), vec![(1, 0)]);
+        refused(&mut intake, &k1);
+        drop(intake);
+        let mut intake = Intake::load_epochs(epochs(&[1]), db.clone()).unwrap();
+        refused(&mut intake, &k1);
+        assert_eq!(
+            db.reserved_addresses().unwrap(),
+            vec![(first.pseudonym().address(), first.pseudonym().get())]
+        );
+        // Its own user takes it back.
+        register_in(&mut intake, &k1, &first, 2);
+        assert_eq!(intake.registered_per_epoch(), vec![(1, 1)]);
+        // A peer's registration with the reserved address is left out of a rejoin.
+        let mut fresh = Intake::load_epochs(epochs(&[1]), db.clone()).unwrap();
+        let entries = fresh
+            .entries_for(&[(*second.public_key().as_bytes(), NOW)])
+            .unwrap();
+        assert!(entries.is_empty());
+        fresh.adopt(entries).unwrap();
+    }
+
+    #[test]
+    fn the_kgc_and_the_round_agree_on_addresses() {
+        assert_eq!(acs_kgc::ADDRESS_BITS, acs_engine::round::ADDRESS_BITS);
+        let mut rng = StdRng::seed_from_u64(1);
+        for _ in 0..1000 {
+            let p = rand::Rng::gen::<u64>(&mut rng) | 1;
+            let user = UserPseudonym::from_u64(p).unwrap();
+            assert_eq!(u64::from(user.address()), acs_engine::round::address(p));
+        }
     }
 
     #[test]

@@ -200,8 +200,11 @@ pub fn exchange_round(
     if store.rows.len() != c * cfg.store_words() {
         return Err(EngineError::InvalidInput("store of the wrong size".into()));
     }
-    if online.len() as u64 >= (1u64 << 62) {
-        return Err(EngineError::InvalidInput("too many users".into()));
+    // Record indices are 32-bit, and `j` shares its word with a pseudonym's high 32 bits.
+    if (c as u64).saturating_add(2 * online.len() as u64) >= 1u64 << 32 {
+        return Err(EngineError::InvalidInput(
+            "too many users and store records for one round".into(),
+        ));
     }
     check_distinct_addresses(online)?;
     let id = party.id();

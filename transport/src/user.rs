@@ -72,6 +72,14 @@ pub enum UserError {
     /// This client's configuration does not match the deployment's (named in the text).
     #[error("{0}")]
     Mismatch(String),
+    /// An exchange server refused the registration.
+    #[error("exchange server {server} refused the registration: {why}")]
+    Refused {
+        /// The server's index.
+        server: usize,
+        /// Why, in one word.
+        why: crate::wire::Refusal,
+    },
 }
 
 /// A message waiting to be delivered.
@@ -280,7 +288,7 @@ impl User {
                 let ev = match tokio::time::timeout_at(deadline, user.events.recv()).await {
                     Err(_) => {
                         return Err(UserError::Mismatch(format!(
-                            "no registration answer from exchange server {server} within timeout_ms ({} ms): check that descriptors[{server}] is server {server}'s descriptor (the order in the client config), that the server runs, and that the descriptor is current (a server refuses registrations under a master-secret epoch it has retired); a refused registration (pseudonym or address already taken: the server's log says which) is not answered either, and a key whose address is taken needs a new identity",
+                            "no registration answer from exchange server {server} within timeout_ms ({} ms): check that descriptors[{server}] is server {server}'s descriptor (the order in the client config), that the server runs, and that the descriptor is current (a server refuses registrations under a master-secret epoch it has retired)",
                             timeout.as_millis()
                         )))
                     }
@@ -296,6 +304,9 @@ impl User {
                 };
                 if let FromRelay::Registered(r) = ev {
                     if r.server as usize == server {
+                        if let Some(why) = crate::wire::Refusal::from_body(&r.body) {
+                            return Err(UserError::Refused { server, why });
+                        }
                         break r.body;
                     }
                 }

@@ -80,3 +80,70 @@ fn users_wait_while_every_relay_is_down_and_go_on_when_they_return() {
     rt.block_on(crowd.until_settled(80, Duration::from_secs(400)));
     crowd.assert_exactly_once();
 }
+
+/// A registration the servers refuse is answered at once, with its reason: a key whose
+/// address (the low 32 bits of its pseudonym) another user holds gets `AddressTaken`
+/// from every server instead of waiting for its timeout, and the holder is unaffected.
+#[test]
+fn a_key_whose_address_is_taken_is_refused_at_once_by_name() {
+    use acs_transport::user::{User, UserError};
+    use acs_transport::wire::Refusal;
+    let _serial = serial();
+    let d = Deployment::write(Options::default());
+    let _relay: Proc = d.start_entry(0, "");
+    let _ex: Vec<Proc> = (0..3).map(|i| d.start_exchange(i, "")).collect();
+    // Two keys whose pseudonyms share an address (a birthday search; `acs-kgc`'s tests).
+    let twin = |i: u32| {
+        let mut s = [0u8; 32];
+        s[..4].copy_from_slice(&i.to_le_bytes());
+        s[8] = 0xad;
+        acs_kgc::UserIdentity::from_seed(s).unwrap()
+    };
+    let rt = runtime();
+    let (relays, descriptors) = (d.entry_addrs(), d.descriptors());
+    rt.block_on(async {
+        let register = |identity| {
+            User::register(
+                identity,
+                d.opts.round,
+                &relays,
+                d.roots(),
+                &descriptors,
+                Duration::from_secs(60),
+            )
+        };
+        // The processes may still be starting: retry the first for a while.
+        let started = std::time::Instant::now();
+        let first = loop {
+            match register(twin(40_541)).await {
+                Ok(u) => break u,
+                Err(e) if started.elapsed() < Duration::from_secs(60) => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("the first twin did not register: {e}"),
+            }
+        };
+        let asked = std::time::Instant::now();
+        let err = match register(twin(74_045)).await {
+            Ok(_) => panic!("a taken address was registered"),
+            Err(e) => e,
+        };
+        assert!(
+            matches!(
+                err,
+                UserError::Refused {
+                    why: Refusal::AddressTaken,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("make a new identity key"), "{err}");
+        assert!(
+            asked.elapsed() < Duration::from_secs(30),
+            "refused only after a timeout"
+        );
+        drop(first);
+    });
+}

@@ -242,9 +242,9 @@ async fn drive(spec: DriverSpec) -> Result<(), String> {
     let mut registered = 0usize;
     let mut last_note = Instant::now();
     // Registration refuses an address already taken (`docs/kgc.md`, "Addresses"), so
-    // this process's users skip keys whose address another of them holds (drivers in
-    // other processes draw theirs independently: at 10^5 users in all, about one pair
-    // collides across processes, and that user's registration times out).
+    // this process's users skip keys whose address another of them holds; a collision
+    // with another process's user (about one pair at 10^5 users in all) is refused by
+    // the servers, and that user makes a new key.
     let mut addresses = std::collections::HashSet::new();
     while registered < spec.users {
         while next < spec.users && joins.len() < spec.concurrency.max(1) {
@@ -259,8 +259,35 @@ async fn drive(spec: DriverSpec) -> Result<(), String> {
             let relays = user_relays(spec.first_user + next, spec.relays_per_user, &spec.relays);
             let (roots, descriptors, i) = (roots.clone(), descriptors.clone(), next);
             joins.spawn(async move {
-                let r = User::register(identity, cfg, &relays, roots, &descriptors, timeout).await;
-                (i, r)
+                let mut identity = identity;
+                let mut tries = 0;
+                loop {
+                    let r = User::register(
+                        identity,
+                        cfg,
+                        &relays,
+                        roots.clone(),
+                        &descriptors,
+                        timeout,
+                    )
+                    .await;
+                    // Another process's user holds this key's address: a new key (rare).
+                    if tries < 3
+                        && matches!(
+                            r,
+                            Err(acs_transport::user::UserError::Refused {
+                                why: acs_transport::wire::Refusal::AddressTaken,
+                                ..
+                            })
+                        )
+                    {
+                        tries += 1;
+                        identity = UserIdentity::from_seed(rand::thread_rng().gen())
+                            .expect("a random seed makes a key");
+                        continue;
+                    }
+                    break (i, r);
+                }
             });
             next += 1;
         }

@@ -470,19 +470,22 @@ fn spawn_dispatcher(
                             let mut guard = intake.lock().unwrap_or_else(|e| e.into_inner());
                             guard.register(&request.body, now, &mut rand_core::OsRng)
                         };
-                        match answer {
-                            Ok(body) => {
-                                let _ = port.answer_registration(
-                                    relay,
-                                    &RelayRegisterResponse {
-                                        request: request.request,
-                                        body,
-                                    },
-                                );
+                        // A refusal is answered too, with its reason in one word (the
+                        // details stay in this log), so the user need not time out.
+                        let body = match answer {
+                            Ok(body) => body,
+                            Err(e) => {
+                                tracing::info!(relay, error = %e, "registration refused");
+                                refusal_of(&e).to_body()
                             }
-                            // The user sees no answer and retries; the reason stays here.
-                            Err(e) => tracing::info!(relay, error = %e, "registration refused"),
-                        }
+                        };
+                        let _ = port.answer_registration(
+                            relay,
+                            &RelayRegisterResponse {
+                                request: request.request,
+                                body,
+                            },
+                        );
                     });
                 }
                 other => {
@@ -494,6 +497,21 @@ fn spawn_dispatcher(
         }
     });
     rx
+}
+
+/// The word a refused registration's answer carries.
+fn refusal_of(e: &super::intake::IntakeError) -> wire::Refusal {
+    use super::intake::IntakeError;
+    match e {
+        IntakeError::Kgc(acs_kgc::KgcError::PseudonymTaken(_)) | IntakeError::Conflict(_) => {
+            wire::Refusal::PseudonymTaken
+        }
+        IntakeError::Kgc(acs_kgc::KgcError::AddressTaken { .. }) => wire::Refusal::AddressTaken,
+        IntakeError::Epoch { .. } | IntakeError::Kgc(acs_kgc::KgcError::WrongEpoch { .. }) => {
+            wire::Refusal::Epoch
+        }
+        _ => wire::Refusal::Other,
+    }
 }
 
 /// A round this server took part in and has not settled yet.

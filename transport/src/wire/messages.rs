@@ -191,6 +191,61 @@ impl WireMessage for RelayRegisterResponse {
     const TYPE: MsgType = MsgType::RelayRegisterResponse;
 }
 
+/// The first bytes of a registration answer that refuses: [`REFUSAL_MAGIC`] then one
+/// [`Refusal`] byte, in place of the kgc response (which starts `ACS-RS`). In clear: the
+/// relay that carries it learns that a registration it could not read was refused, and
+/// why in one word, which its absence would have told it anyway.
+pub const REFUSAL_MAGIC: &[u8; 8] = b"ACS-RF\x00\x01";
+
+/// Why an exchange server refused a registration (its log has the details).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The request did not verify, or the server failed: try again later.
+    Other = 0,
+    /// The pseudonym is registered under another key.
+    PseudonymTaken = 1,
+    /// The key's address is another user's: only a new identity key helps.
+    AddressTaken = 2,
+    /// The descriptor's master-secret epoch is not served (retired, or not yet).
+    Epoch = 3,
+}
+
+impl Refusal {
+    /// The answer body that carries this refusal.
+    pub fn to_body(self) -> Vec<u8> {
+        let mut b = REFUSAL_MAGIC.to_vec();
+        b.push(self as u8);
+        b
+    }
+
+    /// The refusal an answer body carries, if it is one (an unknown reason reads as
+    /// [`Refusal::Other`]).
+    pub fn from_body(body: &[u8]) -> Option<Refusal> {
+        let rest = body.strip_prefix(REFUSAL_MAGIC.as_slice())?;
+        Some(match rest {
+            [1] => Refusal::PseudonymTaken,
+            [2] => Refusal::AddressTaken,
+            [3] => Refusal::Epoch,
+            _ => Refusal::Other,
+        })
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Refusal::Other => {
+                "the request did not verify or the server failed (its log says which); try again"
+            }
+            Refusal::PseudonymTaken => "the pseudonym is registered under another key",
+            Refusal::AddressTaken => "the key's address is another user's: make a new identity key",
+            Refusal::Epoch => {
+                "the descriptor's master-secret epoch is not served: get the current descriptor"
+            }
+        })
+    }
+}
+
 /// Where a server's database stands: what it tells its peers on every (re)connection, so
 /// a server that restarts with a prepared round learns whether it committed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -390,3 +390,20 @@ async fn a_peer_frame_is_read_whole_and_still_capped() {
         .unwrap_err();
     assert!(matches!(err, WireError::TooLong { .. }), "{err}");
 }
+
+#[test]
+fn refusals_round_trip_and_a_kgc_response_is_never_one() {
+    for r in [
+        Refusal::Other,
+        Refusal::PseudonymTaken,
+        Refusal::AddressTaken,
+        Refusal::Epoch,
+    ] {
+        assert_eq!(Refusal::from_body(&r.to_body()), Some(r));
+    }
+    let mut unknown = REFUSAL_MAGIC.to_vec();
+    unknown.extend_from_slice(&[9, 9]);
+    assert_eq!(Refusal::from_body(&unknown), Some(Refusal::Other));
+    assert_eq!(Refusal::from_body(b"ACS-RS\x00\x01 and the rest"), None);
+    assert_eq!(Refusal::from_body(b""), None);
+}

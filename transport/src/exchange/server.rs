@@ -510,6 +510,7 @@ fn refusal_of(e: &super::intake::IntakeError) -> wire::Refusal {
         IntakeError::Epoch { .. } | IntakeError::Kgc(acs_kgc::KgcError::WrongEpoch { .. }) => {
             wire::Refusal::Epoch
         }
+        IntakeError::Kgc(acs_kgc::KgcError::WrongServer { .. }) => wire::Refusal::WrongServer,
         _ => wire::Refusal::Other,
     }
 }

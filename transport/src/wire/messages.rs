@@ -208,6 +208,8 @@ pub enum Refusal {
     AddressTaken = 2,
     /// The descriptor's master-secret epoch is not served (retired, or not yet).
     Epoch = 3,
+    /// The request was made for another server (descriptors out of order).
+    WrongServer = 4,
 }
 
 impl Refusal {
@@ -226,6 +228,7 @@ impl Refusal {
             [1] => Refusal::PseudonymTaken,
             [2] => Refusal::AddressTaken,
             [3] => Refusal::Epoch,
+            [4] => Refusal::WrongServer,
             _ => Refusal::Other,
         })
     }
@@ -241,6 +244,9 @@ impl std::fmt::Display for Refusal {
             Refusal::AddressTaken => "the key's address is another user's: make a new identity key",
             Refusal::Epoch => {
                 "the descriptor's master-secret epoch is not served: get the current descriptor"
+            }
+            Refusal::WrongServer => {
+                "the request was made for another server: check that the client's descriptors are in server order"
             }
         })
     }

@@ -398,6 +398,7 @@ fn refusals_round_trip_and_a_kgc_response_is_never_one() {
         Refusal::PseudonymTaken,
         Refusal::AddressTaken,
         Refusal::Epoch,
+        Refusal::WrongServer,
     ] {
         assert_eq!(Refusal::from_body(&r.to_body()), Some(r));
     }

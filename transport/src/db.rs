@@ -40,6 +40,7 @@
 //! Databases written before `store_blobs` (one row per store record in a table `store`,
 //! the same bytes) are converted when opened.
 
+use acs_kgc::UserPseudonym;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 use std::path::Path;
 
@@ -352,10 +353,13 @@ impl Db {
                 t.retain(|k, _| served.contains(&k.0))?;
             }
             let mut r = tx.open_table(RESERVED_ADDRESSES)?;
-            for p in retired {
-                let address = acs_engine::round::address(p) as u32;
-                if r.get(address)?.is_none() {
-                    r.insert(address, p)?;
+            // Pseudonym 0 is never registered; the rule is the registration's own.
+            for user in retired
+                .into_iter()
+                .filter_map(|p| UserPseudonym::from_u64(p).ok())
+            {
+                if r.get(user.address())?.is_none() {
+                    r.insert(user.address(), user.get())?;
                 }
             }
         }

@@ -18,7 +18,7 @@ use crate::relay;
 use crate::tls::{self, Role};
 use crate::user::{OutboxItem, User};
 use acs_engine::round::{payload_to_words, Fate, RoundConfig, Status};
-use acs_kgc::{Kgc, MasterSecret, SignedDescriptor, UserIdentity};
+use acs_kgc::{Kgc, MasterSecret, SignedDescriptor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
@@ -330,15 +330,8 @@ pub async fn run(
     let mut joins = tokio::task::JoinSet::new();
     let mut addresses = std::collections::HashSet::new();
     for _ in 0..opts.users {
-        // Registration refuses an address already taken (`docs/kgc.md`, "Addresses"):
-        // one in 2^32 keys per user already there, so skip those keys here.
-        let identity = loop {
-            let id = UserIdentity::from_seed(rng.gen()).map_err(fail)?;
-            let address = id.pseudonym().address();
-            if address != 0 && addresses.insert(address) {
-                break id;
-            }
-        };
+        let identity =
+            crate::user::identity_with_free_address(&mut addresses, || rng.gen()).map_err(fail)?;
         let (relays, roots, descriptors) =
             (entry_addrs.clone(), roots.clone(), descriptors.clone());
         joins.spawn(async move {

@@ -82,6 +82,23 @@ pub enum UserError {
     },
 }
 
+/// A new identity from `seed()`s whose address (`UserPseudonym::address`) is neither 0
+/// nor in `taken`, which records it. Registration refuses a taken address (`docs/kgc.md`
+/// §1), so a driver of many users skips such keys before registering: about one in
+/// `2^32 / taken.len()`.
+pub fn identity_with_free_address(
+    taken: &mut std::collections::HashSet<u32>,
+    mut seed: impl FnMut() -> [u8; 32],
+) -> Result<UserIdentity, acs_kgc::KgcError> {
+    loop {
+        let id = UserIdentity::from_seed(seed())?;
+        let address = id.pseudonym().address();
+        if address != 0 && taken.insert(address) {
+            return Ok(id);
+        }
+    }
+}
+
 /// A message waiting to be delivered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutboxItem {

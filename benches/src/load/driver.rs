@@ -9,9 +9,9 @@
 //! run. When stdin closes (the parent died) the driver exits.
 
 use acs_engine::round::{payload_to_words, Incoming, RoundConfig, Status};
-use acs_kgc::{SignedDescriptor, UserIdentity};
+use acs_kgc::SignedDescriptor;
 use acs_transport::exchange::clock::now_unix_ms;
-use acs_transport::user::{OutboxItem, User};
+use acs_transport::user::{identity_with_free_address, OutboxItem, User};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -248,14 +248,8 @@ async fn drive(spec: DriverSpec) -> Result<(), String> {
     let mut addresses = std::collections::HashSet::new();
     while registered < spec.users {
         while next < spec.users && joins.len() < spec.concurrency.max(1) {
-            let identity = loop {
-                let id = UserIdentity::from_seed(rand::thread_rng().gen())
-                    .map_err(|e| format!("identity: {e}"))?;
-                let address = id.pseudonym().address();
-                if address != 0 && addresses.insert(address) {
-                    break id;
-                }
-            };
+            let identity = identity_with_free_address(&mut addresses, || rand::thread_rng().gen())
+                .map_err(|e| format!("identity: {e}"))?;
             let relays = user_relays(spec.first_user + next, spec.relays_per_user, &spec.relays);
             let (roots, descriptors, i) = (roots.clone(), descriptors.clone(), next);
             joins.spawn(async move {
@@ -282,8 +276,10 @@ async fn drive(spec: DriverSpec) -> Result<(), String> {
                         )
                     {
                         tries += 1;
-                        identity = UserIdentity::from_seed(rand::thread_rng().gen())
-                            .expect("a random seed makes a key");
+                        identity = identity_with_free_address(&mut Default::default(), || {
+                            rand::thread_rng().gen()
+                        })
+                        .expect("a random seed makes a key");
                         continue;
                     }
                     break (i, r);

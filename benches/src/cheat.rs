@@ -632,7 +632,9 @@ pub fn run_once(at: Place, liar: PartyId, setup: &Setup) -> Result<Outcome, Stri
             .collect();
         let (want, _) = ideal_round(&cfg, 1, &inputs, &[]);
         if at == Place::Output {
-            for (k, s) in results[liar.index()].outputs.iter_mut().enumerate() {
+            let outputs = &mut results[liar.index()].outputs;
+            for k in 0..outputs.len() {
+                let s = outputs.get_mut(k);
                 match k % 3 {
                     0 => s.own[1] ^= 1,
                     1 => s.next[0] ^= 1 << 9,
@@ -642,9 +644,9 @@ pub fn run_once(at: Place, liar: PartyId, setup: &Setup) -> Result<Outcome, Stri
         }
         for (k, w) in want.iter().enumerate() {
             let answers = [
-                &results[0].outputs[k],
-                &results[1].outputs[k],
-                &results[2].outputs[k],
+                &results[0].outputs.share(k),
+                &results[1].outputs.share(k),
+                &results[2].outputs.share(k),
             ];
             match reconstruct_checked(1, ran[k], answers, &cfg) {
                 Ok(c) => {

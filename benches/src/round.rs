@@ -251,9 +251,9 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
                 round,
                 online[u],
                 [
-                    &parts[0].0.outputs[u],
-                    &parts[1].0.outputs[u],
-                    &parts[2].0.outputs[u],
+                    &parts[0].0.outputs.share(u),
+                    &parts[1].0.outputs.share(u),
+                    &parts[2].0.outputs.share(u),
                 ],
                 &cfg,
             )

@@ -267,7 +267,11 @@ fn honest_round_with_an_unfired_fault_matches_the_ideal_round() {
     let (ra, rb, rc) = (a.0.unwrap(), b.0.unwrap(), c.0.unwrap());
     for (u, w) in want.iter().enumerate() {
         let got = Output::reconstruct(
-            [&ra.outputs[u].own, &rb.outputs[u].own, &rc.outputs[u].own],
+            [
+                ra.outputs.get(u).own,
+                rb.outputs.get(u).own,
+                rc.outputs.get(u).own,
+            ],
             &CFG,
         )
         .expect("output decodes");

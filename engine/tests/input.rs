@@ -131,9 +131,9 @@ fn assert_round_without(
             1,
             users[k],
             [
-                &results[0].outputs[k],
-                &results[1].outputs[k],
-                &results[2].outputs[k],
+                &results[0].outputs.share(k),
+                &results[1].outputs.share(k),
+                &results[2].outputs.share(k),
             ],
             &CFG,
         )
@@ -202,9 +202,9 @@ fn semi_honest_mode_does_not_check_the_conversion() {
                 1,
                 online[*k],
                 [
-                    &results[0].outputs[*k],
-                    &results[1].outputs[*k],
-                    &results[2].outputs[*k],
+                    &results[0].outputs.share(*k),
+                    &results[1].outputs.share(*k),
+                    &results[2].outputs.share(*k),
                 ],
                 &CFG,
             );

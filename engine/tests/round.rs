@@ -97,9 +97,9 @@ fn run_rounds_in(
                 round,
                 online[u],
                 [
-                    &results[0].outputs[u],
-                    &results[1].outputs[u],
-                    &results[2].outputs[u],
+                    &results[0].outputs.share(u),
+                    &results[1].outputs.share(u),
+                    &results[2].outputs.share(u),
                 ],
                 &cfg,
             )
@@ -113,9 +113,9 @@ fn run_rounds_in(
             // Each server's own component alone, as before, gives the same output.
             let plain = Output::reconstruct(
                 [
-                    &results[0].outputs[u].own,
-                    &results[1].outputs[u].own,
-                    &results[2].outputs[u].own,
+                    results[0].outputs.get(u).own,
+                    results[1].outputs.get(u).own,
+                    results[2].outputs.get(u).own,
                 ],
                 &cfg,
             )

@@ -140,8 +140,8 @@ async fn exchange_rounds_over_mutual_tls_match_the_ideal_round() {
                     agreed.online,
                     result
                         .outputs
-                        .into_iter()
-                        .map(|o| o.own)
+                        .iter()
+                        .map(|o| o.own.to_vec())
                         .collect::<Vec<_>>(),
                 ));
             }

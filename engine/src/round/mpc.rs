@@ -59,7 +59,7 @@
 
 use super::consistency::Notary;
 use super::input::{InputCheck, PartyInputs};
-use super::outputs::OutputShare;
+use super::outputs::RoundOutputs;
 use super::{address, check_distinct_addresses, RoundConfig, ADDRESS_BITS};
 use crate::channel::PartyId;
 use crate::circuits::equal;
@@ -145,7 +145,7 @@ pub struct RoundResult {
     pub input_check: InputCheck,
     /// This party's answer to each user of [`RoundResult::online`], in that order: what
     /// it sends to that user (both components it holds, checkable by the user).
-    pub outputs: Vec<OutputShare>,
+    pub outputs: RoundOutputs,
     /// The new store.
     pub store: SharedStore,
     /// Wall-clock seconds of each phase at this party, in order, for profiling.
@@ -219,7 +219,7 @@ pub fn exchange_round(
         return Ok(RoundResult {
             online: Vec::new(),
             input_check,
-            outputs: Vec::new(),
+            outputs: RoundOutputs::empty(cfg.output_words()),
             store: store.clone(),
             phases: clock.phases,
         });
@@ -675,19 +675,20 @@ pub fn exchange_round(
     // x_i (this party's `a`) and x_{i+1} (its `b`) both go to the user, so that it can
     // check them (`outputs::reconstruct_checked`). XOR, never OR: shares of a value have
     // random high bits.
-    let assemble = |v: &[u64], status: &[u64]| -> Vec<Vec<u64>> {
-        output_at
-            .par_iter()
-            .zip(status)
-            .map(|(&k, &st)| {
+    let ow = cfg.output_words();
+    debug_assert_eq!(ow, wide - 3, "header, source, payload");
+    let assemble = |v: &[u64], status: &[u64]| -> Vec<u64> {
+        let mut out = vec![0u64; u * ow];
+        out.par_chunks_mut(ow)
+            .zip(output_at.par_iter().zip(status))
+            .with_min_len(64)
+            .for_each(|(o, (&k, &st))| {
                 let m = &v[k * wide + 1..(k + 1) * wide];
-                let mut out = Vec::with_capacity(cfg.output_words());
-                out.push((((m[0] >> 1) & ITEM_BITS) << 8) ^ (m[3] & SENT_MASK) ^ st);
-                out.push(m[1]);
-                out.extend_from_slice(&m[4..]);
-                out
-            })
-            .collect()
+                o[0] = (((m[0] >> 1) & ITEM_BITS) << 8) ^ (m[3] & SENT_MASK) ^ st;
+                o[1] = m[1];
+                o[2..].copy_from_slice(&m[4..]);
+            });
+        out
     };
     let mut moved = moved;
     let outputs_a = assemble(&moved.a, &status_a);
@@ -698,7 +699,7 @@ pub fn exchange_round(
     clock.lap("assemble outputs");
     // Malicious mode: nothing computed in this round leaves before every gate is verified.
     party.verify_pending()?;
-    let outputs = party.commit_outputs(round, online, outputs_a, outputs_b)?;
+    let outputs = party.commit_outputs(round, online, outputs_a, outputs_b, ow)?;
     clock.lap("commit outputs");
     Ok(RoundResult {
         online: online.to_vec(),

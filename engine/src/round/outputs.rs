@@ -25,6 +25,7 @@ use crate::party::Party;
 use rayon::prelude::*;
 use sha2::Digest;
 use sha3::Sha3_256;
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// Bytes of a component's commitment nonce.
 pub const NONCE_BYTES: usize = 16;
@@ -75,9 +76,24 @@ pub fn commit(
     h.finalize().into()
 }
 
+/// `n` commitment nonces, the next `2n` words of `stream`.
+fn nonces(stream: &mut crate::prg::Prg, n: usize) -> Vec<[u8; NONCE_BYTES]> {
+    let mut w = zeroize::Zeroizing::new(vec![0u64; 2 * n]);
+    stream.fill_par(&mut w);
+    w.chunks_exact(2)
+        .map(|w| {
+            let mut n = [0u8; NONCE_BYTES];
+            n[..8].copy_from_slice(&w[0].to_le_bytes());
+            n[8..].copy_from_slice(&w[1].to_le_bytes());
+            n
+        })
+        .collect()
+}
+
 impl Party {
     /// Builds this party's [`OutputShare`] for each online user from its two components
-    /// (`own[u]` = `x_i`, `next[u]` = `x_{i+1}`, in the order of `online`), and checks
+    /// (user `k`'s `x_i` at `own[k * words ..]`, its `x_{i+1}` at `next[k * words ..]`, in
+    /// the order of `online`), and checks
     /// with the other two that the commitments to the component it lacks agree. One
     /// round. On disagreement returns [`EngineError::Deviation`] naming both peers:
     /// nothing may be released.
@@ -85,42 +101,31 @@ impl Party {
         &mut self,
         round: u32,
         online: &[u64],
-        own: Vec<Vec<u64>>,
-        next: Vec<Vec<u64>>,
-    ) -> Result<Vec<OutputShare>, EngineError> {
+        own: Vec<u64>,
+        next: Vec<u64>,
+        words: usize,
+    ) -> Result<RoundOutputs, EngineError> {
         let u = online.len();
-        if own.len() != u || next.len() != u {
+        if own.len() != u * words || next.len() != u * words {
             return Err(EngineError::InvalidInput(
-                "one output per online user".into(),
+                "one output of the configured width per online user".into(),
             ));
         }
         let me = self.id();
         // Component x_i is shared with i-1 (this party's `prev` stream), x_{i+1} with
         // i+1 (`next`); both holders draw the same words at the same protocol step.
-        let mut own_nonces = vec![0u64; 2 * u];
-        let mut next_nonces = vec![0u64; 2 * u];
-        self.mask.prev.fill_par(&mut own_nonces);
-        self.mask.next.fill_par(&mut next_nonces);
-        let nonce = |w: &[u64], k: usize| -> [u8; NONCE_BYTES] {
-            let mut n = [0u8; NONCE_BYTES];
-            n[..8].copy_from_slice(&w[2 * k].to_le_bytes());
-            n[8..].copy_from_slice(&w[2 * k + 1].to_le_bytes());
-            n
-        };
+        let own_nonces = nonces(&mut self.mask.prev, u);
+        let next_nonces = nonces(&mut self.mask.next, u);
         let commits: Vec<([u8; 32], [u8; 32])> = (0..u)
             .into_par_iter()
             .map(|k| {
+                let at = k * words..(k + 1) * words;
                 (
-                    commit(round, online[k], me, &nonce(&own_nonces, k), &own[k]),
-                    commit(
-                        round,
-                        online[k],
-                        me.next(),
-                        &nonce(&next_nonces, k),
-                        &next[k],
-                    ),
+                    commit(round, online[k], me, &own_nonces[k], &own[at.clone()]),
+                    commit(round, online[k], me.next(), &next_nonces[k], &next[at]),
                 )
             })
+            .with_min_len(64)
             .collect();
         // Party i+1 lacks x_i: it gets the full vector. Party i-1 lacks x_{i+1}: it gets
         // a hash of the vector, which it compares with the vector from i+2 = its prev.
@@ -146,18 +151,158 @@ impl Party {
                 suspects: [me.prev(), me.next()],
             });
         }
-        Ok(own
-            .into_iter()
-            .zip(next)
-            .enumerate()
-            .map(|(k, (o, n))| OutputShare {
-                own: o,
-                next: n,
-                own_nonce: nonce(&own_nonces, k),
-                next_nonce: nonce(&next_nonces, k),
-                other_commit: got[32 * k..32 * k + 32].try_into().expect("32 bytes"),
-            })
-            .collect())
+        let other_commits = got
+            .chunks_exact(32)
+            .map(|c| c.try_into().expect("32 bytes"))
+            .collect();
+        Ok(RoundOutputs {
+            words,
+            own,
+            next,
+            own_nonces,
+            next_nonces,
+            other_commits,
+        })
+    }
+}
+
+/// What party `i` sends every user of a round ([`OutputShare`] for each), held as one
+/// table per field: a round at scale builds no vector per user (at a million users,
+/// two million small allocations took about a tenth of the round).
+#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+pub struct RoundOutputs {
+    words: usize,
+    /// User `k`'s `x_i` at words `k * words ..`.
+    own: Vec<u64>,
+    /// User `k`'s `x_{i+1}`, likewise.
+    next: Vec<u64>,
+    own_nonces: Vec<[u8; NONCE_BYTES]>,
+    next_nonces: Vec<[u8; NONCE_BYTES]>,
+    other_commits: Vec<[u8; 32]>,
+}
+
+impl std::fmt::Debug for RoundOutputs {
+    // Shares are secret-shared data: sizes only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RoundOutputs({} users of {} words)",
+            self.len(),
+            self.words
+        )
+    }
+}
+
+/// One user's [`OutputShare`] inside a [`RoundOutputs`], borrowed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct OutputShareRef<'a> {
+    /// `x_i`.
+    pub own: &'a [u64],
+    /// `x_{i+1}`.
+    pub next: &'a [u64],
+    /// The nonce of `x_i`.
+    pub own_nonce: &'a [u8; NONCE_BYTES],
+    /// The nonce of `x_{i+1}`.
+    pub next_nonce: &'a [u8; NONCE_BYTES],
+    /// The commitment to `x_{i+2}`.
+    pub other_commit: &'a [u8; 32],
+}
+
+/// One user's [`OutputShare`] inside a [`RoundOutputs`], to alter (cheating harnesses
+/// and fault injection: what a dishonest server could send).
+pub struct OutputShareMut<'a> {
+    /// `x_i`.
+    pub own: &'a mut [u64],
+    /// `x_{i+1}`.
+    pub next: &'a mut [u64],
+    /// The commitment to `x_{i+2}`.
+    pub other_commit: &'a mut [u8; 32],
+}
+
+impl std::fmt::Debug for OutputShareRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OutputShareRef({} words)", self.own.len())
+    }
+}
+
+impl std::fmt::Debug for OutputShareMut<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OutputShareMut({} words)", self.own.len())
+    }
+}
+
+impl OutputShareRef<'_> {
+    /// An owned copy (what the transport encodes, what a user decodes).
+    pub fn to_share(&self) -> OutputShare {
+        OutputShare {
+            own: self.own.to_vec(),
+            next: self.next.to_vec(),
+            own_nonce: *self.own_nonce,
+            next_nonce: *self.next_nonce,
+            other_commit: *self.other_commit,
+        }
+    }
+}
+
+impl RoundOutputs {
+    /// No users (a round over an empty online set).
+    pub fn empty(words: usize) -> Self {
+        RoundOutputs {
+            words,
+            own: Vec::new(),
+            next: Vec::new(),
+            own_nonces: Vec::new(),
+            next_nonces: Vec::new(),
+            other_commits: Vec::new(),
+        }
+    }
+
+    /// Users answered.
+    pub fn len(&self) -> usize {
+        self.own_nonces.len()
+    }
+
+    /// Whether no user is answered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Words of each output component.
+    pub fn words(&self) -> usize {
+        self.words
+    }
+
+    /// The answer to user `k` (the `k`-th of the round's online users). Panics if `k` is
+    /// out of range, like indexing.
+    pub fn get(&self, k: usize) -> OutputShareRef<'_> {
+        let at = k * self.words..(k + 1) * self.words;
+        OutputShareRef {
+            own: &self.own[at.clone()],
+            next: &self.next[at],
+            own_nonce: &self.own_nonces[k],
+            next_nonce: &self.next_nonces[k],
+            other_commit: &self.other_commits[k],
+        }
+    }
+
+    /// [`RoundOutputs::get`], to alter.
+    pub fn get_mut(&mut self, k: usize) -> OutputShareMut<'_> {
+        let at = k * self.words..(k + 1) * self.words;
+        OutputShareMut {
+            own: &mut self.own[at.clone()],
+            next: &mut self.next[at],
+            other_commit: &mut self.other_commits[k],
+        }
+    }
+
+    /// An owned copy of the answer to user `k`.
+    pub fn share(&self, k: usize) -> OutputShare {
+        self.get(k).to_share()
+    }
+
+    /// The answers in user order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = OutputShareRef<'_>> + '_ {
+        (0..self.len()).map(|k| self.get(k))
     }
 }
 

@@ -109,7 +109,7 @@ pub fn run_plan(
                 }
             };
             marks.push(p.audit_log().entries().len());
-            outputs.push(result.outputs.into_iter().map(|o| o.own).collect());
+            outputs.push(result.outputs.iter().map(|o| o.own.to_vec()).collect());
             store = result.store;
         }
         Ok((

@@ -30,7 +30,7 @@ use crate::wire::{self, RelayRegisterResponse, RoundAnnounce, RoundStatus};
 use acs_engine::round::consistency::{KeyNotary, Notary};
 use acs_engine::round::input::{PartyInputs, ServerInput};
 use acs_engine::round::mpc::{exchange_round, SharedStore};
-use acs_engine::round::outputs::OutputShare;
+use acs_engine::round::outputs::RoundOutputs;
 use acs_engine::round::RoundConfig;
 use acs_engine::{resolve_complaint, Blame, OpeningComplaint, Party, PartyId, Peer, Shared};
 use acs_kgc::ed25519_dalek::SigningKey;
@@ -182,7 +182,7 @@ struct EngineFailure {
 
 struct EngineDone {
     online: Vec<u64>,
-    outputs: Vec<OutputShare>,
+    outputs: RoundOutputs,
     /// Whether the round computed a new store (false when nobody was online: the round
     /// computes nothing, and the store stays as it was, share for share).
     store_changed: bool,
@@ -256,7 +256,7 @@ fn engine_thread(
                 // (almost) nothing.
                 return Ok(EngineDone {
                     online: Vec::new(),
-                    outputs: Vec::new(),
+                    outputs: RoundOutputs::empty(cfg.output_words()),
                     store: job.store.clone(),
                     store_changed: false,
                     digest: party.audit_log().digest(),
@@ -981,13 +981,13 @@ impl RoundLoop {
         let mut answers: Vec<Answer> = Vec::with_capacity(routes.len());
         #[cfg(feature = "fault-injection")]
         let done = faults::alter_outputs(done, a.round);
-        for (user, share) in done.online.iter().zip(done.outputs) {
+        for (user, share) in done.online.iter().zip(done.outputs.iter()) {
             if let Some(&(relay, slot)) = routes.get(user) {
                 answers.push(Answer {
                     user: *user,
                     relay,
                     slot,
-                    output: ServerOutput::Share(share),
+                    output: ServerOutput::Share(share.to_share()),
                 });
             }
         }
@@ -1614,7 +1614,8 @@ pub(crate) mod faults {
             return done;
         }
         tracing::warn!(round, field = %what, users = done.outputs.len(), "FAULT: altering this server's output shares");
-        for s in &mut done.outputs {
+        for k in 0..done.outputs.len() {
+            let s = done.outputs.get_mut(k);
             match what.as_str() {
                 "own" => s.own[0] ^= 1 << 8,
                 "next" => s.next[1] ^= 1,

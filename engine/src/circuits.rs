@@ -10,20 +10,6 @@ use crate::error::EngineError;
 use crate::party::Party;
 use crate::share::Shared;
 
-/// Plane `j` of a plane-major share.
-fn plane(s: &Shared, j: usize, blocks: usize) -> (&[u64], &[u64]) {
-    (
-        &s.a[j * blocks..(j + 1) * blocks],
-        &s.b[j * blocks..(j + 1) * blocks],
-    )
-}
-
-fn push_plane(dst: &mut Shared, src: &Shared, j: usize, blocks: usize) {
-    let (a, b) = plane(src, j, blocks);
-    dst.a.extend_from_slice(a);
-    dst.b.extend_from_slice(b);
-}
-
 fn check_planes(x: &Shared, w: usize, blocks: usize) -> Result<(), EngineError> {
     if x.len() != w * blocks {
         return Err(EngineError::InvalidInput(format!(
@@ -89,19 +75,22 @@ pub fn equal(
         one.not_assign(party.id());
         return Ok(one);
     }
-    let mut eq = x.xor(y).not(party.id());
+    let mut eq = x.xor(y);
+    eq.not_assign(party.id());
+    // Each layer ANDs the first half of the planes with the second (contiguous slices,
+    // no copies); an odd plane out waits for the next layer.
     let mut m = w;
     while m > 1 {
         let pairs = m / 2;
-        let mut xs = Shared::default();
-        let mut ys = Shared::default();
-        for k in 0..pairs {
-            push_plane(&mut xs, &eq, 2 * k, blocks);
-            push_plane(&mut ys, &eq, 2 * k + 1, blocks);
-        }
-        let mut next = party.and(&xs, &ys)?;
+        let half = pairs * blocks;
+        let mut next = party.and_slices(
+            (&eq.a[..half], &eq.b[..half]),
+            (&eq.a[half..2 * half], &eq.b[half..2 * half]),
+        )?;
         if m % 2 == 1 {
-            push_plane(&mut next, &eq, m - 1, blocks);
+            let odd = 2 * half..2 * half + blocks;
+            next.a.extend_from_slice(&eq.a[odd.clone()]);
+            next.b.extend_from_slice(&eq.b[odd]);
         }
         eq = next;
         m = pairs + m % 2;

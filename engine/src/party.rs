@@ -345,10 +345,21 @@ impl Party {
                 y.len()
             )));
         }
-        let mut z = self.and_local(&x.a, &x.b, &y.a, &y.b);
+        self.and_slices((&x.a, &x.b), (&y.a, &y.b))
+    }
+
+    /// [`Party::and`] of shares given as slices (equal lengths, the caller's invariant),
+    /// for callers that AND parts of a table without copying them out.
+    pub(crate) fn and_slices(
+        &mut self,
+        (xa, xb): (&[u64], &[u64]),
+        (ya, yb): (&[u64], &[u64]),
+    ) -> Result<Shared, EngineError> {
+        debug_assert!(xb.len() == xa.len() && ya.len() == xa.len() && yb.len() == xa.len());
+        let mut z = self.and_local(xa, xb, ya, yb);
         let b = self.and_exchange(&mut z)?;
         if self.malicious() {
-            self.record_gates((&x.a, &x.b), (&y.a, &y.b), (&z, &b));
+            self.record_gates((xa, xb), (ya, yb), (&z, &b));
         }
         Ok(Shared { a: z, b })
     }

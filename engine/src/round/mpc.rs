@@ -733,6 +733,9 @@ impl Share {
     }
 }
 
+/// Rows per parallel task of the matching's row-wise passes.
+const ROW_TASK: usize = 1 << 12;
+
 /// Words per parallel task when a table is filled row by row.
 const TABLE_TASK_WORDS: usize = 1 << 14;
 
@@ -889,24 +892,32 @@ fn match_adjacent(
     let mut out = rows.clone();
     // The key's dummy bit into FLAGS, share by share (linear).
     for (k, f) in [(&keys.a, &mut out.a), (&keys.b, &mut out.b)] {
-        for t in 0..n {
-            f[t * NARROW + FLAGS] ^= (((k[t] >> DUMMY_KEY_BIT) & 1) as u64) << DUMMY_BIT;
-        }
+        f.par_chunks_mut(NARROW)
+            .zip(k.par_iter())
+            .with_min_len(ROW_TASK)
+            .for_each(|(r, &k)| r[FLAGS] ^= (((k >> DUMMY_KEY_BIT) & 1) as u64) << DUMMY_BIT);
     }
     if n < 2 {
         return Ok(out);
     }
     let pairs = n - 1;
-    let lanes = blocks(pairs) * 64;
+    let nb = blocks(pairs);
+    let lanes = nb * 64;
     // One equality circuit over 2·lanes lanes: lane t < pairs compares record t's key,
     // its kind bit flipped, with record t + 1's (m: a mailbox followed by an item for its
     // address); lane lanes + t their pseudonyms' high bits, carried above j (h).
     let side = |keys: &[u128], rows: &[u64], first: usize, flip: u128| -> Vec<u128> {
         let mut v = vec![0u128; 2 * lanes];
-        for t in 0..pairs {
-            v[t] = keys[first + t] ^ flip;
-            v[lanes + t] = (rows[(first + t) * NARROW + J] >> ADDRESS_BITS) as u128;
-        }
+        let (key_lanes, high_lanes) = v.split_at_mut(lanes);
+        key_lanes[..pairs]
+            .par_iter_mut()
+            .zip(high_lanes[..pairs].par_iter_mut())
+            .enumerate()
+            .with_min_len(ROW_TASK)
+            .for_each(|(t, (k, h))| {
+                *k = keys[first + t] ^ flip;
+                *h = (rows[(first + t) * NARROW + J] >> ADDRESS_BITS) as u128;
+            });
         v
     };
     // Flipping the kind bit is XOR with a public 1: only x_0 changes.
@@ -920,30 +931,38 @@ fn match_adjacent(
         b: rows_to_planes(&side(&keys.b, &rows.b, 1, 0), KEY_BITS),
     };
     party.set_phase(Phase::Match);
-    let mh = equal(party, &x, &y, KEY_BITS, 2 * blocks(pairs))?;
-    let half = |v: &[u64], second: bool| -> Vec<u64> {
-        let nb = blocks(pairs);
-        v[usize::from(second) * nb..(usize::from(second) + 1) * nb].to_vec()
+    let mh = equal(party, &x, &y, KEY_BITS, 2 * nb)?;
+    drop((x, y));
+    // Delivered: the whole pseudonym matches (e = m·h, the two halves of mh).
+    // Misaddressed: the address matches but not the rest (m ^ e).
+    let (m, h) = (0..nb, nb..2 * nb);
+    let e = party.and_slices(
+        (&mh.a[m.clone()], &mh.b[m.clone()]),
+        (&mh.a[h.clone()], &mh.b[h]),
+    )?;
+    let misaddressed = Shared {
+        a: mh.a[m.clone()]
+            .iter()
+            .zip(&e.a)
+            .map(|(m, e)| m ^ e)
+            .collect(),
+        b: mh.b[m].iter().zip(&e.b).map(|(m, e)| m ^ e).collect(),
     };
-    let m = Shared {
-        a: half(&mh.a, false),
-        b: half(&mh.b, false),
-    };
-    let h = Shared {
-        a: half(&mh.a, true),
-        b: half(&mh.b, true),
-    };
-    // Delivered: the whole pseudonym matches (e = m·h). Misaddressed: the address
-    // matches but not the rest (m ^ e).
-    let e = party.and(&m, &h)?;
-    let misaddressed = m.xor(&e);
 
     // DEST_{k+1} = SENTINEL ^ e_k·(ORIGIN_k ^ SENTINEL): one word AND per pair.
-    let masks =
-        |bits: &[u64]| -> Vec<u64> { (0..pairs).map(|t| lane(bits, t).wrapping_neg()).collect() };
-    let origins = |r: &[u64], share: Share| -> Vec<u64> {
+    let masks = |bits: &[u64]| -> Vec<u64> {
         (0..pairs)
-            .map(|t| r[t * NARROW + ORIGIN] ^ public_word(id, share, SENTINEL))
+            .into_par_iter()
+            .with_min_len(ROW_TASK)
+            .map(|t| lane(bits, t).wrapping_neg())
+            .collect()
+    };
+    let origins = |r: &[u64], share: Share| -> Vec<u64> {
+        let sentinel = public_word(id, share, SENTINEL);
+        r[..pairs * NARROW]
+            .par_chunks(NARROW)
+            .with_min_len(ROW_TASK)
+            .map(|row| row[ORIGIN] ^ sentinel)
             .collect()
     };
     party.set_phase(Phase::Mux);
@@ -957,17 +976,26 @@ fn match_adjacent(
             b: origins(&rows.b, Share::B),
         },
     )?;
+    // Record r receives from pair r - 1 (it is the item) and, as a mailbox, its matched
+    // bit from pair r: one task per range of rows, no two writing one word.
     for (o, mv, eb, mis) in [
         (&mut out.a, &moved.a, &e.a, &misaddressed.a),
         (&mut out.b, &moved.b, &e.b, &misaddressed.b),
     ] {
-        for t in 0..pairs {
-            let bit = lane(eb, t);
-            o[(t + 1) * NARROW + DEST] ^= mv[t];
-            o[(t + 1) * NARROW + FLAGS] ^=
-                (bit << DELIVERED_BIT) ^ (lane(mis, t) << MISADDRESSED_BIT);
-            o[t * NARROW + FLAGS] ^= bit << MATCHED_BIT;
-        }
+        o.par_chunks_mut(NARROW)
+            .enumerate()
+            .with_min_len(ROW_TASK)
+            .for_each(|(r, row)| {
+                if r >= 1 {
+                    let t = r - 1;
+                    row[DEST] ^= mv[t];
+                    row[FLAGS] ^=
+                        (lane(eb, t) << DELIVERED_BIT) ^ (lane(mis, t) << MISADDRESSED_BIT);
+                }
+                if r < pairs {
+                    row[FLAGS] ^= lane(eb, r) << MATCHED_BIT;
+                }
+            });
     }
     Ok(out)
 }

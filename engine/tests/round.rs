@@ -222,7 +222,7 @@ fn malicious_mode_rounds_match_the_ideal_round() {
 }
 
 #[test]
-fn misaddressed_items_are_dropped_or_expire_and_never_delivered() {
+fn misaddressed_items_are_reported_or_expire_and_never_delivered() {
     let cfg = RoundConfig {
         payload_words: 2,
         store_capacity: 16,
@@ -254,8 +254,18 @@ fn misaddressed_items_are_dropped_or_expire_and_never_delivered() {
             Plan { online, blocks }
         });
         let outs = || history.iter().flat_map(|r| &r.outputs);
-        let dropped = outs().filter(|o| o.status == Status::Dropped).count();
+        let misaddressed = outs()
+            .filter(|o| o.status == Status::Misaddressed)
+            .count();
         let delivered = outs().filter(|o| o.incoming.is_some()).count();
+        // Only a block to a pseudonym nobody registered is ever reported misaddressed.
+        for r in &history {
+            for (o, b) in r.outputs.iter().zip(&r.blocks) {
+                if o.status == Status::Misaddressed {
+                    assert!(!users.contains(&b.dst), "seed {seed}: {:x}", b.dst);
+                }
+            }
+        }
         let expired = outs()
             .filter(|o| {
                 matches!(
@@ -268,8 +278,8 @@ fn misaddressed_items_are_dropped_or_expire_and_never_delivered() {
             })
             .count();
         assert!(
-            dropped > 0 && delivered > 0,
-            "seed {seed}: {dropped} {delivered}"
+            misaddressed > 0 && delivered > 0,
+            "seed {seed}: {misaddressed} {delivered}"
         );
         // Every delivery went to its exact target.
         for r in &history {
@@ -296,6 +306,47 @@ fn misaddressed_items_are_dropped_or_expire_and_never_delivered() {
         }
         let _ = expired;
     }
+}
+
+#[test]
+fn a_fresh_misaddressed_item_is_reported_to_its_sender() {
+    let cfg = RoundConfig {
+        payload_words: 1,
+        store_capacity: 8,
+        expiry_rounds: 10,
+        receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
+    };
+    let users = population(3, 29);
+    let (a, b, c) = (users[0], users[1], users[2]);
+    // b writes to a pseudonym nobody registered with a's address while a is online; c
+    // writes to a itself, and its item queues behind the stray one for a round.
+    let stray = a ^ (0x3c3c << 32);
+    let history = run_rounds(cfg, 2, 5, move |round, rng| {
+        let mut send = |dst| Block {
+            role: Role::Send,
+            dst,
+            payload: payload(rng, &cfg),
+        };
+        match round {
+            1 => Plan {
+                online: vec![a, b, c],
+                blocks: vec![Block::cover(&cfg), send(stray), send(a)],
+            },
+            _ => Plan {
+                online: vec![a, b, c],
+                blocks: vec![Block::cover(&cfg); 3],
+            },
+        }
+    });
+    let out = |round: usize, who: u64| {
+        let r = &history[round - 1];
+        &r.outputs[r.online.iter().position(|&p| p == who).unwrap()]
+    };
+    assert_eq!(out(1, b).status, Status::Misaddressed);
+    assert_eq!(out(1, a).incoming, None, "the stray item is never delivered");
+    // c's item was not the first of a's queue: stored, then delivered next round.
+    assert_eq!(out(1, c).status, Status::Stored);
+    assert_eq!(out(2, a).incoming.as_ref().map(|i| i.from), Some(c));
 }
 
 #[test]

@@ -947,6 +947,10 @@ impl Signals {
 /// One line per round outcome of `acs client`, and one per message received.
 fn print_report(report: &acs_transport::user::RoundReport, note: &str) {
     let status = match report.status {
+        Some(acs_engine::round::Status::Misaddressed) => "misaddressed: no registered user has \
+            that pseudonym (another user holds its address), so it can never be delivered; \
+            not sent again"
+            .into(),
         Some(s) => format!("{s:?}").to_lowercase(),
         None => "incomplete (waiting for the missing output shares)".into(),
     };

@@ -649,8 +649,10 @@ impl User {
         }
     }
 
-    /// A settled round's report; takes a delivered or stored message out of the outbox,
-    /// remembers a stored one until its receipt, and matches a receipt that came.
+    /// A settled round's report; takes a delivered, stored or misaddressed message out of
+    /// the outbox (a misaddressed one can never be delivered: its target pseudonym is
+    /// registered to nobody), remembers a stored one until its receipt, and matches a
+    /// receipt that came.
     fn settle(
         &mut self,
         round: u64,
@@ -658,7 +660,10 @@ impl User {
         sent: Option<OutboxItem>,
         output: Option<Output>,
     ) -> RoundReport {
-        if matches!(status, Some(Status::Delivered) | Some(Status::Stored))
+        if matches!(
+            status,
+            Some(Status::Delivered | Status::Stored | Status::Misaddressed)
+        )
             && sent.is_some()
             && self.outbox.front() == sent.as_ref()
         {

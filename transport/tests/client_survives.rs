@@ -147,3 +147,41 @@ fn a_key_whose_address_is_taken_is_refused_at_once_by_name() {
         drop(first);
     });
 }
+
+#[test]
+fn a_message_to_an_unregistered_pseudonym_with_an_online_users_address_is_reported_once() {
+    use acs_engine::round::Status;
+    use acs_transport::user::OutboxItem;
+    let _serial = serial();
+    let d = Deployment::write(Options::default());
+    let _relay: Proc = d.start_entry(0, "");
+    let _ex: Vec<Proc> = (0..3).map(|i| d.start_exchange(i, "")).collect();
+    let rt = runtime();
+    let mut crowd = rt.block_on(Crowd::register(&d, 3, 0, None));
+    // User 0 writes to a pseudonym nobody registered whose address (low 32 bits) is
+    // user 1's; user 1 is online every round, so the item meets it at once.
+    let stray = crowd.users[1].pseudonym().get() ^ (0x5a5a_u64 << 32);
+    crowd.users[0].outbox.push_back(OutboxItem {
+        to: stray,
+        payload: b"to nobody".to_vec(),
+    });
+    rt.block_on(async {
+        for _ in 0..4 {
+            crowd.round().await;
+        }
+    });
+    let mine = &crowd.tally.statuses[0];
+    let at = mine
+        .iter()
+        .position(|&(_, s)| s == Some(Status::Misaddressed))
+        .unwrap_or_else(|| panic!("never reported misaddressed: {mine:?}"));
+    // Reported once, then never sent again: only cover follows.
+    assert!(
+        mine[at + 1..]
+            .iter()
+            .all(|&(_, s)| s == Some(Status::Cover)),
+        "{mine:?}"
+    );
+    assert!(crowd.users[0].outbox.is_empty());
+    assert!(crowd.tally.received.is_empty(), "the stray item was delivered");
+}

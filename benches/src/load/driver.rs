@@ -521,6 +521,9 @@ fn summarize(round: u64, rows: Vec<UserRound>, ids: &[u64], ledger: &Ledger) -> 
             match r.status {
                 Some(Status::Delivered) => d.delivered += 1,
                 Some(Status::Stored) => d.stored += 1,
+                // The load writes only to registered users: a misaddressed report
+                // contradicts the workload.
+                Some(Status::Misaddressed) => d.bad += 1,
                 _ => d.retried += 1,
             }
         }

@@ -177,12 +177,14 @@ pub fn ideal_round(
             continue;
         };
         // The first candidate for this address is for another pseudonym (one nobody
-        // registered: registration keeps addresses unique): never delivered; dropped if
-        // it came this round, expired now if it came from the store.
+        // registered: registration keeps addresses unique): never delivered; dropped
+        // (status `misaddressed`) if it came this round, expired now if it came from the
+        // store.
         if candidates[c].0.dst != *src {
             misaddressed[c] = true;
-            if let From::Store(t) = candidates[c].1 {
-                store_misaddressed[t] = true;
+            match candidates[c].1 {
+                From::Store(t) => store_misaddressed[t] = true,
+                From::Block(sender) => outputs[sender].status = Status::Misaddressed,
             }
             continue;
         }

@@ -144,6 +144,11 @@ pub enum Status {
     Dropped,
     /// The servers did not agree that this user was online: send the block again.
     Retry,
+    /// The target pseudonym is registered to nobody, and its address (its low 32 bits)
+    /// is that of a registered user who is online this round: the item was dropped and
+    /// can never be delivered, so sending it again is pointless. (While that user is
+    /// offline such an item is stored and comes back as `expired`.)
+    Misaddressed,
 }
 
 impl Status {
@@ -155,6 +160,7 @@ impl Status {
             Status::Stored => 3,
             Status::Dropped => 4,
             Status::Retry => 5,
+            Status::Misaddressed => 6,
         }
     }
 
@@ -166,6 +172,7 @@ impl Status {
             3 => Status::Stored,
             4 => Status::Dropped,
             5 => Status::Retry,
+            6 => Status::Misaddressed,
             _ => return None,
         })
     }

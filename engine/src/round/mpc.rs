@@ -485,7 +485,7 @@ pub fn exchange_round(
             let not_kept = ((key >> (jb + 1)) & 1) as u64;
             let misaddressed = (p[2 * t + 1] >> 1) & 1;
             let dummy = not_kept ^ delivered ^ misaddressed;
-            // status = s ^ delivered·(2 ^ s) ^ dummy·(1 ^ s) ^ misaddressed·(4 ^ s),
+            // status = s ^ delivered·(2 ^ s) ^ dummy·(1 ^ s) ^ misaddressed·(6 ^ s),
             // with s = stored or dropped by public position: a share-wise product of
             // shared bits and constants. (Meaningful for this round's blocks only; store
             // records have no sender waiting for a status.)
@@ -493,7 +493,7 @@ pub fn exchange_round(
             let status = (holds_x0 & s)
                 ^ (delivered * (2 ^ s))
                 ^ (dummy * (1 ^ s))
-                ^ (misaddressed * (4 ^ s));
+                ^ (misaddressed * (6 ^ s));
             let (dest, receipt_dest) = if t < c {
                 let slot = 2 * t as u64 + 1;
                 let r = p[2 * t + 1] & 1;

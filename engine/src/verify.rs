@@ -302,6 +302,21 @@ pub(crate) struct VerifyBuffers {
     key_prev: Vec<u64>,
 }
 
+impl VerifyBuffers {
+    /// Bytes held (capacity).
+    fn bytes(&self) -> usize {
+        let words = self.triples.capacity()
+            + self.open.a.capacity()
+            + self.open.b.capacity()
+            + self.values.capacity()
+            + self.v.a.capacity()
+            + self.v.b.capacity()
+            + self.key_next.capacity()
+            + self.key_prev.capacity();
+        8 * words + std::mem::size_of::<Row>() * self.rows.capacity()
+    }
+}
+
 impl Drop for VerifyBuffers {
     fn drop(&mut self) {
         self.triples.zeroize();
@@ -766,6 +781,22 @@ impl Party {
     /// AND gate words computed but not yet verified.
     pub fn pending_gate_words(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Bytes the verification keeps between batches (its batch buffers and the pending
+    /// gates' columns).
+    pub(crate) fn verify_buffer_bytes(&self) -> usize {
+        self.vbuf.bytes() + 48 * self.pending.xa.capacity()
+    }
+
+    /// Gives back the memory the verification keeps between batches (the batch buffers,
+    /// and the pending gates' columns when no gate is pending), wiped: for a phase that
+    /// needs the memory more than the next verification needs it already mapped.
+    pub(crate) fn release_verify_buffers(&mut self) {
+        if self.pending.is_empty() {
+            self.pending = Gates::default();
+        }
+        self.vbuf = VerifyBuffers::default();
     }
 
     /// In malicious mode, records gates for [`Party::verify_pending`].

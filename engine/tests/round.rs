@@ -254,9 +254,7 @@ fn misaddressed_items_are_reported_or_expire_and_never_delivered() {
             Plan { online, blocks }
         });
         let outs = || history.iter().flat_map(|r| &r.outputs);
-        let misaddressed = outs()
-            .filter(|o| o.status == Status::Misaddressed)
-            .count();
+        let misaddressed = outs().filter(|o| o.status == Status::Misaddressed).count();
         let delivered = outs().filter(|o| o.incoming.is_some()).count();
         // Only a block to a pseudonym nobody registered is ever reported misaddressed.
         for r in &history {
@@ -343,7 +341,11 @@ fn a_fresh_misaddressed_item_is_reported_to_its_sender() {
         &r.outputs[r.online.iter().position(|&p| p == who).unwrap()]
     };
     assert_eq!(out(1, b).status, Status::Misaddressed);
-    assert_eq!(out(1, a).incoming, None, "the stray item is never delivered");
+    assert_eq!(
+        out(1, a).incoming,
+        None,
+        "the stray item is never delivered"
+    );
     // c's item was not the first of a's queue: stored, then delivered next round.
     assert_eq!(out(1, c).status, Status::Stored);
     assert_eq!(out(2, a).incoming.as_ref().map(|i| i.from), Some(c));

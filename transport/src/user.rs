@@ -663,8 +663,7 @@ impl User {
         if matches!(
             status,
             Some(Status::Delivered | Status::Stored | Status::Misaddressed)
-        )
-            && sent.is_some()
+        ) && sent.is_some()
             && self.outbox.front() == sent.as_ref()
         {
             self.outbox.pop_front();

@@ -183,5 +183,8 @@ fn a_message_to_an_unregistered_pseudonym_with_an_online_users_address_is_report
         "{mine:?}"
     );
     assert!(crowd.users[0].outbox.is_empty());
-    assert!(crowd.tally.received.is_empty(), "the stray item was delivered");
+    assert!(
+        crowd.tally.received.is_empty(),
+        "the stray item was delivered"
+    );
 }

@@ -30,6 +30,30 @@ struct Ran {
     outputs: Vec<Output>,
 }
 
+impl Ran {
+    /// The output of `who`, who was online.
+    fn output_of(&self, who: u64) -> &Output {
+        &self.outputs[self.online.iter().position(|&p| p == who).expect("online")]
+    }
+}
+
+/// A small round for directed tests of one address's queue.
+const QUEUE_CFG: RoundConfig = RoundConfig {
+    payload_words: 1,
+    store_capacity: 8,
+    expiry_rounds: 10,
+    receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
+};
+
+/// A message to `dst` with a random payload.
+fn send_to(dst: u64, rng: &mut StdRng, cfg: &RoundConfig) -> Block {
+    Block {
+        role: Role::Send,
+        dst,
+        payload: payload(rng, cfg),
+    }
+}
+
 /// Runs `rounds` consecutive rounds of `plan(round, rng)` through both the ideal and the
 /// three-party round, checking every output and the store after every round.
 fn run_rounds(
@@ -308,38 +332,25 @@ fn misaddressed_items_are_reported_or_expire_and_never_delivered() {
 
 #[test]
 fn a_fresh_misaddressed_item_is_reported_to_its_sender() {
-    let cfg = RoundConfig {
-        payload_words: 1,
-        store_capacity: 8,
-        expiry_rounds: 10,
-        receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
-    };
+    let cfg = QUEUE_CFG;
     let users = population(3, 29);
     let (a, b, c) = (users[0], users[1], users[2]);
     // b writes to a pseudonym nobody registered with a's address while a is online; c
     // writes to a itself, and its item queues behind the stray one for a round.
     let stray = a ^ (0x3c3c << 32);
-    let history = run_rounds(cfg, 2, 5, move |round, rng| {
-        let mut send = |dst| Block {
-            role: Role::Send,
-            dst,
-            payload: payload(rng, &cfg),
-        };
-        match round {
-            1 => Plan {
-                online: vec![a, b, c],
-                blocks: vec![Block::cover(&cfg), send(stray), send(a)],
-            },
-            _ => Plan {
-                online: vec![a, b, c],
-                blocks: vec![Block::cover(&cfg); 3],
-            },
-        }
+    let history = run_rounds(cfg, 2, 5, move |round, rng| Plan {
+        online: vec![a, b, c],
+        blocks: if round == 1 {
+            vec![
+                Block::cover(&cfg),
+                send_to(stray, rng, &cfg),
+                send_to(a, rng, &cfg),
+            ]
+        } else {
+            vec![Block::cover(&cfg); 3]
+        },
     });
-    let out = |round: usize, who: u64| {
-        let r = &history[round - 1];
-        &r.outputs[r.online.iter().position(|&p| p == who).unwrap()]
-    };
+    let out = |round: usize, who: u64| history[round - 1].output_of(who);
     assert_eq!(out(1, b).status, Status::Misaddressed);
     assert_eq!(
         out(1, a).incoming,
@@ -353,37 +364,22 @@ fn a_fresh_misaddressed_item_is_reported_to_its_sender() {
 
 #[test]
 fn a_stored_misaddressed_item_expires_when_its_address_comes_online() {
-    let cfg = RoundConfig {
-        payload_words: 1,
-        store_capacity: 8,
-        expiry_rounds: 10,
-        receipt_rounds: acs_engine::round::DEFAULT_RECEIPT_ROUNDS,
-    };
+    let cfg = QUEUE_CFG;
     // b < c, so b's item is stored before c's in round 1.
     let users = population(3, 17);
     let (a, b, c) = (users[2], users[0], users[1]);
     let stray = a ^ (0x5a5a << 32);
-    let history = run_rounds(cfg, 4, 3, move |round, rng| {
-        let mut send = |dst| Block {
-            role: Role::Send,
-            dst,
-            payload: payload(rng, &cfg),
-        };
-        match round {
-            1 => Plan {
-                online: vec![b, c],
-                blocks: vec![send(stray), send(a)],
-            },
-            _ => Plan {
-                online: vec![b, c, a],
-                blocks: vec![Block::cover(&cfg); 3],
-            },
-        }
+    let history = run_rounds(cfg, 4, 3, move |round, rng| match round {
+        1 => Plan {
+            online: vec![b, c],
+            blocks: vec![send_to(stray, rng, &cfg), send_to(a, rng, &cfg)],
+        },
+        _ => Plan {
+            online: vec![b, c, a],
+            blocks: vec![Block::cover(&cfg); 3],
+        },
     });
-    let out = |round: usize, who: u64| {
-        let r = &history[round - 1];
-        &r.outputs[r.online.iter().position(|&p| p == who).unwrap()]
-    };
+    let out = |round: usize, who: u64| history[round - 1].output_of(who);
     // Round 2: a meets the stray item first; it expires (a gets nothing), c's stays.
     assert_eq!(out(2, a).incoming, None);
     // Round 3: a gets c's message; b learns its stray one expired.

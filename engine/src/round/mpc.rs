@@ -603,7 +603,7 @@ pub fn exchange_round(
         // At scale the payload move is the round's peak, and the verification's buffers
         // are not used again before the round's end: give them back when one share of
         // the table outweighs them (10^6 users: 651 MB against 541 MB a party, and the
-        // round's peak falls from 8.2 to 7.2 GB). Smaller rounds keep them: mapping them
+        // round's peak falls from 8.2 to 7.4 GB). Smaller rounds keep them: mapping them
         // again cost 0.4 s a round at 10^5 users (65 MB against 178 MB).
         if 8 * n3 * wide >= party.verify_buffer_bytes() {
             party.release_verify_buffers();

@@ -92,11 +92,10 @@ fn nonces(stream: &mut crate::prg::Prg, n: usize) -> Vec<[u8; NONCE_BYTES]> {
 
 impl Party {
     /// Builds this party's [`OutputShare`] for each online user from its two components
-    /// (user `k`'s `x_i` at `own[k * words ..]`, its `x_{i+1}` at `next[k * words ..]`, in
-    /// the order of `online`), and checks
-    /// with the other two that the commitments to the component it lacks agree. One
-    /// round. On disagreement returns [`EngineError::Deviation`] naming both peers:
-    /// nothing may be released.
+    /// (user `k`'s `x_i` at `own[k * words ..]`, its `x_{i+1}` at `next[k * words ..]`,
+    /// users in the order of `online`), and checks with the other two that the
+    /// commitments to the component it lacks agree. One round. On disagreement returns
+    /// [`EngineError::Deviation`] naming both peers: nothing may be released.
     pub fn commit_outputs(
         &mut self,
         round: u32,
@@ -167,8 +166,8 @@ impl Party {
 }
 
 /// What party `i` sends every user of a round ([`OutputShare`] for each), held as one
-/// table per field: a round at scale builds no vector per user (at a million users,
-/// two million small allocations took about a tenth of the round).
+/// table per field: a round at scale builds no vector per user (it built two per user,
+/// two million allocations a party at a million users).
 #[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
 pub struct RoundOutputs {
     words: usize,

@@ -1345,6 +1345,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn verification_runs_again_after_its_buffers_are_given_back() {
+        let out = crate::testing::run_three(|p| {
+            p.set_security(SecurityMode::Malicious)?;
+            // All-ones (NOT of the zero sharing, which every party holds), so each AND
+            // gate's output is one and its triples are checked against real values.
+            let mut ones = Shared::zeros(1 << 12);
+            ones.not_assign(p.id());
+            p.and(&ones, &ones)?;
+            p.verify_pending()?;
+            let held = p.verify_buffer_bytes();
+            p.release_verify_buffers();
+            let released = p.verify_buffer_bytes();
+            p.and(&ones, &ones)?;
+            p.verify_pending()?;
+            Ok((held, released, p.verify_stats().verifications))
+        });
+        for r in out {
+            let (held, released, verifications) = r.expect("verified");
+            assert!(held > 0 && released == 0, "{held} {released}");
+            assert_eq!(verifications, 2);
+        }
+    }
+
+    #[test]
     fn plans_meet_the_soundness_target_and_cover_every_gate() {
         for k in [
             1usize,

@@ -601,11 +601,13 @@ pub fn exchange_round(
     let mut blocks = blocks;
     let moved = if party.malicious() {
         // At scale the payload move is the round's peak, and the verification's buffers
-        // are not used again before the round's end: give them back when one share of
-        // the table outweighs them (10^6 users: 651 MB against 541 MB a party, and the
-        // round's peak falls from 8.2 to 7.4 GB). Smaller rounds keep them: mapping them
-        // again cost 0.4 s a round at 10^5 users (65 MB against 178 MB).
-        if 8 * n3 * wide >= party.verify_buffer_bytes() {
+        // are not used again before the round's end: give them back when they are large
+        // and one share of the table outweighs them (10^6 users: 651 MB against 541 MB a
+        // party, and the round's peak falls from 8.2 to 7.4 GB). Otherwise they are kept:
+        // mapping them again costs every round (0.4 s at 10^5 users, 65 MB against
+        // 178 MB; about 0.1 s of the demo's latency at 1000 users of 8 KB).
+        let kept = party.verify_buffer_bytes();
+        if kept >= RELEASE_VERIFY_BUFFERS_FROM && 8 * n3 * wide >= kept {
             party.release_verify_buffers();
         }
         let a = build_wide(Share::A, &blocks.a);
@@ -740,6 +742,10 @@ impl Share {
         }
     }
 }
+
+/// Verification buffers smaller than this are kept through the payload move whatever
+/// the table's size (see there).
+const RELEASE_VERIFY_BUFFERS_FROM: usize = 256 << 20;
 
 /// Rows per parallel task of the matching's row-wise passes.
 const ROW_TASK: usize = 1 << 12;

@@ -954,14 +954,9 @@ fn match_adjacent(
         (&mh.a[m.clone()], &mh.b[m.clone()]),
         (&mh.a[h.clone()], &mh.b[h]),
     )?;
-    let misaddressed = Shared {
-        a: mh.a[m.clone()]
-            .iter()
-            .zip(&e.a)
-            .map(|(m, e)| m ^ e)
-            .collect(),
-        b: mh.b[m].iter().zip(&e.b).map(|(m, e)| m ^ e).collect(),
-    };
+    let mut misaddressed = e.clone();
+    crate::share::xor_into(&mut misaddressed.a, &mh.a[m.clone()]);
+    crate::share::xor_into(&mut misaddressed.b, &mh.b[m]);
 
     // DEST_{k+1} = SENTINEL ^ e_k·(ORIGIN_k ^ SENTINEL): one word AND per pair.
     let masks = |bits: &[u64]| -> Vec<u64> {

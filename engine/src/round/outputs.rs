@@ -266,11 +266,6 @@ impl RoundOutputs {
         self.len() == 0
     }
 
-    /// Words of each output component.
-    pub fn words(&self) -> usize {
-        self.words
-    }
-
     /// The answer to user `k` (the `k`-th of the round's online users). Panics if `k` is
     /// out of range, like indexing.
     pub fn get(&self, k: usize) -> OutputShareRef<'_> {

@@ -58,9 +58,7 @@ pub fn input_hash(round: u64, user: u64, component: PartyId, share: &[u64]) -> [
     h.update(user.to_le_bytes());
     h.update([component.index() as u8]);
     h.update((share.len() as u64).to_le_bytes());
-    for w in share {
-        h.update(w.to_le_bytes());
-    }
+    crate::declassify::update_words(&mut h, share);
     h.finalize().into()
 }
 

@@ -24,6 +24,7 @@
 //! padding).
 
 use crate::channel::Peer;
+use crate::declassify::Reason;
 use crate::error::EngineError;
 use crate::party::{bytes_into_words, Party};
 use crate::prg::Prg;
@@ -256,18 +257,38 @@ impl Party {
         self.shuffle_with(Held::Owned(table), n, row_words)
     }
 
-    /// [`Party::shuffle_owned`] of an `n`-row table given only as what the first step
-    /// reads at this party: `x_0 ^ x_1` at party 0, `x_2` at party 1, an empty vector at
-    /// party 2 (see the module documentation). A caller that builds its table for the
-    /// shuffle alone never holds both shares of it: at a million users that halves the
-    /// table's memory. Semi-honest mode only: the shuffle's MAC (malicious mode) is
-    /// computed from both shares.
-    pub(crate) fn shuffle_reduced(
+    /// Shuffles an `n`-row table given only as what the first step reads at this party
+    /// (`x_0 ^ x_1` at party 0, `x_2` at party 1, an empty vector at party 2; see the
+    /// module documentation), and routes it: column `dest_col` of each row is its
+    /// destination, opened (for [`Reason::RouteAfterShuffle`]) once the shuffle has
+    /// permuted it, and `place` maps the opened column (in shuffled order) to the rows
+    /// to keep, in the order the caller wants them (`kept[t]`: the shuffled position of
+    /// the row to put at `t`). Returns the kept rows only, in that order. Semi-honest
+    /// mode only: the shuffle's MAC (malicious mode) is computed from both shares.
+    ///
+    /// Why reduced: a caller that builds its table for the shuffle alone never holds
+    /// both shares of it (at a million users that halves the payload move's table).
+    /// Why routed: the destinations are opened before the last step moves the rest of
+    /// the table, so that step permutes, masks and sends only the kept rows and writes
+    /// them straight into the caller's order. The round's payload move keeps half of its
+    /// rows (the other half are blanks and receipts that only pad the destinations to a
+    /// public multiset): its last step does half the work and maps half the memory.
+    /// What is opened is what a whole shuffle followed by opening the column opens; the
+    /// last step's messages are one-time padded as in every step, and which rows it
+    /// keeps is a function of the opened column.
+    pub(crate) fn shuffle_reduced_routed(
         &mut self,
         first: Vec<u64>,
         n: usize,
         row_words: usize,
+        dest_col: usize,
+        place: impl FnOnce(&[u64]) -> Result<Vec<u32>, EngineError>,
     ) -> Result<Shared, EngineError> {
+        if dest_col >= row_words {
+            return Err(EngineError::InvalidInput(format!(
+                "destination column {dest_col} of {row_words}-word rows"
+            )));
+        }
         let expected = if self.id().index() == 2 {
             0
         } else {
@@ -280,7 +301,42 @@ impl Party {
                 self.security()
             )));
         }
-        self.shuffle_with(Held::Half(first), n, row_words)
+        // The destination column travels as a part of its own, ahead of the table.
+        let dests: Vec<u64> = first.par_chunks(row_words).map(|r| r[dest_col]).collect();
+        let mut parts = vec![
+            Part::new(Held::Half(dests), 1),
+            Part::new(Held::Half(first), row_words),
+        ];
+        for j in 0..2 {
+            let perm = self.step_permutation(n, j);
+            self.shuffle_step(&mut parts, &perm, n, j)?;
+        }
+        let last = self.step_permutation(n, 2);
+        let mut table = parts.pop().expect("two parts");
+        self.shuffle_step(&mut parts, &last, n, 2)?;
+        let dests = match std::mem::replace(&mut parts[0].held, Held::Half(Vec::new())) {
+            Held::Owned(t) => t,
+            Held::Borrowed(_) | Held::Half(_) => unreachable!("the last step's output is owned"),
+        };
+        drop(parts);
+        let opened = self.declassify_words(Reason::RouteAfterShuffle, &dests)?;
+        let kept = place(&opened)?;
+        if let Some(&k) = kept.iter().find(|&&k| k as usize >= n) {
+            return Err(EngineError::InvalidInput(format!(
+                "kept row {k} of a {n}-row shuffle"
+            )));
+        }
+        // The party outside the last step's pair permutes nothing.
+        let perm: Vec<u32> = if last.is_empty() {
+            Vec::new()
+        } else {
+            kept.iter().map(|&k| last[k as usize]).collect()
+        };
+        self.shuffle_step(std::slice::from_mut(&mut table), &perm, kept.len(), 2)?;
+        match std::mem::replace(&mut table.held, Held::Half(Vec::new())) {
+            Held::Owned(t) => Ok(t),
+            Held::Borrowed(_) | Held::Half(_) => unreachable!("the last step's output is owned"),
+        }
     }
 
     fn shuffle_with(
@@ -308,7 +364,8 @@ impl Party {
             key
         });
         for j in 0..3 {
-            self.shuffle_step(&mut parts, n, j)?;
+            let perm = self.step_permutation(n, j);
+            self.shuffle_step(&mut parts, &perm, n, j)?;
         }
         let mut out: Vec<Shared> = parts
             .iter_mut()
@@ -329,13 +386,27 @@ impl Party {
         Ok(out.pop().expect("the table is the first part"))
     }
 
+    /// This party's permutation of step `j` over `n` rows: `π_j`, drawn from the seed
+    /// of the step's pair, or nothing at the party outside the pair.
+    fn step_permutation(&mut self, n: usize, j: usize) -> Vec<u32> {
+        match (self.id().index() + 3 - j) % 3 {
+            0 => self.perm.next.permutation(n),
+            1 => self.perm.prev.permutation(n),
+            _ => Vec::new(),
+        }
+    }
+
     /// Step `j` of the shuffle, on every part (see the module documentation): the pair
-    /// `(j, j+1)` permutes its 2-out-of-2 sharing; in steps 0 and 1 party `j` hands its
-    /// masked half to party `j+2`, in step 2 the pair re-shares the result as a
-    /// replicated sharing with party 1's two components drawn from its streams.
+    /// `(j, j+1)` permutes its 2-out-of-2 sharing by `perm` (from
+    /// [`Party::step_permutation`]; row `k` of the result is row `perm[k]` of the input,
+    /// so a `perm` of fewer rows than the input keeps only those), producing `n` rows;
+    /// in steps 0 and 1 party `j` hands its masked half to party `j+2`, in step 2 the
+    /// pair re-shares the result as a replicated sharing with party 1's two components
+    /// drawn from its streams.
     fn shuffle_step(
         &mut self,
         parts: &mut [Part<'_>],
+        perm: &[u32],
         n: usize,
         j: usize,
     ) -> Result<(), EngineError> {
@@ -343,11 +414,6 @@ impl Party {
         // 0: the pair's first party (party j), 1: its second, 2: the party outside it.
         let role = (me + 3 - j) % 3;
         let last = j == 2;
-        let perm = match role {
-            0 => self.perm.next.permutation(n),
-            1 => self.perm.prev.permutation(n),
-            _ => Vec::new(),
-        };
         #[cfg(feature = "fault-injection")]
         let mut first_message = true;
         for p in parts.iter_mut() {
@@ -356,7 +422,7 @@ impl Party {
                 // Party j: its permuted half, masked with r (drawn with party j+1), to
                 // party j+2, which then holds it as its half of the next pair.
                 (0, false) => {
-                    let s = p.permuted(true, &perm, len);
+                    let s = p.permuted(true, perm, len);
                     let start = self.mask.next.reserve(len);
                     let pieces = len.div_ceil(SWAP_PIECE_WORDS);
                     for (i, w0) in (0..len).step_by(SWAP_PIECE_WORDS).enumerate() {
@@ -398,7 +464,7 @@ impl Party {
                 }
                 // Party j+1: its permuted half, masked with the same r.
                 (1, false) => {
-                    let mut s = p.permuted(false, &perm, len);
+                    let mut s = p.permuted(false, perm, len);
                     let start = self.mask.prev.reserve(len);
                     mask_in_place(&self.mask.prev, start, &mut s);
                     p.held = Held::Half(s);
@@ -441,7 +507,7 @@ impl Party {
                 // z_0 = π(u) ^ π(v) ^ z_1 ^ z_2.
                 (_, true) => {
                     let first = role == 0;
-                    let mut s = p.permuted(first, &perm, len);
+                    let mut s = p.permuted(first, perm, len);
                     let mut y = buffer(&mut p.spare, len);
                     let peer = if first { Peer::Next } else { Peer::Prev };
                     let start = if first {

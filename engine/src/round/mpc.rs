@@ -592,14 +592,45 @@ pub fn exchange_round(
         (0..u).map(|i| f[at_j[c + i] * FATE_WIDTH + 1]).collect()
     };
     let (status_a, status_b) = (statuses(Share::A), statuses(Share::B));
+    // Destinations in shuffled order → where each kept row goes: user `i`'s output
+    // (tag 2i) or store slot `t` (tag 2t + 1); U + C SENTINELs are discarded. Returns
+    // the shuffled positions of the U outputs, then of the C store slots.
+    let place = |dests: &[u64]| -> Result<Vec<u32>, EngineError> {
+        let mut kept = vec![u32::MAX; u + c];
+        let mut discards = 0usize;
+        for (k, &d) in dests.iter().enumerate() {
+            let at = if d == SENTINEL {
+                discards += 1;
+                continue;
+            } else if d < 2 * u as u64 && d % 2 == 0 {
+                &mut kept[(d / 2) as usize]
+            } else if d % 2 == 1 && (d / 2) < c as u64 {
+                &mut kept[u + (d / 2) as usize]
+            } else {
+                return Err(route_mismatch(id));
+            };
+            if *at != u32::MAX {
+                return Err(route_mismatch(id));
+            }
+            *at = k as u32;
+        }
+        if discards != u + c {
+            return Err(route_mismatch(id));
+        }
+        Ok(kept)
+    };
     // Semi-honest mode builds only what the shuffle's first step reads here (party 0
-    // `x_0 ^ x_1`, party 1 `x_2`, party 2 nothing; `Party::shuffle_reduced`), so no
-    // party holds both shares of the table: at a million users it is 0.65 GB per share.
-    // Malicious mode needs both for the shuffle's MAC. Either way each share of the
-    // blocks is wiped and freed as soon as it has been read, and the inputs are gone
-    // before the shuffle starts.
+    // `x_0 ^ x_1`, party 1 `x_2`, party 2 nothing; `Party::shuffle_reduced_routed`), so no
+    // party holds both shares of the table: at a million users it is 0.65 GB per share;
+    // and the destinations are opened before the shuffle's last step, which then moves
+    // only the U + C kept rows (`Party::shuffle_reduced_routed`). Malicious mode needs
+    // both shares for the shuffle's MAC, checked over the whole table before anything
+    // is opened. Either way each share of the blocks is wiped and freed as soon as it
+    // has been read, and the inputs are gone before the shuffle starts. `moved` holds
+    // the kept rows in order: user `i`'s output at row `i`, store slot `t` at row
+    // `u + t`.
     let mut blocks = blocks;
-    let moved = if party.malicious() {
+    let mut moved = if party.malicious() {
         // At scale the payload move is the round's peak, and the verification's buffers
         // are not used again before the round's end: give them back when they are large
         // and one share of the table outweighs them (10^6 users: 651 MB against 541 MB a
@@ -615,7 +646,27 @@ pub fn exchange_round(
         blocks.a = Vec::new();
         let b = build_wide(Share::B, &blocks.b);
         drop((blocks, fates, blank_dests, expired));
-        party.shuffle_owned(Shared { a, b }, wide)?
+        let moved = party.shuffle_owned(Shared { a, b }, wide)?;
+        let dests = party.declassify_words(Reason::RouteAfterShuffle, &column(&moved, wide, 0))?;
+        let kept = place(&dests)?;
+        let in_order = |v: &[u64]| -> Vec<u64> {
+            let mut out = vec![0u64; kept.len() * wide];
+            out.par_chunks_mut(wide)
+                .zip(kept.par_iter())
+                .with_min_len(64)
+                .for_each(|(o, &k)| {
+                    let k = k as usize;
+                    o.copy_from_slice(&v[k * wide..(k + 1) * wide]);
+                });
+            out
+        };
+        let mut moved = moved;
+        let a = in_order(&moved.a);
+        zeroize::Zeroize::zeroize(&mut moved.a);
+        moved.a = Vec::new();
+        let b = in_order(&moved.b);
+        drop(moved);
+        Shared { a, b }
     } else {
         let first = match id.index() {
             2 => Vec::new(),
@@ -637,39 +688,17 @@ pub fn exchange_round(
             }
         };
         drop((blocks, fates, blank_dests, expired));
-        party.shuffle_reduced(first, n3, wide)?
+        party.shuffle_reduced_routed(first, n3, wide, 0, place)?
     };
-    let dests = party.declassify_words(Reason::RouteAfterShuffle, &column(&moved, wide, 0))?;
-    let mut output_at = vec![usize::MAX; u];
-    let mut slot_at = vec![usize::MAX; c];
-    let mut discards = 0usize;
-    for (k, &d) in dests.iter().enumerate() {
-        let at = if d == SENTINEL {
-            discards += 1;
-            continue;
-        } else if d < 2 * u as u64 && d % 2 == 0 {
-            &mut output_at[(d / 2) as usize]
-        } else if d % 2 == 1 && (d / 2) < c as u64 {
-            &mut slot_at[(d / 2) as usize]
-        } else {
-            return Err(route_mismatch(id));
-        };
-        if *at != usize::MAX {
-            return Err(route_mismatch(id));
-        }
-        *at = k;
-    }
-    if discards != u + c {
-        return Err(route_mismatch(id));
-    }
     party.check_openings()?;
     clock.lap("move payloads");
 
-    // New store: slot t is the record sent to tag 2t + 1, with its valid bit.
+    // New store: slot t is the record sent to tag 2t + 1 (row u + t), with its valid
+    // bit.
     let store_of = |v: &[u64], valid: &[u64]| -> Vec<u64> {
         let mut out = vec![0u64; c * sw];
         out.par_chunks_mut(sw).enumerate().for_each(|(t, s)| {
-            let k = slot_at[t];
+            let k = u + t;
             s.copy_from_slice(&v[k * wide + 1..(k + 1) * wide]);
             s[0] ^= valid[t];
         });
@@ -687,24 +716,26 @@ pub fn exchange_round(
     // random high bits.
     let ow = cfg.output_words();
     debug_assert_eq!(ow, wide - 3, "header, source, payload");
-    let assemble = |v: &[u64], status: &[u64]| -> Vec<u64> {
-        let mut out = vec![0u64; u * ow];
-        out.par_chunks_mut(ow)
-            .zip(output_at.par_iter().zip(status))
-            .with_min_len(64)
-            .for_each(|(o, (&k, &st))| {
-                let m = &v[k * wide + 1..(k + 1) * wide];
-                o[0] = (((m[0] >> 1) & ITEM_BITS) << 8) ^ (m[3] & SENT_MASK) ^ st;
-                o[1] = m[1];
-                o[2..].copy_from_slice(&m[4..]);
-            });
-        out
+    // Written over the moved table itself, row by row from the front (output row `i`
+    // ends before moved row `i` starts to be read past its first four words, as
+    // `ow < wide`), so the outputs map no memory of their own: at a million users that
+    // was 0.56 GB of fresh pages per party. One thread: rows overlap their neighbours'.
+    let into_outputs = |mut v: Vec<u64>, status: &[u64]| -> Vec<u64> {
+        for (i, &st) in status.iter().enumerate() {
+            let (r, o) = (i * wide + 1, i * ow);
+            let head = (((v[r] >> 1) & ITEM_BITS) << 8) ^ (v[r + 3] & SENT_MASK) ^ st;
+            let from = v[r + 1];
+            v[o] = head;
+            v[o + 1] = from;
+            v.copy_within(r + 4..r + wide - 1, o + 2);
+        }
+        // The store's rows past the outputs are copied out above: wipe them here.
+        zeroize::Zeroize::zeroize(&mut v[u * ow..]);
+        v.truncate(u * ow);
+        v
     };
-    let mut moved = moved;
-    let outputs_a = assemble(&moved.a, &status_a);
-    zeroize::Zeroize::zeroize(&mut moved.a);
-    moved.a = Vec::new();
-    let outputs_b = assemble(&moved.b, &status_b);
+    let outputs_a = into_outputs(std::mem::take(&mut moved.a), &status_a);
+    let outputs_b = into_outputs(std::mem::take(&mut moved.b), &status_b);
     drop(moved);
     clock.lap("assemble outputs");
     // Malicious mode: nothing computed in this round leaves before every gate is verified.

@@ -245,13 +245,23 @@ async fn drive(spec: DriverSpec) -> Result<(), String> {
     // this process's users skip keys whose address another of them holds; a collision
     // with another process's user (about one pair at 10^5 users in all) is refused by
     // the servers, and that user makes a new key.
-    let mut addresses = std::collections::HashSet::new();
+    // The set is shared with the registration tasks, so that a replacement key skips
+    // this process's addresses too.
+    let addresses = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let fresh_identity = {
+        let addresses = addresses.clone();
+        move || {
+            // Nothing panics while the set is held; a poisoned lock is still consistent.
+            let mut taken = addresses.lock().unwrap_or_else(|e| e.into_inner());
+            identity_with_free_address(&mut taken, || rand::thread_rng().gen())
+        }
+    };
     while registered < spec.users {
         while next < spec.users && joins.len() < spec.concurrency.max(1) {
-            let identity = identity_with_free_address(&mut addresses, || rand::thread_rng().gen())
-                .map_err(|e| format!("identity: {e}"))?;
+            let identity = fresh_identity().map_err(|e| format!("identity: {e}"))?;
             let relays = user_relays(spec.first_user + next, spec.relays_per_user, &spec.relays);
             let (roots, descriptors, i) = (roots.clone(), descriptors.clone(), next);
+            let fresh_identity = fresh_identity.clone();
             joins.spawn(async move {
                 let mut identity = identity;
                 let mut tries = 0;
@@ -276,10 +286,10 @@ async fn drive(spec: DriverSpec) -> Result<(), String> {
                         )
                     {
                         tries += 1;
-                        identity = identity_with_free_address(&mut Default::default(), || {
-                            rand::thread_rng().gen()
-                        })
-                        .expect("a random seed makes a key");
+                        match fresh_identity() {
+                            Ok(id) => identity = id,
+                            Err(e) => break (i, Err(e.into())),
+                        }
                         continue;
                     }
                     break (i, r);

@@ -26,7 +26,7 @@
 use crate::channel::Peer;
 use crate::declassify::Reason;
 use crate::error::EngineError;
-use crate::party::{bytes_into_words, Party};
+use crate::party::{bytes_into_words, Party, PIECE_WORDS};
 use crate::prg::Prg;
 use crate::share::{xor_into, Shared};
 use crate::shuffle_mac::MAC_WORDS;
@@ -72,9 +72,6 @@ fn whole_rows(words: usize, row_words: usize) -> Result<usize, EngineError> {
     }
     Ok(words / row_words)
 }
-
-/// Words per message piece of a shuffle step's exchange (16 MiB).
-const SWAP_PIECE_WORDS: usize = 1 << 21;
 
 /// Pieces of a handoff (one-way message of a shuffle step) its sender may have in flight
 /// before the receiver acknowledges one: without this a sender on a fast thread queues
@@ -424,12 +421,12 @@ impl Party {
                 (0, false) => {
                     let s = p.permuted(true, perm, len);
                     let start = self.mask.next.reserve(len);
-                    let pieces = len.div_ceil(SWAP_PIECE_WORDS);
-                    for (i, w0) in (0..len).step_by(SWAP_PIECE_WORDS).enumerate() {
+                    let pieces = len.div_ceil(PIECE_WORDS);
+                    for (i, w0) in (0..len).step_by(PIECE_WORDS).enumerate() {
                         if i >= HANDOFF_WINDOW {
                             self.handoff_ack(Peer::Prev)?;
                         }
-                        let w1 = len.min(w0 + SWAP_PIECE_WORDS);
+                        let w1 = len.min(w0 + PIECE_WORDS);
                         let mut msg = self.take_message(w1 - w0);
                         let stream = &self.mask.next;
                         s[w0..w1]
@@ -473,9 +470,9 @@ impl Party {
                 (_, false) => {
                     std::mem::replace(&mut p.held, Held::Half(Vec::new())).release(&mut p.spare);
                     let mut s = buffer(&mut p.spare, len);
-                    let pieces = len.div_ceil(SWAP_PIECE_WORDS);
-                    for w0 in (0..len).step_by(SWAP_PIECE_WORDS) {
-                        let w1 = len.min(w0 + SWAP_PIECE_WORDS);
+                    let pieces = len.div_ceil(PIECE_WORDS);
+                    for w0 in (0..len).step_by(PIECE_WORDS) {
+                        let w1 = len.min(w0 + PIECE_WORDS);
                         let got = self.recv_bytes(Peer::Next, 8 * (w1 - w0))?;
                         bytes_into_words(&got, &mut s[w0..w1]);
                         // Pieces of a table larger than the window are not pooled: a
@@ -515,8 +512,8 @@ impl Party {
                     } else {
                         self.mask.next.reserve(len)
                     };
-                    for w0 in (0..len).step_by(SWAP_PIECE_WORDS) {
-                        let w1 = len.min(w0 + SWAP_PIECE_WORDS);
+                    for w0 in (0..len).step_by(PIECE_WORDS) {
+                        let w1 = len.min(w0 + PIECE_WORDS);
                         let mut msg = self.take_message(w1 - w0);
                         {
                             let stream = if first {
@@ -571,5 +568,96 @@ impl Party {
         }
         self.count_round();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// `n` rows of `width` words, column 0 a destination: `0 .. m` once each on random
+    /// rows, `u64::MAX` elsewhere.
+    fn routed_table(rng: &mut impl Rng, n: usize, m: usize, width: usize) -> Vec<u64> {
+        let mut rows: Vec<u64> = (0..n * width).map(|_| rng.gen()).collect();
+        let mut at: Vec<usize> = (0..n).collect();
+        for i in 0..n {
+            at.swap(i, rng.gen_range(i..n));
+        }
+        for (k, &r) in at.iter().enumerate() {
+            rows[r * width] = if k < m { k as u64 } else { u64::MAX };
+        }
+        rows
+    }
+
+    fn run_routed(rows: &[u64], n: usize, width: usize) -> [Result<Shared, EngineError>; 3] {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let x0: Vec<u64> = (0..rows.len()).map(|_| rng.gen()).collect();
+        let x1: Vec<u64> = (0..rows.len()).map(|_| rng.gen()).collect();
+        let x2: Vec<u64> = rows
+            .iter()
+            .zip(&x0)
+            .zip(&x1)
+            .map(|((r, a), b)| r ^ a ^ b)
+            .collect();
+        let firsts = std::sync::Arc::new([
+            x0.iter().zip(&x1).map(|(a, b)| a ^ b).collect::<Vec<u64>>(),
+            x2,
+            Vec::new(),
+        ]);
+        crate::testing::run_three(move |p| {
+            let first = firsts[p.id().index()].clone();
+            p.shuffle_reduced_routed(first, n, width, 0, |dests| {
+                let mut kept = vec![u32::MAX; dests.iter().filter(|&&d| d != u64::MAX).count()];
+                for (k, &d) in dests.iter().enumerate() {
+                    if d != u64::MAX {
+                        kept[d as usize] = k as u32;
+                    }
+                }
+                Ok(kept)
+            })
+        })
+    }
+
+    #[test]
+    fn a_routed_shuffle_returns_the_kept_rows_in_their_destinations_order() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for (n, m, width) in [(1, 1, 1), (2, 0, 3), (1000, 420, 5), (4097, 4097, 2)] {
+            let rows = routed_table(&mut rng, n, m, width);
+            let out = run_routed(&rows, n, width).map(|r| r.expect("party"));
+            let got: Vec<u64> = (0..m * width)
+                .map(|i| out[0].a[i] ^ out[0].b[i] ^ out[1].b[i])
+                .collect();
+            let mut want = vec![0u64; m * width];
+            for r in rows.chunks(width).filter(|r| r[0] != u64::MAX) {
+                let t = r[0] as usize;
+                want[t * width..(t + 1) * width].copy_from_slice(r);
+            }
+            assert_eq!(got, want, "n {n}, m {m}, width {width}");
+            for o in &out {
+                assert_eq!((o.a.len(), o.b.len()), (m * width, m * width));
+            }
+        }
+    }
+
+    #[test]
+    fn a_routed_shuffle_refuses_a_bad_input_or_a_kept_row_past_the_table() {
+        let r = crate::testing::run_three(|p| {
+            p.shuffle_reduced_routed(vec![0; 3], 2, 2, 0, |_| Ok(vec![0]))
+        });
+        assert!(r
+            .iter()
+            .all(|r| matches!(r, Err(EngineError::InvalidInput(_)))));
+        let r = crate::testing::run_three(|p| {
+            let first = if p.id().index() == 2 {
+                Vec::new()
+            } else {
+                vec![0; 4]
+            };
+            p.shuffle_reduced_routed(first, 2, 2, 0, |_| Ok(vec![2]))
+        });
+        assert!(r
+            .iter()
+            .all(|r| matches!(r, Err(EngineError::InvalidInput(_)))));
     }
 }

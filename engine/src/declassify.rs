@@ -17,8 +17,8 @@
 //! per party (the check it sends, the record of the value it sends, the check of the
 //! value it gets, the running digest), and SHA-256 runs on the CPU's SHA extensions
 //! where it has them (several times SHA3's speed on this machine kind; at 10^6 users the
-//! openings' SHA3 was about 6 % of all CPU samples of an `acs-bench round` run). Collision resistance is all the
-//! checks need, and both have it.
+//! openings' SHA3 was about 6 % of all CPU samples of an `acs-bench round` run).
+//! Collision resistance is all the checks need, and both have it.
 
 use crate::channel::{PartyId, Peer};
 use crate::error::EngineError;

@@ -2,7 +2,7 @@
 //! `fault-injection` feature) deviates in a round its users take part in.
 //!
 //! - It sends a wrong value, or a wrong check hash, in one opening. The opening's
-//!   cross-check (value from one peer, SHA3 check from the other) fails at the honest
+//!   cross-check (value from one peer, SHA-256 check from the other) fails at the honest
 //!   server that receives it, which names the two suspects and sends its complaint to
 //!   both peers; the other honest server settles the complaint against its own record of
 //!   what it sent and names a pair holding the liar and the accuser, so the two honest

@@ -46,7 +46,13 @@ impl Source<'_> {
     /// Row `src` (of `rw` words) into `out`.
     #[inline(always)]
     fn row_into(&self, src: usize, rw: usize, out: &mut [u64]) {
-        let at = src * rw..(src + 1) * rw;
+        self.part_into(src, rw, 0, out);
+    }
+
+    /// Words `col .. col + out.len()` of row `src` (of `rw` words) into `out`.
+    #[inline(always)]
+    fn part_into(&self, src: usize, rw: usize, col: usize, out: &mut [u64]) {
+        let at = src * rw + col..src * rw + col + out.len();
         match self {
             Source::Rows(v) => out.copy_from_slice(&v[at]),
             Source::Xor(a, b) => {
@@ -154,28 +160,25 @@ impl<'a> Part<'a> {
         }
     }
 
-    /// This party's half of the step's pair (`first`: it is the pair's first party),
-    /// permuted by `perm` into a buffer of `len` words; the vectors it was read from
-    /// become spare.
-    fn permuted(&mut self, first: bool, perm: &[u32], len: usize) -> Vec<u64> {
-        let held = std::mem::replace(&mut self.held, Held::Half(Vec::new()));
-        // What the step permutes, and the buffer the permuted rows go into. An owned
-        // table is reduced to the one vector the step permutes (the first party folds
-        // x_1 into x_0), and the vector it no longer reads takes the output: a step holds
-        // two table-sized vectors, not three.
-        let (source, mut out) = match held {
-            Held::Half(v) => (Source::Rows(Cow::Owned(v)), buffer(&mut self.spare, len)),
+    /// This party's half of the step's pair as rows to read (`first`: it is the pair's
+    /// first party), and the vector of an owned table that the half no longer needs. An
+    /// owned table is reduced to the one vector the step permutes (the first party folds
+    /// x_1 into x_0), and the other can take the output: a step holds two table-sized
+    /// vectors, not three.
+    fn source(&mut self, first: bool) -> (Source<'a>, Option<Vec<u64>>) {
+        match std::mem::replace(&mut self.held, Held::Half(Vec::new())) {
+            Held::Half(v) => (Source::Rows(Cow::Owned(v)), None),
             Held::Owned(mut t) => {
                 if first {
                     xor_into_par(&mut t.a, &t.b);
                     (
                         Source::Rows(Cow::Owned(std::mem::take(&mut t.a))),
-                        std::mem::take(&mut t.b),
+                        Some(std::mem::take(&mut t.b)),
                     )
                 } else {
                     (
                         Source::Rows(Cow::Owned(std::mem::take(&mut t.b))),
-                        std::mem::take(&mut t.a),
+                        Some(std::mem::take(&mut t.a)),
                     )
                 }
             }
@@ -185,8 +188,26 @@ impl<'a> Part<'a> {
                 } else {
                     Source::Rows(Cow::Borrowed(&t.b))
                 };
-                (src, buffer(&mut self.spare, len))
+                (src, None)
             }
+        }
+    }
+
+    /// Hands a source's own vector to the spare buffers once it has been read.
+    fn release(&mut self, source: Source<'_>) {
+        if let Source::Rows(Cow::Owned(v)) = source {
+            self.spare.push(v);
+        }
+    }
+
+    /// This party's half of the step's pair (`first`: it is the pair's first party),
+    /// permuted by `perm` into a buffer of `len` words; the vectors it was read from
+    /// become spare.
+    fn permuted(&mut self, first: bool, perm: &[u32], len: usize) -> Vec<u64> {
+        let (source, free) = self.source(first);
+        let mut out = match free {
+            Some(v) => v,
+            None => buffer(&mut self.spare, len),
         };
         out.resize(len, 0);
         let rw = self.row_words;
@@ -196,9 +217,7 @@ impl<'a> Part<'a> {
                 .with_min_len(STEP_TASK_WORDS / rw)
                 .for_each(|(dst, &src)| source.row_into(src as usize, rw, dst));
         }
-        if let Source::Rows(Cow::Owned(v)) = source {
-            self.spare.push(v);
-        }
+        self.release(source);
         out
     }
 }
@@ -208,6 +227,19 @@ impl Drop for Part<'_> {
         for v in &mut self.spare {
             v.zeroize();
         }
+    }
+}
+
+/// Words `start .. start + out.len()` of the table whose row `k` is row `perm[k]` of
+/// `source` (rows of `rw` words), without building that table.
+fn gather_words(source: &Source<'_>, perm: &[u32], rw: usize, start: usize, out: &mut [u64]) {
+    let (mut w, mut o) = (start, 0);
+    while o < out.len() {
+        let (row, col) = (w / rw, w % rw);
+        let take = (rw - col).min(out.len() - o);
+        source.part_into(perm[row] as usize, rw, col, &mut out[o..o + take]);
+        w += take;
+        o += take;
     }
 }
 
@@ -418,8 +450,13 @@ impl Party {
             match (role, last) {
                 // Party j: its permuted half, masked with r (drawn with party j+1), to
                 // party j+2, which then holds it as its half of the next pair.
+                // The permuted half is never built: each message piece gathers its rows
+                // from the half itself (one pass over a table and one table-sized
+                // buffer fewer).
                 (0, false) => {
-                    let s = p.permuted(true, perm, len);
+                    let (source, free) = p.source(true);
+                    p.spare.extend(free);
+                    let rw = p.row_words;
                     let start = self.mask.next.reserve(len);
                     let pieces = len.div_ceil(PIECE_WORDS);
                     for (i, w0) in (0..len).step_by(PIECE_WORDS).enumerate() {
@@ -429,18 +466,20 @@ impl Party {
                         let w1 = len.min(w0 + PIECE_WORDS);
                         let mut msg = self.take_message(w1 - w0);
                         let stream = &self.mask.next;
-                        s[w0..w1]
-                            .par_chunks(STEP_TASK_WORDS)
-                            .zip(msg.par_chunks_mut(8 * STEP_TASK_WORDS))
+                        let source = &source;
+                        msg.par_chunks_mut(8 * STEP_TASK_WORDS)
                             .enumerate()
                             .for_each_init(
-                                || Zeroizing::new(vec![0u64; STEP_TASK_WORDS]),
-                                |y, (t, (s, m))| {
-                                    let y = &mut y[..s.len()];
+                                || Zeroizing::new(vec![0u64; 2 * STEP_TASK_WORDS]),
+                                |buf, (t, m)| {
+                                    let (x, y) = buf.split_at_mut(STEP_TASK_WORDS);
+                                    let words = m.len() / 8;
+                                    let (x, y) = (&mut x[..words], &mut y[..words]);
                                     let at = w0 + t * STEP_TASK_WORDS;
+                                    gather_words(source, perm, rw, at, x);
                                     stream.fill_at(start + (at / 2) as u64, y);
                                     for ((w, m), y) in
-                                        s.iter().zip(m.chunks_exact_mut(8)).zip(y.iter())
+                                        x.iter().zip(m.chunks_exact_mut(8)).zip(y.iter())
                                     {
                                         m.copy_from_slice(&(w ^ y).to_le_bytes());
                                     }
@@ -457,7 +496,7 @@ impl Party {
                     for _ in 0..pieces.min(HANDOFF_WINDOW) {
                         self.handoff_ack(Peer::Prev)?;
                     }
-                    p.spare.push(s);
+                    p.release(source);
                 }
                 // Party j+1: its permuted half, masked with the same r.
                 (1, false) => {

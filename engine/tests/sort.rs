@@ -162,6 +162,29 @@ fn shuffle_outputs_a_permutation_of_its_rows() {
 }
 
 #[test]
+fn a_shuffle_of_wide_rows_across_task_and_piece_boundaries_keeps_every_row() {
+    // Rows of 7 words: 16 Ki-word tasks and 16 MiB message pieces both end inside rows,
+    // so the handoff's sender gathers rows split across them.
+    let row_words = 7;
+    let n = 2 * (1 << 21) / row_words + 3;
+    let mut rng = common::rng(14);
+    let rows: Vec<u64> = (0..n * row_words).map(|_| rng.gen()).collect();
+    let shares = std::sync::Arc::new(common::split_words(&rows, 6));
+    let out = acs_engine::testing::run_three(move |p| {
+        let x = p.input_from_xor(shares[p.id().index()].clone())?;
+        p.shuffle(&x, row_words)
+    })
+    .map(|r| r.expect("party"));
+    let got = open_words([&out[0], &out[1], &out[2]]);
+    let mut a: Vec<&[u64]> = rows.chunks(row_words).collect();
+    let mut b: Vec<&[u64]> = got.chunks(row_words).collect();
+    assert_ne!(a, b, "rows left in place: not shuffled");
+    a.sort_unstable();
+    b.sort_unstable();
+    assert!(a == b, "the shuffled rows are not the input rows");
+}
+
+#[test]
 fn a_shuffle_of_a_table_in_several_message_pieces_keeps_every_row() {
     // Steps 0 and 1 hand a table to the next pair in 16 MiB pieces, at most two in
     // flight before the receiver acknowledges one: 3 pieces and an odd tail cover the

@@ -263,13 +263,30 @@ impl Party {
         from: Peer,
         out: &mut [u64],
     ) -> Result<(), EngineError> {
+        self.exchange_pieces_into(to, words, from, out, usize::MAX)
+    }
+
+    /// [`Party::exchange_words_into`] as messages of at most `piece` words, each sent
+    /// before the matching one is received (one round; at least one message, empty or
+    /// not).
+    fn exchange_pieces_into(
+        &mut self,
+        to: Peer,
+        words: &[u64],
+        from: Peer,
+        out: &mut [u64],
+        piece: usize,
+    ) -> Result<(), EngineError> {
         debug_assert_eq!(words.len(), out.len());
-        let mut msg = self.scratch.take_bytes(words.len() * 8);
-        words_into_bytes(words, &mut msg);
-        self.send_bytes(to, msg)?;
-        let got = self.recv_bytes(from, out.len() * 8)?;
-        bytes_into_words(&got, out);
-        self.scratch.give_bytes(got);
+        for i in 0..words.len().div_ceil(piece).max(1) {
+            let at = i * piece..words.len().min((i + 1).saturating_mul(piece));
+            let mut msg = self.scratch.take_bytes(at.len() * 8);
+            words_into_bytes(&words[at.clone()], &mut msg);
+            self.send_bytes(to, msg)?;
+            let got = self.recv_bytes(from, at.len() * 8)?;
+            bytes_into_words(&got, &mut out[at]);
+            self.scratch.give_bytes(got);
+        }
         self.count_round();
         Ok(())
     }
@@ -316,46 +333,20 @@ impl Party {
         #[allow(unused_mut)] // Mutated only under fault injection.
         mut mine: Vec<u64>,
     ) -> Result<Shared, EngineError> {
+        // A careful liar keeps its own copy equal to what it sent, so its shares stay
+        // consistent: the strongest form of this deviation.
         #[cfg(feature = "fault-injection")]
-        let next = {
-            // A careful liar keeps its own copy equal to what it sent, so its shares stay
-            // consistent: the strongest form of this deviation.
-            self.corrupt_words(crate::fault::ComputeSite::Input, &mut mine);
-            self.exchange_words_in_pieces(Peer::Prev, &mine, Peer::Next)?
-        };
-        #[cfg(not(feature = "fault-injection"))]
-        let next = self.exchange_words_in_pieces(Peer::Prev, &mine, Peer::Next)?;
+        self.corrupt_words(crate::fault::ComputeSite::Input, &mut mine);
+        // In pieces: a table-sized exchange once a round, whose one message would take a
+        // table-sized buffer mapped afresh every time (272 MB a party at a million users,
+        // about a second of CPU a round in the kernel clearing its pages on this machine
+        // kind), where pieces circulate through the message pools. Not so for the sorts'
+        // AND layers: exchanged in lock-step pieces, three parties sharing two cores lost
+        // more time waiting for each other than the pages cost (malicious 2^20 sort
+        // 8.55–9.56 s against 8.08–8.66 s).
+        let mut next = vec![0u64; mine.len()];
+        self.exchange_pieces_into(Peer::Prev, &mine, Peer::Next, &mut next, PIECE_WORDS)?;
         Ok(Shared { a: mine, b: next })
-    }
-
-    /// [`Party::exchange_words`] as messages of at most [`PIECE_WORDS`] words, each sent
-    /// before the matching one is received (still one round). For the round's input
-    /// conversion, a table-sized exchange once a round: one message would take a
-    /// table-sized buffer mapped afresh every time (272 MB a party at a million users,
-    /// about a second of CPU a round in the kernel clearing its pages on this machine
-    /// kind), where pieces circulate through the message pools. Not for the sorts' AND
-    /// layers: exchanged in lock-step pieces, three parties sharing two cores lost more
-    /// time waiting for each other than the pages cost (malicious 2^20 sort 8.55–9.56 s
-    /// against 8.08–8.66 s).
-    fn exchange_words_in_pieces(
-        &mut self,
-        to: Peer,
-        words: &[u64],
-        from: Peer,
-    ) -> Result<Vec<u64>, EngineError> {
-        let mut out = vec![0u64; words.len()];
-        // At least one message, empty or not, as `exchange_words` sends.
-        for i in 0..words.len().div_ceil(PIECE_WORDS).max(1) {
-            let at = i * PIECE_WORDS..words.len().min((i + 1) * PIECE_WORDS);
-            let mut msg = self.scratch.take_bytes(at.len() * 8);
-            words_into_bytes(&words[at.clone()], &mut msg);
-            self.send_bytes(to, msg)?;
-            let got = self.recv_bytes(from, at.len() * 8)?;
-            bytes_into_words(&got, &mut out[at]);
-            self.scratch.give_bytes(got);
-        }
-        self.count_round();
-        Ok(out)
     }
 
     /// Sends this party's AND output share `z` of one layer and receives the next

@@ -89,6 +89,24 @@ pub fn process_cpu_seconds() -> Option<f64> {
     Some((utime + stime) as f64 / 100.0)
 }
 
+/// The most resident memory this process has held so far, in bytes (`VmHWM` of
+/// `/proc/self/status`); `None` where that is not available. The three parties run in
+/// this process with either `--net`, so it covers all of them and the harness (its
+/// inputs, the plaintext reference): what issue targets such as "peak RSS ≤ 8 GB" mean.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// `peak_rss_bytes` for the text report.
+pub fn peak_text(peak: Option<u64>) -> String {
+    peak.map_or("peak memory unknown".into(), |b| {
+        format!("peak {:.2} GB", b as f64 / 1e9)
+    })
+}
+
 /// CPU seconds from the earliest start to the latest end of the parties' `(start, end)`
 /// readings of [`process_cpu_seconds`]; `None` if any is missing.
 pub fn cpu_span(readings: impl Iterator<Item = Option<(f64, f64)>>) -> Option<f64> {
@@ -118,5 +136,16 @@ mod tests {
         }
         let after = super::process_cpu_seconds().expect("/proc/self/stat on Linux");
         assert!(after >= before + 0.05, "{before} -> {after}");
+    }
+
+    #[test]
+    fn peak_memory_is_read_and_covers_what_was_touched() {
+        let mut v = vec![0u8; 64 << 20];
+        for b in v.iter_mut().step_by(4096) {
+            *b = 1;
+        }
+        std::hint::black_box(&v);
+        let peak = super::peak_rss_bytes().expect("/proc/self/status on Linux");
+        assert!(peak >= 64 << 20, "peak {peak} bytes after touching 64 MiB");
     }
 }

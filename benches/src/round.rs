@@ -81,6 +81,9 @@ struct Report {
     /// round; `null` without `/proc`.
     cpu_seconds: Option<f64>,
     cpu_seconds_per_round: Vec<Option<f64>>,
+    /// Peak resident memory of the process (all three parties and the harness) over all
+    /// rounds; `null` without `/proc`.
+    peak_rss_bytes: Option<u64>,
     bytes_per_party: u64,
     /// Bytes each party sent (party 0 sends more in a shuffle than the two others).
     bytes_by_party: [u64; 3],
@@ -299,6 +302,7 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
         seconds_per_round: per_round,
         cpu_seconds: cpu_per_round.last().copied().flatten(),
         cpu_seconds_per_round: cpu_per_round,
+        peak_rss_bytes: crate::peak_rss_bytes(),
         bytes_per_party: last_bytes,
         bytes_by_party,
         rounds: last_rounds,
@@ -314,8 +318,8 @@ pub fn run(args: &RoundArgs) -> Result<bool, String> {
         );
     } else {
         println!(
-            "round {} users={} msg={}B store={} threads={}: {:.3} s ({}), {:.1} MB/party, {} rounds, verified={}",
-            args.security, n, args.msg_size, report.store, threads, report.seconds, crate::cpu_text(report.cpu_seconds), last_bytes as f64 / 1e6, last_rounds, verified
+            "round {} users={} msg={}B store={} threads={}: {:.3} s ({}, {}), {:.1} MB/party, {} rounds, verified={}",
+            args.security, n, args.msg_size, report.store, threads, report.seconds, crate::cpu_text(report.cpu_seconds), crate::peak_text(report.peak_rss_bytes), last_bytes as f64 / 1e6, last_rounds, verified
         );
         for (name, secs) in &report.phases {
             println!("  {name:<24} {secs:>8.3} s");

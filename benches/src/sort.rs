@@ -63,6 +63,9 @@ struct Report {
     /// CPU seconds of the whole process (all three parties and the shared pool) from the
     /// first party's start to the last party's end; `null` without `/proc`.
     cpu_seconds: Option<f64>,
+    /// Peak resident memory of the process (all three parties and the harness) when the
+    /// report is written; `null` without `/proc`.
+    peak_rss_bytes: Option<u64>,
     bytes_per_party: u64,
     /// Bytes each party sent (party 0 sends more in a shuffle than the two others).
     bytes_by_party: [u64; 3],
@@ -194,6 +197,7 @@ pub fn run(args: &SortArgs) -> Result<bool, String> {
         threads,
         seconds,
         cpu_seconds,
+        peak_rss_bytes: crate::peak_rss_bytes(),
         bytes_per_party: bytes,
         bytes_by_party,
         rounds,
@@ -209,8 +213,8 @@ pub fn run(args: &SortArgs) -> Result<bool, String> {
         );
     } else {
         println!(
-            "{} {} n={} key_bits={} payload={}B threads={}: {:.3} s ({}), {:.1} MB/party, {} rounds, {} levels, verified={}",
-            report.algo, security, n, key_bits, args.payload, threads, seconds, crate::cpu_text(cpu_seconds), bytes as f64 / 1e6, rounds, levels, verified
+            "{} {} n={} key_bits={} payload={}B threads={}: {:.3} s ({}, {}), {:.1} MB/party, {} rounds, {} levels, verified={}",
+            report.algo, security, n, key_bits, args.payload, threads, seconds, crate::cpu_text(cpu_seconds), crate::peak_text(report.peak_rss_bytes), bytes as f64 / 1e6, rounds, levels, verified
         );
     }
     Ok(verified)

@@ -486,11 +486,11 @@ impl Party {
     }
 }
 
-/// Little-endian bytes of `words` into `out` (exactly `8 * words.len()` bytes).
 /// Words per message piece of a long exchange (16 MiB): long messages are split so that
 /// their buffers come from the pools.
 pub(crate) const PIECE_WORDS: usize = 1 << 21;
 
+/// Little-endian bytes of `words` into `out` (exactly `8 * words.len()` bytes).
 pub(crate) fn words_into_bytes(words: &[u64], out: &mut [u8]) {
     debug_assert_eq!(out.len(), words.len() * 8);
     let work = |(c, w): (&mut [u8], &[u64])| {

@@ -193,6 +193,14 @@ impl<'a> Part<'a> {
         }
     }
 
+    /// Both shares of the part after the last step (which always leaves them owned).
+    fn result(&mut self) -> Shared {
+        match std::mem::replace(&mut self.held, Held::Half(Vec::new())) {
+            Held::Owned(t) => t,
+            Held::Borrowed(_) | Held::Half(_) => unreachable!("the last step's output is owned"),
+        }
+    }
+
     /// Hands a source's own vector to the spare buffers once it has been read.
     fn release(&mut self, source: Source<'_>) {
         if let Source::Rows(Cow::Owned(v)) = source {
@@ -343,10 +351,7 @@ impl Party {
         let last = self.step_permutation(n, 2);
         let mut table = parts.pop().expect("two parts");
         self.shuffle_step(&mut parts, &last, n, 2)?;
-        let dests = match std::mem::replace(&mut parts[0].held, Held::Half(Vec::new())) {
-            Held::Owned(t) => t,
-            Held::Borrowed(_) | Held::Half(_) => unreachable!("the last step's output is owned"),
-        };
+        let dests = parts[0].result();
         drop(parts);
         let opened = self.declassify_words(Reason::RouteAfterShuffle, &dests)?;
         let kept = place(&opened)?;
@@ -362,10 +367,7 @@ impl Party {
             kept.iter().map(|&k| last[k as usize]).collect()
         };
         self.shuffle_step(std::slice::from_mut(&mut table), &perm, kept.len(), 2)?;
-        match std::mem::replace(&mut table.held, Held::Half(Vec::new())) {
-            Held::Owned(t) => Ok(t),
-            Held::Borrowed(_) | Held::Half(_) => unreachable!("the last step's output is owned"),
-        }
+        Ok(table.result())
     }
 
     fn shuffle_with(
@@ -396,17 +398,7 @@ impl Party {
             let perm = self.step_permutation(n, j);
             self.shuffle_step(&mut parts, &perm, n, j)?;
         }
-        let mut out: Vec<Shared> = parts
-            .iter_mut()
-            .map(
-                |p| match std::mem::replace(&mut p.held, Held::Half(Vec::new())) {
-                    Held::Owned(t) => t,
-                    Held::Borrowed(_) | Held::Half(_) => {
-                        unreachable!("the last step's output is owned")
-                    }
-                },
-            )
-            .collect();
+        let mut out: Vec<Shared> = parts.iter_mut().map(Part::result).collect();
         drop(parts);
         if let Some(key) = key {
             let tags = out.pop().expect("the tags are the last part");
@@ -630,20 +622,11 @@ mod tests {
     }
 
     fn run_routed(rows: &[u64], n: usize, width: usize) -> [Result<Shared, EngineError>; 3] {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let x0: Vec<u64> = (0..rows.len()).map(|_| rng.gen()).collect();
-        let x1: Vec<u64> = (0..rows.len()).map(|_| rng.gen()).collect();
-        let x2: Vec<u64> = rows
-            .iter()
-            .zip(&x0)
-            .zip(&x1)
-            .map(|((r, a), b)| r ^ a ^ b)
-            .collect();
-        let firsts = std::sync::Arc::new([
-            x0.iter().zip(&x1).map(|(a, b)| a ^ b).collect::<Vec<u64>>(),
-            x2,
-            Vec::new(),
-        ]);
+        let [x0, x1, x2] = crate::share::xor_share(rows, &mut rand::rngs::StdRng::seed_from_u64(7));
+        // What the first step reads: x_0 ^ x_1 at party 0, x_2 at party 1, nothing at 2.
+        let mut first0 = x0;
+        xor_into(&mut first0, &x1);
+        let firsts = std::sync::Arc::new([first0, x2, Vec::new()]);
         crate::testing::run_three(move |p| {
             let first = firsts[p.id().index()].clone();
             p.shuffle_reduced_routed(first, n, width, 0, |dests| {

@@ -620,10 +620,10 @@ pub fn exchange_round(
         Ok(kept)
     };
     // Semi-honest mode builds only what the shuffle's first step reads here (party 0
-    // `x_0 ^ x_1`, party 1 `x_2`, party 2 nothing; `Party::shuffle_reduced_routed`), so no
-    // party holds both shares of the table: at a million users it is 0.65 GB per share;
-    // and the destinations are opened before the shuffle's last step, which then moves
-    // only the U + C kept rows (`Party::shuffle_reduced_routed`). Malicious mode needs
+    // `x_0 ^ x_1`, party 1 `x_2`, party 2 nothing), so no party holds both shares of the
+    // table: at a million users it is 0.65 GB per share; and the destinations are opened
+    // before the shuffle's last step, which then moves only the U + C kept rows
+    // (`Party::shuffle_reduced_routed`). Malicious mode needs
     // both shares for the shuffle's MAC, checked over the whole table before anything
     // is opened. Either way each share of the blocks is wiped and freed as soon as it
     // has been read, and the inputs are gone before the shuffle starts. `moved` holds
@@ -646,7 +646,7 @@ pub fn exchange_round(
         blocks.a = Vec::new();
         let b = build_wide(Share::B, &blocks.b);
         drop((blocks, fates, blank_dests, expired));
-        let moved = party.shuffle_owned(Shared { a, b }, wide)?;
+        let mut moved = party.shuffle_owned(Shared { a, b }, wide)?;
         let dests = party.declassify_words(Reason::RouteAfterShuffle, &column(&moved, wide, 0))?;
         let kept = place(&dests)?;
         let in_order = |v: &[u64]| -> Vec<u64> {
@@ -660,7 +660,6 @@ pub fn exchange_round(
                 });
             out
         };
-        let mut moved = moved;
         let a = in_order(&moved.a);
         zeroize::Zeroize::zeroize(&mut moved.a);
         moved.a = Vec::new();
